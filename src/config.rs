@@ -1,0 +1,361 @@
+//! One `Config` for the whole proxy, built from command-line flags, and its validation.
+//!
+//! Validation errors are meant to be read by an operator at a terminal: each one says what is wrong
+//! and what to change.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// One Wt server behind the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The `--session-id-prefix` the Wt server was started with (`wt1`).
+    pub prefix: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Share of session-less traffic in weighted round-robin; 0 takes no new sessions.
+    pub weight: u32,
+}
+
+impl BackendConfig {
+    /// Parses `PREFIX=HOST:PORT[,weight=N]`, resolving HOST once, now.
+    pub fn parse(spec: &str) -> Result<BackendConfig, ConfigError> {
+        let bad = |why: &str| ConfigError::Backend {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        let (prefix, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected PREFIX=HOST:PORT, e.g. wt1=127.0.0.1:9090"))?;
+        let prefix = prefix.trim();
+        if prefix.is_empty() {
+            return Err(bad("the session-id prefix before '=' is empty"));
+        }
+        if !prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(
+                "a Wt session-id prefix may hold only [0-9A-Za-z] (it is part of the session id)",
+            ));
+        }
+        let mut parts = rest.split(',');
+        let hostport = parts.next().unwrap_or("").trim();
+        let addr = resolve(hostport).map_err(|why| bad(&why))?;
+        let mut weight = 1;
+        for opt in parts {
+            let (key, value) = opt
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("option '{opt}' is not KEY=VALUE")))?;
+            match key.trim() {
+                "weight" => {
+                    weight = value.trim().parse::<u32>().ok().filter(|w| *w <= 1000).ok_or_else(
+                        || bad(&format!("weight '{value}' is not a whole number 0..=1000")),
+                    )?
+                }
+                other => return Err(bad(&format!("unknown option '{other}' (known: weight)"))),
+            }
+        }
+        Ok(BackendConfig {
+            prefix: prefix.to_string(),
+            addr,
+            weight,
+        })
+    }
+}
+
+fn resolve(hostport: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = hostport.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !hostport.contains(':') {
+        return Err(format!("'{hostport}' has no port: write HOST:PORT"));
+    }
+    match hostport.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{hostport}' resolves to no address")),
+        Err(e) => Err(format!("cannot resolve '{hostport}': {e}")),
+    }
+}
+
+/// Parses a listen address: `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all IPv4.
+pub fn parse_listen(spec: &str) -> Result<SocketAddr, ConfigError> {
+    let s = spec.trim();
+    let s = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        format!("0.0.0.0:{s}")
+    } else {
+        s.to_string()
+    };
+    resolve(&s).map_err(|why| ConfigError::Listen {
+        spec: spec.to_string(),
+        why,
+    })
+}
+
+/// Timeouts of DESIGN.md §3, with HAProxy-like meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    pub connect: Duration,
+    /// From a request's first byte to the end of its head (slowloris guard) → 408.
+    pub request_head: Duration,
+    /// Client inactivity while a request or response is in flight.
+    pub client: Duration,
+    /// Backend inactivity while we wait for or read its response → 504.
+    pub server: Duration,
+    /// Inactivity (both directions) of an upgraded (WebSocket) tunnel.
+    pub tunnel: Duration,
+    /// Idle client connection between two requests.
+    pub keepalive: Duration,
+    /// Idle pooled backend connection; must stay below the backend's own (wthttpd: 10 s).
+    pub pool_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            request_head: Duration::from_secs(10),
+            client: Duration::from_secs(60),
+            server: Duration::from_secs(60),
+            tunnel: Duration::from_secs(3600),
+            keepalive: Duration::from_secs(60),
+            pool_idle: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Everything the engine needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub backends: Vec<BackendConfig>,
+    /// Shards (one pinned executor each); 0 means one per available core.
+    pub threads: usize,
+    /// Characters after the prefix in a Wt session id (Wt's `session-id-length`).
+    pub session_id_length: usize,
+    pub timeouts: Timeouts,
+    /// Client connections served at once by the whole process; more wait in the kernel backlog.
+    pub maxconn: usize,
+    /// Connect attempts per request; the last goes to another backend (redispatch).
+    pub retries: u32,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    /// Append `X-Forwarded-For` and set `X-Forwarded-Proto`.
+    pub forwarded_headers: bool,
+    /// Idle connections kept per backend per shard.
+    pub pool_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Vec::new(),
+            backends: Vec::new(),
+            threads: 0,
+            session_id_length: 16,
+            timeouts: Timeouts::default(),
+            maxconn: 4096,
+            retries: 3,
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            forwarded_headers: true,
+            pool_size: 64,
+        }
+    }
+}
+
+impl Config {
+    /// The number of shards this config asks for, resolving 0 to the available cores.
+    pub fn shard_count(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+
+    /// Checks everything that can be checked before binding a socket.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no listen address: add --listen 0.0.0.0:8080 (several allowed)".into(),
+            ));
+        }
+        if self.backends.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
+                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091"
+                    .into(),
+            ));
+        }
+        if self.session_id_length == 0 || self.session_id_length > 128 {
+            return Err(ConfigError::Invalid(format!(
+                "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
+                self.session_id_length
+            )));
+        }
+        for (i, a) in self.backends.iter().enumerate() {
+            for b in &self.backends[i + 1..] {
+                // Two owners could claim one id only if their prefix + id lengths agree and one
+                // prefix starts with the other; with one id length for all, that means equal
+                // prefixes. `wt1` and `wt10` are fine: `wt1` ids are 19 long, `wt10` ids 20.
+                if a.prefix == b.prefix {
+                    return Err(ConfigError::Invalid(format!(
+                        "prefix '{}' is given to two backends ({} and {}), so both could claim the \
+                         same session id: start every Wt server with its own --session-id-prefix",
+                        a.prefix, a.addr, b.addr
+                    )));
+                }
+            }
+        }
+        if self.backends.iter().all(|b| b.weight == 0) {
+            return Err(ConfigError::Invalid(
+                "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more"
+                    .into(),
+            ));
+        }
+        if self.maxconn == 0 {
+            return Err(ConfigError::Invalid("--maxconn must be at least 1".into()));
+        }
+        if self.retries == 0 {
+            return Err(ConfigError::Invalid(
+                "--retries must be at least 1 (it counts connect attempts)".into(),
+            ));
+        }
+        if self.max_head_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "--max-head-bytes below 1024 would reject ordinary browser requests".into(),
+            ));
+        }
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("--connect-timeout", t.connect),
+            ("--request-head-timeout", t.request_head),
+            ("--client-timeout", t.client),
+            ("--server-timeout", t.server),
+            ("--tunnel-timeout", t.tunnel),
+            ("--keepalive-timeout", t.keepalive),
+            ("--pool-idle-timeout", t.pool_idle),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!("{name} must be above 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration: write e.g. 500ms, 5s, 2m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Backend { spec: String, why: String },
+    Listen { spec: String, why: String },
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Backend { spec, why } => write!(f, "--backend '{spec}': {why}"),
+            ConfigError::Listen { spec, why } => write!(f, "--listen '{spec}': {why}"),
+            ConfigError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(specs: &[&str]) -> Config {
+        Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            backends: specs.iter().map(|s| BackendConfig::parse(s).unwrap()).collect(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn parses_backend_specs() {
+        let b = BackendConfig::parse("wt1=127.0.0.1:9090").unwrap();
+        assert_eq!(b.prefix, "wt1");
+        assert_eq!(b.addr, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(b.weight, 1);
+        let b = BackendConfig::parse("wt2=[::1]:9091,weight=3").unwrap();
+        assert_eq!(b.addr, "[::1]:9091".parse().unwrap());
+        assert_eq!(b.weight, 3);
+        let b = BackendConfig::parse("a=localhost:80").unwrap();
+        assert!(b.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn rejects_bad_backend_specs() {
+        for bad in [
+            "127.0.0.1:9090",
+            "=127.0.0.1:9090",
+            "wt-1=127.0.0.1:9090",
+            "wt1=127.0.0.1",
+            "wt1=127.0.0.1:9090,weight=x",
+            "wt1=127.0.0.1:9090,color=red",
+            "wt1=127.0.0.1:99999",
+        ] {
+            assert!(BackendConfig::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn validates_prefixes() {
+        assert!(cfg(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]).validate().is_ok());
+        let e = cfg(&["wt1=127.0.0.1:1", "wt1=127.0.0.1:2"])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("two backends"), "{e}");
+        // An id's length tells wt1 (19 chars) from wt10 (20 chars) apart.
+        assert!(cfg(&["wt1=127.0.0.1:1", "wt10=127.0.0.1:2"]).validate().is_ok());
+        let e = cfg(&[]).validate().unwrap_err();
+        assert!(e.to_string().contains("no backends"), "{e}");
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn parses_listen() {
+        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(parse_listen("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert!(parse_listen("nonsense").is_err());
+    }
+}

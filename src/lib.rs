@@ -1,0 +1,23 @@
+//! wtgate: a reverse proxy for fleets of Wt servers, routing each request by its session id.
+//!
+//! Map of the modules, in the order bytes flow through them:
+//! - [`config`]: one `Config` from flags, validated with messages that name the fix.
+//! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners.
+//! - [`h1`]: sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, typed errors,
+//!   and the rewriting of heads on their way through.
+//! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
+//! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
+//! - [`pool`]: per-shard idle keep-alive connections to backends.
+//! - [`health`]: each shard's copy of backend states, passive mark-down.
+//! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
+//! - [`demo`]: Wt-like demo backends for `wtgate demo`.
+
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod h1;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+pub mod route;
+pub mod ws;
