@@ -1,1 +1,110 @@
-//! TODO
+//! Sans-IO HTTP/1.1 (RFC 9112): heads, body framing, chunked decoding and head rewriting.
+//!
+//! Nothing here touches a socket. Parsers take the bytes read so far and answer "incomplete",
+//! a parsed head, or a typed error; the body framers only say where a body ends, because the
+//! proxy forwards body bytes untouched. Strictness is deliberate: anything two parsers could
+//! read differently (bare CR/LF, obs-fold, CL+TE, odd chunk sizes) is refused rather than
+//! repaired, since a proxy that repairs is a proxy that can be used for request smuggling.
+//!
+//! Map:
+//! - `scan`: finds the end of a head and rejects bytes httparse would tolerate.
+//! - `fields`: header-value grammar shared by requests and responses.
+//! - `request` / `response`: head parsing and framing rules.
+//! - `chunked` / `body`: body framing state machines.
+//! - `rewrite`: the heads we send on (hop-by-hop removal, X-Forwarded-*).
+//! - `reply`: responses the proxy answers itself.
+//! - `error`: one error enum per layer.
+
+mod body;
+mod chunked;
+mod error;
+mod fields;
+#[cfg(test)]
+mod fixtures;
+mod reply;
+mod request;
+mod response;
+mod rewrite;
+mod scan;
+
+use std::ops::Range;
+
+pub use body::{Advance, BodyFramer};
+pub use chunked::ChunkedDecoder;
+pub use error::{BodyError, RequestError, ResponseError};
+pub use reply::{error_response, reason_phrase};
+pub use request::{RequestHead, parse_request};
+pub use response::{ResponseHead, parse_response};
+pub use rewrite::{ForwardOptions, write_forward_request, write_forward_response};
+
+/// Bounds on a head, checked before anything is allocated for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    /// The version as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+
+    fn from_httparse(minor: u8) -> Self {
+        if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        }
+    }
+}
+
+/// Byte range of a header name/value inside the buffer the head was parsed from.
+///
+/// Ranges instead of slices keep heads free of lifetimes, so the shell can keep a parsed head
+/// next to the buffer it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// How the end of a body is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (no CL/TE on a request; HEAD, 1xx, 204, 304 responses).
+    None,
+    /// `Content-Length: n`; `Length(0)` is kept as such (it was on the wire) and is done at once.
+    Length(u64),
+    Chunked,
+    /// Responses only: the body ends when the server closes.
+    CloseDelimited,
+}
+
+/// Offset of `part` inside `buf`; `part` must be a subslice of `buf` (httparse hands those out).
+fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    debug_assert!(start + part.len() <= buf.len());
+    start..start + part.len()
+}
+
+/// Stack room for this many headers; heads with more (when the limit allows) use the heap.
+const STACK_HEADERS: usize = 100;

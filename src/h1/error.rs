@@ -1,0 +1,193 @@
+//! One error enum per layer, each variant naming a single cause so logs and tests can tell
+//! smuggling attempts from plain garbage.
+
+use std::fmt;
+
+/// Why a request head was refused; [`RequestError::status`] is what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// No end of head within `max_head_bytes`.
+    HeadTooLarge,
+    TooManyHeaders,
+    /// A well-formed `HTTP/x.y` other than 1.0 and 1.1 (e.g. `HTTP/2.0`, the h2 preface).
+    UnsupportedVersion,
+    /// The request line is not `method SP target SP HTTP/x.y` (includes HTTP/0.9 lines).
+    BadRequestLine,
+    BadHeaderName,
+    BadHeaderValue,
+    /// A `\n` not preceded by `\r`.
+    BareLineFeed,
+    /// A `\r` not followed by `\n`.
+    BareCarriageReturn,
+    NulByte,
+    /// A header line starting with SP/HTAB (obsolete line folding).
+    ObsFold,
+    ContentLengthAndTransferEncoding,
+    ConflictingContentLength,
+    BadContentLength,
+    /// Last coding not `chunked`, `chunked` more than once, or no coding at all.
+    BadTransferEncoding,
+    /// HTTP/1.0 has no Transfer-Encoding; a 1.0 request with one is framed ambiguously.
+    TransferEncodingInHttp10,
+    MissingHost,
+    DuplicateHost,
+    /// CONNECT: a reverse proxy does not open tunnels to arbitrary places.
+    MethodNotAllowed,
+}
+
+impl RequestError {
+    /// The status to answer with (the connection is closed after it).
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
+            RequestError::UnsupportedVersion => 505,
+            RequestError::MethodNotAllowed => 405,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            RequestError::HeadTooLarge => "request head too large",
+            RequestError::TooManyHeaders => "too many request headers",
+            RequestError::UnsupportedVersion => "unsupported HTTP version",
+            RequestError::BadRequestLine => "malformed request line",
+            RequestError::BadHeaderName => "invalid header name",
+            RequestError::BadHeaderValue => "invalid header value",
+            RequestError::BareLineFeed => "bare LF in request head",
+            RequestError::BareCarriageReturn => "bare CR in request head",
+            RequestError::NulByte => "NUL byte in request head",
+            RequestError::ObsFold => "obsolete line folding in request head",
+            RequestError::ContentLengthAndTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
+            RequestError::ConflictingContentLength => "conflicting Content-Length values",
+            RequestError::BadContentLength => "invalid Content-Length",
+            RequestError::BadTransferEncoding => "invalid Transfer-Encoding",
+            RequestError::TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
+            RequestError::MissingHost => "missing Host header",
+            RequestError::DuplicateHost => "more than one Host header",
+            RequestError::MethodNotAllowed => "method not allowed",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Why a backend's response head was refused (the client gets a 502 for any of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    HeadTooLarge,
+    TooManyHeaders,
+    UnsupportedVersion,
+    BadStatusLine,
+    BadHeaderName,
+    BadHeaderValue,
+    BareLineFeed,
+    BareCarriageReturn,
+    NulByte,
+    ObsFold,
+    ConflictingContentLength,
+    BadContentLength,
+    /// A Transfer-Encoding header without any coding in it.
+    BadTransferEncoding,
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ResponseError::HeadTooLarge => "response head too large",
+            ResponseError::TooManyHeaders => "too many response headers",
+            ResponseError::UnsupportedVersion => "unsupported HTTP version in response",
+            ResponseError::BadStatusLine => "malformed status line",
+            ResponseError::BadHeaderName => "invalid header name in response",
+            ResponseError::BadHeaderValue => "invalid header value in response",
+            ResponseError::BareLineFeed => "bare LF in response head",
+            ResponseError::BareCarriageReturn => "bare CR in response head",
+            ResponseError::NulByte => "NUL byte in response head",
+            ResponseError::ObsFold => "obsolete line folding in response head",
+            ResponseError::ConflictingContentLength => "conflicting Content-Length in response",
+            ResponseError::BadContentLength => "invalid Content-Length in response",
+            ResponseError::BadTransferEncoding => "invalid Transfer-Encoding in response",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
+/// Why a body could not be framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// A chunk-size line without hex digits, or with a byte that has no place there.
+    BadChunkSize,
+    /// A chunk size that does not fit in a u64.
+    ChunkSizeOverflow,
+    /// A chunk-size line (size plus extensions) longer than we are willing to scan.
+    ChunkLineTooLong,
+    /// CR or LF where the other was required, or data not followed by CRLF.
+    MissingCrlf,
+    /// A trailer field with a bad name, a bare CR/LF/NUL, or obs-fold.
+    BadTrailer,
+    TrailersTooLarge,
+    /// The peer closed before the body ended.
+    Truncated,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            BodyError::BadChunkSize => "invalid chunk size",
+            BodyError::ChunkSizeOverflow => "chunk size overflows",
+            BodyError::ChunkLineTooLong => "chunk size line too long",
+            BodyError::MissingCrlf => "missing CRLF in chunked body",
+            BodyError::BadTrailer => "invalid trailer field",
+            BodyError::TrailersTooLarge => "trailer section too large",
+            BodyError::Truncated => "body truncated by connection close",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_statuses() {
+        assert_eq!(RequestError::HeadTooLarge.status(), 431);
+        assert_eq!(RequestError::TooManyHeaders.status(), 431);
+        assert_eq!(RequestError::UnsupportedVersion.status(), 505);
+        assert_eq!(RequestError::MethodNotAllowed.status(), 405);
+        for e in [
+            RequestError::BadRequestLine,
+            RequestError::BareLineFeed,
+            RequestError::ObsFold,
+            RequestError::ContentLengthAndTransferEncoding,
+            RequestError::ConflictingContentLength,
+            RequestError::BadTransferEncoding,
+            RequestError::MissingHost,
+            RequestError::DuplicateHost,
+        ] {
+            assert_eq!(e.status(), 400, "{e}");
+        }
+    }
+
+    #[test]
+    fn display_is_lowercase_prose() {
+        assert_eq!(RequestError::MissingHost.to_string(), "missing Host header");
+        assert_eq!(
+            ResponseError::BadStatusLine.to_string(),
+            "malformed status line"
+        );
+        assert_eq!(
+            BodyError::Truncated.to_string(),
+            "body truncated by connection close"
+        );
+    }
+}

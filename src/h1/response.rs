@@ -1,0 +1,360 @@
+//! Response heads from backends. Backends are ours but not trusted with framing: anything the
+//! client could read differently from us is a 502, never forwarded.
+
+use std::mem::MaybeUninit;
+
+use super::error::ResponseError;
+use super::fields::{self, LengthError, Name};
+use super::{Framing, Header, Limits, STACK_HEADERS, Version, range_in, scan};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub head_len: usize,
+    pub status: u16,
+    pub version: Version,
+    pub headers: Vec<Header>,
+    /// HEAD request, 1xx, 204, 304 → None; Transfer-Encoding whose last coding is chunked →
+    /// Chunked; other Transfer-Encoding → CloseDelimited; Content-Length → Length; else
+    /// CloseDelimited. An HTTP/1.0 response with Transfer-Encoding is CloseDelimited
+    /// (RFC 9112 §6.1: its framing is faulty, read to the close).
+    pub framing: Framing,
+    /// Whether the backend lets us reuse the connection: 1.1 unless `Connection: close`,
+    /// 1.0 only with `Connection: keep-alive`; false for CloseDelimited, and false when
+    /// Transfer-Encoding and Content-Length came together (RFC 9112 §6.3: likely an attack).
+    pub keep_alive: bool,
+}
+
+/// Parses the response head at the start of `buf`; `Ok(None)` = incomplete, read more.
+///
+/// `request_was_head`: the request was HEAD, so no body follows whatever the headers say.
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    request_was_head: bool,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
+        return Ok(None);
+    };
+    let head = &buf[..head_len];
+
+    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut heap: Vec<MaybeUninit<httparse::Header>>;
+    let slots: &mut [MaybeUninit<httparse::Header>] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap = Vec::with_capacity(limits.max_headers);
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        &mut heap
+    };
+    let mut res = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, head, slots)
+    {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(ResponseError::BadStatusLine),
+        Err(e) => return Err(httparse_error(e, head)),
+    }
+    let (Some(minor), Some(status)) = (res.version, res.code) else {
+        return Err(ResponseError::BadStatusLine);
+    };
+    let version = Version::from_httparse(minor);
+    let headers: Vec<Header> = res
+        .headers
+        .iter()
+        .map(|h| Header {
+            name: range_in(buf, h.name.as_bytes()),
+            value: range_in(buf, h.value),
+        })
+        .collect();
+
+    let te = fields::transfer_codings(buf, &headers);
+    if te.present && te.codings == 0 {
+        return Err(ResponseError::BadTransferEncoding);
+    }
+    // Validated even when TE wins or no body follows: a bad length is a broken backend.
+    let length = match fields::content_length(buf, &headers) {
+        Ok(n) => n,
+        Err(LengthError::Bad) => return Err(ResponseError::BadContentLength),
+        Err(LengthError::Conflict) => return Err(ResponseError::ConflictingContentLength),
+    };
+
+    let bodyless =
+        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodyless {
+        Framing::None
+    } else if te.present {
+        if te.last_is_chunked && version == Version::Http11 {
+            Framing::Chunked
+        } else {
+            Framing::CloseDelimited
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::CloseDelimited
+    };
+
+    let close = fields::has_token(buf, &headers, Name::Connection, b"close");
+    let reusable = match version {
+        Version::Http11 => !close,
+        Version::Http10 => {
+            !close && fields::has_token(buf, &headers, Name::Connection, b"keep-alive")
+        }
+    };
+    let smuggle_shaped = te.present && length.is_some();
+    let keep_alive = reusable && !smuggle_shaped && framing != Framing::CloseDelimited;
+
+    Ok(Some(ResponseHead {
+        head_len,
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn httparse_error(e: httparse::Error, head: &[u8]) -> ResponseError {
+    match e {
+        httparse::Error::TooManyHeaders => ResponseError::TooManyHeaders,
+        httparse::Error::HeaderName => ResponseError::BadHeaderName,
+        httparse::Error::HeaderValue => ResponseError::BadHeaderValue,
+        httparse::Error::Version if names_a_version(scan::start_line(head)) => {
+            ResponseError::UnsupportedVersion
+        }
+        _ => ResponseError::BadStatusLine,
+    }
+}
+
+/// `HTTP/d.d SP ...`: only the version number is wrong.
+fn names_a_version(line: &[u8]) -> bool {
+    matches!(line, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor, b' ', ..]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &[u8]) -> Result<Option<ResponseHead>, ResponseError> {
+        parse_response(buf, &Limits::default(), false)
+    }
+
+    fn head(buf: &[u8]) -> ResponseHead {
+        parse(buf).unwrap().unwrap()
+    }
+
+    fn err(buf: &[u8]) -> ResponseError {
+        parse(buf).unwrap_err()
+    }
+
+    // From wt-traffic.txt, section A.
+    const WT_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Date: Thu, 26 Nov 2026 04:56:32 GMT\r\n\
+Content-Type: text/html; charset=UTF-8\r\n\
+Cache-Control: no-cache, no-store, must-revalidate\r\n\
+Pragma: no-cache\r\n\
+Expires: 0\r\n\
+X-Frame-Options: SAMEORIGIN\r\n\
+Transfer-Encoding: chunked\r\n\r\n";
+
+    const WT_101: &[u8] = b"HTTP/1.1 101 Switching Protocol\r\n\
+Connection: Upgrade\r\n\
+Upgrade: WebSocket\r\n\
+Sec-WebSocket-Accept: 8HY4GeqsiL1h4lqHrC4npTiRHGU=\r\n\r\n";
+
+    const WT_404: &[u8] = b"HTTP/1.1 404 Not Found\r\n\
+Date: Thu, 26 Nov 2026 04:56:32 GMT\r\n\
+Content-Type: text/html\r\n\
+Content-Length: 85\r\n\r\n";
+
+    #[test]
+    fn wt_responses() {
+        let h = head(WT_CHUNKED);
+        assert_eq!(
+            (h.status, h.version, h.framing),
+            (200, Version::Http11, Framing::Chunked)
+        );
+        assert!(h.keep_alive);
+        assert_eq!(h.head_len, WT_CHUNKED.len());
+        assert_eq!(h.headers.len(), 7);
+
+        let h = head(WT_101);
+        assert_eq!((h.status, h.framing), (101, Framing::None));
+
+        let h = head(WT_404);
+        assert_eq!((h.status, h.framing), (404, Framing::Length(85)));
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn incomplete_and_too_large() {
+        for cut in 0..WT_404.len() {
+            assert_eq!(parse(&WT_404[..cut]), Ok(None));
+        }
+        let limits = Limits {
+            max_head_bytes: 32,
+            max_headers: 100,
+        };
+        assert_eq!(
+            parse_response(WT_404, &limits, false),
+            Err(ResponseError::HeadTooLarge)
+        );
+        let limits = Limits {
+            max_head_bytes: 1024,
+            max_headers: 2,
+        };
+        assert_eq!(
+            parse_response(WT_404, &limits, false),
+            Err(ResponseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn bodyless_responses() {
+        for status in [
+            "100 Continue",
+            "101 Switching Protocols",
+            "103 Early Hints",
+            "204 No Content",
+            "304 Not Modified",
+        ] {
+            let buf = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
+            assert_eq!(head(buf.as_bytes()).framing, Framing::None, "{status}");
+        }
+        let h = parse_response(WT_CHUNKED, &Limits::default(), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive);
+        let h = parse_response(WT_404, &Limits::default(), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::None);
+    }
+
+    #[test]
+    fn transfer_encoding_framing() {
+        let f = |te: &str| head(format!("HTTP/1.1 200 OK\r\n{te}\r\n\r\n").as_bytes());
+        assert_eq!(
+            f("Transfer-Encoding: gzip, chunked").framing,
+            Framing::Chunked
+        );
+        assert_eq!(
+            f("Transfer-Encoding: gzip\r\nTransfer-Encoding: Chunked").framing,
+            Framing::Chunked
+        );
+        let h = f("Transfer-Encoding: gzip");
+        assert_eq!(h.framing, Framing::CloseDelimited);
+        assert!(!h.keep_alive);
+        assert_eq!(
+            f("Transfer-Encoding: chunked, gzip").framing,
+            Framing::CloseDelimited
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n"),
+            ResponseError::BadTransferEncoding
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_beats_content_length_but_no_reuse() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn http10_transfer_encoding_reads_to_close() {
+        let h = head(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(h.framing, Framing::CloseDelimited);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn content_length_errors() {
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            ResponseError::ConflictingContentLength
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            ResponseError::BadContentLength
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
+            ResponseError::ConflictingContentLength
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").framing,
+            Framing::Length(3)
+        );
+    }
+
+    #[test]
+    fn close_delimited_without_length() {
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(h.framing, Framing::CloseDelimited);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(
+            !head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive
+        );
+        assert!(!head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(
+            head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .keep_alive
+        );
+        assert!(head(b"HTTP/1.1 204 No Content\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
+            ResponseError::BareLineFeed
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"),
+            ResponseError::BareCarriageReturn
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n"),
+            ResponseError::NulByte
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
+            ResponseError::ObsFold
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n"),
+            ResponseError::BadHeaderName
+        );
+        assert_eq!(
+            err(b"HTTP/2.0 200 OK\r\n\r\n"),
+            ResponseError::UnsupportedVersion
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 2000 OK\r\n\r\n"),
+            ResponseError::BadStatusLine
+        );
+        assert_eq!(
+            err(b"HTTX/1.1 200 OK\r\n\r\n"),
+            ResponseError::BadStatusLine
+        );
+        assert_eq!(err(b"HTTP/1.1 OK\r\n\r\n"), ResponseError::BadStatusLine);
+    }
+
+    #[test]
+    fn reason_is_optional() {
+        assert_eq!(
+            head(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").status,
+            200
+        );
+    }
+}
