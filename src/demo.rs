@@ -1,1 +1,1309 @@
-//! TODO
+//! Wt-like demo backends for `wtgate demo` and for tests: small blocking HTTP/1.1 servers that route
+//! like a Wt server (wthttpd) with `--session-id-prefix`, so session affinity can be seen in a browser
+//! or with `curl -i` (every response carries `X-Backend: <prefix>`).
+//!
+//! What a [`DemoBackend`] answers (see DESIGN.md §2 for the Wt behaviour it imitates):
+//! - `GET`/`HEAD` with no `wtd`, or a `wtd` this server does not know (another server's prefix, an
+//!   unknown or malformed id) → a new session `prefix + 16 [0-9A-Za-z]`; 200 `text/html`, chunked:
+//!   "served by backend wt1 (ADDR), new session wt1…", a link `?wtd=<id>`, and a script that opens a
+//!   WebSocket to `?wtd=<id>&request=ws`, sends a message and shows the echo.
+//! - `GET /?wtd=<known id>` → 200 chunked page "served by backend wt1, session <id> (request #n of this
+//!   session)"; with `request=style|script|<other>` → 200 small `text/css`/`text/javascript`/`text/plain`
+//!   bodies with `Content-Length`, naming backend, session and request number.
+//! - `POST /?wtd=<known id>` (form body `request=jsupdate&…`) → 200 `text/javascript` with
+//!   `Content-Length`, naming backend, session, the `request` value (body first, then URL), and the body's
+//!   length and FNV-1a hash (handy to check a proxy's body streaming). For an unknown session: 200
+//!   `text/javascript` reload script, like Wt. Other methods → 405.
+//! - `GET /?wtd=<known id>&request=ws` with `Upgrade: websocket` → 101 and an echo server: data frames
+//!   echoed frame by frame (same opcode and FIN, unmasked), pings answered with pongs, a close answered
+//!   with a close (same status code) and the connection ended. Unmasked client frames, bad fragment order
+//!   or bad frames → close 1002 (1009 for frames over 1 MiB). Unknown session → 403 (like Wt).
+//!   `request=ws` without `Upgrade: websocket` → 400; missing key → 400; version ≠ 13 → 426.
+//! - `/favicon.ico` → 404 without a session (browsers ask for it on every page load).
+//!
+//! HTTP: keep-alive on HTTP/1.1 (requests answered in order, pipelining works), `Connection: close` and
+//! HTTP/1.0 get `Connection: close` responses with `Content-Length` (HTTP/1.0 is never kept alive).
+//! Idle timeout 10 s like wthttpd. Request bodies: `Content-Length` and `chunked` (decoded, lenient about
+//! bare LF line ends) are read and discarded; `Expect: 100-continue` gets a `100 Continue`. Malformed
+//! requests (httparse errors, both `Content-Length` and `Transfer-Encoding`, differing or non-digit
+//! lengths, a last transfer coding other than chunked, bad chunk sizes, no `Host` on HTTP/1.1) → 400 and
+//! close; heads over 16 KiB or 64 headers → 431. Memory per connection is bounded (head 16 KiB + one
+//! 16 KiB read; a WebSocket frame ≤ 1 MiB); at most 1024 connections per backend (more get 503).
+//!
+//! Threads: one accept thread and one thread per connection. Dropping a [`DemoBackend`] does not stop
+//! them: the backend serves until the process exits (it is meant for `wtgate demo` and tests).
+//! Session ids are compared raw (not percent-decoded), so prefixes should be URL-safe (Wt's are).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::ws;
+
+/// Characters after the prefix in a session id (Wt's default `session-id-length`).
+pub const SESSION_ID_LEN: usize = 16;
+
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const LINGER: Duration = Duration::from_millis(500);
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+const MAX_LINE: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_CONNS: usize = 1024;
+const MAX_SESSIONS: usize = 100_000;
+const WS_MAX_PAYLOAD: usize = 1 << 20;
+const FORM_PREFIX: usize = 4096;
+const THREAD_STACK: usize = 256 * 1024;
+const ALNUM: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Handle to a running demo backend. Dropping it does not stop the server threads.
+pub struct DemoBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    prefix: String,
+    addr: SocketAddr,
+    requests: AtomicU64,
+    conns: AtomicUsize,
+    seq: AtomicU64,
+    salt: u64,
+    /// Known session ids → requests seen in that session (the creating request is #1).
+    sessions: Mutex<HashMap<String, u64>>,
+}
+
+impl DemoBackend {
+    /// Binds `addr` (port 0 allowed) and serves in background threads.
+    pub fn spawn(prefix: &str, addr: SocketAddr) -> io::Result<DemoBackend> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            prefix: prefix.to_string(),
+            addr,
+            requests: AtomicU64::new(0),
+            conns: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            salt: u64::from(addr.port()) << 32 ^ u64::from(std::process::id()),
+            sessions: Mutex::new(HashMap::new()),
+        });
+        let for_thread = Arc::clone(&shared);
+        thread::Builder::new()
+            .name(format!("demo-{prefix}"))
+            .spawn(move || accept_loop(listener, for_thread))?;
+        Ok(DemoBackend { shared })
+    }
+
+    /// The bound address (with the real port when spawned on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The session-id prefix, e.g. `wt1`.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// Requests served so far: every request head that parsed and passed validation, whatever the
+    /// answer (pages, 101, 403, 405, …). Malformed requests answered with 400/431/505 are not counted.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Number of sessions currently known.
+    pub fn sessions(&self) -> usize {
+        self.shared.lock_sessions().len()
+    }
+}
+
+impl std::fmt::Debug for DemoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoBackend")
+            .field("prefix", &self.prefix())
+            .field("addr", &self.addr())
+            .field("requests", &self.requests())
+            .finish()
+    }
+}
+
+impl Shared {
+    fn lock_sessions(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request in a known session; returns its number in the session, `None` if unknown.
+    fn touch(&self, wtd: &str) -> Option<u64> {
+        let mut sessions = self.lock_sessions();
+        let n = sessions.get_mut(wtd)?;
+        *n += 1;
+        Some(*n)
+    }
+
+    fn new_session(&self) -> String {
+        let mut sessions = self.lock_sessions();
+        loop {
+            let id = self.random_id();
+            if !sessions.contains_key(&id) {
+                if sessions.len() >= MAX_SESSIONS {
+                    // Bounded memory: forget an arbitrary old session.
+                    if let Some(old) = sessions.keys().next().cloned() {
+                        sessions.remove(&old);
+                    }
+                }
+                sessions.insert(id.clone(), 1);
+                return id;
+            }
+        }
+    }
+
+    /// `prefix` + 16 chars of `[0-9A-Za-z]` from xorshift64, seeded from time, a counter and a salt.
+    fn random_id(&self) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut x = splitmix64(nanos ^ self.salt ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+        let mut id = String::with_capacity(self.prefix.len() + SESSION_ID_LEN);
+        id.push_str(&self.prefix);
+        while id.len() < self.prefix.len() + SESSION_ID_LEN {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let c = (x >> 58) as usize; // 0..64; reject 62, 63 to stay uniform
+            if c < ALNUM.len() {
+                id.push(ALNUM[c] as char);
+            }
+        }
+        id
+    }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Decrements the connection count when a connection thread ends (or fails to start).
+struct ConnSlot(Arc<Shared>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE and friends: back off instead of spinning.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if shared.conns.fetch_add(1, Ordering::Relaxed) >= MAX_CONNS {
+            shared.conns.fetch_sub(1, Ordering::Relaxed);
+            let resp = error_response(503, "too many connections", &shared.prefix, &[]);
+            let _ = (&stream).write_all(&resp);
+            continue;
+        }
+        let slot = ConnSlot(Arc::clone(&shared));
+        // If the spawn fails the closure (and the slot) is dropped, and the connection with it.
+        let _ = thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let shared = Arc::clone(&slot.0);
+                serve(stream, &shared);
+                drop(slot);
+            });
+    }
+}
+
+/// Why a request cannot be answered normally.
+enum Fail {
+    /// Peer gone, timed out, or an I/O error: close without answering.
+    Closed,
+    /// Answer with this status and a short text, then close.
+    Status(u16, &'static str),
+}
+
+impl From<io::Error> for Fail {
+    fn from(_: io::Error) -> Fail {
+        Fail::Closed
+    }
+}
+
+/// What to do with the connection after a response.
+enum Next {
+    KeepAlive,
+    Close,
+    WebSocket,
+}
+
+/// A connection with its unconsumed input.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads once more into `buf`; `Ok(0)` at end of stream.
+    fn fill(&mut self) -> Result<usize, Fail> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Fail::Closed),
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+    }
+
+    /// One line without its LF (and CR, if any).
+    fn read_line(&mut self) -> Result<Vec<u8>, Fail> {
+        let mut searched = 0;
+        loop {
+            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + i;
+                let mut line = self.buf[..end].to_vec();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.consume(end + 1);
+                return Ok(line);
+            }
+            searched = self.buf.len();
+            if searched > MAX_LINE {
+                return Err(Fail::Status(400, "line too long in chunked body"));
+            }
+            if self.fill()? == 0 {
+                return Err(Fail::Closed);
+            }
+        }
+    }
+
+    /// Reads exactly `n` body bytes into `sink`.
+    fn read_exact_into(&mut self, mut n: u64, sink: &mut BodySink) -> Result<(), Fail> {
+        while n > 0 {
+            if self.buf.is_empty() && self.fill()? == 0 {
+                return Err(Fail::Closed);
+            }
+            let k = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            sink.feed(&self.buf[..k]);
+            self.consume(k);
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn read_chunked(&mut self, sink: &mut BodySink) -> Result<(), Fail> {
+        loop {
+            let line = self.read_line()?;
+            let size = line.split(|&b| b == b';').next().unwrap_or(&[]);
+            let size = size.trim_ascii();
+            if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+                return Err(Fail::Status(400, "bad chunk size"));
+            }
+            let size = size.iter().fold(0u64, |acc, &b| {
+                acc << 4 | u64::from((b as char).to_digit(16).unwrap_or(0))
+            });
+            if size == 0 {
+                let mut trailers = 0;
+                loop {
+                    let line = self.read_line()?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    trailers += line.len();
+                    if trailers > MAX_HEAD {
+                        return Err(Fail::Status(400, "trailers too large"));
+                    }
+                }
+            }
+            self.read_exact_into(size, sink)?;
+            if !self.read_line()?.is_empty() {
+                return Err(Fail::Status(400, "chunk data not followed by CRLF"));
+            }
+        }
+    }
+}
+
+/// Consumes a request body: counts it, hashes it (FNV-1a 64) and keeps its start for form parsing.
+struct BodySink {
+    len: u64,
+    hash: u64,
+    start: Vec<u8>,
+}
+
+impl BodySink {
+    fn new() -> BodySink {
+        BodySink {
+            len: 0,
+            hash: 0xcbf2_9ce4_8422_2325,
+            start: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        for &b in data {
+            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let keep = FORM_PREFIX.saturating_sub(self.start.len()).min(data.len());
+        self.start.extend_from_slice(&data[..keep]);
+    }
+}
+
+/// The parts of a request head the demo needs, owned.
+struct Head {
+    method: String,
+    target: String,
+    http11: bool,
+    content_length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    upgrade_ws: bool,
+    ws_key: Option<String>,
+    ws_version: Option<String>,
+    expect_continue: bool,
+}
+
+/// Parses the head at the start of `buf`: `Ok(None)` if incomplete, else the head and its length.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Fail::Status(431, "too many header fields"));
+        }
+        Err(httparse::Error::Version) => {
+            return Err(Fail::Status(505, "HTTP version not supported"));
+        }
+        Err(_) => return Err(Fail::Status(400, "malformed request head")),
+    };
+    let mut head = Head {
+        method: req.method.unwrap_or("").to_string(),
+        target: req.path.unwrap_or("").to_string(),
+        http11: req.version == Some(1),
+        content_length: None,
+        chunked: false,
+        close: req.version != Some(1),
+        upgrade_ws: false,
+        ws_key: None,
+        ws_version: None,
+        expect_continue: false,
+    };
+    let mut has_te = false;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = h.name;
+        let value = std::str::from_utf8(h.value).unwrap_or("\u{FFFD}").trim();
+        let tokens = || value.split(',').map(str::trim);
+        if name.eq_ignore_ascii_case("content-length") {
+            if value.is_empty() || value.len() > 18 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Fail::Status(400, "bad Content-Length"));
+            }
+            let n: u64 = value
+                .parse()
+                .map_err(|_| Fail::Status(400, "bad Content-Length"))?;
+            if head.content_length.is_some_and(|old| old != n) {
+                return Err(Fail::Status(400, "differing Content-Length headers"));
+            }
+            head.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            head.chunked = tokens()
+                .next_back()
+                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            if tokens().any(|t| t.eq_ignore_ascii_case("close")) {
+                head.close = true;
+            }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_ws |= tokens().any(|t| t.eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        }
+    }
+    if has_te && head.content_length.is_some() {
+        return Err(Fail::Status(
+            400,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if has_te && !head.chunked {
+        return Err(Fail::Status(400, "last transfer coding is not chunked"));
+    }
+    if hosts > 1 || (head.http11 && hosts == 0) {
+        return Err(Fail::Status(400, "missing or repeated Host"));
+    }
+    Ok(Some((head, used)))
+}
+
+/// The first value of query parameter `name` in `query` (`a=1&b=2` form; not percent-decoded).
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(4096),
+    };
+    loop {
+        match serve_one(&mut conn, shared) {
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Close) => return lingering_close(&conn.stream),
+            Ok(Next::WebSocket) => return ws_echo(conn),
+            Err(Fail::Closed) => return,
+            Err(Fail::Status(status, msg)) => {
+                let extra: &[(&str, &str)] = match status {
+                    426 => &[("Sec-WebSocket-Version", "13")],
+                    405 => &[("Allow", "GET, HEAD, POST")],
+                    _ => &[],
+                };
+                let _ = conn
+                    .stream
+                    .write_all(&error_response(status, msg, &shared.prefix, extra));
+                return lingering_close(&conn.stream);
+            }
+        }
+    }
+}
+
+/// Reads, answers and returns what to do next for one request.
+fn serve_one(conn: &mut Conn, shared: &Shared) -> Result<Next, Fail> {
+    let head = loop {
+        if let Some((head, used)) = parse_head(&conn.buf)? {
+            conn.consume(used);
+            break head;
+        }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(Fail::Status(431, "request head too large"));
+        }
+        if conn.fill()? == 0 {
+            return Err(Fail::Closed);
+        }
+    };
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+
+    let (path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p, q.split('#').next().unwrap_or("")),
+        None => (head.target.as_str(), ""),
+    };
+    let wtd = param(query, "wtd").unwrap_or("");
+    let has_body = head.chunked || head.content_length.is_some_and(|n| n > 0);
+
+    if param(query, "request") == Some("ws") {
+        if !head.upgrade_ws || head.method != "GET" || has_body {
+            return Err(Fail::Status(
+                400,
+                "request=ws needs a GET with Upgrade: websocket",
+            ));
+        }
+        if shared.touch(wtd).is_none() {
+            return Err(Fail::Status(403, ""));
+        }
+        let Some(key) = head.ws_key.as_deref().filter(|k| !k.is_empty()) else {
+            return Err(Fail::Status(400, "missing Sec-WebSocket-Key"));
+        };
+        if head.ws_version.as_deref() != Some("13") {
+            return Err(Fail::Status(426, "Sec-WebSocket-Version must be 13"));
+        }
+        let resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
+            ws::accept_key(key),
+            shared.prefix
+        );
+        conn.stream.write_all(resp.as_bytes())?;
+        return Ok(Next::WebSocket);
+    }
+
+    let head_only = match head.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        "POST" => false,
+        _ => return Err(Fail::Status(405, "method not allowed")),
+    };
+
+    let mut body = BodySink::new();
+    if has_body {
+        if head.expect_continue && head.http11 {
+            conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        if head.chunked {
+            conn.read_chunked(&mut body)?;
+        } else if let Some(n) = head.content_length {
+            conn.read_exact_into(n, &mut body)?;
+        }
+    }
+
+    let prefix = shared.prefix.as_str();
+    let session = shared.touch(wtd).map(|n| (wtd, n));
+    let mut out = Vec::with_capacity(2048);
+    let resp = if path.ends_with("/favicon.ico") {
+        Response::text(404, "text/plain", format!("not found (backend {prefix})\n"))
+    } else if head.method == "POST" {
+        let form = std::str::from_utf8(&body.start).unwrap_or("");
+        let request = param(form, "request")
+            .or_else(|| param(query, "request"))
+            .unwrap_or("");
+        match session {
+            Some((id, n)) => Response::text(
+                200,
+                "text/javascript; charset=UTF-8",
+                format!(
+                    "// backend {prefix}, session {id} (request #{n} of this session): \
+                     request={request}, body {} bytes, fnv1a {:016x}\n",
+                    body.len, body.hash
+                ),
+            ),
+            None => Response::text(
+                200,
+                "text/javascript; charset=UTF-8",
+                format!(
+                    "// backend {prefix}: unknown session, reloading without wtd\n\
+                     window.location.replace(window.location.pathname);\n"
+                ),
+            ),
+        }
+    } else {
+        match (session, param(query, "request")) {
+            (Some((id, n)), Some(request)) => {
+                let line = format!("backend {prefix}, session {id} (request #{n} of this session)");
+                match request {
+                    "style" => Response::text(200, "text/css", format!("/* {line} */\n")),
+                    "script" => Response::text(
+                        200,
+                        "text/javascript; charset=UTF-8",
+                        format!("// {line}\n"),
+                    ),
+                    _ => Response::text(200, "text/plain", format!("{line}, request={request}\n")),
+                }
+            }
+            (Some((id, n)), None) => Response::page(page(
+                prefix,
+                id,
+                &format!("served by backend {prefix}, session {id} (request #{n} of this session)"),
+            )),
+            (None, _) => {
+                let id = shared.new_session();
+                let title = format!(
+                    "served by backend {prefix} ({}), new session {id}",
+                    shared.addr
+                );
+                Response::page(page(prefix, &id, &title))
+            }
+        }
+    };
+    // HTTP/1.0 clients can't read chunked bodies; they get Content-Length and a close.
+    resp.write(&mut out, prefix, head.close, head_only, head.http11);
+    conn.stream.write_all(&out)?;
+    Ok(if head.close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    })
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    chunked: bool,
+}
+
+impl Response {
+    fn text(status: u16, content_type: &'static str, body: String) -> Response {
+        Response {
+            status,
+            content_type,
+            body,
+            chunked: false,
+        }
+    }
+
+    fn page(body: String) -> Response {
+        Response {
+            status: 200,
+            content_type: "text/html; charset=UTF-8",
+            body,
+            chunked: true,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, prefix: &str, close: bool, head_only: bool, http11: bool) {
+        let chunked = self.chunked && http11;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store, must-revalidate\r\n\
+             X-Backend: {prefix}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type
+        );
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        if chunked {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        } else {
+            let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        }
+        if head_only {
+            return;
+        }
+        let body = self.body.as_bytes();
+        if chunked {
+            // Two chunks (split at a char boundary) and the last-chunk, as a dynamic Wt page would.
+            let mut mid = body.len() / 2;
+            while !self.body.is_char_boundary(mid) {
+                mid -= 1;
+            }
+            for part in [&body[..mid], &body[mid..]] {
+                if !part.is_empty() {
+                    let _ = write!(out, "{:x}\r\n", part.len());
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            out.extend_from_slice(body);
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+fn error_response(status: u16, msg: &str, prefix: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let body = if msg.is_empty() {
+        String::new()
+    } else {
+        format!("{msg}\n")
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         X-Backend: {prefix}\r\nConnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The session page: a heading, links, and a WebSocket echo check (the id travels in `data-wtd`).
+fn page(prefix: &str, id: &str, heading: &str) -> String {
+    let (prefix, id, heading) = (html_escape(prefix), html_escape(id), html_escape(heading));
+    format!(
+        r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>wtgate demo: {prefix}</title></head>
+<body data-wtd="{id}">
+<h1>{heading}</h1>
+<p><a href="?wtd={id}">continue this session</a> &middot; <a href="?">new session</a></p>
+<p>WebSocket: <span id="ws">connecting&hellip;</span></p>
+<script>
+(function () {{
+  var out = document.getElementById('ws');
+  try {{
+    var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + location.pathname +
+      '?wtd=' + encodeURIComponent(document.body.dataset.wtd) + '&request=ws';
+    var ws = new WebSocket(url);
+    ws.onopen = function () {{ ws.send('hello at ' + new Date().toISOString()); }};
+    ws.onmessage = function (e) {{ out.textContent = 'echo: ' + e.data; ws.close(1000); }};
+    ws.onerror = function () {{ out.textContent = 'failed'; }};
+  }} catch (e) {{ out.textContent = 'error: ' + e; }}
+}})();
+</script>
+</body></html>
+"#
+    )
+}
+
+/// Closes after a final response without losing it to a reset: stop writing, then drain what the
+/// client still sends (bounded in time and bytes) before the socket is dropped.
+fn lingering_close(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < 256 * 1024 {
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// Echoes WebSocket frames until the client closes, errs, or stays idle for 2 minutes.
+fn ws_echo(mut conn: Conn) {
+    let _ = conn.stream.set_read_timeout(Some(WS_IDLE_TIMEOUT));
+    let mut out = Vec::new();
+    let mut in_message = false; // inside a fragmented data message
+    loop {
+        let mut used = 0;
+        let mut close_code = None;
+        let mut peer_closed = false;
+        while close_code.is_none() && !peer_closed {
+            let rest = &conn.buf[used..];
+            let h = match ws::decode_header(rest, WS_MAX_PAYLOAD) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    close_code = Some(e.close_code());
+                    break;
+                }
+            };
+            let Some(mask) = h.mask else {
+                close_code = Some(1002); // clients must mask
+                break;
+            };
+            if rest.len() < h.frame_len() {
+                break;
+            }
+            let mut payload = rest[h.header_len..h.frame_len()].to_vec();
+            ws::apply_mask(&mut payload, mask);
+            used += h.frame_len();
+            match h.opcode {
+                ws::OP_PING => ws::encode_frame(&mut out, true, ws::OP_PONG, &payload, None),
+                ws::OP_PONG => {}
+                ws::OP_CLOSE => {
+                    let reply: &[u8] = match payload.len() {
+                        0 => &[],
+                        1 => &[0x03, 0xEA], // 1002: a close body needs a 2-byte code
+                        _ => &payload[..2],
+                    };
+                    ws::encode_frame(&mut out, true, ws::OP_CLOSE, reply, None);
+                    peer_closed = true;
+                }
+                op => {
+                    if (op == ws::OP_CONT) != in_message {
+                        close_code = Some(1002);
+                        break;
+                    }
+                    in_message = !h.fin;
+                    ws::encode_frame(&mut out, h.fin, op, &payload, None);
+                }
+            }
+        }
+        conn.consume(used);
+        if let Some(code) = close_code {
+            ws::encode_frame(&mut out, true, ws::OP_CLOSE, &code.to_be_bytes(), None);
+        }
+        if !out.is_empty() {
+            if conn.stream.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close_code.is_some() || peer_closed {
+            return lingering_close(&conn.stream);
+        }
+        match conn.fill() {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn backend(prefix: &str) -> DemoBackend {
+        DemoBackend::spawn(prefix, "127.0.0.1:0".parse().unwrap()).unwrap()
+    }
+
+    fn connect(b: &DemoBackend) -> TcpStream {
+        let s = TcpStream::connect(b.addr()).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        s
+    }
+
+    #[derive(Debug)]
+    struct Resp {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Resp {
+        fn header(&self, name: &str) -> Option<&str> {
+            let h = self
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
+            h.map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Client side: reads one response from `s`, keeping extra bytes in `buf`.
+    fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Resp {
+        fn more(s: &mut TcpStream, buf: &mut Vec<u8>) {
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).expect("read timed out");
+            assert!(
+                n > 0,
+                "unexpected EOF; have {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let (status, headers, used) = loop {
+            let mut hs = [httparse::EMPTY_HEADER; 32];
+            let mut r = httparse::Response::new(&mut hs);
+            if let httparse::Status::Complete(n) = r.parse(buf).unwrap() {
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                break (r.code.unwrap(), headers, n);
+            }
+            more(s, buf);
+        };
+        buf.drain(..used);
+        let mut resp = Resp {
+            status,
+            headers,
+            body: String::new(),
+        };
+        if head_request || status == 101 || status == 100 {
+            return resp;
+        }
+        let mut body = Vec::new();
+        if resp.header("transfer-encoding").is_some() {
+            loop {
+                while !buf.windows(2).any(|w| w == b"\r\n") {
+                    more(s, buf);
+                }
+                let i = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&buf[..i]).unwrap(), 16).unwrap();
+                while buf.len() < i + 2 + size + 2 {
+                    more(s, buf);
+                }
+                body.extend_from_slice(&buf[i + 2..i + 2 + size]);
+                assert_eq!(&buf[i + 2 + size..i + 4 + size], b"\r\n");
+                buf.drain(..i + 4 + size);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let n: usize = resp
+                .header("content-length")
+                .expect("length")
+                .parse()
+                .unwrap();
+            while buf.len() < n {
+                more(s, buf);
+            }
+            body.extend(buf.drain(..n));
+        }
+        resp.body = String::from_utf8(body).unwrap();
+        resp
+    }
+
+    fn get(b: &DemoBackend, target: &str) -> Resp {
+        let mut s = connect(b);
+        write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        read_response(&mut s, &mut Vec::new(), false)
+    }
+
+    /// The session id announced on a new-session page.
+    fn new_id(r: &Resp, prefix: &str) -> String {
+        let at = r.body.find("new session ").expect("a new session") + "new session ".len();
+        let id = &r.body[at..at + prefix.len() + SESSION_ID_LEN];
+        assert!(id.starts_with(prefix), "{id}");
+        assert!(
+            id[prefix.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric()),
+            "{id}"
+        );
+        id.to_string()
+    }
+
+    fn assert_eof(s: &mut TcpStream) {
+        let mut b = [0u8; 64];
+        assert_eq!(s.read(&mut b).expect("EOF, not a timeout"), 0);
+    }
+
+    #[test]
+    fn new_session_page() {
+        let b = backend("wt1");
+        assert_eq!(b.prefix(), "wt1");
+        let r = get(&b, "/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend"), Some("wt1"));
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+        let want = format!("served by backend wt1 ({}), new session wt1", b.addr());
+        assert!(r.body.contains(&want), "{}", r.body);
+        let id = new_id(&r, "wt1");
+        assert!(r.body.contains(&format!("href=\"?wtd={id}\"")));
+        assert!(r.body.contains("&request=ws") && r.body.contains("new WebSocket"));
+        assert_eq!((b.requests(), b.sessions()), (1, 1));
+        let other = new_id(&get(&b, "/app/some/path"), "wt1");
+        assert_ne!(id, other);
+    }
+
+    #[test]
+    fn follow_up_counts_requests() {
+        let b = backend("wt1");
+        let id = new_id(&get(&b, "/"), "wt1");
+        let r = get(&b, &format!("/?wtd={id}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        let want = format!("served by backend wt1, session {id} (request #2 of this session)");
+        assert!(r.body.contains(&want), "{}", r.body);
+        let r = get(&b, &format!("/?wtd={id}&request=style&page=1"));
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (200, Some("text/css"))
+        );
+        assert!(r.header("content-length").is_some());
+        assert!(
+            r.body.contains(&format!("session {id} (request #3")),
+            "{}",
+            r.body
+        );
+        let r = get(&b, &format!("/?wtd={id}&sid=1&request=script&rand=2#frag"));
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        assert!(r.body.contains("backend wt1") && r.body.contains("(request #4"));
+        assert_eq!((b.requests(), b.sessions()), (4, 1));
+    }
+
+    #[test]
+    fn foreign_or_unknown_wtd_gets_new_session() {
+        let b = backend("wt1");
+        for wtd in [
+            "wt2AAAAAAAAAAAAAAAA",
+            "wt1AAAAAAAAAAAAAAAA",
+            "wt1short",
+            "",
+            "wt1AAAAAAAAAAAAAAAAA",
+        ] {
+            let r = get(&b, &format!("/?wtd={wtd}&request=style"));
+            assert_eq!(r.status, 200);
+            let id = new_id(&r, "wt1");
+            assert_ne!(id, wtd);
+        }
+        assert_eq!(b.sessions(), 5);
+    }
+
+    #[test]
+    fn keep_alive_and_pipelining() {
+        let b = backend("wt1");
+        let mut s = connect(&b);
+        let mut buf = Vec::new();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r1 = read_response(&mut s, &mut buf, false);
+        let id = new_id(&r1, "wt1");
+        assert_eq!(r1.header("connection"), None);
+        // Two pipelined requests in one write, one with a body; answered in order.
+        let body = "request=jsupdate&ackId=0&pageId=1";
+        let two = format!(
+            "POST /?wtd={id} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}\
+             GET /?wtd={id}&request=style HTTP/1.1\r\nHost: x\r\n\r\n",
+            body.len()
+        );
+        s.write_all(two.as_bytes()).unwrap();
+        let r2 = read_response(&mut s, &mut buf, false);
+        assert!(
+            r2.body.contains("request=jsupdate, body 33 bytes"),
+            "{}",
+            r2.body
+        );
+        assert!(r2.body.contains("(request #2 "));
+        let r3 = read_response(&mut s, &mut buf, false);
+        assert!(r3.body.contains("(request #3 "), "{}", r3.body);
+        // HEAD gets headers only; the connection stays usable.
+        s.write_all(format!("HEAD /?wtd={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let r4 = read_response(&mut s, &mut buf, true);
+        assert_eq!(r4.status, 200);
+        s.write_all(b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let r5 = read_response(&mut s, &mut buf, false);
+        assert_eq!((r5.status, r5.header("connection")), (404, Some("close")));
+        assert!(buf.is_empty());
+        assert_eof(&mut s);
+        assert_eq!((b.requests(), b.sessions()), (5, 1));
+    }
+
+    #[test]
+    fn http10_and_chunked_and_expect() {
+        let b = backend("wt7");
+        let mut s = connect(&b);
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        let r = read_response(&mut s, &mut buf, false);
+        assert_eq!(r.header("transfer-encoding"), None);
+        assert_eq!(r.header("connection"), Some("close"));
+        let id = new_id(&r, "wt7");
+        assert_eof(&mut s);
+
+        let mut s = connect(&b);
+        let mut buf = Vec::new();
+        let req = format!(
+            "POST /?wtd={id}&request=jsupdate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+             Expect: 100-continue\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut s, &mut buf, false).status, 100);
+        s.write_all(b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut s, &mut buf, false);
+        let hash = b"hello world"
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+                (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let want = format!("request=jsupdate, body 11 bytes, fnv1a {hash:016x}");
+        assert!(r.body.contains(&want), "{}", r.body);
+        // Unknown session POST: Wt's answer is a reload script.
+        let req =
+            "POST /?wtd=wt7AAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        s.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut s, &mut buf, false);
+        assert!(r.body.contains("unknown session") && r.body.contains("location.replace"));
+    }
+
+    #[test]
+    fn malformed_requests_get_400_and_close() {
+        let b = backend("wt1");
+        for (req, status) in [
+            ("GARBAGE\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+            ("DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+            ("GET /?request=ws HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ] {
+            let mut s = connect(&b);
+            s.write_all(req.as_bytes()).unwrap();
+            let r = read_response(&mut s, &mut Vec::new(), false);
+            assert_eq!(r.status, status, "{req:?}");
+            assert_eq!(r.header("connection"), Some("close"), "{req:?}");
+            assert_eq!(r.header("x-backend"), Some("wt1"));
+            assert_eof(&mut s);
+        }
+        let mut s = connect(&b);
+        let huge = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        s.write_all(huge.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut s, &mut Vec::new(), false).status, 431);
+        // Still serving.
+        assert_eq!(get(&b, "/").status, 200);
+    }
+
+    fn ws_handshake(b: &DemoBackend, wtd: &str) -> (TcpStream, Resp, Vec<u8>) {
+        let mut s = connect(b);
+        let req = format!(
+            "GET /?wtd={wtd}&request=ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let r = read_response(&mut s, &mut buf, false);
+        (s, r, buf)
+    }
+
+    fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> ws::Frame {
+        loop {
+            if let Some((f, n)) = ws::decode_frame(buf, 1 << 20).unwrap() {
+                buf.drain(..n);
+                return f;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).expect("frame timed out");
+            assert!(n > 0, "EOF while waiting for a frame");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[test]
+    fn websocket_echo() {
+        let b = backend("wt1");
+        let id = new_id(&get(&b, "/"), "wt1");
+        let (mut s, r, mut buf) = ws_handshake(&b, &id);
+        assert_eq!(r.status, 101);
+        assert_eq!(
+            r.header("sec-websocket-accept"),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert_eq!(r.header("x-backend"), Some("wt1"));
+
+        let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        let key = Some([1, 2, 3, 4]);
+        ws::encode_frame(&mut out, true, ws::OP_TEXT, b"hello", key);
+        ws::encode_frame(&mut out, true, ws::OP_BINARY, &big[..300], key);
+        ws::encode_frame(&mut out, true, ws::OP_PING, b"p", key);
+        ws::encode_frame(&mut out, false, ws::OP_TEXT, b"frag", key);
+        ws::encode_frame(&mut out, true, ws::OP_CONT, b"ment", key);
+        ws::encode_frame(&mut out, true, ws::OP_BINARY, &big, key);
+        // Split the write mid-frame to exercise partial reads on the server.
+        s.write_all(&out[..7]).unwrap();
+        s.flush().unwrap();
+        thread::sleep(Duration::from_millis(20));
+        s.write_all(&out[7..]).unwrap();
+        let want = [
+            (true, ws::OP_TEXT, &b"hello"[..]),
+            (true, ws::OP_BINARY, &big[..300]),
+            (true, ws::OP_PONG, b"p"),
+            (false, ws::OP_TEXT, b"frag"),
+            (true, ws::OP_CONT, b"ment"),
+            (true, ws::OP_BINARY, &big),
+        ];
+        for (fin, opcode, payload) in want {
+            let f = read_frame(&mut s, &mut buf);
+            assert_eq!(
+                (f.fin, f.opcode, f.payload.as_slice()),
+                (fin, opcode, payload)
+            );
+        }
+        out.clear();
+        ws::encode_frame(&mut out, true, ws::OP_CLOSE, &1000u16.to_be_bytes(), key);
+        s.write_all(&out).unwrap();
+        let f = read_frame(&mut s, &mut buf);
+        assert_eq!(
+            (f.opcode, f.payload.as_slice()),
+            (ws::OP_CLOSE, &[0x03, 0xE8][..])
+        );
+        assert_eof(&mut s);
+        assert_eq!(b.requests(), 2);
+    }
+
+    #[test]
+    fn websocket_protocol_errors_close_1002() {
+        let b = backend("wt1");
+        let id = new_id(&get(&b, "/"), "wt1");
+        for bad in [
+            vec![0x81, 0x01, b'x'],             // unmasked client frame
+            vec![0x80, 0x81, 0, 0, 0, 0, b'x'], // continuation without a start
+            vec![0xC1, 0x81, 0, 0, 0, 0, b'x'], // reserved bit
+        ] {
+            let (mut s, r, mut buf) = ws_handshake(&b, &id);
+            assert_eq!(r.status, 101);
+            s.write_all(&bad).unwrap();
+            let f = read_frame(&mut s, &mut buf);
+            assert_eq!(
+                (f.opcode, f.payload.as_slice()),
+                (ws::OP_CLOSE, &[0x03, 0xEA][..])
+            );
+            assert_eof(&mut s);
+        }
+    }
+
+    #[test]
+    fn websocket_unknown_session_is_403() {
+        let b = backend("wt1");
+        for wtd in ["wt1AAAAAAAAAAAAAAAA", "wt2AAAAAAAAAAAAAAAA", ""] {
+            let (mut s, r, _) = ws_handshake(&b, wtd);
+            assert_eq!(r.status, 403);
+            assert_eq!(r.header("x-backend"), Some("wt1"));
+            assert_eof(&mut s);
+        }
+        assert_eq!(b.sessions(), 0);
+    }
+}
