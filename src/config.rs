@@ -47,9 +47,14 @@ impl BackendConfig {
                 .ok_or_else(|| bad(&format!("option '{opt}' is not KEY=VALUE")))?;
             match key.trim() {
                 "weight" => {
-                    weight = value.trim().parse::<u32>().ok().filter(|w| *w <= 1000).ok_or_else(
-                        || bad(&format!("weight '{value}' is not a whole number 0..=1000")),
-                    )?
+                    weight = value
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|w| *w <= 1000)
+                        .ok_or_else(|| {
+                            bad(&format!("weight '{value}' is not a whole number 0..=1000"))
+                        })?
                 }
                 other => return Err(bad(&format!("unknown option '{other}' (known: weight)"))),
             }
@@ -265,7 +270,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("'{s}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -297,7 +302,10 @@ mod tests {
     fn cfg(specs: &[&str]) -> Config {
         Config {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
-            backends: specs.iter().map(|s| BackendConfig::parse(s).unwrap()).collect(),
+            backends: specs
+                .iter()
+                .map(|s| BackendConfig::parse(s).unwrap())
+                .collect(),
             ..Config::default()
         }
     }
@@ -332,13 +340,21 @@ mod tests {
 
     #[test]
     fn validates_prefixes() {
-        assert!(cfg(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]).validate().is_ok());
+        assert!(
+            cfg(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"])
+                .validate()
+                .is_ok()
+        );
         let e = cfg(&["wt1=127.0.0.1:1", "wt1=127.0.0.1:2"])
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("two backends"), "{e}");
         // An id's length tells wt1 (19 chars) from wt10 (20 chars) apart.
-        assert!(cfg(&["wt1=127.0.0.1:1", "wt10=127.0.0.1:2"]).validate().is_ok());
+        assert!(
+            cfg(&["wt1=127.0.0.1:1", "wt10=127.0.0.1:2"])
+                .validate()
+                .is_ok()
+        );
         let e = cfg(&[]).validate().unwrap_err();
         assert!(e.to_string().contains("no backends"), "{e}");
     }
@@ -354,8 +370,14 @@ mod tests {
 
     #[test]
     fn parses_listen() {
-        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(parse_listen("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(
+            parse_listen(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:80").unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
         assert!(parse_listen("nonsense").is_err());
     }
 }

@@ -7,6 +7,7 @@
 //!   and the rewriting of heads on their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
 //! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
+//! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
 //! - [`health`]: each shard's copy of backend states, passive mark-down.
 //! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod engine;
 pub mod h1;
 pub mod health;
+pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod route;

@@ -1,1 +1,303 @@
-fn main() {}
+//! The `wtgate` command: `run` (the default), `check`, `demo`.
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use wtgate::config::{BackendConfig, Config, parse_duration, parse_listen};
+use wtgate::demo::DemoBackend;
+use wtgate::engine::Engine;
+
+#[derive(FromArgs)]
+/// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it,
+/// by the exact `wtd` session id in the URL (no cookies), and round-robins the rest.
+///
+/// Usage: wtgate [run] [OPTIONS]    serve (the default command)
+///        wtgate check [OPTIONS]    validate the options and print the routing table
+///        wtgate demo [OPTIONS]     two Wt-like demo servers behind wtgate, to try it
+///
+/// Example: wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091
+struct ProxyArgs {
+    /// address to listen on, HOST:PORT or [V6]:PORT (repeatable; default 0.0.0.0:8080)
+    #[argh(option)]
+    listen: Vec<String>,
+
+    /// a Wt server: PREFIX=HOST:PORT[,weight=N], where PREFIX is the server's --session-id-prefix
+    /// (repeatable, at least one)
+    #[argh(option)]
+    backend: Vec<String>,
+
+    /// shards (pinned threads); default: one per core
+    #[argh(option, default = "0")]
+    threads: usize,
+
+    /// characters after the prefix in a Wt session id (Wt's session-id-length; default 16)
+    #[argh(option, default = "16")]
+    session_id_length: usize,
+
+    /// timeout for connecting to a backend (default 5s; units ms, s, m, h)
+    #[argh(option, default = "String::from(\"5s\")")]
+    connect_timeout: String,
+
+    /// time a client gets to send a whole request head, else 408 (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    request_head_timeout: String,
+
+    /// client inactivity allowed while a request is in flight (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    client_timeout: String,
+
+    /// backend inactivity allowed while we wait for or read its response, else 504 (default 60s;
+    /// keep it above Wt's 50 s long-poll/server-push timeout)
+    #[argh(option, default = "String::from(\"60s\")")]
+    server_timeout: String,
+
+    /// idle time after which a WebSocket tunnel is closed (default 1h)
+    #[argh(option, default = "String::from(\"1h\")")]
+    tunnel_timeout: String,
+
+    /// idle time of a client keep-alive connection between requests (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    keepalive_timeout: String,
+
+    /// idle time after which a pooled backend connection is closed; keep it below the backend's
+    /// own keep-alive timeout (wthttpd: 10 s) (default 8s)
+    #[argh(option, default = "String::from(\"8s\")")]
+    pool_idle_timeout: String,
+
+    /// client connections served at once; more wait in the kernel backlog (default 4096)
+    #[argh(option, default = "4096")]
+    maxconn: usize,
+
+    /// connect attempts per request, the last one on another backend (default 3)
+    #[argh(option, default = "3")]
+    retries: u32,
+
+    /// largest request or response head accepted, in bytes, else 431/502 (default 16384)
+    #[argh(option, default = "16384")]
+    max_head_bytes: usize,
+
+    /// most header fields in a head, else 431/502 (default 100)
+    #[argh(option, default = "100")]
+    max_headers: usize,
+
+    /// idle keep-alive connections kept per backend per shard (default 64)
+    #[argh(option, default = "64")]
+    pool_size: usize,
+
+    /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
+    #[argh(switch)]
+    no_forwarded_headers: bool,
+}
+
+#[derive(FromArgs)]
+/// Starts two Wt-like demo servers (session-id prefixes wt1 and wt2) and wtgate in front of them,
+/// then prints what to open or curl. Stop with Ctrl-C.
+struct DemoArgs {
+    /// address wtgate listens on (default 127.0.0.1:8080)
+    #[argh(option, default = "String::from(\"127.0.0.1:8080\")")]
+    listen: String,
+
+    /// address of the wt1 demo server (default 127.0.0.1:9090)
+    #[argh(option, default = "String::from(\"127.0.0.1:9090\")")]
+    wt1: String,
+
+    /// address of the wt2 demo server (default 127.0.0.1:9091)
+    #[argh(option, default = "String::from(\"127.0.0.1:9091\")")]
+    wt2: String,
+
+    /// shards (default 1: plenty for a demo)
+    #[argh(option, default = "1")]
+    threads: usize,
+}
+
+impl ProxyArgs {
+    fn to_config(&self) -> Result<Config, String> {
+        let mut cfg = Config::default();
+        let listen = if self.listen.is_empty() {
+            vec!["0.0.0.0:8080".to_string()]
+        } else {
+            self.listen.clone()
+        };
+        for l in &listen {
+            cfg.listen.push(parse_listen(l).map_err(|e| e.to_string())?);
+        }
+        for b in &self.backend {
+            cfg.backends
+                .push(BackendConfig::parse(b).map_err(|e| e.to_string())?);
+        }
+        cfg.threads = self.threads;
+        cfg.session_id_length = self.session_id_length;
+        let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("--{flag}: {e}"));
+        let t = &mut cfg.timeouts;
+        t.connect = d("connect-timeout", &self.connect_timeout)?;
+        t.request_head = d("request-head-timeout", &self.request_head_timeout)?;
+        t.client = d("client-timeout", &self.client_timeout)?;
+        t.server = d("server-timeout", &self.server_timeout)?;
+        t.tunnel = d("tunnel-timeout", &self.tunnel_timeout)?;
+        t.keepalive = d("keepalive-timeout", &self.keepalive_timeout)?;
+        t.pool_idle = d("pool-idle-timeout", &self.pool_idle_timeout)?;
+        cfg.maxconn = self.maxconn;
+        cfg.retries = self.retries;
+        cfg.max_head_bytes = self.max_head_bytes;
+        cfg.max_headers = self.max_headers;
+        cfg.pool_size = self.pool_size;
+        cfg.forwarded_headers = !self.no_forwarded_headers;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let prog = "wtgate";
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let (cmd, flags) = match rest.first() {
+        Some(&c @ ("run" | "check" | "demo")) => (c, &rest[1..]),
+        _ => ("run", &rest[..]),
+    };
+    let name = if cmd == "run" && rest.first() != Some(&"run") {
+        prog.to_string()
+    } else {
+        format!("{prog} {cmd}")
+    };
+    let result = match cmd {
+        "demo" => DemoArgs::from_args(&[&name], flags).map(|a| demo(&a)),
+        "check" => ProxyArgs::from_args(&[&name], flags).map(|a| check(&a)),
+        _ => ProxyArgs::from_args(&[&name], flags).map(|a| run(&a)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(early) => {
+            // --help, or a flag argh could not parse.
+            if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", early.output);
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("wtgate: {msg}");
+    ExitCode::from(1)
+}
+
+fn run(args: &ProxyArgs) -> ExitCode {
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let shards = cfg.shard_count();
+    let engine = match Engine::start(cfg.clone()) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let listen: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
+    eprintln!(
+        "wtgate: listening on {} with {shards} shard(s); backends: {}",
+        listen.join(", "),
+        cfg.backends
+            .iter()
+            .map(|b| format!("{}={}", b.prefix, b.addr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    engine.wait();
+    ExitCode::SUCCESS
+}
+
+fn check(args: &ProxyArgs) -> ExitCode {
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    println!("configuration OK");
+    println!(
+        "listen: {}",
+        cfg.listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "shards: {}    session id: prefix + {} chars [0-9A-Za-z]",
+        cfg.shard_count(),
+        cfg.session_id_length
+    );
+    println!();
+    println!(
+        "{:<10} {:<8} {:<28} {:<22}",
+        "prefix", "weight", "address", "owns wtd values like"
+    );
+    for b in &cfg.backends {
+        let example = format!("{}{}", b.prefix, "x".repeat(cfg.session_id_length));
+        println!(
+            "{:<10} {:<8} {:<28} {:<22}",
+            b.prefix,
+            b.weight,
+            b.addr.to_string(),
+            example
+        );
+    }
+    println!();
+    println!("requests without a known wtd: weighted round-robin over backends that are up");
+    ExitCode::SUCCESS
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    let mut backends = Vec::new();
+    for (prefix, addr) in [("wt1", &args.wt1), ("wt2", &args.wt2)] {
+        let addr = match parse_listen(addr) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        match DemoBackend::spawn(prefix, addr) {
+            Ok(b) => backends.push(b),
+            Err(e) => {
+                return fail(format!(
+                    "demo backend {prefix} cannot listen on {addr}: {e}"
+                ));
+            }
+        }
+    }
+    let listen = match parse_listen(&args.listen) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let cfg = Config {
+        listen: vec![listen],
+        threads: args.threads,
+        backends: backends
+            .iter()
+            .map(|b| BackendConfig {
+                prefix: b.prefix().to_string(),
+                addr: b.addr(),
+                weight: 1,
+            })
+            .collect(),
+        ..Config::default()
+    };
+    let engine = match Engine::start(cfg) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let url = format!("http://{}/", engine.local_addrs()[0]);
+    println!("wtgate demo: two Wt-like servers behind wtgate");
+    for b in &backends {
+        println!("  backend {} on {}", b.prefix(), b.addr());
+    }
+    println!("  wtgate  on {}", engine.local_addrs()[0]);
+    println!();
+    println!("Open {url} in a browser and follow the session link: every request of a session");
+    println!("lands on the backend that created it; new sessions alternate between wt1 and wt2.");
+    println!("Or with curl:");
+    println!("  curl -si {url} | grep -E 'X-Backend|session'      # twice: wt1 then wt2");
+    println!("  curl -si '{url}?wtd=<id from above>' | grep X-Backend   # always the owner");
+    println!("Stop with Ctrl-C.");
+    engine.wait();
+    ExitCode::SUCCESS
+}

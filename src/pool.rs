@@ -1,1 +1,60 @@
-//! TODO
+//! Per-shard pool of idle keep-alive connections to backends, reused last-in first-out.
+//!
+//! LIFO keeps the hottest connections busy and lets the rest age out; a connection idle longer
+//! than `pool_idle` is closed by us before the backend's own idle timeout (wthttpd: 10 s) can race
+//! a request we send on it.
+
+use std::time::{Duration, Instant};
+
+use crate::net::Sock;
+
+pub struct Pool {
+    idle: Vec<Vec<(Sock, Instant)>>,
+    max_per_backend: usize,
+    max_idle: Duration,
+}
+
+impl Pool {
+    pub fn new(backends: usize, max_per_backend: usize, max_idle: Duration) -> Pool {
+        Pool {
+            idle: (0..backends).map(|_| Vec::new()).collect(),
+            max_per_backend,
+            max_idle,
+        }
+    }
+
+    /// The most recently parked live connection to `backend`, if any.
+    pub fn take(&mut self, backend: usize, now: Instant) -> Option<Sock> {
+        let list = &mut self.idle[backend];
+        while let Some((sock, since)) = list.pop() {
+            if now.duration_since(since) < self.max_idle && sock.is_idle_and_open() {
+                return Some(sock);
+            }
+        }
+        None
+    }
+
+    /// Parks a connection whose last response ended cleanly.
+    pub fn put(&mut self, backend: usize, sock: Sock, now: Instant) {
+        let list = &mut self.idle[backend];
+        if list.len() < self.max_per_backend {
+            list.push((sock, now));
+        }
+    }
+
+    /// Drops every connection idle for too long (oldest are at the front).
+    pub fn expire(&mut self, now: Instant) {
+        for list in &mut self.idle {
+            let stale = list
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= self.max_idle)
+                .count();
+            list.drain(..stale);
+        }
+    }
+
+    /// Forgets every connection to a backend that went down.
+    pub fn clear(&mut self, backend: usize) {
+        self.idle[backend].clear();
+    }
+}

@@ -1,1 +1,618 @@
-//! TODO
+//! The per-connection flow: read a request head → route it → get a backend connection → stream the
+//! request body and the response concurrently → next request, or a byte tunnel after `101`.
+//!
+//! All HTTP knowledge comes from the sans-IO [`crate::h1`] core; this file only moves bytes and
+//! decides what to do when a socket fails or times out.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::net::TcpStream;
+
+use crate::config::Config;
+use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
+use crate::health::Health;
+use crate::net::{InBuf, Sock, timeout};
+use crate::pool::Pool;
+use crate::route::Router;
+
+/// How long a passively marked-down backend is skipped before real traffic probes it again.
+const REVIVE_AFTER: Duration = Duration::from_secs(2);
+/// Read buffer per direction: large enough for any allowed head, and for body bursts.
+const MIN_BUF: usize = 32 * 1024;
+
+/// Everything one shard owns: its routing state, its view of the backends, its pool.
+pub struct Shard {
+    pub id: usize,
+    cfg: Arc<Config>,
+    limits: h1::Limits,
+    router: RefCell<Router>,
+    health: RefCell<Health>,
+    pool: RefCell<Pool>,
+}
+
+/// What the client connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Why an exchange with a backend ended early.
+enum Failure {
+    /// A pooled connection died before any response byte: resend a safe request on a fresh one.
+    Stale,
+    /// Nothing has reached the client yet: answer with this status and close.
+    Answer(u16),
+    /// The client already has part of a response (or is gone): just close both sides.
+    Abort,
+}
+
+/// How a completed exchange left the two connections.
+struct Done {
+    backend_reusable: bool,
+    client_close: bool,
+}
+
+enum ResponseEnd {
+    Complete(Done),
+    Upgraded,
+}
+
+impl Shard {
+    pub fn new(id: usize, cfg: Arc<Config>) -> Shard {
+        let n = cfg.backends.len();
+        Shard {
+            id,
+            limits: h1::Limits {
+                max_head_bytes: cfg.max_head_bytes,
+                max_headers: cfg.max_headers,
+            },
+            router: RefCell::new(Router::new(&cfg)),
+            health: RefCell::new(Health::new(n, REVIVE_AFTER)),
+            pool: RefCell::new(Pool::new(n, cfg.pool_size, cfg.timeouts.pool_idle)),
+            cfg,
+        }
+    }
+
+    fn buf_capacity(&self) -> usize {
+        (self.cfg.max_head_bytes + 1024).max(MIN_BUF)
+    }
+
+    /// Closes pooled connections before the backends' own idle timeouts do.
+    pub async fn sweep_pool(shard: Rc<Shard>) {
+        let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
+        loop {
+            glommio::timer::sleep(every).await;
+            shard.pool.borrow_mut().expire(Instant::now());
+        }
+    }
+
+    pub fn log_accept_error(&self, e: &glommio::GlommioError<()>) {
+        eprintln!("wtgate[{}]: accept failed: {e}", self.id);
+    }
+
+    /// Serves one client connection until it closes.
+    pub async fn serve(&self, stream: TcpStream) {
+        let peer = stream.peer_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let client = Sock::new(stream);
+        let peer_ip = peer.map(|p| p.ip().to_canonical().to_string());
+        let mut cbuf = InBuf::with_capacity(self.buf_capacity());
+        let mut bbuf = InBuf::with_capacity(self.buf_capacity());
+        let mut first = true;
+        loop {
+            let head = match self.read_request_head(&client, &mut cbuf, first).await {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(status) => {
+                    self.answer(&client, status, true).await;
+                    break;
+                }
+            };
+            first = false;
+            match self
+                .handle(&client, &mut cbuf, &mut bbuf, head, peer_ip.as_deref())
+                .await
+            {
+                Next::KeepAlive => {}
+                Next::Close => break,
+            }
+        }
+        client.shutdown_both();
+    }
+
+    /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out
+    /// between requests; `Err(status)`: answer that status and close.
+    async fn read_request_head(
+        &self,
+        client: &Sock,
+        cbuf: &mut InBuf,
+        first: bool,
+    ) -> Result<Option<RequestHead>, u16> {
+        let t = &self.cfg.timeouts;
+        let mut started: Option<Instant> = None;
+        loop {
+            if !cbuf.is_empty() {
+                match h1::parse_request(cbuf.data(), &self.limits) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) if cbuf.is_full() => return Err(431),
+                    Ok(None) => {}
+                    Err(e) => return Err(e.status()),
+                }
+                started.get_or_insert_with(Instant::now);
+            }
+            let wait = match started {
+                Some(s) => t.request_head.saturating_sub(s.elapsed()),
+                None if first => t.request_head,
+                None => t.keepalive,
+            };
+            match timeout(wait, cbuf.read_from(client)).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && started.is_some() => {
+                    return Err(408);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// Answers a status of the proxy's own. Errors writing it don't matter: we close anyway.
+    async fn answer(&self, client: &Sock, status: u16, close: bool) {
+        let resp = h1::error_response(status, close);
+        let _ = timeout(self.cfg.timeouts.client, client.write_all(&resp)).await;
+    }
+
+    /// One request, from its parsed head to the end of its response.
+    async fn handle(
+        &self,
+        client: &Sock,
+        cbuf: &mut InBuf,
+        bbuf: &mut InBuf,
+        head: RequestHead,
+        peer_ip: Option<&str>,
+    ) -> Next {
+        let target = cbuf.data()[head.target.clone()].to_vec();
+        let mut fwd = Vec::with_capacity(head.head_len + 128);
+        let opts = ForwardOptions {
+            forwarded_for: if self.cfg.forwarded_headers {
+                peer_ip
+            } else {
+                None
+            },
+            proto: "http",
+        };
+        h1::write_forward_request(&mut fwd, cbuf.data(), &head, &opts);
+        cbuf.consume(head.head_len);
+
+        // Body bytes that arrived with the head travel in the same write as the head.
+        let mut framer = BodyFramer::new(head.framing);
+        match framer.advance(cbuf.data()) {
+            Ok(adv) => {
+                fwd.extend_from_slice(&cbuf.data()[..adv.consumed]);
+                cbuf.consume(adv.consumed);
+            }
+            Err(_) => {
+                self.answer(client, 400, true).await;
+                return Next::Close;
+            }
+        }
+
+        let mut use_pool = true;
+        let mut pinned: Option<usize> = None;
+        loop {
+            let Some((backend, sock, pooled)) = self.connect(&target, use_pool, pinned).await
+            else {
+                // Nothing usable. A request body we have not read would poison the connection.
+                let close = !head.keep_alive || !framer.is_done();
+                self.answer(client, 503, close).await;
+                return if close { Next::Close } else { Next::KeepAlive };
+            };
+            let result = self
+                .exchange(client, &sock, cbuf, bbuf, &head, &fwd, &mut framer, pooled)
+                .await;
+            match result {
+                Ok(ResponseEnd::Complete(done)) => {
+                    if done.backend_reusable {
+                        self.pool.borrow_mut().put(backend, sock, Instant::now());
+                    } else {
+                        sock.shutdown_both();
+                    }
+                    return if done.client_close {
+                        Next::Close
+                    } else {
+                        Next::KeepAlive
+                    };
+                }
+                Ok(ResponseEnd::Upgraded) => {
+                    self.tunnel(client, &sock, cbuf, bbuf).await;
+                    return Next::Close;
+                }
+                Err(Failure::Stale) if pooled && head.safe_to_replay => {
+                    sock.shutdown_both();
+                    use_pool = false;
+                    pinned = Some(backend);
+                    bbuf.consume(bbuf.data().len());
+                }
+                Err(Failure::Stale) => {
+                    sock.shutdown_both();
+                    self.answer(client, 502, true).await;
+                    return Next::Close;
+                }
+                Err(Failure::Answer(status)) => {
+                    sock.shutdown_both();
+                    self.answer(client, status, true).await;
+                    return Next::Close;
+                }
+                Err(Failure::Abort) => {
+                    sock.shutdown_both();
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, retried
+    /// up to `retries` times; each failed backend is marked down so the next try goes elsewhere.
+    /// `pinned`: the backend a stale pooled connection belonged to, tried first on a fresh connection.
+    async fn connect(
+        &self,
+        target: &[u8],
+        use_pool: bool,
+        mut pinned: Option<usize>,
+    ) -> Option<(usize, Sock, bool)> {
+        let mut exclude = None;
+        for _ in 0..self.cfg.retries {
+            let backend = match pinned.take() {
+                Some(b) => b,
+                None => {
+                    let now = Instant::now();
+                    let mut health = self.health.borrow_mut();
+                    self.router
+                        .borrow_mut()
+                        .route(target, health.statuses(now), exclude)
+                        .backend()?
+                }
+            };
+            if use_pool && let Some(sock) = self.pool.borrow_mut().take(backend, Instant::now()) {
+                return Some((backend, sock, true));
+            }
+            let addr = self.cfg.backends[backend].addr;
+            match connect_to(addr, self.cfg.timeouts.connect).await {
+                Ok(sock) => return Some((backend, sock, false)),
+                Err(e) => {
+                    self.backend_failed(backend, &e);
+                    exclude = Some(backend);
+                }
+            }
+        }
+        None
+    }
+
+    fn backend_failed(&self, backend: usize, e: &io::Error) {
+        let changed = self.health.borrow_mut().mark_down(backend, Instant::now());
+        self.pool.borrow_mut().clear(backend);
+        if changed {
+            let b = &self.cfg.backends[backend];
+            eprintln!(
+                "wtgate[{}]: backend {} ({}) up -> down: connect failed: {e}",
+                self.id, b.prefix, b.addr
+            );
+        }
+    }
+
+    /// Sends the request to `backend` and relays the response, streaming the request body (client →
+    /// backend) at the same time, so a backend may answer before it has read the whole body, and
+    /// `Expect: 100-continue` works.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        client: &Sock,
+        backend: &Sock,
+        cbuf: &mut InBuf,
+        bbuf: &mut InBuf,
+        req: &RequestHead,
+        fwd: &[u8],
+        framer: &mut BodyFramer,
+        pooled: bool,
+    ) -> Result<ResponseEnd, Failure> {
+        let t = self.cfg.timeouts;
+        if let Err(e) = timeout(t.server, backend.write_all(fwd)).await {
+            return Err(if pooled && e.kind() != io::ErrorKind::TimedOut {
+                Failure::Stale
+            } else {
+                Failure::Answer(502)
+            });
+        }
+        let body_sent = Cell::new(framer.is_done());
+        let response_started = Cell::new(false);
+        let pump = pump_body(client, backend, cbuf, framer, t, &body_sent);
+        let relay = self.relay_response(
+            client,
+            backend,
+            bbuf,
+            req,
+            pooled,
+            &body_sent,
+            &response_started,
+        );
+        match first_failure(pump, relay).await {
+            Either::Left(err) => {
+                // The client's side of the request failed; the backend is left mid-request.
+                if response_started.get() {
+                    Err(Failure::Abort)
+                } else {
+                    Err(err)
+                }
+            }
+            Either::Right(Ok(ResponseEnd::Complete(mut done))) => {
+                if !body_sent.get() {
+                    // The backend answered without reading the whole body: neither side can go on.
+                    done.backend_reusable = false;
+                    done.client_close = true;
+                }
+                Ok(ResponseEnd::Complete(done))
+            }
+            Either::Right(other) => other,
+        }
+    }
+
+    /// Reads the backend's response and relays it to the client.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_response(
+        &self,
+        client: &Sock,
+        backend: &Sock,
+        bbuf: &mut InBuf,
+        req: &RequestHead,
+        pooled: bool,
+        body_sent: &Cell<bool>,
+        response_started: &Cell<bool>,
+    ) -> Result<ResponseEnd, Failure> {
+        let t = self.cfg.timeouts;
+        let mut got_any = false;
+        let head = loop {
+            let head = self
+                .read_response_head(backend, bbuf, req, pooled, got_any)
+                .await?;
+            got_any = true;
+            if (100..200).contains(&head.status) && head.status != 101 {
+                // Interim responses (100 Continue, 103 Early Hints) go to 1.1 clients as they are.
+                if req.version == h1::Version::Http11 {
+                    let raw = bbuf.data()[..head.head_len].to_vec();
+                    response_started.set(true);
+                    write_client(client, &raw, t.client).await?;
+                }
+                bbuf.consume(head.head_len);
+                continue;
+            }
+            break head;
+        };
+
+        if head.status == 101 {
+            if !req.upgrade {
+                return Err(if response_started.get() {
+                    Failure::Abort
+                } else {
+                    Failure::Answer(502)
+                });
+            }
+            let mut out = Vec::with_capacity(head.head_len + 64);
+            h1::write_forward_response(&mut out, bbuf.data(), &head, true, req.version);
+            bbuf.consume(head.head_len);
+            response_started.set(true);
+            write_client(client, &out, t.client).await?;
+            return Ok(ResponseEnd::Upgraded);
+        }
+
+        let client_keep_alive =
+            req.keep_alive && head.framing != Framing::CloseDelimited && body_sent.get();
+        let mut out = Vec::with_capacity(head.head_len + 64);
+        h1::write_forward_response(&mut out, bbuf.data(), &head, client_keep_alive, req.version);
+        bbuf.consume(head.head_len);
+        let mut framer = BodyFramer::new(head.framing);
+        let adv = framer
+            .advance(bbuf.data())
+            .map_err(|_| Failure::Answer(502))?;
+        out.extend_from_slice(&bbuf.data()[..adv.consumed]);
+        bbuf.consume(adv.consumed);
+        response_started.set(true);
+        write_client(client, &out, t.client).await?;
+
+        while !framer.is_done() {
+            match timeout(t.server, bbuf.read_from(backend)).await {
+                Ok(0) => {
+                    // EOF ends a close-delimited body; any other body is truncated, and the
+                    // client must see the connection end rather than a short message.
+                    framer.on_eof().map_err(|_| Failure::Abort)?;
+                    return Ok(ResponseEnd::Complete(Done {
+                        backend_reusable: false,
+                        client_close: true,
+                    }));
+                }
+                Ok(_) => {}
+                Err(_) => return Err(Failure::Abort),
+            }
+            let adv = framer.advance(bbuf.data()).map_err(|_| Failure::Abort)?;
+            write_client(client, &bbuf.data()[..adv.consumed], t.client).await?;
+            bbuf.consume(adv.consumed);
+        }
+        // Bytes after the end of the response are a backend bug; never reuse such a connection.
+        let clean = bbuf.is_empty();
+        bbuf.consume(bbuf.data().len());
+        Ok(ResponseEnd::Complete(Done {
+            backend_reusable: clean && head.keep_alive,
+            client_close: !client_keep_alive,
+        }))
+    }
+
+    async fn read_response_head(
+        &self,
+        backend: &Sock,
+        bbuf: &mut InBuf,
+        req: &RequestHead,
+        pooled: bool,
+        got_any: bool,
+    ) -> Result<ResponseHead, Failure> {
+        let mut received = got_any || !bbuf.is_empty();
+        loop {
+            if !bbuf.is_empty() {
+                match h1::parse_response(bbuf.data(), &self.limits, req.is_head) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if bbuf.is_full() => return Err(Failure::Answer(502)),
+                    Ok(None) => {}
+                    Err(_) => return Err(Failure::Answer(502)),
+                }
+            }
+            match timeout(self.cfg.timeouts.server, bbuf.read_from(backend)).await {
+                Ok(0) | Err(_) if pooled && !received => return Err(Failure::Stale),
+                Ok(0) => return Err(Failure::Answer(502)),
+                Ok(_) => received = true,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(Failure::Answer(504));
+                }
+                Err(_) => return Err(Failure::Answer(502)),
+            }
+        }
+    }
+
+    /// Relays bytes both ways after `101 Switching Protocols` until both sides have closed.
+    async fn tunnel(&self, client: &Sock, backend: &Sock, cbuf: &mut InBuf, bbuf: &mut InBuf) {
+        let idle = self.cfg.timeouts.tunnel;
+        let last = Cell::new(Instant::now());
+        let up = relay_bytes(client, backend, cbuf, idle, &last);
+        let down = relay_bytes(backend, client, bbuf, idle, &last);
+        let _ = future::zip(up, down).await;
+        backend.shutdown_both();
+    }
+}
+
+async fn connect_to(addr: SocketAddr, limit: Duration) -> io::Result<Sock> {
+    let stream = TcpStream::connect_timeout(addr, limit)
+        .await
+        .map_err(io::Error::from)?;
+    let _ = stream.set_nodelay(true);
+    Ok(Sock::new(stream))
+}
+
+async fn write_client(client: &Sock, bytes: &[u8], limit: Duration) -> Result<(), Failure> {
+    timeout(limit, client.write_all(bytes))
+        .await
+        .map_err(|_| Failure::Abort)
+}
+
+/// Streams the rest of a request body from the client to the backend.
+async fn pump_body(
+    client: &Sock,
+    backend: &Sock,
+    cbuf: &mut InBuf,
+    framer: &mut BodyFramer,
+    t: crate::config::Timeouts,
+    body_sent: &Cell<bool>,
+) -> Failure {
+    while !framer.is_done() {
+        if cbuf.is_empty() {
+            match timeout(t.client, cbuf.read_from(client)).await {
+                Ok(0) => return Failure::Abort,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Failure::Answer(408),
+                Err(_) => return Failure::Abort,
+            }
+        }
+        let adv = match framer.advance(cbuf.data()) {
+            Ok(adv) => adv,
+            Err(_) => return Failure::Answer(400),
+        };
+        if timeout(t.server, backend.write_all(&cbuf.data()[..adv.consumed]))
+            .await
+            .is_err()
+        {
+            return Failure::Answer(502);
+        }
+        cbuf.consume(adv.consumed);
+    }
+    body_sent.set(true);
+    // The body is through; from here on only the response matters.
+    future::pending().await
+}
+
+/// One direction of a tunnel: `from` → `to`, then a half-close passed on. `last` is the time of the
+/// latest traffic either way, so that a quiet direction does not end a busy tunnel.
+async fn relay_bytes(
+    from: &Sock,
+    to: &Sock,
+    buf: &mut InBuf,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    let r = relay_until_eof(from, to, buf, idle, last).await;
+    if r.is_err() {
+        // A reset or an idle tunnel ends both directions at once; the other one is woken by this.
+        from.shutdown_both();
+        to.shutdown_both();
+    }
+    r
+}
+
+async fn relay_until_eof(
+    from: &Sock,
+    to: &Sock,
+    buf: &mut InBuf,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    loop {
+        if !buf.is_empty() {
+            to.write_all(buf.data()).await?;
+            buf.consume(buf.data().len());
+            last.set(Instant::now());
+        }
+        let wait = idle.saturating_sub(last.get().elapsed());
+        match timeout(wait, buf.read_from(from)).await {
+            Ok(0) => {
+                to.shutdown_write();
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if last.get().elapsed() >= idle {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+/// Polls both futures; the first of `left` finishing (it only ever finishes by failing) or `right`
+/// finishing wins, and the other is dropped.
+async fn first_failure<L, R>(
+    left: impl Future<Output = L>,
+    right: impl Future<Output = R>,
+) -> Either<L, R> {
+    let mut left = pin!(left);
+    let mut right = pin!(right);
+    future::poll_fn(|cx| {
+        if let Poll::Ready(r) = right.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(r));
+        }
+        if let Poll::Ready(l) = left.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(l));
+        }
+        Poll::Pending
+    })
+    .await
+}
