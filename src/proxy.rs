@@ -473,13 +473,14 @@ impl Shard {
                 }
             }
             match timeout(self.cfg.timeouts.server, bbuf.read_from(backend)).await {
-                Ok(0) | Err(_) if pooled && !received => return Err(Failure::Stale),
-                Ok(0) => return Err(Failure::Answer(502)),
-                Ok(_) => received = true,
+                Ok(n) if n > 0 => received = true,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(Failure::Answer(504));
                 }
-                Err(_) => return Err(Failure::Answer(502)),
+                // Closed or reset before answering: on a pooled connection that is the backend's
+                // idle close racing our request, which a safe request may survive by a resend.
+                _ if pooled && !received => return Err(Failure::Stale),
+                _ => return Err(Failure::Answer(502)),
             }
         }
     }
