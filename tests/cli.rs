@@ -1,0 +1,167 @@
+//! The `wtgate` command line: `check` validates a config and prints the routing table; `--help`
+//! works everywhere.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary with `args`, killing it if it takes more than 10 s (a `check` must not start
+/// serving).
+fn wtgate(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wtgate");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "wtgate {args:?} still running after 10 s; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn check_rejects_a_prefix_given_twice() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--backend",
+        "wt1=127.0.0.1:9091",
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "clashing prefixes accepted: {t}");
+    assert!(
+        !t.contains("panicked"),
+        "a panic is not a readable message: {t}"
+    );
+    assert!(t.contains("wt1"), "message does not name the prefix: {t}");
+    assert!(
+        t.contains("127.0.0.1:9090") && t.contains("127.0.0.1:9091"),
+        "message does not name both backends: {t}"
+    );
+    assert!(t.len() < 2000, "message too long to be readable: {t}");
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_prints_the_routing_table() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--backend",
+        "wt2=127.0.0.1:9091,weight=2",
+        "--backend",
+        "wt10=127.0.0.1:9092",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "valid config rejected: {}",
+        text(&out)
+    );
+    for needle in [
+        "wt1",
+        "wt2",
+        "wt10",
+        "127.0.0.1:9090",
+        "127.0.0.1:9091",
+        "127.0.0.1:9092",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "routing table lacks {needle}: {stdout}"
+        );
+    }
+    // Each backend on its own line with its prefix and address.
+    for (p, a) in [("wt1", "9090"), ("wt2", "9091"), ("wt10", "9092")] {
+        assert!(
+            stdout.lines().any(|l| l
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == p)
+                && l.contains(a)),
+            "no line shows {p} with port {a}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_rejects_a_malformed_backend() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:9090",
+    ]);
+    let t = text(&out);
+    assert!(
+        !out.status.success(),
+        "backend without prefix accepted: {t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(
+        t.contains("127.0.0.1:9090"),
+        "message does not quote the bad spec: {t}"
+    );
+}
+
+#[test]
+fn check_rejects_no_backends() {
+    let out = wtgate(&["check", "--listen", "127.0.0.1:0"]);
+    let t = text(&out);
+    assert!(
+        !out.status.success(),
+        "config without backends accepted: {t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(
+        t.contains("--backend"),
+        "message does not say how to add a backend: {t}"
+    );
+}
+
+#[test]
+fn help_works_everywhere() {
+    for args in [&["--help"][..], &["check", "--help"]] {
+        let out = wtgate(args);
+        let t = text(&out);
+        assert!(out.status.success(), "wtgate {args:?} failed: {t}");
+        assert!(
+            t.contains("--backend"),
+            "wtgate {args:?} does not mention --backend: {t}"
+        );
+    }
+    // `demo` starts its own demo backends, so it has --wt1/--wt2 rather than --backend.
+    let out = wtgate(&["demo", "--help"]);
+    let t = text(&out);
+    assert!(out.status.success(), "wtgate demo --help failed: {t}");
+    assert!(
+        t.contains("--listen") && t.contains("demo"),
+        "wtgate demo --help: {t}"
+    );
+}
