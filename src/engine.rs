@@ -93,6 +93,7 @@ impl Engine {
         let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for &want in &cfg.listen {
+            probe_free(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let first = bind_listener(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let actual = first
                 .local_addr()
@@ -190,6 +191,20 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// `SO_REUSEPORT` would let us share a port with a forgotten older process (same user), which then
+/// silently takes half the connections. A plain bind first tells whether anyone listens there.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())
 }
 
 fn bind_listener(addr: SocketAddr) -> io::Result<Socket> {

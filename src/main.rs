@@ -8,14 +8,12 @@ use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
 
 #[derive(FromArgs)]
-/// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it,
-/// by the exact `wtd` session id in the URL (no cookies), and round-robins the rest.
-///
-/// Usage: wtgate [run] [OPTIONS]    serve (the default command)
-///        wtgate check [OPTIONS]    validate the options and print the routing table
-///        wtgate demo [OPTIONS]     two Wt-like demo servers behind wtgate, to try it
-///
-/// Example: wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091
+/// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it, by
+/// the exact `wtd` session id in the URL (no cookies), and round-robins new sessions over the rest.
+#[argh(
+    example = "wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
+    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds)."
+)]
 struct ProxyArgs {
     /// address to listen on, HOST:PORT or [V6]:PORT (repeatable; default 0.0.0.0:8080)
     #[argh(option)]

@@ -165,3 +165,45 @@ fn help_works_everywhere() {
         "wtgate demo --help: {t}"
     );
 }
+
+#[test]
+fn a_port_in_use_is_one_clear_line_and_exit_code_1() {
+    // Held by a listener *without* SO_REUSEPORT, and by one *with* it (another wtgate): both refused.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = wtgate(&[
+        "--listen",
+        &listen,
+        "--backend",
+        "wt1=127.0.0.1:9",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+
+    let shared = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    shared.set_reuse_port(true).unwrap();
+    shared
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    shared.listen(8).unwrap();
+    let addr = shared.local_addr().unwrap().as_socket().unwrap();
+    let out = wtgate(&[
+        "--listen",
+        &addr.to_string(),
+        "--backend",
+        "wt1=127.0.0.1:9",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("in use"), "{}", text(&out));
+}

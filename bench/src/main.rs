@@ -1,0 +1,2 @@
+//! wtgate-bench: placeholder until the bench issue lands.
+fn main() {}
