@@ -16,10 +16,35 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// Share of session-less traffic in weighted round-robin; 0 takes no new sessions.
     pub weight: u32,
+    /// This backend's active check, overriding `Config::check`; `None` follows the global one.
+    pub check: Option<Check>,
+}
+
+/// How a backend is actively checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// A TCP connect that succeeds within the connect timeout.
+    Tcp,
+    /// `GET <path>` answered 2xx or 3xx within the connect timeout.
+    Http(String),
+}
+
+impl Check {
+    fn parse(s: &str) -> Result<Check, String> {
+        match s.trim() {
+            "tcp" => Ok(Check::Tcp),
+            p if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Check::Http(p.to_string()))
+            }
+            other => Err(format!(
+                "check '{other}' is neither 'tcp' nor an absolute path like /health"
+            )),
+        }
+    }
 }
 
 impl BackendConfig {
-    /// Parses `PREFIX=HOST:PORT[,weight=N]`, resolving HOST once, now.
+    /// Parses `PREFIX=HOST:PORT[,weight=N][,check=tcp|/path]`, resolving HOST once, now.
     pub fn parse(spec: &str) -> Result<BackendConfig, ConfigError> {
         let bad = |why: &str| ConfigError::Backend {
             spec: spec.to_string(),
@@ -41,6 +66,7 @@ impl BackendConfig {
         let hostport = parts.next().unwrap_or("").trim();
         let addr = resolve(hostport).map_err(|why| bad(&why))?;
         let mut weight = 1;
+        let mut check = None;
         for opt in parts {
             let (key, value) = opt
                 .split_once('=')
@@ -56,13 +82,19 @@ impl BackendConfig {
                             bad(&format!("weight '{value}' is not a whole number 0..=1000"))
                         })?
                 }
-                other => return Err(bad(&format!("unknown option '{other}' (known: weight)"))),
+                "check" => check = Some(Check::parse(value).map_err(|why| bad(&why))?),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown option '{other}' (known: weight, check)"
+                    )));
+                }
             }
         }
         Ok(BackendConfig {
             prefix: prefix.to_string(),
             addr,
             weight,
+            check,
         })
     }
 }
@@ -80,6 +112,11 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
             .ok_or_else(|| format!("'{hostport}' resolves to no address")),
         Err(e) => Err(format!("cannot resolve '{hostport}': {e}")),
     }
+}
+
+/// Parses `--check`: `tcp` or an HTTP path.
+pub fn parse_check(spec: &str) -> Result<Check, ConfigError> {
+    Check::parse(spec).map_err(ConfigError::Invalid)
 }
 
 /// Parses a listen address: `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all IPv4.
@@ -151,6 +188,14 @@ pub struct Config {
     pub forwarded_headers: bool,
     /// Idle connections kept per backend per shard.
     pub pool_size: usize,
+    /// Active health checks of every backend (a backend's own `check=` overrides it).
+    pub check: Check,
+    /// Time between two active checks of a backend (HAProxy's `inter`).
+    pub check_interval: Duration,
+    /// Good checks in a row that bring a down backend up.
+    pub rise: u32,
+    /// Failed checks in a row that take an up backend down.
+    pub fall: u32,
 }
 
 impl Default for Config {
@@ -167,11 +212,20 @@ impl Default for Config {
             max_headers: 100,
             forwarded_headers: true,
             pool_size: 64,
+            check: Check::Tcp,
+            check_interval: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
         }
     }
 }
 
 impl Config {
+    /// The check that applies to backend `i`.
+    pub fn check_of(&self, i: usize) -> &Check {
+        self.backends[i].check.as_ref().unwrap_or(&self.check)
+    }
+
     /// The number of shards this config asks for, resolving 0 to the available cores.
     pub fn shard_count(&self) -> usize {
         if self.threads > 0 {
@@ -233,6 +287,16 @@ impl Config {
         if self.max_head_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "--max-head-bytes below 1024 would reject ordinary browser requests".into(),
+            ));
+        }
+        if self.rise == 0 || self.fall == 0 {
+            return Err(ConfigError::Invalid(
+                "--rise and --fall must be at least 1 (they count checks in a row)".into(),
+            ));
+        }
+        if self.check_interval < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid(
+                "--check-interval below 10ms would flood the backends with checks".into(),
             ));
         }
         let t = &self.timeouts;
@@ -321,6 +385,11 @@ mod tests {
         assert_eq!(b.weight, 3);
         let b = BackendConfig::parse("a=localhost:80").unwrap();
         assert!(b.addr.ip().is_loopback());
+        let b = BackendConfig::parse("wt1=127.0.0.1:9090,check=/health,weight=2").unwrap();
+        assert_eq!(b.check, Some(Check::Http("/health".into())));
+        assert_eq!(b.weight, 2);
+        let b = BackendConfig::parse("wt1=127.0.0.1:9090,check=tcp").unwrap();
+        assert_eq!(b.check, Some(Check::Tcp));
     }
 
     #[test]
@@ -333,6 +402,8 @@ mod tests {
             "wt1=127.0.0.1:9090,weight=x",
             "wt1=127.0.0.1:9090,color=red",
             "wt1=127.0.0.1:99999",
+            "wt1=127.0.0.1:9090,check=health",
+            "wt1=127.0.0.1:9090,check=/a b",
         ] {
             assert!(BackendConfig::parse(bad).is_err(), "{bad} accepted");
         }

@@ -18,8 +18,15 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+
 use crate::config::{Config, ConfigError};
-use crate::proxy::Shard;
+use crate::health::{Admin, Gossip};
+use crate::metrics::{ShardStats, Stats};
+use crate::proxy::{AdminTable, Shard};
+
+/// Room for state changes in flight between two shards; a full channel makes the sender wait.
+const GOSSIP_CHANNEL: usize = 1024;
 
 /// Registered I/O memory per executor. wtgate does no file I/O, so glommio's 10 MiB default would
 /// only pin memory; keep what it needs for its slab.
@@ -79,6 +86,9 @@ pub struct Engine {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardThread>,
     stop: Arc<AtomicBool>,
+    cfg: Arc<Config>,
+    stats: Vec<Arc<ShardStats>>,
+    admin: Arc<AdminTable>,
 }
 
 impl Engine {
@@ -113,6 +123,9 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let mesh = (n > 1).then(|| MeshBuilder::full(n, GOSSIP_CHANNEL));
+        let admin = Arc::new(AdminTable::new(cfg.backends.len()));
+        let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect();
         let mut shards = Vec::new();
         for (id, socks) in sockets.into_iter().enumerate() {
             let mut fds = Vec::new();
@@ -124,11 +137,16 @@ impl Engine {
             }
             let core = cores.get(id % cores.len().max(1)).copied();
             let cfg = cfg.clone();
-            let stop = stop.clone();
-            let ready = ready_tx.clone();
+            let shared = ShardShared {
+                mesh: mesh.clone(),
+                stats: stats[id].clone(),
+                admin: admin.clone(),
+                stop: stop.clone(),
+                ready: ready_tx.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("wtgate-shard-{id}"))
-                .spawn(move || run_shard(id, n, core, cfg, fds, stop, ready))
+                .spawn(move || run_shard(id, n, core, cfg, fds, shared))
                 .map_err(|e| StartError::Shard(e.to_string()))?;
             shards.push(ShardThread {
                 thread: Some(thread),
@@ -140,6 +158,9 @@ impl Engine {
             addrs,
             shards,
             stop,
+            cfg,
+            stats,
+            admin,
         };
         for _ in 0..n {
             match ready_rx.recv() {
@@ -160,6 +181,36 @@ impl Engine {
     /// The bound listen addresses, one per `--listen`, in order (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Counters per backend, summed over shards, and how many shards see each backend up.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(&self.cfg, &self.stats)
+    }
+
+    /// Sets a backend's admin state (`ready`, `drain`, `maint`) on every shard; the shards pick it
+    /// up at their next routing decision. Returns the previous state.
+    pub fn set_admin(&self, prefix: &str, admin: Admin) -> Result<Admin, String> {
+        let i = self
+            .cfg
+            .backends
+            .iter()
+            .position(|b| b.prefix == prefix)
+            .ok_or_else(|| format!("no backend has prefix '{prefix}'"))?;
+        let mut states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut states[i], admin);
+        self.admin.generation.fetch_add(1, Ordering::Release);
+        if old != admin {
+            let b = &self.cfg.backends[i];
+            eprintln!(
+                "wtgate: backend {} ({}) admin {} -> {}",
+                b.prefix,
+                b.addr,
+                old.as_str(),
+                admin.as_str()
+            );
+        }
+        Ok(old)
     }
 
     /// Blocks until every shard has stopped (they run until `Engine` is dropped or they fail).
@@ -221,15 +272,31 @@ fn bind_listener(addr: SocketAddr) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// What a shard thread gets besides its sockets: its way into the gossip mesh, its counters, and
+/// the operators' admin table.
+struct ShardShared {
+    mesh: Option<MeshBuilder<Gossip, Full>>,
+    stats: Arc<ShardStats>,
+    admin: Arc<AdminTable>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<(), String>>,
+}
+
 fn run_shard(
     id: usize,
     shards: usize,
     core: Option<core_affinity::CoreId>,
     cfg: Arc<Config>,
     fds: Vec<RawFd>,
-    stop: Arc<AtomicBool>,
-    ready: mpsc::Sender<Result<(), String>>,
+    shared: ShardShared,
 ) {
+    let ShardShared {
+        mesh,
+        stats,
+        admin,
+        stop,
+        ready,
+    } = shared;
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
@@ -250,7 +317,34 @@ fn run_shard(
     };
     ex.run(async move {
         let per_shard_conns = cfg.maxconn.div_ceil(shards).max(1);
-        let shard = Rc::new(Shard::new(id, cfg.clone()));
+        // Join the gossip mesh first: the mesh numbers its peers, and that number is the shard id
+        // everyone agrees on (backend i is checked by shard i mod N).
+        let (gossip_id, peers) = match mesh {
+            Some(mesh) => match mesh.join().await {
+                Ok((senders, receivers)) => (senders.peer_id(), Some((senders, receivers))),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("joining the shards' gossip channels: {e}")));
+                    return;
+                }
+            },
+            None => (0, None),
+        };
+        let shard = Rc::new(Shard::new(gossip_id, shards, cfg.clone(), stats, admin));
+        if let Some((senders, mut receivers)) = peers {
+            shard.set_peers(senders);
+            for (_, rx) in receivers.streams() {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    while let Some(msg) = rx.recv().await {
+                        shard.on_gossip(msg, false);
+                    }
+                })
+                .detach();
+            }
+        }
+        for backend in (0..cfg.backends.len()).filter(|b| b % shards == gossip_id) {
+            glommio::spawn_local(Shard::check_loop(shard.clone(), backend)).detach();
+        }
         let limit = Rc::new(glommio::sync::Semaphore::new(per_shard_conns as u64));
         let listeners: Vec<TcpListener> = fds
             .into_iter()

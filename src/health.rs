@@ -1,10 +1,11 @@
-//! Each shard's own copy of the backends' states, read by routing without any lock.
+//! Backend health, pure: each shard's own copy of every backend's state, the rise/fall rules of
+//! active checks, and the messages shards gossip about state changes.
 //!
-//! A failed connect marks a backend down at once (passive check). Until active checks exist the
-//! mark expires after `revive_after`, so the next request probes the backend again; the time is
-//! passed in, which keeps this module pure and testable.
+//! Routing reads the copy of the shard it runs on, so no lock is ever taken on the hot path. A
+//! state change travels as a [`Gossip`] message over glommio channels (see `engine.rs`); the
+//! shard that checks a backend is the one that logs its changes, so each is logged once.
 
-use std::time::{Duration, Instant};
+use std::fmt;
 
 /// What the operator set for a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,6 +17,16 @@ pub enum Admin {
     Drain,
     /// No traffic at all; its sessions are redispatched.
     Maint,
+}
+
+impl Admin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admin::Ready => "ready",
+            Admin::Drain => "drain",
+            Admin::Maint => "maint",
+        }
+    }
 }
 
 /// One backend as routing sees it.
@@ -44,46 +55,95 @@ impl BackendStatus {
     }
 }
 
+/// Why a backend went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A request's connect was refused, reset or timed out on some shard (passive check).
+    ConnectFailed { shard: usize, timed_out: bool },
+    /// `fall` active checks in a row failed.
+    ChecksFailed,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::ConnectFailed { shard, timed_out } => write!(
+                f,
+                "connect {} on shard {shard}",
+                if *timed_out { "timed out" } else { "failed" }
+            ),
+            Cause::ChecksFailed => f.write_str("active checks failed"),
+        }
+    }
+}
+
+/// A state change, sent from the shard that saw it to every other shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gossip {
+    Down { backend: usize, cause: Cause },
+    Up { backend: usize },
+}
+
 /// A shard's view of all backends.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Health {
     status: Vec<BackendStatus>,
-    down_since: Vec<Option<Instant>>,
-    revive_after: Duration,
+    /// Consecutive good (while down) or failed (while up) active checks.
+    streak: Vec<u32>,
 }
 
 impl Health {
-    pub fn new(backends: usize, revive_after: Duration) -> Health {
+    pub fn new(backends: usize) -> Health {
         Health {
             status: vec![BackendStatus::default(); backends],
-            down_since: vec![None; backends],
-            revive_after,
+            streak: vec![0; backends],
         }
     }
 
-    /// The states to route with at `now`.
-    pub fn statuses(&mut self, now: Instant) -> &[BackendStatus] {
-        for (st, since) in self.status.iter_mut().zip(self.down_since.iter_mut()) {
-            if let Some(t) = *since
-                && now.duration_since(t) >= self.revive_after
-            {
-                st.up = true;
-                *since = None;
-            }
-        }
+    pub fn statuses(&self) -> &[BackendStatus] {
         &self.status
     }
 
-    /// A connect to `backend` failed. Returns true if this changed its state.
-    pub fn mark_down(&mut self, backend: usize, now: Instant) -> bool {
+    /// Marks `backend` down; true if it was up. It comes back only through `rise` good checks.
+    pub fn mark_down(&mut self, backend: usize) -> bool {
         let was_up = self.status[backend].up;
         self.status[backend].up = false;
-        self.down_since[backend] = Some(now);
+        self.streak[backend] = 0;
         was_up
     }
 
-    pub fn is_up(&self, backend: usize) -> bool {
-        self.status[backend].up
+    /// Marks `backend` up; true if it was down.
+    pub fn mark_up(&mut self, backend: usize) -> bool {
+        let was_down = !self.status[backend].up;
+        self.status[backend].up = true;
+        self.streak[backend] = 0;
+        was_down
+    }
+
+    /// Applies a message from another shard; true if it changed this shard's view.
+    pub fn apply(&mut self, msg: Gossip) -> bool {
+        match msg {
+            Gossip::Down { backend, .. } => self.mark_down(backend),
+            Gossip::Up { backend } => self.mark_up(backend),
+        }
+    }
+
+    /// Counts one active check; returns the state `rise`/`fall` now calls for when it differs from
+    /// the current one. The caller applies it (and tells the other shards).
+    pub fn check_result(&mut self, backend: usize, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        let up = self.status[backend].up;
+        let streak = &mut self.streak[backend];
+        if ok == up {
+            // An up backend answering, or a down one failing: the streak toward a flip restarts.
+            *streak = 0;
+            return None;
+        }
+        *streak += 1;
+        (*streak >= if up { fall } else { rise }).then_some(!up)
+    }
+
+    pub fn set_admin(&mut self, backend: usize, admin: Admin) {
+        self.status[backend].admin = admin;
     }
 }
 
@@ -92,14 +152,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mark_down_then_revive() {
-        let t0 = Instant::now();
-        let mut h = Health::new(2, Duration::from_secs(2));
-        assert!(h.mark_down(1, t0));
-        assert!(!h.mark_down(1, t0));
-        assert!(!h.statuses(t0 + Duration::from_secs(1))[1].up);
-        assert!(h.statuses(t0 + Duration::from_secs(1))[0].up);
-        assert!(h.statuses(t0 + Duration::from_secs(2))[1].up);
+    fn passive_mark_down_needs_rise_checks_to_come_back() {
+        let mut h = Health::new(2);
+        assert!(h.mark_down(1));
+        assert!(!h.mark_down(1));
+        assert!(!h.statuses()[1].up && h.statuses()[0].up);
+        assert_eq!(h.check_result(1, true, 2, 3), None);
+        assert_eq!(
+            h.check_result(1, false, 2, 3),
+            None,
+            "a failure restarts the rise"
+        );
+        assert_eq!(h.check_result(1, true, 2, 3), None);
+        assert_eq!(h.check_result(1, true, 2, 3), Some(true));
+        assert!(h.mark_up(1));
+        assert!(h.statuses()[1].up);
+    }
+
+    #[test]
+    fn fall_failed_checks_in_a_row_take_it_down() {
+        let mut h = Health::new(1);
+        assert_eq!(h.check_result(0, false, 2, 3), None);
+        assert_eq!(h.check_result(0, false, 2, 3), None);
+        assert_eq!(
+            h.check_result(0, true, 2, 3),
+            None,
+            "a success restarts the fall"
+        );
+        for _ in 0..2 {
+            assert_eq!(h.check_result(0, false, 2, 3), None);
+        }
+        assert_eq!(h.check_result(0, false, 2, 3), Some(false));
+        assert!(h.mark_down(0));
+        assert!(!h.statuses()[0].up);
+    }
+
+    #[test]
+    fn gossip_applies_and_a_down_mark_resets_the_rise() {
+        let mut h = Health::new(1);
+        h.mark_down(0);
+        h.check_result(0, true, 2, 3);
+        let down = Gossip::Down {
+            backend: 0,
+            cause: Cause::ConnectFailed {
+                shard: 1,
+                timed_out: false,
+            },
+        };
+        assert!(!h.apply(down));
+        assert_eq!(h.check_result(0, true, 2, 3), None, "streak was reset");
+        assert!(h.apply(Gossip::Up { backend: 0 }));
+        assert!(!h.apply(Gossip::Up { backend: 0 }));
     }
 
     #[test]

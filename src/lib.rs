@@ -9,15 +9,18 @@
 //! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
 //! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
-//! - [`health`]: each shard's copy of backend states, passive mark-down.
+//! - [`health`]: each shard's copy of backend states, rise/fall rules, the gossip messages;
+//!   [`check`] runs the active checks; [`metrics`] counts per shard and sums for the engine.
 //! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
 //! - [`demo`]: Wt-like demo backends for `wtgate demo`.
 
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod h1;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod proxy;

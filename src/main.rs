@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wtgate::config::{BackendConfig, Config, parse_duration, parse_listen};
+use wtgate::config::{BackendConfig, Config, parse_check, parse_duration, parse_listen};
 use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
 
@@ -19,8 +19,8 @@ struct ProxyArgs {
     #[argh(option)]
     listen: Vec<String>,
 
-    /// a Wt server: PREFIX=HOST:PORT[,weight=N], where PREFIX is the server's --session-id-prefix
-    /// (repeatable, at least one)
+    /// a Wt server: PREFIX=HOST:PORT[,weight=N][,check=tcp|/path], where PREFIX is the server's
+    /// --session-id-prefix (repeatable, at least one)
     #[argh(option)]
     backend: Vec<String>,
 
@@ -85,6 +85,24 @@ struct ProxyArgs {
     /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
     #[argh(switch)]
     no_forwarded_headers: bool,
+
+    /// active health check of every backend: 'tcp' (connect) or an HTTP path such as /health,
+    /// which must answer 2xx/3xx; a backend's own check= overrides it (default tcp)
+    #[argh(option, default = "String::from(\"tcp\")")]
+    check: String,
+
+    /// time between two checks of a backend (default 2s)
+    #[argh(option, default = "String::from(\"2s\")")]
+    check_interval: String,
+
+    /// good checks in a row that bring a down backend back (default 2)
+    #[argh(option, default = "2")]
+    rise: u32,
+
+    /// failed checks in a row that take a backend down (default 3); a failed connect of a real
+    /// request takes it down at once
+    #[argh(option, default = "3")]
+    fall: u32,
 }
 
 #[derive(FromArgs)]
@@ -140,6 +158,10 @@ impl ProxyArgs {
         cfg.max_headers = self.max_headers;
         cfg.pool_size = self.pool_size;
         cfg.forwarded_headers = !self.no_forwarded_headers;
+        cfg.check = parse_check(&self.check).map_err(|e| format!("--check: {e}"))?;
+        cfg.check_interval = d("check-interval", &self.check_interval)?;
+        cfg.rise = self.rise;
+        cfg.fall = self.fall;
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }
@@ -275,6 +297,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
                 prefix: b.prefix().to_string(),
                 addr: b.addr(),
                 weight: 1,
+                check: None,
             })
             .collect(),
         ..Config::default()

@@ -17,26 +17,50 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::TcpStream;
 
+use glommio::channels::channel_mesh::Senders;
+
 use crate::config::Config;
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
-use crate::health::Health;
+use crate::health::{Admin, Cause, Gossip, Health};
+use crate::metrics::ShardStats;
 use crate::net::{InBuf, Sock, timeout};
 use crate::pool::Pool;
-use crate::route::Router;
-
-/// How long a passively marked-down backend is skipped before real traffic probes it again.
-const REVIVE_AFTER: Duration = Duration::from_secs(2);
+use crate::route::{Decision, Router};
 /// Read buffer per direction: large enough for any allowed head, and for body bursts.
 const MIN_BUF: usize = 32 * 1024;
+
+/// Admin states set from outside the shards. Shards compare `generation` (one relaxed load per
+/// routing decision, a cache line written only when an operator changes something) and copy the
+/// table when it moved, so the hot path never takes the lock.
+#[derive(Debug)]
+pub struct AdminTable {
+    pub generation: std::sync::atomic::AtomicU64,
+    pub states: std::sync::Mutex<Vec<Admin>>,
+}
+
+impl AdminTable {
+    pub fn new(backends: usize) -> AdminTable {
+        AdminTable {
+            generation: 0.into(),
+            states: std::sync::Mutex::new(vec![Admin::Ready; backends]),
+        }
+    }
+}
 
 /// Everything one shard owns: its routing state, its view of the backends, its pool.
 pub struct Shard {
     pub id: usize,
+    shards: usize,
     cfg: Arc<Config>,
     limits: h1::Limits,
     router: RefCell<Router>,
     health: RefCell<Health>,
     pool: RefCell<Pool>,
+    stats: Arc<ShardStats>,
+    admin: Arc<AdminTable>,
+    admin_seen: Cell<u64>,
+    /// Channels to the other shards (none with a single shard).
+    peers: RefCell<Option<Rc<Senders<Gossip>>>>,
 }
 
 /// What the client connection does after a request.
@@ -47,7 +71,7 @@ enum Next {
 
 /// Why an exchange with a backend ended early.
 enum Failure {
-    /// A pooled connection died before any response byte: resend a safe request on a fresh one.
+    /// The connection died before any response byte: a safe request may be sent again.
     Stale,
     /// Nothing has reached the client yet: answer with this status and close.
     Answer(u16),
@@ -67,18 +91,125 @@ enum ResponseEnd {
 }
 
 impl Shard {
-    pub fn new(id: usize, cfg: Arc<Config>) -> Shard {
+    pub fn new(
+        id: usize,
+        shards: usize,
+        cfg: Arc<Config>,
+        stats: Arc<ShardStats>,
+        admin: Arc<AdminTable>,
+    ) -> Shard {
         let n = cfg.backends.len();
         Shard {
             id,
+            shards,
             limits: h1::Limits {
                 max_head_bytes: cfg.max_head_bytes,
                 max_headers: cfg.max_headers,
             },
             router: RefCell::new(Router::new(&cfg)),
-            health: RefCell::new(Health::new(n, REVIVE_AFTER)),
+            health: RefCell::new(Health::new(n)),
             pool: RefCell::new(Pool::new(n, cfg.pool_size, cfg.timeouts.pool_idle)),
             cfg,
+            stats,
+            admin,
+            admin_seen: Cell::new(0),
+            peers: RefCell::new(None),
+        }
+    }
+
+    pub fn set_peers(&self, peers: Senders<Gossip>) {
+        *self.peers.borrow_mut() = Some(Rc::new(peers));
+    }
+
+    /// The shard that actively checks `backend`, and logs its state changes.
+    fn checker_of(&self, backend: usize) -> usize {
+        backend % self.shards
+    }
+
+    /// Applies a state change to this shard's view; `local`: seen here, so tell the others.
+    pub fn on_gossip(&self, msg: Gossip, local: bool) {
+        if !self.health.borrow_mut().apply(msg) {
+            return;
+        }
+        let (backend, up) = match msg {
+            Gossip::Down { backend, .. } => (backend, false),
+            Gossip::Up { backend } => (backend, true),
+        };
+        if !up {
+            // Connections to a dead backend would only fail one by one; drop them now.
+            self.pool.borrow_mut().clear(backend);
+        }
+        self.stats.backends[backend]
+            .up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+        if self.checker_of(backend) == self.id {
+            let b = &self.cfg.backends[backend];
+            match msg {
+                Gossip::Down { cause, .. } => eprintln!(
+                    "wtgate: backend {} ({}) up -> down: {cause}",
+                    b.prefix, b.addr
+                ),
+                Gossip::Up { .. } => eprintln!(
+                    "wtgate: backend {} ({}) down -> up: {} good checks",
+                    b.prefix, b.addr, self.cfg.rise
+                ),
+            }
+        }
+        if local && let Some(peers) = self.peers.borrow().as_ref() {
+            for peer in (0..self.shards).filter(|&p| p != self.id) {
+                if peers.try_send_to(peer, msg).is_err() {
+                    // A full channel (a burst of changes) must not lose this one: wait for room.
+                    let peers = peers.clone();
+                    glommio::spawn_local(async move {
+                        let _ = peers.send_to(peer, msg).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    /// Checks `backend` every `check_interval` for as long as the shard runs.
+    pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
+        let cfg = shard.cfg.clone();
+        let addr = cfg.backends[backend].addr;
+        loop {
+            glommio::timer::sleep(cfg.check_interval).await;
+            let ok = crate::check::probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
+            if !ok {
+                ShardStats::count(&shard.stats.backends[backend].checks_failed);
+            }
+            let flip = shard
+                .health
+                .borrow_mut()
+                .check_result(backend, ok, cfg.rise, cfg.fall);
+            match flip {
+                Some(true) => shard.on_gossip(Gossip::Up { backend }, true),
+                Some(false) => shard.on_gossip(
+                    Gossip::Down {
+                        backend,
+                        cause: Cause::ChecksFailed,
+                    },
+                    true,
+                ),
+                None => {}
+            }
+        }
+    }
+
+    /// Copies the operators' admin states if they changed since the last request.
+    fn refresh_admin(&self) {
+        let generation = self
+            .admin
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if generation != self.admin_seen.get() {
+            let states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
+            let mut health = self.health.borrow_mut();
+            for (i, a) in states.iter().enumerate() {
+                health.set_admin(i, *a);
+            }
+            self.admin_seen.set(generation);
         }
     }
 
@@ -208,8 +339,11 @@ impl Shard {
 
         let mut use_pool = true;
         let mut pinned: Option<usize> = None;
+        let mut exclude: Option<usize> = None;
+        let mut resends = 0;
         loop {
-            let Some((backend, sock, pooled)) = self.connect(&target, use_pool, pinned).await
+            let Some((backend, sock, pooled)) =
+                self.connect(&target, use_pool, pinned, exclude).await
             else {
                 // Nothing usable. A request body we have not read would poison the connection.
                 let close = !head.keep_alive || !framer.is_done();
@@ -217,7 +351,7 @@ impl Shard {
                 return if close { Next::Close } else { Next::KeepAlive };
             };
             let result = self
-                .exchange(client, &sock, cbuf, bbuf, &head, &fwd, &mut framer, pooled)
+                .exchange(client, &sock, cbuf, bbuf, &head, &fwd, &mut framer)
                 .await;
             match result {
                 Ok(ResponseEnd::Complete(done)) => {
@@ -236,10 +370,19 @@ impl Shard {
                     self.tunnel(client, &sock, cbuf, bbuf).await;
                     return Next::Close;
                 }
-                Err(Failure::Stale) if pooled && head.safe_to_replay => {
+                Err(Failure::Stale) if head.safe_to_replay && resends < 2 => {
+                    // The connection closed before a single response byte: the backend cannot
+                    // have answered, and the request is safe to send again. A stale pooled
+                    // connection is retried fresh on the same backend; a fresh one that died
+                    // (the backend crashing or stopping) goes elsewhere.
                     sock.shutdown_both();
+                    resends += 1;
                     use_pool = false;
-                    pinned = Some(backend);
+                    if pooled {
+                        pinned = Some(backend);
+                    } else {
+                        exclude = Some(backend);
+                    }
                     bbuf.consume(bbuf.data().len());
                 }
                 Err(Failure::Stale) => {
@@ -260,28 +403,41 @@ impl Shard {
         }
     }
 
-    /// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, retried
-    /// up to `retries` times; each failed backend is marked down so the next try goes elsewhere.
-    /// `pinned`: the backend a stale pooled connection belonged to, tried first on a fresh connection.
+    /// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, tried
+    /// up to `retries` times; a failed backend is marked down (on every shard), so the next try
+    /// goes elsewhere. `pinned`: a backend to try first on a fresh connection (its pooled one went
+    /// stale); `exclude`: a backend that just failed this request.
     async fn connect(
         &self,
         target: &[u8],
         use_pool: bool,
         mut pinned: Option<usize>,
+        mut exclude: Option<usize>,
     ) -> Option<(usize, Sock, bool)> {
-        let mut exclude = None;
+        self.refresh_admin();
         for _ in 0..self.cfg.retries {
             let backend = match pinned.take() {
                 Some(b) => b,
                 None => {
-                    let now = Instant::now();
-                    let mut health = self.health.borrow_mut();
-                    self.router
-                        .borrow_mut()
-                        .route(target, health.statuses(now), exclude)
-                        .backend()?
+                    let decision = self.router.borrow_mut().route(
+                        target,
+                        self.health.borrow().statuses(),
+                        exclude,
+                    );
+                    match decision {
+                        Decision::NoBackend => {
+                            ShardStats::count(&self.stats.no_backend);
+                            return None;
+                        }
+                        Decision::Redispatched { owner, .. } => {
+                            ShardStats::count(&self.stats.backends[owner].redispatched);
+                        }
+                        _ => {}
+                    }
+                    decision.backend()?
                 }
             };
+            ShardStats::count(&self.stats.backends[backend].requests);
             if use_pool && let Some(sock) = self.pool.borrow_mut().take(backend, Instant::now()) {
                 return Some((backend, sock, true));
             }
@@ -289,24 +445,17 @@ impl Shard {
             match connect_to(addr, self.cfg.timeouts.connect).await {
                 Ok(sock) => return Some((backend, sock, false)),
                 Err(e) => {
-                    self.backend_failed(backend, &e);
+                    ShardStats::count(&self.stats.backends[backend].connect_failures);
+                    let cause = Cause::ConnectFailed {
+                        shard: self.id,
+                        timed_out: e.kind() == io::ErrorKind::TimedOut,
+                    };
+                    self.on_gossip(Gossip::Down { backend, cause }, true);
                     exclude = Some(backend);
                 }
             }
         }
         None
-    }
-
-    fn backend_failed(&self, backend: usize, e: &io::Error) {
-        let changed = self.health.borrow_mut().mark_down(backend, Instant::now());
-        self.pool.borrow_mut().clear(backend);
-        if changed {
-            let b = &self.cfg.backends[backend];
-            eprintln!(
-                "wtgate[{}]: backend {} ({}) up -> down: connect failed: {e}",
-                self.id, b.prefix, b.addr
-            );
-        }
     }
 
     /// Sends the request to `backend` and relays the response, streaming the request body (client →
@@ -322,11 +471,10 @@ impl Shard {
         req: &RequestHead,
         fwd: &[u8],
         framer: &mut BodyFramer,
-        pooled: bool,
     ) -> Result<ResponseEnd, Failure> {
         let t = self.cfg.timeouts;
         if let Err(e) = timeout(t.server, backend.write_all(fwd)).await {
-            return Err(if pooled && e.kind() != io::ErrorKind::TimedOut {
+            return Err(if e.kind() != io::ErrorKind::TimedOut {
                 Failure::Stale
             } else {
                 Failure::Answer(502)
@@ -335,15 +483,7 @@ impl Shard {
         let body_sent = Cell::new(framer.is_done());
         let response_started = Cell::new(false);
         let pump = pump_body(client, backend, cbuf, framer, t, &body_sent);
-        let relay = self.relay_response(
-            client,
-            backend,
-            bbuf,
-            req,
-            pooled,
-            &body_sent,
-            &response_started,
-        );
+        let relay = self.relay_response(client, backend, bbuf, req, &body_sent, &response_started);
         match first_failure(pump, relay).await {
             Either::Left(err) => {
                 // The client's side of the request failed; the backend is left mid-request.
@@ -373,16 +513,13 @@ impl Shard {
         backend: &Sock,
         bbuf: &mut InBuf,
         req: &RequestHead,
-        pooled: bool,
         body_sent: &Cell<bool>,
         response_started: &Cell<bool>,
     ) -> Result<ResponseEnd, Failure> {
         let t = self.cfg.timeouts;
         let mut got_any = false;
         let head = loop {
-            let head = self
-                .read_response_head(backend, bbuf, req, pooled, got_any)
-                .await?;
+            let head = self.read_response_head(backend, bbuf, req, got_any).await?;
             got_any = true;
             if (100..200).contains(&head.status) && head.status != 101 {
                 // Interim responses (100 Continue, 103 Early Hints) go to 1.1 clients as they are.
@@ -459,7 +596,6 @@ impl Shard {
         backend: &Sock,
         bbuf: &mut InBuf,
         req: &RequestHead,
-        pooled: bool,
         got_any: bool,
     ) -> Result<ResponseHead, Failure> {
         let mut received = got_any || !bbuf.is_empty();
@@ -478,8 +614,9 @@ impl Shard {
                     return Err(Failure::Answer(504));
                 }
                 // Closed or reset before answering: on a pooled connection that is the backend's
-                // idle close racing our request, which a safe request may survive by a resend.
-                _ if pooled && !received => return Err(Failure::Stale),
+                // idle close racing our request; on a fresh one a dying backend. Either way a
+                // safe request may survive by a resend.
+                _ if !received => return Err(Failure::Stale),
                 _ => return Err(Failure::Answer(502)),
             }
         }

@@ -1,0 +1,41 @@
+//! Active health checks, the I/O half: one TCP connect, or one `GET <path>` whose status must be
+//! 2xx/3xx, all within one time limit. The rise/fall rules live in `health.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::Check;
+use crate::h1;
+use crate::net::{InBuf, Sock, timeout};
+
+/// True if the backend passes `check` within `limit`.
+pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> bool {
+    timeout(limit, async {
+        let stream = glommio::net::TcpStream::connect(addr).await?;
+        let Check::Http(path) = check else {
+            return Ok(true);
+        };
+        let sock = Sock::new(stream);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wtgate-check\r\nConnection: close\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await?;
+        let limits = h1::Limits::default();
+        let mut buf = InBuf::with_capacity(limits.max_head_bytes + 1024);
+        loop {
+            if buf.is_full() || buf.read_from(&sock).await? == 0 {
+                return Ok(false);
+            }
+            match h1::parse_response(buf.data(), &limits, false) {
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    buf.consume(head.head_len)
+                }
+                Ok(Some(head)) => return Ok((200..400).contains(&head.status)),
+                Ok(None) => {}
+                Err(_) => return Ok(false),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
