@@ -1054,6 +1054,13 @@ pub struct Proxy {
     engine: Option<wtgate::engine::Engine>,
 }
 
+impl Proxy {
+    /// The running engine, for its stats and admin controls.
+    pub fn engine(&self) -> &wtgate::engine::Engine {
+        self.engine.as_ref().expect("engine running")
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(e) = self.engine.take() {
