@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::config::Check;
 use crate::h1;
-use crate::net::{InBuf, Sock, timeout};
+use std::rc::Rc;
+
+use crate::net::{BufPool, InBuf, Sock, timeout};
 
 /// True if the backend passes `check` within `limit`.
 pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> bool {
@@ -21,7 +23,7 @@ pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> bool {
         );
         sock.write_all(req.as_bytes()).await?;
         let limits = h1::Limits::default();
-        let mut buf = InBuf::with_capacity(limits.max_head_bytes + 1024);
+        let mut buf = InBuf::new(Rc::new(BufPool::new(limits.max_head_bytes + 1024, 0)));
         loop {
             if buf.is_full() || buf.read_from(&sock).await? == 0 {
                 return Ok(false);

@@ -94,24 +94,77 @@ pub async fn timeout<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> 
     .await
 }
 
-/// A fixed-capacity read buffer: bytes `start..end` are unread input.
+/// A shard's spare read buffers, all of one size, so that idle connections hold none: a keep-alive
+/// connection waiting for its next request costs its socket and its task, not 2 × 32 KiB.
+pub struct BufPool {
+    size: usize,
+    max_free: usize,
+    free: RefCell<Vec<Box<[u8]>>>,
+    /// Where idle connections read their first bytes. Sound to share: a glommio (non-buffered)
+    /// stream only writes into the buffer during the `poll_read` call itself, and the bytes are
+    /// copied out before that call returns.
+    scratch: RefCell<Box<[u8]>>,
+    /// Set when a buffer was freed because the spares were full: memory worth trimming.
+    overflowed: std::cell::Cell<bool>,
+}
+
+impl BufPool {
+    pub fn new(size: usize, max_free: usize) -> BufPool {
+        BufPool {
+            size,
+            max_free,
+            free: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Box::default()),
+            overflowed: std::cell::Cell::new(false),
+        }
+    }
+
+    fn take(&self) -> Box<[u8]> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    fn give(&self, buf: Box<[u8]>) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < self.max_free {
+            free.push(buf);
+        } else {
+            self.overflowed.set(true);
+        }
+    }
+
+    /// True once after buffers were freed beyond the spares.
+    pub fn take_overflowed(&self) -> bool {
+        self.overflowed.replace(false)
+    }
+}
+
+/// A read buffer taken from a [`BufPool`] when bytes come and given back when drained:
+/// bytes `start..end` are unread input.
 pub struct InBuf {
-    buf: Box<[u8]>,
+    pool: Rc<BufPool>,
+    buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
 }
 
 impl InBuf {
-    pub fn with_capacity(cap: usize) -> InBuf {
+    pub fn new(pool: Rc<BufPool>) -> InBuf {
         InBuf {
-            buf: vec![0; cap].into_boxed_slice(),
+            pool,
+            buf: None,
             start: 0,
             end: 0,
         }
     }
 
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        match &self.buf {
+            Some(b) => &b[self.start..self.end],
+            None => &[],
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,20 +181,68 @@ impl InBuf {
     }
 
     pub fn is_full(&self) -> bool {
-        self.start == 0 && self.end == self.buf.len()
+        self.start == 0 && self.end == self.pool.size
+    }
+
+    /// Gives the buffer back to the pool if it holds no unread bytes.
+    pub fn release(&mut self) {
+        if self.is_empty()
+            && let Some(b) = self.buf.take()
+        {
+            self.pool.give(b);
+        }
     }
 
     /// Reads once from `sock` after the unread bytes; 0 means EOF (or a full buffer, which callers
     /// rule out with `is_full`).
     pub async fn read_from(&mut self, sock: &Sock) -> io::Result<usize> {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+        let pool = &self.pool;
+        let buf = self.buf.get_or_insert_with(|| pool.take());
+        if self.end == buf.len() && self.start > 0 {
+            buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = sock.read(&mut self.buf[self.end..]).await?;
+        let n = sock.read(&mut buf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Like `read_from` on an empty buffer, but holds no buffer while it waits: the bytes land in
+    /// the pool's scratch and move into a buffer only once they are there.
+    pub async fn read_idle(&mut self, sock: &Sock) -> io::Result<usize> {
+        if !self.is_empty() {
+            return self.read_from(sock).await;
+        }
+        self.release();
+        let n = future::poll_fn(|cx| {
+            let mut scratch = self.pool.scratch.borrow_mut();
+            if scratch.len() != self.pool.size {
+                *scratch = vec![0; self.pool.size].into_boxed_slice();
+            }
+            Pin::new(&mut *sock.0.borrow_mut())
+                .poll_read(cx, &mut scratch[..])
+                .map_ok(|n| {
+                    if n > 0 {
+                        let mut buf = self.pool.take();
+                        buf[..n].copy_from_slice(&scratch[..n]);
+                        self.buf = Some(buf);
+                        self.start = 0;
+                        self.end = n;
+                    }
+                    n
+                })
+        })
+        .await?;
+        Ok(n)
+    }
+}
+
+impl Drop for InBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.give(b);
+        }
     }
 }
 
@@ -151,13 +252,18 @@ mod tests {
 
     #[test]
     fn inbuf_consumes_and_resets() {
-        let mut b = InBuf::with_capacity(8);
-        b.buf[..5].copy_from_slice(b"hello");
+        let pool = Rc::new(BufPool::new(8, 4));
+        let mut b = InBuf::new(pool.clone());
+        b.buf = Some(pool.take());
+        b.buf.as_mut().unwrap()[..5].copy_from_slice(b"hello");
         b.end = 5;
         b.consume(2);
         assert_eq!(b.data(), b"llo");
         b.consume(3);
         assert!(b.is_empty());
         assert_eq!((b.start, b.end), (0, 0));
+        b.release();
+        assert!(b.buf.is_none());
+        assert_eq!(pool.free.borrow().len(), 1);
     }
 }

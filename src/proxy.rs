@@ -23,11 +23,14 @@ use crate::config::Config;
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
 use crate::health::{Admin, Cause, Gossip, Health};
 use crate::metrics::ShardStats;
-use crate::net::{InBuf, Sock, timeout};
+use crate::net::{BufPool, InBuf, Sock, timeout};
 use crate::pool::Pool;
 use crate::route::{Decision, Router};
 /// Read buffer per direction: large enough for any allowed head, and for body bursts.
 const MIN_BUF: usize = 32 * 1024;
+/// Spare read buffers a shard keeps (8 MiB at the default size): enough for the connections that
+/// are busy at once, so that buffers are recycled rather than allocated per request.
+const SPARE_BUFFERS: usize = 256;
 
 /// Admin states set from outside the shards. Shards compare `generation` (one relaxed load per
 /// routing decision, a cache line written only when an operator changes something) and copy the
@@ -59,6 +62,8 @@ pub struct Shard {
     stats: Arc<ShardStats>,
     admin: Arc<AdminTable>,
     admin_seen: Cell<u64>,
+    /// Read buffers for every connection of this shard.
+    bufs: Rc<BufPool>,
     /// Channels to the other shards (none with a single shard).
     peers: RefCell<Option<Rc<Senders<Gossip>>>>,
 }
@@ -100,6 +105,10 @@ impl Shard {
     ) -> Shard {
         let n = cfg.backends.len();
         Shard {
+            bufs: Rc::new(BufPool::new(
+                (cfg.max_head_bytes + 1024).max(MIN_BUF),
+                SPARE_BUFFERS,
+            )),
             id,
             shards,
             limits: h1::Limits {
@@ -213,16 +222,20 @@ impl Shard {
         }
     }
 
-    fn buf_capacity(&self) -> usize {
-        (self.cfg.max_head_bytes + 1024).max(MIN_BUF)
-    }
-
-    /// Closes pooled connections before the backends' own idle timeouts do.
+    /// Closes pooled connections before the backends' own idle timeouts do, and hands memory that
+    /// a burst of connections left behind back to the system.
     pub async fn sweep_pool(shard: Rc<Shard>) {
         let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
         loop {
             glommio::timer::sleep(every).await;
             shard.pool.borrow_mut().expire(Instant::now());
+            if shard.bufs.take_overflowed() {
+                // Freed buffers sit in the middle of malloc's heap, where free() never unmaps them.
+                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
         }
     }
 
@@ -236,8 +249,8 @@ impl Shard {
         let _ = stream.set_nodelay(true);
         let client = Sock::new(stream);
         let peer_ip = peer.map(|p| p.ip().to_canonical().to_string());
-        let mut cbuf = InBuf::with_capacity(self.buf_capacity());
-        let mut bbuf = InBuf::with_capacity(self.buf_capacity());
+        let mut cbuf = InBuf::new(self.bufs.clone());
+        let mut bbuf = InBuf::new(self.bufs.clone());
         let mut first = true;
         loop {
             let head = match self.read_request_head(&client, &mut cbuf, first).await {
@@ -253,7 +266,7 @@ impl Shard {
                 .handle(&client, &mut cbuf, &mut bbuf, head, peer_ip.as_deref())
                 .await
             {
-                Next::KeepAlive => {}
+                Next::KeepAlive => bbuf.release(),
                 Next::Close => break,
             }
         }
@@ -285,7 +298,7 @@ impl Shard {
                 None if first => t.request_head,
                 None => t.keepalive,
             };
-            match timeout(wait, cbuf.read_from(client)).await {
+            match timeout(wait, cbuf.read_idle(client)).await {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && started.is_some() => {
