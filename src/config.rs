@@ -173,8 +173,11 @@ impl Default for Timeouts {
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub backends: Vec<BackendConfig>,
-    /// Shards (one pinned executor each); 0 means one per available core.
+    /// Shards (one executor each); 0 means one per available core.
     pub threads: usize,
+    /// Pin shard i to core i. Right for a machine that runs the proxy alone; on one shared with
+    /// other busy processes (backends, load generators) the scheduler may do better unpinned.
+    pub pin: bool,
     /// Characters after the prefix in a Wt session id (Wt's `session-id-length`).
     pub session_id_length: usize,
     pub timeouts: Timeouts,
@@ -204,6 +207,7 @@ impl Default for Config {
             listen: Vec::new(),
             backends: Vec::new(),
             threads: 0,
+            pin: true,
             session_id_length: 16,
             timeouts: Timeouts::default(),
             maxconn: 4096,

@@ -297,7 +297,9 @@ fn run_shard(
         stop,
         ready,
     } = shared;
-    if let Some(core) = core {
+    if let Some(core) = core
+        && cfg.pin
+    {
         core_affinity::set_for_current(core);
     }
     let ex = match LocalExecutorBuilder::new(Placement::Unbound)

@@ -24,9 +24,13 @@ struct ProxyArgs {
     #[argh(option)]
     backend: Vec<String>,
 
-    /// shards (pinned threads); default: one per core
+    /// shards (threads, each with its own listener); default: one per core
     #[argh(option, default = "0")]
     threads: usize,
+
+    /// do not pin shard i to core i (for machines shared with other busy processes)
+    #[argh(switch)]
+    no_pin: bool,
 
     /// characters after the prefix in a Wt session id (Wt's session-id-length; default 16)
     #[argh(option, default = "16")]
@@ -142,6 +146,7 @@ impl ProxyArgs {
                 .push(BackendConfig::parse(b).map_err(|e| e.to_string())?);
         }
         cfg.threads = self.threads;
+        cfg.pin = !self.no_pin;
         cfg.session_id_length = self.session_id_length;
         let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("--{flag}: {e}"));
         let t = &mut cfg.timeouts;

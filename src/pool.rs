@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::net::Sock;
 
+/// Idle time after which a pooled connection is probed before reuse.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct Pool {
     idle: Vec<Vec<(Sock, Instant)>>,
     max_per_backend: usize,
@@ -24,10 +27,16 @@ impl Pool {
     }
 
     /// The most recently parked live connection to `backend`, if any.
+    ///
+    /// A connection parked for a while is first probed (one non-blocking peek) in case the backend
+    /// closed it; one parked moments ago is not, as no backend idle timer can have fired on it, and
+    /// that saves a syscall per request under load. A backend crash is left to the resend of safe
+    /// requests.
     pub fn take(&mut self, backend: usize, now: Instant) -> Option<Sock> {
         let list = &mut self.idle[backend];
         while let Some((sock, since)) = list.pop() {
-            if now.duration_since(since) < self.max_idle && sock.is_idle_and_open() {
+            let idle = now.duration_since(since);
+            if idle < self.max_idle && (idle < PROBE_AFTER || sock.is_idle_and_open()) {
                 return Some(sock);
             }
         }
