@@ -261,3 +261,44 @@ fn long_request_target() {
     assert_eq!(r.status, 200, "{:?}", r.head);
     assert_eq!(r.body_str(), format!("wt1 GET {target}"));
 }
+
+fn vm_rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A large upload streams through in bounded memory: the proxy never holds a body whole.
+/// (The engine runs in this process, so the process's RSS bounds the proxy's.)
+#[test]
+fn a_256_mib_upload_passes_in_bounded_memory() {
+    const SIZE: usize = 256 * MIB;
+    let backend = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[backend.spec()], |_| {});
+    let before = vm_rss_kib();
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: wt.example\r\nContent-Length: {SIZE}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let chunk = gen_body(42, MIB);
+    let mut f = Fnv::new();
+    for _ in 0..SIZE / MIB {
+        w.write_all(&chunk).unwrap();
+        f.update(&chunk);
+    }
+    let r = w.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-Req-Len"), Some(SIZE.to_string().as_str()));
+    assert_eq!(
+        r.header("X-Req-Fnv"),
+        Some(format!("{:016x}", f.finish()).as_str())
+    );
+    let grown_mib = vm_rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 32,
+        "RSS grew by {grown_mib} MiB for a {} MiB body",
+        SIZE / MIB
+    );
+}
