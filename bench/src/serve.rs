@@ -1,0 +1,411 @@
+//! `wtgate-bench serve`: a fast backend for comparisons. Keep-alive HTTP/1.1 answering every
+//! request with a fixed-size body (`?size=N` / `&size=N` in the URL overrides it per request),
+//! pipelining-safe (answers in order, all answers to one read sent with one write), WebSocket echo
+//! on `Upgrade: websocket`, and its identity in an `X-Backend` header on every answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use wtgate::ws;
+
+use crate::load::executor;
+
+/// Largest body a request may ask for with `size=` (64 MiB).
+pub const MAX_SIZE: usize = 64 << 20;
+/// Bodies are written from one pattern buffer of this size, repeated.
+const PATTERN: usize = 256 * 1024;
+/// Largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub prefix: String,
+    pub size: usize,
+    pub threads: usize,
+}
+
+struct Shared {
+    prefix: String,
+    size: usize,
+    pattern: Vec<u8>,
+}
+
+/// Binds, prints `listening on ADDR` on stdout, and serves forever (until killed).
+pub fn run(cfg: ServeConfig) -> io::Result<()> {
+    crate::load::raise_limits();
+    // One SO_REUSEPORT listener per thread, all bound (port 0 resolved) before any thread runs.
+    let first = listener(cfg.listen)?;
+    let addr = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))?;
+    let mut socks = vec![first];
+    for _ in 1..cfg.threads.max(1) {
+        socks.push(listener(addr)?);
+    }
+    let mut handles = Vec::new();
+    for (t, sock) in socks.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let fd = sock.into_raw_fd();
+        handles.push(std::thread::spawn(move || -> io::Result<()> {
+            let ex = executor(&format!("serve-{t}"))?;
+            ex.run(async move {
+                // SAFETY: `fd` is a bound, listening TCP socket handed to this thread alone.
+                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                let shared = Rc::new(Shared {
+                    prefix: cfg.prefix.clone(),
+                    size: cfg.size,
+                    pattern: (0..PATTERN).map(|i| b'a' + (i % 26) as u8).collect(),
+                });
+                loop {
+                    match listener.accept().await {
+                        Ok(s) => {
+                            let shared = shared.clone();
+                            glommio::spawn_local(async move {
+                                let _ = serve_conn(s, shared).await;
+                            })
+                            .detach();
+                        }
+                        Err(_) => glommio::timer::sleep(std::time::Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        }));
+    }
+    // Every thread has bound once its executor runs; a short pause makes "listening" true.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    println!("listening on {addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    for h in handles {
+        h.join()
+            .map_err(|_| io::Error::other("serve thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// A listening socket with SO_REUSEADDR (restart over TIME_WAIT) and SO_REUSEPORT (one per thread).
+fn listener(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// What one parsed request asks of us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub head_len: usize,
+    pub body_len: usize,
+    pub size: Option<usize>,
+    pub close: bool,
+    pub head_only: bool,
+    /// `Sec-WebSocket-Key` of an upgrade request.
+    pub ws_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    Parse,
+    Chunked,
+}
+
+/// Parses one request head at the start of `buf`; `Ok(None)` if incomplete.
+pub fn parse_request(buf: &[u8]) -> Result<Option<Ask>, BadRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadRequest::Parse),
+    };
+    let http10 = req.version == Some(0);
+    let mut close = http10;
+    let mut body_len = 0;
+    let mut upgrade_ws = false;
+    let mut ws_key = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            body_len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or(BadRequest::Parse)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(BadRequest::Chunked);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let v = h.value.to_ascii_lowercase();
+            if v.windows(5).any(|w| w == b"close") {
+                close = true;
+            } else if http10 && v.windows(10).any(|w| w == b"keep-alive") {
+                close = false;
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_ws = h.value.eq_ignore_ascii_case(b"websocket");
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
+            ws_key = std::str::from_utf8(h.value)
+                .ok()
+                .map(|s| s.trim().to_string());
+        }
+    }
+    let path = req.path.unwrap_or("/");
+    Ok(Some(Ask {
+        head_len,
+        body_len,
+        size: size_param(path),
+        close,
+        head_only: req.method == Some("HEAD"),
+        ws_key: if upgrade_ws { ws_key } else { None },
+    }))
+}
+
+/// The `size` query parameter of a request-target, capped at [`MAX_SIZE`].
+pub fn size_param(target: &str) -> Option<usize> {
+    let query = target.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or("");
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("size="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|n| n.min(MAX_SIZE))
+}
+
+fn response_head(out: &mut Vec<u8>, prefix: &str, len: usize, close: bool) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nX-Backend: {prefix}\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+}
+
+async fn serve_conn(mut s: TcpStream, sh: Rc<Shared>) -> io::Result<()> {
+    let _ = s.set_nodelay(true);
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // Body bytes of the current request still to be skipped.
+    let mut skip = 0usize;
+    loop {
+        // Answer every complete request already read, in order.
+        let mut close = false;
+        let mut upgrade: Option<String> = None;
+        loop {
+            if skip > 0 {
+                let k = skip.min(end - start);
+                skip -= k;
+                start += k;
+                if skip > 0 {
+                    break;
+                }
+            }
+            if start == end {
+                break;
+            }
+            let ask = match parse_request(&buf[start..end]) {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(BadRequest::Chunked) => {
+                    out.extend_from_slice(
+                        b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    close = true;
+                    break;
+                }
+                Err(BadRequest::Parse) => {
+                    out.extend_from_slice(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    close = true;
+                    break;
+                }
+            };
+            start += ask.head_len;
+            skip = ask.body_len;
+            if let Some(key) = ask.ws_key {
+                upgrade = Some(key);
+                break;
+            }
+            let len = ask.size.unwrap_or(sh.size);
+            response_head(&mut out, &sh.prefix, len, ask.close);
+            if !ask.head_only {
+                if len <= 16 * 1024 {
+                    out.extend_from_slice(&sh.pattern[..len]);
+                } else {
+                    // A large body goes straight from the pattern, after what is queued.
+                    s.write_all(&out).await?;
+                    out.clear();
+                    let mut left = len;
+                    while left > 0 {
+                        let k = left.min(PATTERN);
+                        s.write_all(&sh.pattern[..k]).await?;
+                        left -= k;
+                    }
+                }
+            }
+            if ask.close {
+                close = true;
+                break;
+            }
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        if close {
+            let _ = s.shutdown(std::net::Shutdown::Write).await;
+            return Ok(());
+        }
+        if let Some(key) = upgrade {
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
+                ws::accept_key(&key),
+                sh.prefix
+            );
+            s.write_all(head.as_bytes()).await?;
+            let rest = buf[start..end].to_vec();
+            return ws_echo(s, rest).await;
+        }
+        // Need more bytes: make room, then read.
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if end == buf.len() {
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            } else if buf.len() < MAX_HEAD {
+                buf.resize(buf.len() * 2, 0);
+            } else {
+                s.write_all(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+        let n = s.read(&mut buf[end..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        end += n;
+    }
+}
+
+/// Echoes every data frame back unmasked; answers pings, and a close with a close.
+async fn ws_echo(mut s: TcpStream, initial: Vec<u8>) -> io::Result<()> {
+    const MAX_PAYLOAD: usize = 16 << 20;
+    let mut buf = initial;
+    buf.reserve(64 * 1024);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let mut used = 0;
+        let mut closing = false;
+        loop {
+            match ws::decode_header(&buf[used..], MAX_PAYLOAD) {
+                Ok(Some(h)) if buf.len() - used >= h.frame_len() => {
+                    let p = used + h.header_len..used + h.frame_len();
+                    if let Some(key) = h.mask {
+                        ws::apply_mask(&mut buf[p.clone()], key);
+                    }
+                    let op = match h.opcode {
+                        ws::OP_PING => ws::OP_PONG,
+                        ws::OP_PONG => {
+                            used += h.frame_len();
+                            continue;
+                        }
+                        op => op,
+                    };
+                    ws::encode_frame(&mut out, h.fin, op, &buf[p], None);
+                    used += h.frame_len();
+                    if op == ws::OP_CLOSE {
+                        closing = true;
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    ws::encode_frame(
+                        &mut out,
+                        true,
+                        ws::OP_CLOSE,
+                        &e.close_code().to_be_bytes(),
+                        None,
+                    );
+                    closing = true;
+                    break;
+                }
+            }
+        }
+        buf.drain(..used);
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        if closing {
+            let _ = s.shutdown(std::net::Shutdown::Write).await;
+            return Ok(());
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        let a = parse_request(b"GET /app?wtd=wt1x&size=100 HTTP/1.1\r\nHost: x\r\n\r\nGET /")
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.size, Some(100));
+        assert_eq!(a.body_len, 0);
+        assert!(!a.close);
+        assert_eq!(a.head_len, 48);
+        let a = parse_request(
+            b"POST /app HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((a.body_len, a.close, a.size), (5, true, None));
+        let a = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(a.close);
+        let a = parse_request(
+            b"GET /?request=ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: abc \r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.ws_key.as_deref(), Some("abc"));
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost"), Ok(None));
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(BadRequest::Chunked)
+        );
+    }
+
+    #[test]
+    fn size_parameter() {
+        assert_eq!(size_param("/app?size=1048576"), Some(1 << 20));
+        assert_eq!(size_param("/app?wtd=wt1&size=7#size=9"), Some(7));
+        assert_eq!(size_param("/app?xsize=7"), None);
+        assert_eq!(size_param("/app"), None);
+        assert_eq!(size_param("/?size=999999999999"), Some(MAX_SIZE));
+    }
+}

@@ -1,0 +1,193 @@
+//! The generator against wtgate (in-process `Engine`) and two `wtgate-bench serve` backends (child
+//! processes), all on 127.0.0.1 with ports chosen by the kernel. Short, bounded runs: every child is
+//! killed on drop and every wait has a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wtgate::config::{BackendConfig, Config};
+use wtgate::engine::Engine;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wtgate-bench");
+
+/// A child process killed when dropped.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` on port 0 and returns it with the address it printed.
+fn serve(prefix: &str) -> (Kid, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--prefix", prefix])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().unwrap();
+    let kid = Kid(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("serve did not say where it listens");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected serve output: {line:?}"))
+        .parse()
+        .unwrap();
+    (kid, addr)
+}
+
+/// Runs `load` with `args` to completion (at most 30 s) and returns its JSON.
+fn load(target: SocketAddr, args: &[&str]) -> Value {
+    let t = target.to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["load", "--json", "--quiet", "--target", &t])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut kid = Kid(cmd.spawn().expect("spawn load"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = kid.0.try_wait().unwrap() {
+            assert!(status.success(), "load {args:?} failed: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "load {args:?} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(kid.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"))
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+fn assert_adds_up(v: &Value) {
+    let errors: u64 = v["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert_eq!(errors, n(v, "errors_total"), "{v}");
+    assert_eq!(
+        n(v, "sent"),
+        n(v, "ok") + errors,
+        "sent != ok + errors: {v}"
+    );
+}
+
+struct Rig {
+    proxy: Engine,
+    _b1: Kid,
+    _b2: Kid,
+    b1: SocketAddr,
+}
+
+fn rig() -> Rig {
+    let (k1, a1) = serve("wt1");
+    let (k2, a2) = serve("wt2");
+    let cfg = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        backends: vec![
+            BackendConfig::parse(&format!("wt1={a1}")).unwrap(),
+            BackendConfig::parse(&format!("wt2={a2}")).unwrap(),
+        ],
+        threads: 1,
+        ..Config::default()
+    };
+    let proxy = Engine::start(cfg).expect("start wtgate");
+    Rig {
+        proxy,
+        _b1: k1,
+        _b2: k2,
+        b1: a1,
+    }
+}
+
+#[test]
+fn counts_add_up_and_nothing_is_misrouted_through_wtgate() {
+    let rig = rig();
+    let proxy = rig.proxy.local_addrs()[0];
+
+    // Keep-alive GETs, a mix of wt1, wt2 and session-less URLs, stopped by request count.
+    let v = load(
+        proxy,
+        &["-n", "3000", "-c", "8", "--warmup", "0s", "-d", "20s"],
+    );
+    assert_adds_up(&v);
+    assert_eq!(n(&v, "sent"), 3000, "{v}");
+    assert_eq!(n(&v, "ok"), 3000, "{v}");
+    assert_eq!(v["errors"]["misrouted"], 0, "{v}");
+    assert!(v["latency_us"]["p50"].as_u64().unwrap() > 0);
+    assert!(v["rps"].as_f64().unwrap() > 0.0);
+
+    // A connection per request, POST bodies, large responses, WebSocket echo.
+    for args in [
+        &["--mode", "connect", "-n", "300", "-c", "4"][..],
+        &["--mode", "post", "--body", "5000", "-n", "500", "-c", "4"][..],
+        &["--resp-size", "300000", "-n", "40", "-c", "2"][..],
+        &[
+            "--mode",
+            "ws",
+            "--msg-size",
+            "1024",
+            "-n",
+            "1000",
+            "-c",
+            "4",
+        ][..],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--warmup", "0s", "-d", "20s"]);
+        let v = load(proxy, &a);
+        assert_adds_up(&v);
+        assert_eq!(n(&v, "errors_total"), 0, "{args:?}: {v}");
+        assert!(n(&v, "ok") > 0, "{args:?}: {v}");
+    }
+}
+
+#[test]
+fn open_loop_sends_exactly_the_scheduled_requests() {
+    let rig = rig();
+    let proxy = rig.proxy.local_addrs()[0];
+    // 8 connections at 250/s each over 1 s: every one has 250 due times in the window.
+    let v = load(
+        proxy,
+        &["--rate", "2000", "-c", "8", "--warmup", "0s", "-d", "1s"],
+    );
+    assert_adds_up(&v);
+    assert_eq!(n(&v, "sent"), 2000, "{v}");
+    assert_eq!(n(&v, "errors_total"), 0, "{v}");
+}
+
+#[test]
+fn a_backend_alone_cannot_answer_for_the_other_prefix() {
+    // The routing check itself: straight to wt1, every wtd=wt2… request is misrouted. One
+    // connection alternates wt1, wt2, wt1, … so exactly half are.
+    let rig = rig();
+    let v = load(
+        rig.b1,
+        &["-n", "600", "-c", "1", "--warmup", "0s", "--no-plain"],
+    );
+    assert_adds_up(&v);
+    assert_eq!(n(&v, "ok"), 300, "{v}");
+    assert_eq!(v["errors"]["misrouted"], 300, "{v}");
+}

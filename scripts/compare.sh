@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of wtgate, HAProxy (DESIGN.md §1 config) and nginx (map on $arg_wtd) in
+# front of the same two `wtgate-bench serve` backends, plus the backend alone ("direct"), for every
+# scenario of DESIGN.md §5. Prints one markdown table per scenario and writes SVG percentile plots.
+#
+#   scripts/compare.sh            full run: 3 interleaved rounds × 4 s per load (~7 minutes)
+#   scripts/compare.sh --quick    1 round × 2 s per load, no wrk cross-check (~2 minutes)
+#
+# Options: --rounds N  --duration 4s  --rate 10000  --idle-conns 10000  --out DIR  --no-build
+# Output: DIR (default bench/results) gets results.jsonl, report.md and one SVG per scenario.
+#
+# Pinning (on 2 cores): every proxy runs on PROXY_CPUS (default: the last core) with as many
+# threads/workers as that set has cores (wtgate --threads, HAProxy nbthread, nginx
+# worker_processes); the load generator and both backends share LOAD_CPUS (default: the other
+# cores). The proxy never competes with the generator for its core, so "proxy CPU µs/request" is its
+# own work; req/s is then bounded by whichever side saturates first, and the "direct" row shows what
+# the generator+backend core alone can do. On a single-core machine everything shares core 0.
+#
+# Everything is bounded: each load has a fixed duration and `timeout`, all traffic is on 127.0.0.1,
+# and every process started here is stopped on exit.
+set -euo pipefail
+
+ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$ROOT"
+
+ARGV="$*"
+QUICK=0
+ROUNDS=3
+DUR=4s
+WARM=1s
+RATE=10000
+IDLE_CONNS=10000
+OUT="$ROOT/bench/results"
+BUILD=1
+BASE_PORT=${BASE_PORT:-27080}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; ROUNDS=1; DUR=2s ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DUR=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --idle-conns) IDLE_CONNS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { echo "compare.sh: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------
+missing=()
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} from apt"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$BUILD" = 1 ]; then
+  log "building release binaries"
+  cargo build --release -q -p wtgate -p wtgate-bench
+fi
+WTGATE="$ROOT/target/release/wtgate"
+BENCH="$ROOT/target/release/wtgate-bench"
+
+# --- limits and pinning ------------------------------------------------------------------------
+# 10 000 idle client connections need that many descriptors in the generator and in each proxy;
+# HAProxy refuses to start unless it may open 2 × maxconn + a few (client + server side). Raise the
+# soft limit as far as the hard one allows (a container may cap the hard one: 20 000 here), and
+# shrink the idle test to what every proxy can take if needed.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if [ "$NOFILE" != unlimited ] && [ "$IDLE_CONNS" -gt $(( NOFILE / 2 - 150 )) ]; then
+  log "open-files hard limit $NOFILE: idle test capped at $(( NOFILE / 2 - 150 )) connections"
+  IDLE_CONNS=$(( NOFILE / 2 - 150 ))
+fi
+MAXCONN=$(( IDLE_CONNS + 100 ))
+
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+  PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
+  LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
+else
+  PROXY_CPUS=${PROXY_CPUS:-0}
+  LOAD_CPUS=${LOAD_CPUS:-0}
+fi
+SHARDS=$(taskset -c "$PROXY_CPUS" nproc)
+
+# --- processes ---------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/wtgate-compare.XXXXXX)
+declare -A PID PORT
+STARTED=()
+cleanup() {
+  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT[wt1]=$BASE_PORT
+PORT[wt2]=$((BASE_PORT + 1))
+PORT[direct]=${PORT[wt1]}
+PORT[wtgate]=$((BASE_PORT + 2))
+PORT[haproxy]=$((BASE_PORT + 3))
+PORT[nginx]=$((BASE_PORT + 4))
+B1=127.0.0.1:${PORT[wt1]}
+B2=127.0.0.1:${PORT[wt2]}
+
+wait_port() { # port: up to 5 s
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "nothing listens on port $1"; return 1
+}
+
+start() { # name
+  local name=$1
+  case "$name" in
+    wt1|wt2)
+      taskset -c "$LOAD_CPUS" "$BENCH" serve --listen "127.0.0.1:${PORT[$name]}" --prefix "$name" \
+        >"$WORK/$name.log" 2>&1 &
+      ;;
+    wtgate)
+      taskset -c "$PROXY_CPUS" "$WTGATE" --listen "127.0.0.1:${PORT[wtgate]}" \
+        --backend "wt1=$B1" --backend "wt2=$B2" --threads "$SHARDS" --maxconn "$MAXCONN" \
+        >"$WORK/wtgate.log" 2>&1 &
+      ;;
+    haproxy)
+      sed -e "s/@PORT@/${PORT[haproxy]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
+        -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/$MAXCONN/g" \
+        scripts/bench-haproxy.cfg >"$WORK/haproxy.cfg"
+      taskset -c "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+      ;;
+    nginx)
+      mkdir -p "$WORK/nginx-body" "$WORK/nginx-proxy"
+      sed -e "s|@DIR@|$WORK|g; s/@PORT@/${PORT[nginx]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
+        -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/$MAXCONN/g" \
+        scripts/bench-nginx.conf >"$WORK/nginx.conf"
+      taskset -c "$PROXY_CPUS" nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' \
+        >"$WORK/nginx.log" 2>&1 &
+      ;;
+  esac
+  PID[$name]=$!
+  STARTED+=("$!")
+  wait_port "${PORT[$name]}"
+}
+
+stop() { # name
+  local p=${PID[$1]:-}
+  [ -n "$p" ] || return 0
+  kill "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  PID[$1]=
+}
+
+pids_of() { # target → comma-separated pids whose CPU and RSS count as "the proxy"
+  case "$1" in
+    direct) echo "${PID[wt1]}" ;;
+    nginx) { echo "${PID[nginx]}"; pgrep -P "${PID[nginx]}" || true; } | paste -sd, ;;
+    *) echo "${PID[$1]}" ;;
+  esac
+}
+
+# --- scenarios (DESIGN.md §5) ------------------------------------------------------------------
+TARGETS=(direct wtgate haproxy nginx)
+SCENARIOS=(keepalive rate connect large ws)
+declare -A TITLE GOAL ARGS
+TITLE[keepalive]="Keep-alive small GETs, 64 connections, Wt-like URLs"
+GOAL[keepalive]="proxy CPU µs/request ≤ 0.7× HAProxy; req/s ≥ 1.25× HAProxy"
+ARGS[keepalive]="--mode keepalive -c 64"
+TITLE[rate]="Fixed rate $RATE req/s (open loop, CO-corrected), 64 connections"
+GOAL[rate]="p99 and p99.9 ≤ HAProxy's"
+ARGS[rate]="--mode keepalive -c 64 --rate $RATE"
+TITLE[connect]="New connection per request, 64 connections"
+GOAL[connect]="req/s ≥ HAProxy"
+ARGS[connect]="--mode connect -c 64"
+TITLE[large]="1 MiB responses, 8 connections"
+GOAL[large]="MB/s ≥ HAProxy"
+ARGS[large]="--mode keepalive -c 8 --resp-size 1048576"
+TITLE[ws]="WebSocket echo, 1 KiB messages, 64 connections"
+GOAL[ws]="msgs/s ≥ 1.3× HAProxy"
+ARGS[ws]="--mode ws -c 64 --msg-size 1024"
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+T0=$SECONDS
+
+run_load() { # scenario target round
+  local s=$1 t=$2 r=$3 prefixes=wt1,wt2
+  [ "$t" = direct ] && prefixes=wt1  # one backend alone owns only its own sessions
+  # shellcheck disable=SC2086
+  if ! timeout 60 taskset -c "$LOAD_CPUS" "$BENCH" load --json --quiet \
+      --target "127.0.0.1:${PORT[$t]}" -d "$DUR" --warmup "$WARM" --prefixes "$prefixes" \
+      --pids "$(pids_of "$t")" ${ARGS[$s]} \
+      --tag "scenario=$s" --tag "target=$t" --tag "round=$r" \
+      --tag "title=${TITLE[$s]}" --tag "goal=${GOAL[$s]}" >>"$RESULTS"; then
+    log "load $s → $t (round $r) failed"
+  fi
+}
+
+# The machine may be shared: say how busy it was just before we started.
+busy_pct() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  awk -v u=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) )) \
+      -v i=$(( (b[4]+b[5]) - (a[4]+a[5]) )) 'BEGIN { printf "%.0f", 100 * u / (u + i) }'
+}
+BUSY_BEFORE=$(busy_pct)
+log "machine busy ${BUSY_BEFORE}% (all cores) before the run"
+log "work dir $WORK; proxies on CPU $PROXY_CPUS ($SHARDS thread(s) each), generator + backends on CPU $LOAD_CPUS"
+start wt1
+start wt2
+for t in wtgate haproxy nginx; do start "$t"; done
+
+for r in $(seq "$ROUNDS"); do
+  for s in "${SCENARIOS[@]}"; do
+    # Rotate the order of targets every round, so no proxy always runs right after another.
+    n=${#TARGETS[@]}
+    for i in $(seq 0 $((n - 1))); do
+      t=${TARGETS[$(( (i + r + ${#s}) % n ))]}
+      log "[$((SECONDS - T0))s] round $r/$ROUNDS: $s → $t"
+      run_load "$s" "$t" "$r"
+    done
+  done
+done
+
+# --- wrk cross-check: keep-alive, one Wt URL, an independent C generator ----------------------
+WRK_TABLE=""
+if [ "$QUICK" = 0 ]; then
+  cpu_ticks() { # pids (comma-separated) → utime+stime ticks
+    local sum=0 p
+    for p in ${1//,/ }; do
+      sum=$(( sum + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat") ))
+    done
+    echo "$sum"
+  }
+  TCK=$(getconf CLK_TCK)
+  WRK_TABLE="| target | req/s (wrk) | avg latency | CPU µs/req |"$'\n'"|---|---:|---:|---:|"
+  for t in "${TARGETS[@]}"; do
+    log "[$((SECONDS - T0))s] wrk cross-check → $t"
+    pids=$(pids_of "$t")
+    c0=$(cpu_ticks "$pids")
+    out=$(timeout 30 taskset -c "$LOAD_CPUS" wrk -t1 -c64 -d3s \
+      "http://127.0.0.1:${PORT[$t]}/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0" 2>&1 || true)
+    c1=$(cpu_ticks "$pids")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    lat=$(awk '/Latency/ {print $2; exit}' <<<"$out")
+    cpu=$(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$TCK" \
+      'BEGIN { if (n > 0) printf "%.2f", d * 1e6 / hz / n; else print "–" }')
+    WRK_TABLE+=$'\n'"| $t | ${rps:-–} | ${lat:-–} | $cpu |"
+  done
+fi
+
+# --- idle connections: a fresh proxy each, so freed memory from earlier loads does not hide growth
+for t in wtgate haproxy nginx; do stop "$t"; done
+for t in "${TARGETS[@]}"; do
+  [ "$t" = direct ] || start "$t"
+  sleep 0.3
+  log "[$((SECONDS - T0))s] idle: $IDLE_CONNS connections → $t"
+  prefixes=wt1,wt2; [ "$t" = direct ] && prefixes=wt1
+  timeout 90 taskset -c "$LOAD_CPUS" "$BENCH" idle --json --target "127.0.0.1:${PORT[$t]}" \
+    --conns "$IDLE_CONNS" --hold 2s --limit 60s --prefixes "$prefixes" --pids "$(pids_of "$t")" \
+    --tag scenario=idle --tag "target=$t" --tag round=1 \
+    --tag "title=$IDLE_CONNS idle keep-alive client connections" \
+    --tag "goal=≤ 8 KiB RSS per connection" >>"$RESULTS" || log "idle → $t failed"
+  [ "$t" = direct ] || stop "$t"
+done
+
+# --- report ------------------------------------------------------------------------------------
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "${WTGATE_REV:-unknown}")
+{
+  echo "## wtgate vs HAProxy vs nginx — $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)"
+  echo "- versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), wtgate $REV"
+  echo "- command: \`scripts/compare.sh $ARGV\` — $ROUNDS round(s), $DUR per load after $WARM warm-up"
+  echo "- pinning: proxies on CPU $PROXY_CPUS with $SHARDS thread(s)/worker(s) each; generator and both backends on CPU $LOAD_CPUS"
+  echo "- background: all cores ${BUSY_BEFORE}% busy in the second before the run (other work on a shared machine adds noise)"
+  echo "- \"direct\" = the wt1 backend alone (its CPU/request is the bare-server floor); CPU µs/request = utime+stime of the proxy's processes over the measured window ÷ requests sent"
+  echo
+  "$BENCH" report "$RESULTS" --svg-dir "$OUT"
+  if [ -n "$WRK_TABLE" ]; then
+    echo "### Cross-check with wrk (keep-alive, 64 connections, one Wt URL, 3 s, 1 round)"
+    echo
+    echo "$WRK_TABLE"
+    echo
+  fi
+  echo "Plots: $(cd "$OUT" && ls ./*.svg | sed 's|^\./||' | paste -sd' ')"
+  echo
+  echo "Total time: $((SECONDS - T0)) s."
+} | tee "$OUT/report.md"
