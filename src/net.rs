@@ -25,8 +25,55 @@ impl Sock {
         Sock(Rc::new(RefCell::new(stream)))
     }
 
+    /// Reads what is there, or waits for bytes.
+    ///
+    /// glommio's own read, after a read that does not fill the buffer, arms an io_uring poll on
+    /// the socket at once, in case the caller reads again: one submission and one completion per
+    /// message that a proxy (which reads a message, then writes it on) never needs. So: try a plain
+    /// non-blocking recv first; only when nothing is there, let glommio wait, with a one-byte
+    /// buffer (a full buffer arms nothing), then take the rest with a plain recv. Measured on the
+    /// keep-alive bench: ~25 → ~17-22 µs of proxy CPU per request.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.len() < 2 {
+            return self.glommio_read(buf).await;
+        }
+        if let Some(r) = self.try_recv(buf) {
+            return r;
+        }
+        if self.glommio_read(&mut buf[..1]).await? == 0 {
+            return Ok(0);
+        }
+        // An error right after the first byte shows up on the next read.
+        Ok(1 + self
+            .try_recv(&mut buf[1..])
+            .and_then(Result::ok)
+            .unwrap_or(0))
+    }
+
+    async fn glommio_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// A non-blocking recv: `None` when nothing is there yet.
+    fn try_recv(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        // SAFETY: recv writes at most buf.len() bytes into a buffer we hold exclusively.
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Some(Ok(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        let retry = matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        );
+        (!retry).then_some(Err(e))
     }
 
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
