@@ -147,10 +147,6 @@ pub struct BufPool {
     size: usize,
     max_free: usize,
     free: RefCell<Vec<Box<[u8]>>>,
-    /// Where idle connections read their first bytes. Sound to share: a glommio (non-buffered)
-    /// stream only writes into the buffer during the `poll_read` call itself, and the bytes are
-    /// copied out before that call returns.
-    scratch: RefCell<Box<[u8]>>,
     /// Set when a buffer was freed because the spares were full: memory worth trimming.
     overflowed: std::cell::Cell<bool>,
 }
@@ -161,7 +157,6 @@ impl BufPool {
             size,
             max_free,
             free: RefCell::new(Vec::new()),
-            scratch: RefCell::new(Box::default()),
             overflowed: std::cell::Cell::new(false),
         }
     }
@@ -255,33 +250,28 @@ impl InBuf {
         Ok(n)
     }
 
-    /// Like `read_from` on an empty buffer, but holds no buffer while it waits: the bytes land in
-    /// the pool's scratch and move into a buffer only once they are there.
+    /// Like `read_from` on an empty buffer, but holds no buffer while it waits: the wait is a
+    /// one-byte read (which also arms no extra poll, see [`Sock::read`]); a buffer is taken from
+    /// the pool only once bytes are there.
     pub async fn read_idle(&mut self, sock: &Sock) -> io::Result<usize> {
         if !self.is_empty() {
             return self.read_from(sock).await;
         }
         self.release();
-        let n = future::poll_fn(|cx| {
-            let mut scratch = self.pool.scratch.borrow_mut();
-            if scratch.len() != self.pool.size {
-                *scratch = vec![0; self.pool.size].into_boxed_slice();
-            }
-            Pin::new(&mut *sock.0.borrow_mut())
-                .poll_read(cx, &mut scratch[..])
-                .map_ok(|n| {
-                    if n > 0 {
-                        let mut buf = self.pool.take();
-                        buf[..n].copy_from_slice(&scratch[..n]);
-                        self.buf = Some(buf);
-                        self.start = 0;
-                        self.end = n;
-                    }
-                    n
-                })
-        })
-        .await?;
-        Ok(n)
+        let mut first = [0u8; 1];
+        if sock.glommio_read(&mut first).await? == 0 {
+            return Ok(0);
+        }
+        let mut buf = self.pool.take();
+        buf[0] = first[0];
+        let more = sock
+            .try_recv(&mut buf[1..])
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        self.buf = Some(buf);
+        self.start = 0;
+        self.end = 1 + more;
+        Ok(self.end)
     }
 }
 
