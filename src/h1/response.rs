@@ -57,6 +57,11 @@ pub fn parse_response(
     let (Some(minor), Some(status)) = (res.version, res.code) else {
         return Err(ResponseError::BadStatusLine);
     };
+    // httparse takes any three digits; RFC 9110 §15 makes 100..=599 the only valid codes. A
+    // `000` or `099` would otherwise go out as a final response that clients read differently.
+    if !(100..=599).contains(&status) {
+        return Err(ResponseError::BadStatusLine);
+    }
     let version = Version::from_httparse(minor);
     let headers: Vec<Header> = res
         .headers
@@ -348,6 +353,20 @@ Content-Length: 85\r\n\r\n";
             ResponseError::BadStatusLine
         );
         assert_eq!(err(b"HTTP/1.1 OK\r\n\r\n"), ResponseError::BadStatusLine);
+    }
+
+    /// Found by fuzzing (response_head): `HTTP/1.1 000 OK` parsed as status 0 and would have been
+    /// forwarded as a final response.
+    #[test]
+    fn status_outside_100_to_599_is_bad() {
+        for line in ["000 OK", "099 X", "600 X", "999 X"] {
+            let buf = format!("HTTP/1.1 {line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(err(buf.as_bytes()), ResponseError::BadStatusLine, "{line}");
+        }
+        for (line, status) in [("100 Continue", 100), ("599 X", 599), ("200 OK", 200)] {
+            let buf = format!("HTTP/1.1 {line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(head(buf.as_bytes()).status, status);
+        }
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
     let mut line_start = i;
     let mut in_start_line = true;
     let end = buf.len().min(max_head_bytes);
+    // Lookahead stays inside the limit too: a byte past it must not decide between "too large"
+    // and some other error, or the answer would depend on how the bytes were split into reads.
+    let within = &buf[..end];
     while i < end {
         // Nearly every byte of a head is printable: skip them eight at a time.
         if i + 8 <= end {
@@ -72,7 +75,7 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
         }
         match b {
             b'\r' => {
-                let Some(&next) = buf.get(i + 1) else {
+                let Some(&next) = within.get(i + 1) else {
                     break;
                 };
                 if next != b'\n' {
@@ -89,7 +92,7 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
                 in_start_line = false;
                 i += 2;
                 line_start = i;
-                if matches!(buf.get(i), Some(b' ' | b'\t')) {
+                if matches!(within.get(i), Some(b' ' | b'\t')) {
                     return Err(ScanError::ObsFold);
                 }
             }
@@ -237,6 +240,38 @@ mod tests {
             assert_eq!(head_len(&buf, MAX), Err(ScanError::BareLineFeed), "{pos}");
         }
         assert_eq!(head_len(good, MAX), Ok(Some(fold + 2)));
+    }
+
+    /// Found by fuzzing (request_head and response_head with a 200-byte limit): a CR as the last
+    /// byte within the limit was answered 431 when nothing followed yet, but 400 (bare CR) when
+    /// the next byte, past the limit, had arrived in the same read. Bytes past the limit are now
+    /// never looked at, so the answer is the same however the input is split.
+    #[test]
+    fn nothing_past_the_limit_is_looked_at() {
+        let max = 20;
+        let mut buf = b"GET / HTTP/1.1\r\nX: a".to_vec();
+        buf.resize(max - 1, b'a');
+        buf.push(b'\r');
+        assert_eq!(head_len(&buf, max), Err(ScanError::TooLarge));
+        for next in [b'x', b'\n', b' '] {
+            let mut more = buf.clone();
+            more.push(next);
+            assert_eq!(head_len(&more, max), Err(ScanError::TooLarge), "{next}");
+        }
+        // A line ending right at the limit with a fold or a bare CR just past it.
+        let mut buf = b"GET / HTTP/1.1\r\nX: a".to_vec();
+        buf.resize(max - 2, b'a');
+        buf.extend_from_slice(b"\r\n");
+        for next in [&b" "[..], b"\t", b"\r", b"\rx"] {
+            let mut more = buf.clone();
+            more.extend_from_slice(next);
+            assert_eq!(head_len(&more, max), Err(ScanError::TooLarge), "{next:?}");
+        }
+        // Within the limit those bytes still count.
+        assert_eq!(
+            head_len(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", max + 10),
+            Err(ScanError::ObsFold)
+        );
     }
 
     #[test]
