@@ -1,0 +1,355 @@
+//! Slow and flooding clients (issue 5, item 3): a trickled head is cut off at the request-head
+//! timeout, a client that does not read a large response holds back the backend instead of
+//! growing wtgate's memory, and a flood of connection attempts past `maxconn` leaves wtgate
+//! serving afterwards with bounded memory.
+//!
+//! The engine runs in this process, so its memory is this process's `VmRSS`. The tests that
+//! measure it take [`MEASURE`] so that no other test of this file allocates meanwhile (each test
+//! file is its own process). Nothing here asserts on elapsed time; waits are bounded loops on a
+//! readiness signal (a counter that stops moving, a socket that answers).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+const SID: &str = "wt1AbCdEfGhIjKlMnOp";
+const MIB: usize = 1024 * 1024;
+
+static MEASURE: Mutex<()> = Mutex::new(());
+
+fn measure_lock() -> MutexGuard<'static, ()> {
+    MEASURE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resident memory of this process (engine, backends and clients), in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// Slowloris: one byte of head every 100 ms, with `timeouts.request_head` at 1 s. The head would
+/// take 30 s to arrive; the proxy answers 408, closes while the trickle is still going (so the
+/// deadline counts from the first byte, not from the last one), and forwards nothing.
+#[test]
+fn trickled_head_gets_408_at_the_head_timeout() {
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[b.spec()], |c| {
+        c.timeouts.request_head = Duration::from_secs(1);
+    });
+    let mut head = format!("GET /?wtd={SID} HTTP/1.1\r\nHost: x\r\n").into_bytes();
+    while head.len() < 300 {
+        head.extend_from_slice(b"X-Slow: 1\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    let mut w = Wire::connect(proxy.addr);
+    let mut writer = w.stream.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (stop2, sent2, total) = (stop.clone(), sent.clone(), head.len());
+    let trickle = thread::spawn(move || {
+        for &byte in &head {
+            if stop2.load(Ordering::SeqCst) || writer.write_all(&[byte]).is_err() {
+                return;
+            }
+            sent2.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let started = Instant::now();
+    let r = w.read_response(false);
+    let elapsed = started.elapsed();
+    let bytes_sent = sent.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let r = r.expect("an answer to the trickled head");
+    eprintln!(
+        "slowloris: {} after {elapsed:?} and {bytes_sent} of {total} bytes",
+        r.status
+    );
+    assert_eq!(r.status, 408, "{:?} {}", r.head, r.body_str());
+    assert!(r.head.has_token("Connection", "close"), "{:?}", r.head);
+    assert!(
+        bytes_sent < total,
+        "the answer came only after the whole head ({bytes_sent} bytes): the deadline moved with \
+         every byte"
+    );
+    w.expect_closed().unwrap();
+    trickle.join().unwrap();
+    assert_eq!(b.bytes_received(), 0, "{}", b.received_preview());
+}
+
+/// A backend that answers one GET with `len` bytes, written 64 KiB at a time from one static
+/// buffer (so this process's memory does not grow with it); counts what it has written.
+struct StreamingBackend {
+    addr: SocketAddr,
+    written: Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl StreamingBackend {
+    fn start(len: usize) -> StreamingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let w = written.clone();
+        let thread = thread::spawn(move || {
+            // Health checks connect and close without a byte: skip them, serve the first request.
+            let mut s = loop {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                if head.ends_with(b"\r\n\r\n") {
+                    break s;
+                }
+            };
+            s.write_all(
+                format!("HTTP/1.1 200 OK\r\nX-Backend: stream\r\nContent-Length: {len}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            static BLOCK: [u8; 64 * 1024] = [b'z'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(BLOCK.len());
+                if s.write_all(&BLOCK[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+                w.fetch_add(n, Ordering::SeqCst);
+            }
+            // Closing ends this test backend; the proxy sees EOF on a pooled connection.
+            let _ = s.shutdown(Shutdown::Both);
+        });
+        StreamingBackend {
+            addr,
+            written,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StreamingBackend {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until `counter` has not moved for 10 polls in a row (the writer is blocked), at most
+/// ~15 s; returns its value.
+fn wait_until_stalled(counter: &AtomicUsize) -> usize {
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut still = 0;
+    for _ in 0..300 {
+        thread::sleep(Duration::from_millis(50));
+        let now = counter.load(Ordering::SeqCst);
+        if now == last && now > 0 {
+            still += 1;
+            if still >= 10 {
+                return now;
+            }
+        } else {
+            still = 0;
+            last = now;
+        }
+    }
+    panic!("the backend never stalled: {last} bytes written and still going");
+}
+
+/// A client asks for 64 MiB and reads nothing. The backend must end up blocked (backpressure all
+/// the way back), with only what the kernel's socket buffers hold in flight, and wtgate's memory
+/// must not grow by more than a few MiB. Then the client reads it all: every byte arrives.
+#[test]
+fn slow_reader_of_a_large_response_is_backpressured() {
+    const LEN: usize = 64 * MIB;
+    let _guard = measure_lock();
+    let backend = StreamingBackend::start(LEN);
+    let proxy = start_proxy(&[("wt1", backend.addr)], |_| {});
+    // Warm up the engine's allocations (buffers, executor) with a request to another proxy, so
+    // the baseline already holds whatever a served connection costs.
+    {
+        let b = TestBackend::start("wt1", Behavior::Normal);
+        let p2 = start_proxy(&[b.spec()], |_| {});
+        assert_eq!(send_request(p2.addr, &get("/warm")).unwrap().status, 200);
+    }
+    let before = rss();
+
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(&get(&format!("/?wtd={SID}&big=1"))).unwrap();
+    let stalled_at = wait_until_stalled(&backend.written);
+    let during = rss();
+    eprintln!(
+        "slow reader: backend blocked after {:.1} MiB of {} MiB; RSS {:.1} -> {:.1} MiB",
+        stalled_at as f64 / MIB as f64,
+        LEN / MIB,
+        before as f64 / MIB as f64,
+        during as f64 / MIB as f64
+    );
+    assert!(
+        stalled_at < LEN,
+        "the whole response went out although the client read nothing"
+    );
+    assert!(
+        during < before + 8 * MIB,
+        "RSS grew by {} KiB while the client was not reading",
+        (during.saturating_sub(before)) / 1024
+    );
+
+    // Now read it all.
+    let t0 = Instant::now();
+    let head = w.read_head().unwrap().expect("a response head");
+    assert_eq!(head.parts[1], "200");
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(LEN.to_string().as_str())
+    );
+    let mut got = 0usize;
+    let mut all_z = true;
+    w.read_n_with(LEN, |d| {
+        got += d.len();
+        all_z &= d.iter().all(|&b| b == b'z');
+    })
+    .expect("the whole body");
+    assert_eq!(got, LEN);
+    eprintln!("slow reader: body read in {:?}", t0.elapsed());
+    assert!(all_z, "body bytes changed on the way");
+    let after = rss();
+    eprintln!(
+        "slow reader: RSS after the whole body {:.1} MiB",
+        after as f64 / MIB as f64
+    );
+    assert!(
+        after < before + 8 * MIB,
+        "RSS grew by {} KiB",
+        (after - before) / 1024
+    );
+}
+
+/// A nonblocking connect that is abandoned at once with an RST (SO_LINGER 0), so it leaves no
+/// TIME_WAIT behind: 20 000 of them must not use up the machine's ephemeral ports.
+fn connect_and_abandon(addr: &SockAddr) -> std::io::Result<()> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_linger(Some(Duration::ZERO))?;
+    match s.connect(addr) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `maxconn` 64, all 64 taken by keep-alive clients; then 20 000 connection attempts (opened and
+/// abandoned at once) pile onto the listen backlog. The 64 keep being served during the flood;
+/// once they leave, wtgate works through the dead connections in its backlog and serves a fresh
+/// client; its memory stays within a few MiB of where it started.
+#[test]
+fn twenty_thousand_connection_attempts_beyond_maxconn() {
+    const MAXCONN: usize = 64;
+    const ATTEMPTS: usize = 20_000;
+    let _guard = measure_lock();
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[b.spec()], |c| {
+        c.maxconn = MAXCONN;
+        c.timeouts.request_head = Duration::from_secs(30);
+    });
+
+    let mut held: Vec<Wire> = (0..MAXCONN)
+        .map(|i| {
+            let mut w = Wire::connect(proxy.addr);
+            w.write_all(&get(&format!("/?wtd={SID}&held={i}"))).unwrap();
+            assert_eq!(
+                w.read_response(false).unwrap().status,
+                200,
+                "held client {i}"
+            );
+            w
+        })
+        .collect();
+    let before = rss();
+
+    let addr = SockAddr::from(proxy.addr);
+    let started = Instant::now();
+    let mut refused = 0usize;
+    for i in 0..ATTEMPTS {
+        if connect_and_abandon(&addr).is_err() {
+            refused += 1;
+        }
+        // The held clients are still served in the middle of the flood.
+        if i % 5000 == 2500 {
+            let w = &mut held[i % MAXCONN];
+            w.write_all(&get(&format!("/?wtd={SID}&during={i}")))
+                .unwrap();
+            let r = w
+                .read_response(false)
+                .expect("a held client during the flood");
+            assert_eq!(r.status, 200);
+        }
+    }
+    let during = rss();
+    eprintln!(
+        "flood: {ATTEMPTS} attempts in {:?} ({refused} failed at once); RSS {:.1} -> {:.1} MiB",
+        started.elapsed(),
+        before as f64 / MIB as f64,
+        during as f64 / MIB as f64
+    );
+
+    // The held clients leave; a fresh client is served once the backlog has been worked off
+    // (its SYN may have to be retried by the kernel while the accept queue is full).
+    drop(held);
+    let mut fresh = None;
+    for attempt in 0..5 {
+        match TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(10)) {
+            Ok(s) => {
+                let mut w = Wire::new(s);
+                w.write_all(&get(&format!("/?wtd={SID}&fresh={attempt}")))
+                    .unwrap();
+                match w.read_response(false) {
+                    Ok(r) => {
+                        fresh = Some(r);
+                        break;
+                    }
+                    Err(e) => eprintln!("fresh client attempt {attempt}: {e}"),
+                }
+            }
+            Err(e) => eprintln!("fresh client attempt {attempt}: {e}"),
+        }
+    }
+    let r = fresh.expect("no fresh client was served after the flood");
+    assert_eq!(r.status, 200, "{:?}", r.head);
+    assert_eq!(r.backend(), "wt1");
+
+    // And a second round of ordinary clients, to show nothing was left stuck.
+    for i in 0..20 {
+        let r = send_request(proxy.addr, &get(&format!("/?wtd={SID}&after={i}"))).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let after = rss();
+    eprintln!("flood: RSS after {:.1} MiB", after as f64 / MIB as f64);
+    assert!(
+        during < before + 8 * MIB && after < before + 8 * MIB,
+        "RSS {before} -> {during} -> {after} bytes"
+    );
+}
