@@ -25,6 +25,8 @@ use crate::health::{Admin, Gossip};
 use crate::metrics::{ShardStats, Stats};
 use crate::proxy::{AdminTable, Shard};
 
+/// How long `Engine::start` waits for every shard to be accepting.
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Room for state changes in flight between two shards; a full channel makes the sender wait.
 const GOSSIP_CHANNEL: usize = 1024;
 
@@ -163,15 +165,27 @@ impl Engine {
             admin,
         };
         for _ in 0..n {
-            match ready_rx.recv() {
+            match ready_rx.recv_timeout(START_LIMIT) {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => {
                     engine.stop_all();
                     return Err(StartError::Shard(why));
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
                     engine.stop_all();
                     return Err(StartError::Shard("shard thread exited".into()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A shard stuck before it could listen (e.g. a peer that never joined the
+                    // gossip mesh): fail loudly rather than hang, and don't wait for the stuck ones.
+                    for s in &mut engine.shards {
+                        s.thread.take();
+                    }
+                    engine.stop_all();
+                    return Err(StartError::Shard(format!(
+                        "shards not ready after {} s",
+                        START_LIMIT.as_secs()
+                    )));
                 }
             }
         }
