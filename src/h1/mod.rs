@@ -108,3 +108,30 @@ fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
 
 /// Stack room for this many headers; heads with more (when the limit allows) use the heap.
 const STACK_HEADERS: usize = 100;
+
+/// Runs `f` with `max` uninitialised httparse header slots: on the stack in the common case, so a
+/// parse costs neither a memset of 100 headers nor an allocation.
+fn with_header_slots<'b, R>(
+    max: usize,
+    f: impl FnOnce(&mut [std::mem::MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    let mut stack =
+        [const { std::mem::MaybeUninit::<httparse::Header<'b>>::uninit() }; STACK_HEADERS];
+    if max <= STACK_HEADERS {
+        return f(&mut stack[..max]);
+    }
+    let mut heap = Vec::with_capacity(max);
+    heap.resize_with(max, std::mem::MaybeUninit::uninit);
+    f(&mut heap)
+}
+
+/// The parsed headers as ranges into `buf`, so heads outlive httparse's borrowed slots.
+fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|h| Header {
+            name: range_in(buf, h.name.as_bytes()),
+            value: range_in(buf, h.value),
+        })
+        .collect()
+}

@@ -1,11 +1,9 @@
 //! Request heads: httparse for the grammar, then the RFC 9112 rules a proxy must enforce
 //! before it forwards anything (framing, Host, versions).
 
-use std::mem::MaybeUninit;
-
 use super::error::RequestError;
 use super::fields::{self, Codings, LengthError, Name};
-use super::{Framing, Header, Limits, STACK_HEADERS, Version, range_in, scan};
+use super::{Framing, Header, Limits, Version, header_ranges, range_in, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -45,35 +43,22 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     };
     let head = &buf[..head_len];
 
-    // Uninitialised slots: the common case then costs no memset of 100 headers per request.
-    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
-    let mut heap: Vec<MaybeUninit<httparse::Header>>;
-    let slots: &mut [MaybeUninit<httparse::Header>] = if limits.max_headers <= STACK_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = Vec::with_capacity(limits.max_headers);
-        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-        &mut heap
-    };
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, slots) {
+    let (parsed, method, target, minor, headers) = with_header_slots(limits.max_headers, |slots| {
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = req.parse_with_uninit_headers(head, slots);
+        let headers = header_ranges(buf, req.headers);
+        (parsed, req.method, req.path, req.version, headers)
+    });
+    match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         // The scan saw CRLF CRLF, so httparse cannot want more; if it does, the line is odd.
         Ok(httparse::Status::Partial) => return Err(RequestError::BadRequestLine),
         Err(e) => return Err(httparse_error(e, head)),
     }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (method, target, minor) else {
         return Err(RequestError::BadRequestLine);
     };
     let version = Version::from_httparse(minor);
-    let headers: Vec<Header> = req
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: range_in(buf, h.name.as_bytes()),
-            value: range_in(buf, h.value),
-        })
-        .collect();
 
     if method == "CONNECT" {
         return Err(RequestError::MethodNotAllowed);

@@ -1,11 +1,9 @@
 //! Response heads from backends. Backends are ours but not trusted with framing: anything the
 //! client could read differently from us is a 502, never forwarded.
 
-use std::mem::MaybeUninit;
-
 use super::error::ResponseError;
 use super::fields::{self, LengthError, Name};
-use super::{Framing, Header, Limits, STACK_HEADERS, Version, range_in, scan};
+use super::{Framing, Header, Limits, Version, header_ranges, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -37,24 +35,19 @@ pub fn parse_response(
     };
     let head = &buf[..head_len];
 
-    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
-    let mut heap: Vec<MaybeUninit<httparse::Header>>;
-    let slots: &mut [MaybeUninit<httparse::Header>] = if limits.max_headers <= STACK_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = Vec::with_capacity(limits.max_headers);
-        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-        &mut heap
-    };
-    let mut res = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut res, head, slots)
-    {
+    let (parsed, minor, code, headers) = with_header_slots(limits.max_headers, |slots| {
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, head, slots);
+        let headers = header_ranges(buf, res.headers);
+        (parsed, res.version, res.code, headers)
+    });
+    match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(ResponseError::BadStatusLine),
         Err(e) => return Err(httparse_error(e, head)),
     }
-    let (Some(minor), Some(status)) = (res.version, res.code) else {
+    let (Some(minor), Some(status)) = (minor, code) else {
         return Err(ResponseError::BadStatusLine);
     };
     // httparse takes any three digits; RFC 9110 §15 makes 100..=599 the only valid codes. A
@@ -63,14 +56,6 @@ pub fn parse_response(
         return Err(ResponseError::BadStatusLine);
     }
     let version = Version::from_httparse(minor);
-    let headers: Vec<Header> = res
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: range_in(buf, h.name.as_bytes()),
-            value: range_in(buf, h.value),
-        })
-        .collect();
 
     let te = fields::transfer_codings(buf, &headers);
     if te.present && te.codings == 0 {
