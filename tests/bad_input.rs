@@ -14,17 +14,10 @@ use common::*;
 
 const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 
-struct Setup {
-    b1: TestBackend,
-    b2: TestBackend,
-    proxy: Proxy,
-}
+use common::Pair as Setup;
 
 fn setup(tweak: impl FnOnce(&mut wtgate::config::Config)) -> Setup {
-    let b1 = TestBackend::start("wt1", Behavior::Normal);
-    let b2 = TestBackend::start("wt2", Behavior::Normal);
-    let proxy = start_proxy(&[b1.spec(), b2.spec()], tweak);
-    Setup { b1, b2, proxy }
+    start_pair(tweak)
 }
 
 impl Setup {

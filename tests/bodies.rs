@@ -262,12 +262,6 @@ fn long_request_target() {
     assert_eq!(r.body_str(), format!("wt1 GET {target}"));
 }
 
-fn vm_rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// A large upload streams through in bounded memory: the proxy never holds a body whole.
 /// (The engine runs in this process, so the process's RSS bounds the proxy's.)
 #[test]
@@ -275,7 +269,7 @@ fn a_256_mib_upload_passes_in_bounded_memory() {
     const SIZE: usize = 256 * MIB;
     let backend = TestBackend::start("wt1", Behavior::Normal);
     let proxy = start_proxy(&[backend.spec()], |_| {});
-    let before = vm_rss_kib();
+    let before = vm_rss_bytes();
     let mut w = Wire::connect(proxy.addr);
     w.write_all(
         format!("POST /upload HTTP/1.1\r\nHost: wt.example\r\nContent-Length: {SIZE}\r\n\r\n")
@@ -295,7 +289,7 @@ fn a_256_mib_upload_passes_in_bounded_memory() {
         r.header("X-Req-Fnv"),
         Some(format!("{:016x}", f.finish()).as_str())
     );
-    let grown_mib = vm_rss_kib().saturating_sub(before) / 1024;
+    let grown_mib = vm_rss_bytes().saturating_sub(before) / MIB;
     assert!(
         grown_mib < 32,
         "RSS grew by {grown_mib} MiB for a {} MiB body",

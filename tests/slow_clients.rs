@@ -29,17 +29,6 @@ fn measure_lock() -> MutexGuard<'static, ()> {
     MEASURE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Resident memory of this process (engine, backends and clients), in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
-}
-
 /// Slowloris: one byte of head every 100 ms, with `timeouts.request_head` at 1 s. The head would
 /// take 30 s to arrive; the proxy answers 408, closes while the trickle is still going (so the
 /// deadline counts from the first byte, not from the last one), and forwards nothing.
@@ -194,12 +183,12 @@ fn slow_reader_of_a_large_response_is_backpressured() {
         let p2 = start_proxy(&[b.spec()], |_| {});
         assert_eq!(send_request(p2.addr, &get("/warm")).unwrap().status, 200);
     }
-    let before = rss();
+    let before = vm_rss_bytes();
 
     let mut w = Wire::connect(proxy.addr);
     w.write_all(&get(&format!("/?wtd={SID}&big=1"))).unwrap();
     let stalled_at = wait_until_stalled(&backend.written);
-    let during = rss();
+    let during = vm_rss_bytes();
     eprintln!(
         "slow reader: backend blocked after {:.1} MiB of {} MiB; RSS {:.1} -> {:.1} MiB",
         stalled_at as f64 / MIB as f64,
@@ -235,7 +224,7 @@ fn slow_reader_of_a_large_response_is_backpressured() {
     assert_eq!(got, LEN);
     eprintln!("slow reader: body read in {:?}", t0.elapsed());
     assert!(all_z, "body bytes changed on the way");
-    let after = rss();
+    let after = vm_rss_bytes();
     eprintln!(
         "slow reader: RSS after the whole body {:.1} MiB",
         after as f64 / MIB as f64
@@ -288,7 +277,7 @@ fn twenty_thousand_connection_attempts_beyond_maxconn() {
             w
         })
         .collect();
-    let before = rss();
+    let before = vm_rss_bytes();
 
     let addr = SockAddr::from(proxy.addr);
     let started = Instant::now();
@@ -308,7 +297,7 @@ fn twenty_thousand_connection_attempts_beyond_maxconn() {
             assert_eq!(r.status, 200);
         }
     }
-    let during = rss();
+    let during = vm_rss_bytes();
     eprintln!(
         "flood: {ATTEMPTS} attempts in {:?} ({refused} failed at once); RSS {:.1} -> {:.1} MiB",
         started.elapsed(),
@@ -346,7 +335,7 @@ fn twenty_thousand_connection_attempts_beyond_maxconn() {
         let r = send_request(proxy.addr, &get(&format!("/?wtd={SID}&after={i}"))).unwrap();
         assert_eq!(r.status, 200);
     }
-    let after = rss();
+    let after = vm_rss_bytes();
     eprintln!("flood: RSS after {:.1} MiB", after as f64 / MIB as f64);
     assert!(
         during < before + 8 * MIB && after < before + 8 * MIB,

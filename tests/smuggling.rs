@@ -56,17 +56,10 @@ use common::*;
 
 const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 
-struct Setup {
-    b1: TestBackend,
-    b2: TestBackend,
-    proxy: Proxy,
-}
+use common::Pair as Setup;
 
 fn setup(tweak: impl FnOnce(&mut wtgate::config::Config)) -> Setup {
-    let b1 = TestBackend::start("wt1", Behavior::Normal);
-    let b2 = TestBackend::start("wt2", Behavior::Normal);
-    let proxy = start_proxy(&[b1.spec(), b2.spec()], tweak);
-    Setup { b1, b2, proxy }
+    start_pair(tweak)
 }
 
 impl Setup {
@@ -616,19 +609,6 @@ fn legal_lookalikes_are_one_request_each() {
 // ---------------------------------------------------------------------------------------------
 // The backend side: responses that would desync or mislead the client
 // ---------------------------------------------------------------------------------------------
-
-fn expect_502_from(bytes: &'static [u8], request: &[u8]) {
-    let b = TestBackend::start("wt1", Behavior::Raw(bytes));
-    let proxy = start_proxy(&[b.spec()], |_| {});
-    let mut w = Wire::connect(proxy.addr);
-    w.write_all(request).unwrap();
-    let r = w
-        .read_response(false)
-        .unwrap_or_else(|e| panic!("no 502 for {:?}: {e}", String::from_utf8_lossy(bytes)));
-    assert_eq!(r.status, 502, "{:?} {}", r.head, r.body_str());
-    assert!(r.head.has_token("Connection", "close"), "{:?}", r.head);
-    w.expect_closed().unwrap();
-}
 
 /// Found by the `response_head` fuzz target: httparse reads `000` as status 0.
 #[test]

@@ -95,17 +95,7 @@ static ALLOCATOR: Counting = Counting;
 fn rss() -> usize {
     // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
-    rss_raw()
-}
-
-fn rss_raw() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
+    vm_rss_bytes()
 }
 
 /// Polls until the fd count is back to `idle` (and stays there for a few polls); at most ~20 s.

@@ -1196,3 +1196,43 @@ pub fn ws_connect(proxy: SocketAddr, target: &str) -> (Wire, Response) {
     );
     (w, r)
 }
+
+/// Resident memory of this test process (the engine runs in it), in bytes.
+pub fn vm_rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// Two normal backends, `wt1` and `wt2`, behind a proxy.
+pub struct Pair {
+    pub b1: TestBackend,
+    pub b2: TestBackend,
+    pub proxy: Proxy,
+}
+
+pub fn start_pair(tweak: impl FnOnce(&mut Config)) -> Pair {
+    let b1 = TestBackend::start("wt1", Behavior::Normal);
+    let b2 = TestBackend::start("wt2", Behavior::Normal);
+    let proxy = start_proxy(&[b1.spec(), b2.spec()], tweak);
+    Pair { b1, b2, proxy }
+}
+
+/// A backend answering `bytes` to `request` makes the proxy answer 502 with `Connection: close`,
+/// then close.
+pub fn expect_502_from(bytes: &'static [u8], request: &[u8]) {
+    let b = TestBackend::start("wt1", Behavior::Raw(bytes));
+    let proxy = start_proxy(&[b.spec()], |_| {});
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(request).unwrap();
+    let r = w
+        .read_response(false)
+        .unwrap_or_else(|e| panic!("no 502 for {:?}: {e}", String::from_utf8_lossy(bytes)));
+    assert_eq!(r.status, 502, "{:?} {}", r.head, r.body_str());
+    assert!(r.head.has_token("Connection", "close"), "{:?}", r.head);
+    w.expect_closed().unwrap();
+}
