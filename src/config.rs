@@ -168,6 +168,20 @@ impl Default for Timeouts {
     }
 }
 
+/// Which requests may go on a pooled backend connection (HAProxy's `http-reuse`). Upgrades
+/// never do, whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// The first request of each client connection goes on a fresh connection, later ones may
+    /// reuse (HAProxy's default `safe`).
+    #[default]
+    Safe,
+    /// Any request may reuse.
+    Always,
+    /// No pool.
+    Never,
+}
+
 /// Everything the engine needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -191,6 +205,7 @@ pub struct Config {
     pub forwarded_headers: bool,
     /// Idle connections kept per backend per shard.
     pub pool_size: usize,
+    pub reuse: Reuse,
     /// Active health checks of every backend (a backend's own `check=` overrides it).
     pub check: Check,
     /// Time between two active checks of a backend (HAProxy's `inter`).
@@ -216,6 +231,7 @@ impl Default for Config {
             max_headers: 100,
             forwarded_headers: true,
             pool_size: 64,
+            reuse: Reuse::Safe,
             check: Check::Tcp,
             check_interval: Duration::from_secs(2),
             rise: 2,

@@ -24,6 +24,7 @@ use crate::config::{Config, ConfigError};
 use crate::health::{Admin, Gossip};
 use crate::metrics::{ShardStats, Stats};
 use crate::proxy::{AdminTable, Shard};
+use crate::trim::{TrimHandle, Trimmer};
 
 /// How long `Engine::start` waits for every shard to be accepting.
 const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -35,6 +36,8 @@ const GOSSIP_CHANNEL: usize = 1024;
 const IO_MEMORY: usize = 256 * 1024;
 /// Locked memory each shard may need: three rings plus the registered buffers.
 const MEMLOCK_PER_SHARD: u64 = 1 << 20;
+/// How long a stopping shard waits for its connections' tasks to see their sockets closed.
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug)]
 pub enum StartError {
@@ -91,6 +94,8 @@ pub struct Engine {
     cfg: Arc<Config>,
     stats: Vec<Arc<ShardStats>>,
     admin: Arc<AdminTable>,
+    /// Declared last: dropped after the shards have stopped.
+    _trimmer: Trimmer,
 }
 
 impl Engine {
@@ -128,6 +133,7 @@ impl Engine {
         let mesh = (n > 1).then(|| MeshBuilder::full(n, GOSSIP_CHANNEL));
         let admin = Arc::new(AdminTable::new(cfg.backends.len()));
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect();
+        let trimmer = Trimmer::start();
         let mut shards = Vec::new();
         for (id, socks) in sockets.into_iter().enumerate() {
             let mut fds = Vec::new();
@@ -145,6 +151,7 @@ impl Engine {
                 admin: admin.clone(),
                 stop: stop.clone(),
                 ready: ready_tx.clone(),
+                trim: trimmer.handle(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("wtgate-shard-{id}"))
@@ -163,6 +170,7 @@ impl Engine {
             cfg,
             stats,
             admin,
+            _trimmer: trimmer,
         };
         for _ in 0..n {
             match ready_rx.recv_timeout(START_LIMIT) {
@@ -294,6 +302,7 @@ struct ShardShared {
     admin: Arc<AdminTable>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
+    trim: TrimHandle,
 }
 
 fn run_shard(
@@ -310,6 +319,7 @@ fn run_shard(
         admin,
         stop,
         ready,
+        trim,
     } = shared;
     if let Some(core) = core
         && cfg.pin
@@ -333,33 +343,37 @@ fn run_shard(
     };
     ex.run(async move {
         let per_shard_conns = cfg.maxconn.div_ceil(shards).max(1);
-        // Join the gossip mesh first: the mesh numbers its peers, and that number is the shard id
-        // everyone agrees on (backend i is checked by shard i mod N).
-        let (gossip_id, peers) = match mesh {
+        // Shards number themselves by `id` (thread name, core, stats, logs, checks); the mesh
+        // numbers its peers by join order, which only the gossip sender needs to know.
+        let peers = match mesh {
             Some(mesh) => match mesh.join().await {
-                Ok((senders, receivers)) => (senders.peer_id(), Some((senders, receivers))),
+                Ok(pair) => Some(pair),
                 Err(e) => {
                     let _ = ready.send(Err(format!("joining the shards' gossip channels: {e}")));
                     return;
                 }
             },
-            None => (0, None),
+            None => None,
         };
-        let shard = Rc::new(Shard::new(gossip_id, shards, cfg.clone(), stats, admin));
+        let shard = Rc::new(Shard::new(id, shards, cfg.clone(), stats, admin, trim));
+        // Tasks that run as long as the shard does; cancelled when it stops, so that nothing of
+        // the shard (its executor's descriptors included) outlives it.
+        let mut background = Vec::new();
         if let Some((senders, mut receivers)) = peers {
             shard.set_peers(senders);
             for (_, rx) in receivers.streams() {
                 let shard = shard.clone();
-                glommio::spawn_local(async move {
+                let task = glommio::spawn_local(async move {
                     while let Some(msg) = rx.recv().await {
                         shard.on_gossip(msg, false);
                     }
-                })
-                .detach();
+                });
+                background.push(task.detach());
             }
         }
-        for backend in (0..cfg.backends.len()).filter(|b| b % shards == gossip_id) {
-            glommio::spawn_local(Shard::check_loop(shard.clone(), backend)).detach();
+        for backend in (0..cfg.backends.len()).filter(|b| b % shards == id) {
+            background
+                .push(glommio::spawn_local(Shard::check_loop(shard.clone(), backend)).detach());
         }
         let limit = Rc::new(glommio::sync::Semaphore::new(per_shard_conns as u64));
         let listeners: Vec<TcpListener> = fds
@@ -377,11 +391,23 @@ fn run_shard(
                 glommio::spawn_local(accept_loop(l, shard, limit, stop))
             })
             .collect();
-        let sweeper = glommio::spawn_local(Shard::sweep_pool(shard.clone())).detach();
+        background.push(glommio::spawn_local(Shard::sweep_pool(shard.clone())).detach());
         for l in loops {
             l.await;
         }
-        sweeper.cancel();
+        // Stopping: close what this shard owns, then give the connections' tasks a moment to
+        // see it (every permit back means every connection task has ended).
+        shard.close_all();
+        let all_back = limit.acquire(per_shard_conns as u64);
+        let _ = futures_lite::future::or(async { all_back.await.is_ok() }, async {
+            glommio::timer::sleep(STOP_LIMIT).await;
+            false
+        })
+        .await;
+        shard.close_all();
+        for task in background {
+            task.cancel();
+        }
     });
 }
 

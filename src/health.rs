@@ -55,24 +55,58 @@ impl BackendStatus {
     }
 }
 
+/// Why a connect or an active check failed. `Copy`, because it travels in gossip messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    TimedOut,
+    /// The OS error of a connect, read or write (`ECONNREFUSED`, `ECONNRESET`, …).
+    Os(i32),
+    /// An HTTP check answered with a status outside 2xx/3xx.
+    Status(u16),
+    /// An HTTP check got bytes that are not an HTTP response.
+    BadResponse,
+    /// The connection closed before a whole response head.
+    Closed,
+}
+
+impl FailReason {
+    pub fn from_io(e: &std::io::Error) -> FailReason {
+        match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::TimedOut, _) => FailReason::TimedOut,
+            (_, Some(errno)) => FailReason::Os(errno),
+            _ => FailReason::Closed,
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::TimedOut => f.write_str("timed out"),
+            FailReason::Os(errno) => write!(f, "{}", std::io::Error::from_raw_os_error(*errno)),
+            FailReason::Status(s) => write!(f, "answered status {s}"),
+            FailReason::BadResponse => f.write_str("answered something that is not HTTP"),
+            FailReason::Closed => f.write_str("closed the connection before answering"),
+        }
+    }
+}
+
 /// Why a backend went down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// A request's connect was refused, reset or timed out on some shard (passive check).
-    ConnectFailed { shard: usize, timed_out: bool },
-    /// `fall` active checks in a row failed.
-    ChecksFailed,
+    ConnectFailed { shard: usize, reason: FailReason },
+    /// `fall` active checks in a row failed; `reason` is the last one's.
+    ChecksFailed { reason: FailReason },
 }
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Cause::ConnectFailed { shard, timed_out } => write!(
-                f,
-                "connect {} on shard {shard}",
-                if *timed_out { "timed out" } else { "failed" }
-            ),
-            Cause::ChecksFailed => f.write_str("active checks failed"),
+            Cause::ConnectFailed { shard, reason } => {
+                write!(f, "a request's connect on shard {shard}: {reason}")
+            }
+            Cause::ChecksFailed { reason } => write!(f, "active checks failed: {reason}"),
         }
     }
 }
@@ -196,7 +230,7 @@ mod tests {
             backend: 0,
             cause: Cause::ConnectFailed {
                 shard: 1,
-                timed_out: false,
+                reason: FailReason::TimedOut,
             },
         };
         assert!(!h.apply(down));

@@ -10,7 +10,8 @@
 //! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, the gossip messages;
-//!   [`check`] runs the active checks; [`metrics`] counts per shard and sums for the engine.
+//!   [`check`] runs the active checks; [`metrics`] counts per shard and sums for the engine;
+//!   [`log`] rate-limits failure lines; [`trim`] returns freed memory to the system off the shards.
 //! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
 //! - [`demo`]: Wt-like demo backends for `wtgate demo`.
 
@@ -20,9 +21,11 @@ pub mod demo;
 pub mod engine;
 pub mod h1;
 pub mod health;
+pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod route;
+pub mod trim;
 pub mod ws;

@@ -9,8 +9,15 @@ use crate::config::Config;
 
 #[derive(Debug, Default)]
 pub struct BackendCounters {
-    /// Requests sent to this backend.
+    /// Client requests this backend got, each counted once however many tries it took (the
+    /// backend of the last try counts it).
     pub requests: AtomicU64,
+    /// Tries to get a connection for a request: pooled or connected, retries and resends included.
+    pub attempts: AtomicU64,
+    /// Failed connects to this backend after which the request was tried again elsewhere.
+    pub retries: AtomicU64,
+    /// Requests sent again because this backend's connection closed before answering.
+    pub resends: AtomicU64,
     /// Connects of real requests that failed (passive checks), not active checks.
     pub connect_failures: AtomicU64,
     /// Requests of this backend's sessions sent elsewhere because it was down or in maintenance.
@@ -24,6 +31,8 @@ pub struct BackendCounters {
 #[derive(Debug)]
 pub struct ShardStats {
     pub backends: Vec<BackendCounters>,
+    /// Client requests with a valid head, whatever became of them.
+    pub requests: AtomicU64,
     /// Requests answered 503 because no backend was usable.
     pub no_backend: AtomicU64,
 }
@@ -37,6 +46,7 @@ impl ShardStats {
                     ..BackendCounters::default()
                 })
                 .collect(),
+            requests: AtomicU64::new(0),
             no_backend: AtomicU64::new(0),
         }
     }
@@ -51,6 +61,9 @@ impl ShardStats {
 pub struct BackendStats {
     pub prefix: String,
     pub requests: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    pub resends: u64,
     pub connect_failures: u64,
     pub redispatched: u64,
     pub checks_failed: u64,
@@ -61,31 +74,28 @@ pub struct BackendStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub backends: Vec<BackendStats>,
+    pub requests: u64,
     pub no_backend: u64,
 }
 
 impl Stats {
     pub fn sum(cfg: &Config, shards: &[std::sync::Arc<ShardStats>]) -> Stats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sum = |f: &dyn Fn(&ShardStats) -> &AtomicU64| -> u64 {
+            shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+        };
         let backends = cfg
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| BackendStats {
                 prefix: b.prefix.clone(),
-                requests: shards.iter().map(|s| get(&s.backends[i].requests)).sum(),
-                connect_failures: shards
-                    .iter()
-                    .map(|s| get(&s.backends[i].connect_failures))
-                    .sum(),
-                redispatched: shards
-                    .iter()
-                    .map(|s| get(&s.backends[i].redispatched))
-                    .sum(),
-                checks_failed: shards
-                    .iter()
-                    .map(|s| get(&s.backends[i].checks_failed))
-                    .sum(),
+                requests: sum(&|s| &s.backends[i].requests),
+                attempts: sum(&|s| &s.backends[i].attempts),
+                retries: sum(&|s| &s.backends[i].retries),
+                resends: sum(&|s| &s.backends[i].resends),
+                connect_failures: sum(&|s| &s.backends[i].connect_failures),
+                redispatched: sum(&|s| &s.backends[i].redispatched),
+                checks_failed: sum(&|s| &s.backends[i].checks_failed),
                 up_on_shards: shards
                     .iter()
                     .filter(|s| s.backends[i].up.load(Ordering::Relaxed))
@@ -94,7 +104,8 @@ impl Stats {
             .collect();
         Stats {
             backends,
-            no_backend: shards.iter().map(|s| get(&s.no_backend)).sum(),
+            requests: sum(&|s| &s.requests),
+            no_backend: sum(&|s| &s.no_backend),
         }
     }
 

@@ -62,6 +62,15 @@ impl Pool {
         }
     }
 
+    /// Closes every pooled connection (the shard is stopping).
+    pub fn clear_all(&mut self) {
+        for list in &mut self.idle {
+            for (sock, _) in list.drain(..) {
+                sock.shutdown_both();
+            }
+        }
+    }
+
     /// Forgets every connection to a backend that went down.
     pub fn clear(&mut self, backend: usize) {
         self.idle[backend].clear();

@@ -5,6 +5,7 @@
 //! decides what to do when a socket fails or times out.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -19,13 +20,15 @@ use glommio::net::TcpStream;
 
 use glommio::channels::channel_mesh::Senders;
 
-use crate::config::Config;
+use crate::config::{Config, Reuse};
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
-use crate::health::{Admin, Cause, Gossip, Health};
+use crate::health::{Admin, Cause, FailReason, Gossip, Health};
+use crate::log::RateLimit;
 use crate::metrics::ShardStats;
 use crate::net::{BufPool, InBuf, Sock, timeout};
 use crate::pool::Pool;
 use crate::route::{Decision, Router};
+use crate::trim::TrimHandle;
 /// Read buffer per direction: large enough for any allowed head, and for body bursts.
 const MIN_BUF: usize = 32 * 1024;
 /// Spare read buffers a shard keeps (8 MiB at the default size): enough for the connections that
@@ -52,6 +55,7 @@ impl AdminTable {
 
 /// Everything one shard owns: its routing state, its view of the backends, its pool.
 pub struct Shard {
+    /// The shard's index: the one in its thread name, its core, its stats and its log lines.
     pub id: usize,
     shards: usize,
     cfg: Arc<Config>,
@@ -64,9 +68,19 @@ pub struct Shard {
     admin_seen: Cell<u64>,
     /// Read buffers for every connection of this shard.
     bufs: Rc<BufPool>,
-    /// Channels to the other shards (none with a single shard).
+    /// Channels to the other shards (none with a single shard), and this shard's number in them.
     peers: RefCell<Option<Rc<Senders<Gossip>>>>,
+    mesh_peer: Cell<usize>,
+    /// Every open client connection and tunnel backend, so that stopping can close them all.
+    open: RefCell<HashMap<u64, Sock>>,
+    next_open: Cell<u64>,
+    /// Failure lines (502/503/504 of our own, failed checks) are rate-limited per shard.
+    log: RateLimit,
+    trim: TrimHandle,
 }
+
+/// Failure lines a shard writes per second at most.
+const LOG_LINES_PER_SECOND: u32 = 10;
 
 /// What the client connection does after a request.
 enum Next {
@@ -78,8 +92,8 @@ enum Next {
 enum Failure {
     /// The connection died before any response byte: a safe request may be sent again.
     Stale,
-    /// Nothing has reached the client yet: answer with this status and close.
-    Answer(u16),
+    /// Nothing has reached the client yet: answer with this status (and log why) and close.
+    Answer(u16, &'static str),
     /// The client already has part of a response (or is gone): just close both sides.
     Abort,
 }
@@ -95,6 +109,31 @@ enum ResponseEnd {
     Upgraded,
 }
 
+/// What one request knows about the client connection it came on.
+struct ClientInfo {
+    /// The client's address as text, for X-Forwarded-For and log lines.
+    ip: Option<String>,
+    /// Requests this connection carried before this one.
+    earlier_requests: u64,
+}
+
+/// A request wtgate answers itself, with what the log line says about it.
+struct FailedRequest<'a> {
+    status: u16,
+    backend: Option<usize>,
+    why: &'static str,
+    client: &'a ClientInfo,
+    /// Method and path.
+    line: &'a [u8],
+}
+
+/// A backend connection got for one try of a request.
+struct Upstream {
+    backend: usize,
+    sock: Sock,
+    pooled: bool,
+}
+
 impl Shard {
     pub fn new(
         id: usize,
@@ -102,6 +141,7 @@ impl Shard {
         cfg: Arc<Config>,
         stats: Arc<ShardStats>,
         admin: Arc<AdminTable>,
+        trim: TrimHandle,
     ) -> Shard {
         let n = cfg.backends.len();
         Shard {
@@ -123,10 +163,16 @@ impl Shard {
             admin,
             admin_seen: Cell::new(0),
             peers: RefCell::new(None),
+            mesh_peer: Cell::new(0),
+            open: RefCell::new(HashMap::new()),
+            next_open: Cell::new(0),
+            log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
+            trim,
         }
     }
 
     pub fn set_peers(&self, peers: Senders<Gossip>) {
+        self.mesh_peer.set(peers.peer_id());
         *self.peers.borrow_mut() = Some(Rc::new(peers));
     }
 
@@ -155,17 +201,18 @@ impl Shard {
             let b = &self.cfg.backends[backend];
             match msg {
                 Gossip::Down { cause, .. } => eprintln!(
-                    "wtgate: backend {} ({}) up -> down: {cause}",
-                    b.prefix, b.addr
+                    "wtgate[{}]: backend {} ({}) up -> down: {cause}",
+                    self.id, b.prefix, b.addr
                 ),
                 Gossip::Up { .. } => eprintln!(
-                    "wtgate: backend {} ({}) down -> up: {} good checks",
-                    b.prefix, b.addr, self.cfg.rise
+                    "wtgate[{}]: backend {} ({}) down -> up: {} good checks",
+                    self.id, b.prefix, b.addr, self.cfg.rise
                 ),
             }
         }
         if local && let Some(peers) = self.peers.borrow().as_ref() {
-            for peer in (0..self.shards).filter(|&p| p != self.id) {
+            // Mesh numbers are the mesh's own (join order), not shard ids: send to all but us.
+            for peer in (0..peers.nr_consumers()).filter(|&p| p != self.mesh_peer.get()) {
                 if peers.try_send_to(peer, msg).is_err() {
                     // A full channel (a burst of changes) must not lose this one: wait for room.
                     let peers = peers.clone();
@@ -182,27 +229,50 @@ impl Shard {
     pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
         let cfg = shard.cfg.clone();
         let addr = cfg.backends[backend].addr;
+        let mut last_failure = None;
         loop {
             glommio::timer::sleep(cfg.check_interval).await;
-            let ok = crate::check::probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
-            if !ok {
+            let result =
+                crate::check::probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
+            if let Err(reason) = result {
                 ShardStats::count(&shard.stats.backends[backend].checks_failed);
+                // A down backend fails every check; say so only when the reason changes.
+                let up = shard.health.borrow().statuses()[backend].up;
+                if up || last_failure != Some(reason) {
+                    shard.log_failure(format_args!(
+                        "backend {} ({addr}): active check failed: {reason}",
+                        cfg.backends[backend].prefix
+                    ));
+                }
             }
-            let flip = shard
-                .health
-                .borrow_mut()
-                .check_result(backend, ok, cfg.rise, cfg.fall);
-            match flip {
-                Some(true) => shard.on_gossip(Gossip::Up { backend }, true),
-                Some(false) => shard.on_gossip(
+            last_failure = result.err();
+            let flip =
+                shard
+                    .health
+                    .borrow_mut()
+                    .check_result(backend, result.is_ok(), cfg.rise, cfg.fall);
+            match (flip, result) {
+                (Some(true), _) => shard.on_gossip(Gossip::Up { backend }, true),
+                (Some(false), Err(reason)) => shard.on_gossip(
                     Gossip::Down {
                         backend,
-                        cause: Cause::ChecksFailed,
+                        cause: Cause::ChecksFailed { reason },
                     },
                     true,
                 ),
-                None => {}
+                _ => {}
             }
+        }
+    }
+
+    /// Writes a failure line to stderr unless too many were written this second.
+    fn log_failure(&self, line: std::fmt::Arguments) {
+        if let Some(left_out) = self.log.allow(Instant::now()) {
+            eprintln!(
+                "wtgate[{}]: {line}{}",
+                self.id,
+                crate::log::suppressed_note(left_out)
+            );
         }
     }
 
@@ -222,19 +292,15 @@ impl Shard {
         }
     }
 
-    /// Closes pooled connections before the backends' own idle timeouts do, and hands memory that
-    /// a burst of connections left behind back to the system.
+    /// Closes pooled connections before the backends' own idle timeouts do, and asks for memory
+    /// that a burst of connections left behind to be handed back to the system.
     pub async fn sweep_pool(shard: Rc<Shard>) {
         let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
         loop {
             glommio::timer::sleep(every).await;
             shard.pool.borrow_mut().expire(Instant::now());
             if shard.bufs.take_overflowed() {
-                // Freed buffers sit in the middle of malloc's heap, where free() never unmaps them.
-                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
+                shard.trim.request();
             }
         }
     }
@@ -243,16 +309,29 @@ impl Shard {
         eprintln!("wtgate[{}]: accept failed: {e}", self.id);
     }
 
+    /// Closes every client connection and every pooled backend connection of this shard: the
+    /// engine is stopping. Each connection's task then sees its socket end and finishes.
+    pub fn close_all(&self) {
+        for sock in self.open.borrow().values() {
+            sock.shutdown_both();
+        }
+        self.pool.borrow_mut().clear_all();
+    }
+
     /// Serves one client connection until it closes.
     pub async fn serve(&self, stream: TcpStream) {
         let peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
         let client = Sock::new(stream);
-        let peer_ip = peer.map(|p| p.ip().to_canonical().to_string());
+        let key = self.track(&client);
+        let mut info = ClientInfo {
+            ip: peer.map(|p| p.ip().to_canonical().to_string()),
+            earlier_requests: 0,
+        };
         let mut cbuf = InBuf::new(self.bufs.clone());
         let mut bbuf = InBuf::new(self.bufs.clone());
-        let mut first = true;
         loop {
+            let first = info.earlier_requests == 0;
             let head = match self.read_request_head(&client, &mut cbuf, first).await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
@@ -261,16 +340,26 @@ impl Shard {
                     break;
                 }
             };
-            first = false;
+            ShardStats::count(&self.stats.requests);
             match self
-                .handle(&client, &mut cbuf, &mut bbuf, head, peer_ip.as_deref())
+                .handle(&client, &mut cbuf, &mut bbuf, head, &info)
                 .await
             {
                 Next::KeepAlive => bbuf.release(),
                 Next::Close => break,
             }
+            info.earlier_requests += 1;
         }
+        self.open.borrow_mut().remove(&key);
         client.shutdown_both();
+    }
+
+    /// Registers a socket for `close_all`; the caller removes it from `open` when done.
+    fn track(&self, sock: &Sock) -> u64 {
+        let key = self.next_open.get();
+        self.next_open.set(key + 1);
+        self.open.borrow_mut().insert(key, sock.clone());
+        key
     }
 
     /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out
@@ -315,6 +404,34 @@ impl Shard {
         let _ = timeout(self.cfg.timeouts.client, client.write_all(&resp)).await;
     }
 
+    /// Logs why we answer a request ourselves, then answers.
+    async fn answer_failed(&self, client: &Sock, req: FailedRequest<'_>, close: bool) {
+        let backend = match req.backend {
+            Some(b) => format!(" (backend {})", self.cfg.backends[b].prefix),
+            None => String::new(),
+        };
+        self.log_failure(format_args!(
+            "{} to {} for {}{backend}: {}",
+            req.status,
+            req.client.ip.as_deref().unwrap_or("?"),
+            String::from_utf8_lossy(req.line),
+            req.why
+        ));
+        self.answer(client, req.status, close).await;
+    }
+
+    /// Whether this request may go on a pooled backend connection (see `--reuse`). An upgrade
+    /// never does: real Wt servers close a WebSocket upgraded on a connection that served a
+    /// request before.
+    fn may_reuse(&self, req: &RequestHead, client: &ClientInfo) -> bool {
+        match self.cfg.reuse {
+            _ if req.upgrade => false,
+            Reuse::Never => false,
+            Reuse::Safe => client.earlier_requests > 0,
+            Reuse::Always => true,
+        }
+    }
+
     /// One request, from its parsed head to the end of its response.
     async fn handle(
         &self,
@@ -322,13 +439,21 @@ impl Shard {
         cbuf: &mut InBuf,
         bbuf: &mut InBuf,
         head: RequestHead,
-        peer_ip: Option<&str>,
+        info: &ClientInfo,
     ) -> Next {
         let target = cbuf.data()[head.target.clone()].to_vec();
+        // The request line as logged: method and path, not the query (it may hold secrets).
+        let path_end = target
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(target.len());
+        let mut line = cbuf.data()[head.method.clone()].to_vec();
+        line.push(b' ');
+        line.extend_from_slice(&target[..path_end]);
         let mut fwd = Vec::with_capacity(head.head_len + 128);
         let opts = ForwardOptions {
             forwarded_for: if self.cfg.forwarded_headers {
-                peer_ip
+                info.ip.as_deref()
             } else {
                 None
             },
@@ -350,25 +475,39 @@ impl Shard {
             }
         }
 
-        let mut use_pool = true;
-        let mut pinned: Option<usize> = None;
+        let failed = |status, backend, why| FailedRequest {
+            status,
+            backend,
+            why,
+            client: info,
+            line: &line,
+        };
+        let mut use_pool = self.may_reuse(&head, info);
         let mut exclude: Option<usize> = None;
         let mut resends = 0;
         loop {
-            let Some((backend, sock, pooled)) =
-                self.connect(&target, use_pool, pinned, exclude).await
-            else {
+            let Some(up) = self.connect(&target, use_pool, exclude).await else {
                 // Nothing usable. A request body we have not read would poison the connection.
                 let close = !head.keep_alive || !framer.is_done();
-                self.answer(client, 503, close).await;
+                let why = "no backend is up and ready";
+                self.answer_failed(client, failed(503, None, why), close)
+                    .await;
                 return if close { Next::Close } else { Next::KeepAlive };
             };
+            let Upstream {
+                backend,
+                sock,
+                pooled,
+            } = up;
             let result = self
                 .exchange(client, &sock, cbuf, bbuf, &head, &fwd, &mut framer)
                 .await;
+            if !matches!(result, Err(Failure::Stale)) || !head.safe_to_replay || resends >= 2 {
+                ShardStats::count(&self.stats.backends[backend].requests);
+            }
             match result {
                 Ok(ResponseEnd::Complete(done)) => {
-                    if done.backend_reusable {
+                    if done.backend_reusable && self.cfg.reuse != Reuse::Never {
                         self.pool.borrow_mut().put(backend, sock, Instant::now());
                     } else {
                         sock.shutdown_both();
@@ -385,27 +524,28 @@ impl Shard {
                 }
                 Err(Failure::Stale) if head.safe_to_replay && resends < 2 => {
                     // The connection closed before a single response byte: the backend cannot
-                    // have answered, and the request is safe to send again. A stale pooled
-                    // connection is retried fresh on the same backend; a fresh one that died
-                    // (the backend crashing or stopping) goes elsewhere.
+                    // have answered, and the request is safe to send again. It is routed again
+                    // like a first try (health and admin states included), on a fresh
+                    // connection; a fresh one that died (the backend crashing or stopping)
+                    // excludes that backend.
                     sock.shutdown_both();
+                    ShardStats::count(&self.stats.backends[backend].resends);
                     resends += 1;
                     use_pool = false;
-                    if pooled {
-                        pinned = Some(backend);
-                    } else {
-                        exclude = Some(backend);
-                    }
+                    exclude = (!pooled).then_some(backend);
                     bbuf.consume(bbuf.data().len());
                 }
                 Err(Failure::Stale) => {
                     sock.shutdown_both();
-                    self.answer(client, 502, true).await;
+                    let why = "the backend closed the connection before answering";
+                    self.answer_failed(client, failed(502, Some(backend), why), true)
+                        .await;
                     return Next::Close;
                 }
-                Err(Failure::Answer(status)) => {
+                Err(Failure::Answer(status, why)) => {
                     sock.shutdown_both();
-                    self.answer(client, status, true).await;
+                    self.answer_failed(client, failed(status, Some(backend), why), true)
+                        .await;
                     return Next::Close;
                 }
                 Err(Failure::Abort) => {
@@ -417,54 +557,62 @@ impl Shard {
     }
 
     /// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, tried
-    /// up to `retries` times; a failed backend is marked down (on every shard), so the next try
-    /// goes elsewhere. `pinned`: a backend to try first on a fresh connection (its pooled one went
-    /// stale); `exclude`: a backend that just failed this request.
+    /// up to `retries` times; a failed backend is marked down (on every shard), so every later
+    /// try goes elsewhere. `exclude`: a backend that just failed this request.
     async fn connect(
         &self,
         target: &[u8],
         use_pool: bool,
-        mut pinned: Option<usize>,
         mut exclude: Option<usize>,
-    ) -> Option<(usize, Sock, bool)> {
+    ) -> Option<Upstream> {
         self.refresh_admin();
+        let mut failed: Option<usize> = None;
         for _ in 0..self.cfg.retries {
-            let backend = match pinned.take() {
-                Some(b) => b,
-                None => {
-                    let decision = self.router.borrow_mut().route(
-                        target,
-                        self.health.borrow().statuses(),
-                        exclude,
-                    );
-                    match decision {
-                        Decision::NoBackend => {
-                            ShardStats::count(&self.stats.no_backend);
-                            return None;
-                        }
-                        Decision::Redispatched { owner, .. } => {
-                            ShardStats::count(&self.stats.backends[owner].redispatched);
-                        }
-                        _ => {}
-                    }
-                    decision.backend()?
+            let decision =
+                self.router
+                    .borrow_mut()
+                    .route(target, self.health.borrow().statuses(), exclude);
+            match decision {
+                Decision::NoBackend => {
+                    ShardStats::count(&self.stats.no_backend);
+                    return None;
                 }
-            };
-            ShardStats::count(&self.stats.backends[backend].requests);
+                Decision::Redispatched { owner, .. } => {
+                    ShardStats::count(&self.stats.backends[owner].redispatched);
+                }
+                _ => {}
+            }
+            let backend = decision.backend()?;
+            if let Some(f) = failed.take() {
+                ShardStats::count(&self.stats.backends[f].retries);
+            }
+            let counters = &self.stats.backends[backend];
+            ShardStats::count(&counters.attempts);
             if use_pool && let Some(sock) = self.pool.borrow_mut().take(backend, Instant::now()) {
-                return Some((backend, sock, true));
+                return Some(Upstream {
+                    backend,
+                    sock,
+                    pooled: true,
+                });
             }
             let addr = self.cfg.backends[backend].addr;
             match connect_to(addr, self.cfg.timeouts.connect).await {
-                Ok(sock) => return Some((backend, sock, false)),
+                Ok(sock) => {
+                    return Some(Upstream {
+                        backend,
+                        sock,
+                        pooled: false,
+                    });
+                }
                 Err(e) => {
-                    ShardStats::count(&self.stats.backends[backend].connect_failures);
+                    ShardStats::count(&counters.connect_failures);
                     let cause = Cause::ConnectFailed {
                         shard: self.id,
-                        timed_out: e.kind() == io::ErrorKind::TimedOut,
+                        reason: FailReason::from_io(&e),
                     };
                     self.on_gossip(Gossip::Down { backend, cause }, true);
                     exclude = Some(backend);
+                    failed = Some(backend);
                 }
             }
         }
@@ -490,7 +638,7 @@ impl Shard {
             return Err(if e.kind() != io::ErrorKind::TimedOut {
                 Failure::Stale
             } else {
-                Failure::Answer(502)
+                Failure::Answer(502, "sending the request head timed out")
             });
         }
         let body_sent = Cell::new(framer.is_done());
@@ -552,7 +700,10 @@ impl Shard {
                 return Err(if response_started.get() {
                     Failure::Abort
                 } else {
-                    Failure::Answer(502)
+                    Failure::Answer(
+                        502,
+                        "the backend switched protocols (101) for a request that asked for no upgrade",
+                    )
                 });
             }
             let mut out = Vec::with_capacity(head.head_len + 64);
@@ -571,7 +722,7 @@ impl Shard {
         let mut framer = BodyFramer::new(head.framing);
         let adv = framer
             .advance(bbuf.data())
-            .map_err(|_| Failure::Answer(502))?;
+            .map_err(|_| Failure::Answer(502, "the response body framing is invalid"))?;
         out.extend_from_slice(&bbuf.data()[..adv.consumed]);
         bbuf.consume(adv.consumed);
         response_started.set(true);
@@ -616,32 +767,41 @@ impl Shard {
             if !bbuf.is_empty() {
                 match h1::parse_response(bbuf.data(), &self.limits, req.is_head) {
                     Ok(Some(head)) => return Ok(head),
-                    Ok(None) if bbuf.is_full() => return Err(Failure::Answer(502)),
+                    Ok(None) if bbuf.is_full() => {
+                        return Err(Failure::Answer(502, "the response head is too large"));
+                    }
                     Ok(None) => {}
-                    Err(_) => return Err(Failure::Answer(502)),
+                    Err(_) => return Err(Failure::Answer(502, "the response head is invalid")),
                 }
             }
             match timeout(self.cfg.timeouts.server, bbuf.read_from(backend)).await {
                 Ok(n) if n > 0 => received = true,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    return Err(Failure::Answer(504));
+                    return Err(Failure::Answer(504, "no response within --server-timeout"));
                 }
                 // Closed or reset before answering: on a pooled connection that is the backend's
                 // idle close racing our request; on a fresh one a dying backend. Either way a
                 // safe request may survive by a resend.
                 _ if !received => return Err(Failure::Stale),
-                _ => return Err(Failure::Answer(502)),
+                _ => {
+                    return Err(Failure::Answer(
+                        502,
+                        "the connection ended inside the response head",
+                    ));
+                }
             }
         }
     }
 
     /// Relays bytes both ways after `101 Switching Protocols` until both sides have closed.
     async fn tunnel(&self, client: &Sock, backend: &Sock, cbuf: &mut InBuf, bbuf: &mut InBuf) {
+        let key = self.track(backend);
         let idle = self.cfg.timeouts.tunnel;
         let last = Cell::new(Instant::now());
         let up = relay_bytes(client, backend, cbuf, idle, &last);
         let down = relay_bytes(backend, client, bbuf, idle, &last);
         let _ = future::zip(up, down).await;
+        self.open.borrow_mut().remove(&key);
         backend.shutdown_both();
     }
 }
@@ -674,19 +834,21 @@ async fn pump_body(
             match timeout(t.client, cbuf.read_from(client)).await {
                 Ok(0) => return Failure::Abort,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Failure::Answer(408),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Failure::Answer(408, "the client stopped sending the request body");
+                }
                 Err(_) => return Failure::Abort,
             }
         }
         let adv = match framer.advance(cbuf.data()) {
             Ok(adv) => adv,
-            Err(_) => return Failure::Answer(400),
+            Err(_) => return Failure::Answer(400, "the request body framing is invalid"),
         };
         if timeout(t.server, backend.write_all(&cbuf.data()[..adv.consumed]))
             .await
             .is_err()
         {
-            return Failure::Answer(502);
+            return Failure::Answer(502, "the backend stopped reading the request body");
         }
         cbuf.consume(adv.consumed);
     }

@@ -419,3 +419,127 @@ fn client_stalling_mid_body_times_out_without_poisoning_the_pool() {
     let r = send_request(proxy.addr, &get("/?next=1")).unwrap();
     assert_eq!(r.body_str(), "wt1 GET /?next=1");
 }
+
+/// A Wt server stand-in whose connections die unanswered at their second request, and which
+/// tells the test (and waits for its go) just before: so the test can change the proxy's state
+/// between a request's first try and its resend.
+struct PausingBackend {
+    addr: std::net::SocketAddr,
+    /// Receives one message per stale request; answer on the paired sender to let it close.
+    stale: std::sync::mpsc::Receiver<std::sync::mpsc::Sender<()>>,
+}
+
+impl PausingBackend {
+    fn start(name: &'static str) -> PausingBackend {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, stale) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    for n in 1.. {
+                        while find(&buf, b"\r\n\r\n").is_none() {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        if n == 2 {
+                            let (go, wait) = std::sync::mpsc::channel();
+                            if tx.send(go).is_ok() {
+                                let _ = wait.recv();
+                            }
+                            return; // closes unanswered
+                        }
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
+                        );
+                        if conn.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        PausingBackend { addr, stale }
+    }
+}
+
+/// DESIGN §3 "Health": "A resend follows the routing rules (health, admin state) like a first
+/// try." wt1's pooled connection dies unanswered under a GET of a wt1 session, and wt1 is put in
+/// maintenance in that instant: the resend goes to wt2 (redispatched), not to wt1 again. Each
+/// request is counted once, on the backend that got it last; tries and resends apart.
+#[test]
+fn a_resend_follows_the_routing_rules_and_requests_count_once() {
+    let wt1 = PausingBackend::start("wt1");
+    let wt2 = TestBackend::start("wt2", Behavior::Normal);
+    let proxy = start_proxy(&[("wt1", wt1.addr), wt2.spec()], |c| {
+        c.threads = 1;
+        c.check_interval = Duration::from_secs(3600);
+    });
+    let sid = session_id(&mut Rng::new(11), "wt1");
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(&get(&format!("/?wtd={sid}&n=1"))).unwrap();
+    let r = w.read_response(false).unwrap();
+    assert_eq!((r.status, r.backend()), (200, "wt1"));
+    // The second request of this client goes on the pooled connection, which wt1 drops.
+    w.write_all(&get(&format!("/?wtd={sid}&n=2"))).unwrap();
+    let go = wt1
+        .stale
+        .recv_timeout(Duration::from_secs(10))
+        .expect("wt1 never saw the request on its pooled connection");
+    proxy
+        .engine()
+        .set_admin("wt1", wtgate::health::Admin::Maint)
+        .unwrap();
+    go.send(()).unwrap();
+    let r = w.read_response(false).expect("an answer after the resend");
+    assert_eq!(
+        (r.status, r.backend()),
+        (200, "wt2"),
+        "the resend ignored wt1's maintenance: {:?}",
+        r.head
+    );
+    let stats = proxy.engine().stats();
+    let (s1, s2) = (stats.backend("wt1").unwrap(), stats.backend("wt2").unwrap());
+    assert_eq!(stats.requests, 2, "{stats:?}");
+    assert_eq!((s1.requests, s2.requests), (1, 1), "{stats:?}");
+    assert_eq!((s1.attempts, s1.resends), (2, 1), "{stats:?}");
+    assert_eq!((s2.attempts, s2.resends), (1, 0), "{stats:?}");
+    assert_eq!(s1.redispatched, 1, "{stats:?}");
+}
+
+/// A refused connect is retried elsewhere: the request is counted once (on wt2, which answered),
+/// the failed try as an attempt, a connect failure and a retry of wt1.
+#[test]
+fn a_retried_connect_counts_one_request_and_one_retry() {
+    let down = closed_port();
+    let wt2 = TestBackend::start("wt2", Behavior::Normal);
+    let proxy = start_proxy(&[("wt1", down), wt2.spec()], |c| {
+        c.threads = 1;
+        c.check_interval = Duration::from_secs(3600);
+    });
+    let sid = session_id(&mut Rng::new(12), "wt1");
+    let r = send_request(proxy.addr, &get(&format!("/?wtd={sid}"))).unwrap();
+    assert_eq!((r.status, r.backend()), (200, "wt2"));
+    let stats = proxy.engine().stats();
+    let (s1, s2) = (stats.backend("wt1").unwrap(), stats.backend("wt2").unwrap());
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert_eq!(
+        (s1.requests, s1.attempts, s1.connect_failures, s1.retries),
+        (0, 1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (s2.requests, s2.attempts, s2.retries),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
