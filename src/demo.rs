@@ -18,6 +18,8 @@
 //!   echoed frame by frame (same opcode and FIN, unmasked), pings answered with pongs, a close answered
 //!   with a close (same status code) and the connection ended. Unmasked client frames, bad fragment order
 //!   or bad frames → close 1002 (1009 for frames over 1 MiB). Unknown session → 403 (like Wt).
+//!   Like wthttpd, an upgrade that is not the first request of its connection gets the 101 and then
+//!   an immediate close, without a frame.
 //!   `request=ws` without `Upgrade: websocket` → 400; missing key → 400; version ≠ 13 → 426.
 //! - `/favicon.ico` → 404 without a session (browsers ask for it on every page load).
 //!
@@ -480,9 +482,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
         stream,
         buf: Vec::with_capacity(4096),
     };
+    let mut reused = false;
     loop {
-        match serve_one(&mut conn, shared) {
-            Ok(Next::KeepAlive) => {}
+        match serve_one(&mut conn, shared, reused) {
+            Ok(Next::KeepAlive) => reused = true,
             Ok(Next::Close) => return lingering_close(&conn.stream),
             Ok(Next::WebSocket) => return ws_echo(conn),
             Err(Fail::Closed) => return,
@@ -501,8 +504,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-/// Reads, answers and returns what to do next for one request.
-fn serve_one(conn: &mut Conn, shared: &Shared) -> Result<Next, Fail> {
+/// Reads, answers and returns what to do next for one request. `reused`: the connection has
+/// already served a request.
+fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fail> {
     let head = loop {
         if let Some((head, used)) = parse_head(&conn.buf)? {
             conn.consume(used);
@@ -547,7 +551,9 @@ fn serve_one(conn: &mut Conn, shared: &Shared) -> Result<Next, Fail> {
             shared.prefix
         );
         conn.stream.write_all(resp.as_bytes())?;
-        return Ok(Next::WebSocket);
+        // wthttpd (Wt 4.14.0) does this, per a packet capture (DESIGN.md §3 "Upgrades"): a proxy
+        // that upgrades over a reused pooled connection must fail here as it would in production.
+        return Ok(if reused { Next::Close } else { Next::WebSocket });
     }
 
     let head_only = match head.method.as_str() {
@@ -1272,6 +1278,37 @@ mod tests {
         );
         assert_eof(&mut s);
         assert_eq!(b.requests(), 2);
+    }
+
+    #[test]
+    fn upgrade_on_a_reused_connection_gets_101_then_close() {
+        let b = backend("wt1");
+        let mut s = connect(&b);
+        let mut buf = Vec::new();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let id = new_id(&read_response(&mut s, &mut buf, false), "wt1");
+        let req = format!(
+            "GET /?wtd={id}&request=ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut s, &mut buf, false);
+        assert_eq!(r.status, 101);
+        assert_eq!(
+            r.header("sec-websocket-accept"),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert!(buf.is_empty(), "bytes after the 101: {buf:?}");
+        assert_eof(&mut s);
+        // The session is fine: an upgrade as the first request of a connection still works.
+        let (mut s, r, mut buf) = ws_handshake(&b, &id);
+        assert_eq!(r.status, 101);
+        let mut out = Vec::new();
+        ws::encode_frame(&mut out, true, ws::OP_TEXT, b"hi", Some([1, 2, 3, 4]));
+        s.write_all(&out).unwrap();
+        let f = read_frame(&mut s, &mut buf);
+        assert_eq!((f.opcode, f.payload.as_slice()), (ws::OP_TEXT, &b"hi"[..]));
     }
 
     #[test]

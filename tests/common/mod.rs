@@ -486,7 +486,9 @@ pub enum Behavior {
     /// Like `Normal`, but the response body is `gen_body(seed, resp)` taken from the query
     /// (`resp=N&seed=S&mode=cl|chunked`), chunked with random chunk sizes if `mode=chunked`.
     Echo,
-    /// 101 + frame echo for upgrade requests; plain HTTP (as `Normal`) otherwise.
+    /// 101 + frame echo for upgrade requests; plain HTTP (as `Normal`) otherwise. Like wthttpd,
+    /// an upgrade that is not the first request of its connection gets a 101 and then an
+    /// immediate close, without a frame (counted by [`TestBackend::ws_upgrades_on_reused_conns`]).
     /// `reject`: answer upgrades with Wt's `403 Forbidden` (plus `Content-Length: 0`) and go on
     /// as HTTP. `close_after`: after echoing that many data frames, send a close frame and close.
     /// `greet`: send a text frame `connect` in the same write as the 101 (Wt sends its first frame
@@ -541,6 +543,8 @@ struct Shared {
     requests: Mutex<Vec<SeenRequest>>,
     /// WebSocket: set when a close frame was followed by the client's EOF (a half-close).
     ws_half_closes: AtomicUsize,
+    /// WebSocket: upgrades answered 101-then-close because their connection had served a request.
+    ws_reused_upgrades: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -646,6 +650,12 @@ impl TestBackend {
 
     pub fn ws_half_closes(&self) -> usize {
         self.shared.ws_half_closes.load(Ordering::SeqCst)
+    }
+
+    /// Upgrades that arrived on a connection which had already served a request, and so got a
+    /// 101 followed by a close instead of a WebSocket.
+    pub fn ws_upgrades_on_reused_conns(&self) -> usize {
+        self.shared.ws_reused_upgrades.load(Ordering::SeqCst)
     }
 }
 
@@ -897,6 +907,15 @@ fn serve_conn(
                              Sec-WebSocket-Accept: {accept}\r\nX-Backend: {name}\r\n\r\n"
                         )
                         .into_bytes();
+                        if served > 0 {
+                            // What wthttpd (Wt 4.14.0) does, per a packet capture (DESIGN.md §3
+                            // "Upgrades"): a proxy that upgrades over a reused pooled connection
+                            // must see its WebSocket die here, as it would in production.
+                            w.write_all(&out)?;
+                            shared.ws_reused_upgrades.fetch_add(1, Ordering::SeqCst);
+                            let _ = w.stream.shutdown(Shutdown::Both);
+                            return Ok(());
+                        }
                         if greet {
                             out.extend_from_slice(&server_frame(true, 0x1, b"connect"));
                         }
