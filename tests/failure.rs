@@ -543,3 +543,31 @@ fn a_retried_connect_counts_one_request_and_one_retry() {
         "{stats:?}"
     );
 }
+
+/// `--reuse safe` (the default): the first request of a client connection goes on a fresh backend
+/// connection, so a POST that opens a connection (a browser cannot resend it) never meets a pooled
+/// connection its backend is closing. `--reuse always` takes the pooled one, and the POST fails.
+#[test]
+fn the_first_request_of_a_client_connection_never_meets_a_stale_pooled_connection() {
+    let post = |n: usize| {
+        let body = b"request=jsupdate&ackId=1";
+        let mut raw = format!(
+            "POST /?n={n} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    for (reuse, want) in [
+        (wtgate::config::Reuse::Safe, 200),
+        (wtgate::config::Reuse::Always, 502),
+    ] {
+        let b1 = TestBackend::start("wt1", Behavior::DropSecondRequest);
+        let proxy = start_proxy(&[b1.spec()], |c| c.reuse = reuse);
+        // Leaves one connection in the pool, which dies at its next request.
+        assert_eq!(send_request(proxy.addr, &get("/?n=1")).unwrap().status, 200);
+        let r = send_request(proxy.addr, &post(2)).unwrap();
+        assert_eq!(r.status, want, "{reuse:?}: {:?} {}", r.head, r.body_str());
+    }
+}

@@ -155,6 +155,16 @@ fn page_load(proxy: SocketAddr, page: usize) -> (String, Option<String>) {
 /// its first frame on the first try, and every request of a session reaches its owner.
 #[test]
 fn every_page_load_opens_its_websocket_first_try() {
+    page_loads_with(|_| {});
+}
+
+/// The same with `--reuse always`: the policy lets any request reuse, never an upgrade.
+#[test]
+fn upgrades_never_reuse_even_with_reuse_always() {
+    page_loads_with(|c| c.reuse = wtgate::config::Reuse::Always);
+}
+
+fn page_loads_with(tweak: impl FnOnce(&mut wtgate::config::Config)) {
     let behavior = Behavior::WsEcho {
         reject: false,
         close_after: None,
@@ -162,7 +172,7 @@ fn every_page_load_opens_its_websocket_first_try() {
     };
     let b1 = TestBackend::start("wt1", behavior);
     let b2 = TestBackend::start("wt2", behavior);
-    let proxy = start_proxy(&[b1.spec(), b2.spec()], |_| {});
+    let proxy = start_proxy(&[b1.spec(), b2.spec()], tweak);
     let addr = proxy.addr;
 
     let browsers: Vec<_> = (0..BROWSERS)
