@@ -1,5 +1,7 @@
 //! The `wtgate` command: `run` (the default), `check`, `demo`.
 
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -195,18 +197,38 @@ fn main() -> ExitCode {
         Err(early) => {
             // --help, or a flag argh could not parse.
             if early.status.is_ok() {
-                println!("{}", early.output);
-                ExitCode::SUCCESS
+                print(&format!("{}\n", early.output), ExitCode::SUCCESS)
             } else {
-                eprintln!("{}", early.output);
+                eprint(&early.output);
                 ExitCode::from(2)
             }
         }
     }
 }
 
+/// Writes `text` to stdout and returns `code`. println! would panic when the reader is gone
+/// (`wtgate --help | head -1`): Rust ignores SIGPIPE, so the write fails with EPIPE instead of
+/// killing us. A reader that stopped reading wanted no more, so that is a quiet exit with the code
+/// we had; any other write error is a failure.
+fn print(text: &str, code: ExitCode) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+        Err(e) => fail(format!("cannot write to stdout: {e}")),
+    }
+}
+
+/// Writes `text` and a newline to stderr, ignoring failure: there is nowhere left to report it.
+fn eprint(text: &str) {
+    let mut err = io::stderr().lock();
+    let _ = err
+        .write_all(text.trim_end().as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("wtgate: {msg}");
+    eprint(&format!("wtgate: {msg}"));
     ExitCode::from(1)
 }
 
@@ -221,7 +243,7 @@ fn run(args: &ProxyArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let listen: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
-    eprintln!(
+    eprint(&format!(
         "wtgate: listening on {} with {shards} shard(s); backends: {}",
         listen.join(", "),
         cfg.backends
@@ -229,7 +251,7 @@ fn run(args: &ProxyArgs) -> ExitCode {
             .map(|b| format!("{}={}", b.prefix, b.addr))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     engine.wait();
     ExitCode::SUCCESS
 }
@@ -239,8 +261,10 @@ fn check(args: &ProxyArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    println!("configuration OK");
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration OK");
+    let _ = writeln!(
+        out,
         "listen: {}",
         cfg.listen
             .iter()
@@ -248,19 +272,22 @@ fn check(args: &ProxyArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "shards: {}    session id: prefix + {} chars [0-9A-Za-z]",
         cfg.shard_count(),
         cfg.session_id_length
     );
-    println!();
-    println!(
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "{:<10} {:<8} {:<28} {:<22}",
         "prefix", "weight", "address", "owns wtd values like"
     );
     for b in &cfg.backends {
         let example = format!("{}{}", b.prefix, "x".repeat(cfg.session_id_length));
-        println!(
+        let _ = writeln!(
+            out,
             "{:<10} {:<8} {:<28} {:<22}",
             b.prefix,
             b.weight,
@@ -268,9 +295,12 @@ fn check(args: &ProxyArgs) -> ExitCode {
             example
         );
     }
-    println!();
-    println!("requests without a known wtd: weighted round-robin over backends that are up");
-    ExitCode::SUCCESS
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "requests without a known wtd: weighted round-robin over backends that are up"
+    );
+    print(&out, ExitCode::SUCCESS)
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {
@@ -312,18 +342,33 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let url = format!("http://{}/", engine.local_addrs()[0]);
-    println!("wtgate demo: two Wt-like servers behind wtgate");
+    let mut out = String::new();
+    let _ = writeln!(out, "wtgate demo: two Wt-like servers behind wtgate");
     for b in &backends {
-        println!("  backend {} on {}", b.prefix(), b.addr());
+        let _ = writeln!(out, "  backend {} on {}", b.prefix(), b.addr());
     }
-    println!("  wtgate  on {}", engine.local_addrs()[0]);
-    println!();
-    println!("Open {url} in a browser and follow the session link: every request of a session");
-    println!("lands on the backend that created it; new sessions alternate between wt1 and wt2.");
-    println!("Or with curl:");
-    println!("  curl -si {url} | grep -E 'X-Backend|session'      # twice: wt1 then wt2");
-    println!("  curl -si '{url}?wtd=<id from above>' | grep X-Backend   # always the owner");
-    println!("Stop with Ctrl-C.");
+    let _ = writeln!(out, "  wtgate  on {}", engine.local_addrs()[0]);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Open {url} in a browser and follow the session link: every request of a session"
+    );
+    let _ = writeln!(
+        out,
+        "lands on the backend that created it; new sessions alternate between wt1 and wt2."
+    );
+    let _ = writeln!(out, "Or with curl:");
+    let _ = writeln!(
+        out,
+        "  curl -si {url} | grep -E 'X-Backend|session'      # twice: wt1 then wt2"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -si '{url}?wtd=<id from above>' | grep X-Backend   # always the owner"
+    );
+    let _ = writeln!(out, "Stop with Ctrl-C.");
+    // The demo serves on whether or not anyone reads this.
+    print(&out, ExitCode::SUCCESS);
     engine.wait();
     ExitCode::SUCCESS
 }

@@ -207,3 +207,48 @@ fn a_port_in_use_is_one_clear_line_and_exit_code_1() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("in use"), "{}", text(&out));
 }
+
+/// `wtgate --help | head -1`: the reader goes away while wtgate still writes. Closing our end at
+/// once, before the child has written anything, makes its first write fail with EPIPE every time;
+/// reading one line first is `head -1`'s race. Either way: no panic, a quiet exit.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    use std::io::{BufRead, BufReader};
+    let check = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    for args in [&["--help"][..], &check] {
+        for i in 0..20 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn wtgate");
+            let stdout = child.stdout.take().unwrap();
+            if i % 2 == 1 {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).unwrap();
+                assert!(!line.is_empty(), "wtgate {args:?} printed nothing");
+            } else {
+                drop(stdout);
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "wtgate {args:?} with a closed stdout: {err}"
+            );
+            assert!(
+                err.is_empty(),
+                "wtgate {args:?} with a closed stdout: {err}"
+            );
+        }
+    }
+}
