@@ -13,6 +13,7 @@ use wtgate::engine::Engine;
 /// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it, by
 /// the exact `wtd` session id in the URL (no cookies), and round-robins new sessions over the rest.
 #[argh(
+    help_triggers("-h", "--help", "help"),
     example = "wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
     note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds)."
 )]
@@ -109,11 +110,16 @@ struct ProxyArgs {
     /// request takes it down at once
     #[argh(option, default = "3")]
     fall: u32,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
 }
 
 #[derive(FromArgs)]
 /// Starts two Wt-like demo servers (session-id prefixes wt1 and wt2) and wtgate in front of them,
 /// then prints what to open or curl. Stop with Ctrl-C.
+#[argh(help_triggers("-h", "--help", "help"))]
 struct DemoArgs {
     /// address wtgate listens on (default 127.0.0.1:8080)
     #[argh(option, default = "String::from(\"127.0.0.1:8080\")")]
@@ -130,6 +136,10 @@ struct DemoArgs {
     /// shards (default 1: plenty for a demo)
     #[argh(option, default = "1")]
     threads: usize,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
 }
 
 impl ProxyArgs {
@@ -187,10 +197,14 @@ fn main() -> ExitCode {
     } else {
         format!("{prog} {cmd}")
     };
+    let version = || print(&format!("{prog} {VERSION}\n"), ExitCode::SUCCESS);
     let result = match cmd {
-        "demo" => DemoArgs::from_args(&[&name], flags).map(|a| demo(&a)),
-        "check" => ProxyArgs::from_args(&[&name], flags).map(|a| check(&a)),
-        _ => ProxyArgs::from_args(&[&name], flags).map(|a| run(&a)),
+        "demo" => DemoArgs::from_args(&[&name], flags)
+            .map(|a| if a.version { version() } else { demo(&a) }),
+        "check" => ProxyArgs::from_args(&[&name], flags)
+            .map(|a| if a.version { version() } else { check(&a) }),
+        _ => ProxyArgs::from_args(&[&name], flags)
+            .map(|a| if a.version { version() } else { run(&a) }),
     };
     match result {
         Ok(code) => code,
@@ -199,12 +213,19 @@ fn main() -> ExitCode {
             if early.status.is_ok() {
                 print(&format!("{}\n", early.output), ExitCode::SUCCESS)
             } else {
-                eprint(&early.output);
-                ExitCode::from(2)
+                // 1 like every other refusal: scripts and systemd need not tell a typo in a flag
+                // from a bad value.
+                eprint(&format!(
+                    "{prog}: {}\nRun '{name} --help' for the options.",
+                    early.output.trim_end()
+                ));
+                ExitCode::from(1)
             }
         }
     }
 }
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Writes `text` to stdout and returns `code`. println! would panic when the reader is gone
 /// (`wtgate --help | head -1`): Rust ignores SIGPIPE, so the write fails with EPIPE instead of

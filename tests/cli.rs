@@ -147,23 +147,69 @@ fn check_rejects_no_backends() {
 
 #[test]
 fn help_works_everywhere() {
-    for args in [&["--help"][..], &["check", "--help"]] {
-        let out = wtgate(args);
-        let t = text(&out);
-        assert!(out.status.success(), "wtgate {args:?} failed: {t}");
-        assert!(
-            t.contains("--backend"),
-            "wtgate {args:?} does not mention --backend: {t}"
-        );
+    for cmd in [&[][..], &["run"], &["check"]] {
+        for flag in ["--help", "-h"] {
+            let args = [cmd, &[flag]].concat();
+            let out = wtgate(&args);
+            let t = text(&out);
+            assert!(out.status.success(), "wtgate {args:?} failed: {t}");
+            assert!(
+                t.contains("--backend"),
+                "wtgate {args:?} does not mention --backend: {t}"
+            );
+        }
     }
     // `demo` starts its own demo backends, so it has --wt1/--wt2 rather than --backend.
-    let out = wtgate(&["demo", "--help"]);
-    let t = text(&out);
-    assert!(out.status.success(), "wtgate demo --help failed: {t}");
-    assert!(
-        t.contains("--listen") && t.contains("demo"),
-        "wtgate demo --help: {t}"
-    );
+    for flag in ["--help", "-h"] {
+        let out = wtgate(&["demo", flag]);
+        let t = text(&out);
+        assert!(out.status.success(), "wtgate demo {flag} failed: {t}");
+        assert!(
+            t.contains("--listen") && t.contains("demo"),
+            "wtgate demo {flag}: {t}"
+        );
+    }
+}
+
+#[test]
+fn version_works_everywhere() {
+    let want = format!("wtgate {}", env!("CARGO_PKG_VERSION"));
+    for cmd in [&[][..], &["run"], &["check"], &["demo"]] {
+        for flag in ["--version", "-V"] {
+            let args = [cmd, &[flag]].concat();
+            let out = wtgate(&args);
+            assert!(out.status.success(), "wtgate {args:?}: {}", text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                want,
+                "wtgate {args:?}"
+            );
+        }
+    }
+}
+
+/// A flag the parser refuses is exit code 1, like any other refusal, and says where to look.
+#[test]
+fn a_bad_flag_is_exit_code_1_and_points_to_help() {
+    for (args, help) in [
+        (&["--bogus"][..], "wtgate --help"),
+        (&["run", "--threads", "x"], "wtgate run --help"),
+        (&["check", "--no-such-flag"], "wtgate check --help"),
+        (
+            &["demo", "--backend", "wt1=127.0.0.1:9090"],
+            "wtgate demo --help",
+        ),
+    ] {
+        let out = wtgate(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "wtgate {args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            err.trim_end().lines().last(),
+            Some(format!("Run '{help}' for the options.").as_str()),
+            "wtgate {args:?}: {err}"
+        );
+    }
 }
 
 #[test]
