@@ -183,7 +183,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Client connections served at once by the whole process; more wait in the kernel backlog.
     pub maxconn: usize,
-    /// Connect attempts per request; the last goes to another backend (redispatch).
+    /// Connect attempts per request. A failed connect marks its backend down at once, on every
+    /// shard (no `fall` count), so every further attempt goes to another backend (redispatch).
     pub retries: u32,
     pub max_head_bytes: usize,
     pub max_headers: usize,

@@ -73,7 +73,8 @@ struct ProxyArgs {
     #[argh(option, default = "4096")]
     maxconn: usize,
 
-    /// connect attempts per request, the last one on another backend (default 3)
+    /// connect attempts per request (default 3); a failed connect marks that backend down on
+    /// every shard, so every further attempt goes to another backend
     #[argh(option, default = "3")]
     retries: u32,
 
