@@ -4,7 +4,7 @@
 //! and what to change.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// One Wt server behind the proxy.
@@ -103,6 +103,9 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = hostport.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    if let Some(hint) = bracket_hint(hostport) {
+        return Err(hint);
+    }
     if !hostport.contains(':') {
         return Err(format!("'{hostport}' has no port: write HOST:PORT"));
     }
@@ -114,6 +117,21 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// `::1:8080` cannot be split into address and port (8080 could be the last group), so it would end
+/// in the resolver's "cannot resolve"; an unbracketed IPv6 address gets the way to write it instead.
+fn bracket_hint(hostport: &str) -> Option<String> {
+    if hostport.starts_with('[') || hostport.matches(':').count() < 2 {
+        return None;
+    }
+    let example = match hostport.rsplit_once(':') {
+        Some((ip, port)) if ip.parse::<Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok() => {
+            format!("[{ip}]:{port}")
+        }
+        _ => format!("[{}]:PORT", hostport.parse::<Ipv6Addr>().ok()?),
+    };
+    Some(format!("an IPv6 address needs brackets: write {example}"))
+}
+
 /// Parses `--check`: `tcp` or an HTTP path.
 pub fn parse_check(spec: &str) -> Result<Check, ConfigError> {
     Check::parse(spec).map_err(ConfigError::Invalid)
@@ -122,9 +140,11 @@ pub fn parse_check(spec: &str) -> Result<Check, ConfigError> {
 /// Parses a listen address: `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all IPv4.
 pub fn parse_listen(spec: &str) -> Result<SocketAddr, ConfigError> {
     let s = spec.trim();
-    let s = if let Some(port) = s.strip_prefix(':') {
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    // Only a port may follow the ':': `::1:8080` is an unbracketed IPv6 address, not a port.
+    let s = if let Some(port) = s.strip_prefix(':').filter(|p| all_digits(p)) {
         format!("0.0.0.0:{port}")
-    } else if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+    } else if all_digits(s) {
         format!("0.0.0.0:{s}")
     } else {
         s.to_string()
@@ -455,5 +475,29 @@ mod tests {
             "[::1]:80".parse().unwrap()
         );
         assert!(parse_listen("nonsense").is_err());
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_address_gets_the_bracketed_spelling() {
+        for (spec, want) in [
+            ("::1:8080", "write [::1]:8080"),
+            ("fe80::1:443", "write [fe80::1]:443"),
+            ("2001:db8::1", "write [2001:db8::1]:PORT"),
+        ] {
+            let e = parse_listen(spec).unwrap_err().to_string();
+            assert!(e.contains("IPv6 address needs brackets"), "{spec}: {e}");
+            assert!(e.contains(want), "{spec}: {e}");
+        }
+        let e = BackendConfig::parse("wt1=::1:9090")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write [::1]:9090"), "{e}");
+        // A host name with a port is no IPv6 address.
+        assert!(bracket_hint("localhost:80").is_none());
+        assert!(bracket_hint("[::1]:80").is_none());
     }
 }

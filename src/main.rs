@@ -18,12 +18,13 @@ use wtgate::engine::Engine;
     note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds)."
 )]
 struct ProxyArgs {
-    /// address to listen on, HOST:PORT or [V6]:PORT (repeatable; default 0.0.0.0:8080)
+    /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
+    /// 0.0.0.0:PORT (repeatable; default 0.0.0.0:8080)
     #[argh(option)]
     listen: Vec<String>,
 
     /// a Wt server: PREFIX=HOST:PORT[,weight=N][,check=tcp|/path], where PREFIX is the server's
-    /// --session-id-prefix (repeatable, at least one)
+    /// --session-id-prefix and an IPv6 HOST is written [::1] (repeatable, at least one)
     #[argh(option)]
     backend: Vec<String>,
 

@@ -298,3 +298,21 @@ fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn an_unbracketed_ipv6_listen_address_is_explained() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "::1:8080",
+        "--backend",
+        "wt1=[::1]:9090",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("an IPv6 address needs brackets: write [::1]:8080"),
+        "{err}"
+    );
+    assert!(!err.contains("0.0.0.0"), "read as a bare :PORT: {err}");
+}
