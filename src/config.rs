@@ -261,25 +261,46 @@ impl Config {
             .unwrap_or(1)
     }
 
-    /// Checks everything that can be checked before binding a socket.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Every error and warning at once, so that an operator fixes them in one round.
+    pub fn validate_all(&self) -> Report {
+        let mut r = Report::default();
+        let err = |r: &mut Report, msg: String| r.errors.push(ConfigError::Invalid(msg));
         if self.listen.is_empty() {
-            return Err(ConfigError::Invalid(
-                "no listen address: add --listen 0.0.0.0:8080 (several allowed)".into(),
-            ));
+            r.errors.push(ConfigError::NoListen);
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            for b in &self.listen[i + 1..] {
+                // `8080 8080 127.0.0.1:8080` clashes twice the same way; once is enough.
+                if let Some(why) = listen_clash(*a, *b)
+                    && !r.errors.contains(&ConfigError::Invalid(why.clone()))
+                {
+                    err(&mut r, why);
+                }
+            }
         }
         if self.backends.is_empty() {
-            return Err(ConfigError::Invalid(
-                "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
-                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091"
-                    .into(),
-            ));
+            r.errors.push(ConfigError::NoBackends);
         }
         if self.session_id_length == 0 || self.session_id_length > 128 {
-            return Err(ConfigError::Invalid(format!(
-                "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
-                self.session_id_length
-            )));
+            err(
+                &mut r,
+                format!(
+                    "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
+                    self.session_id_length
+                ),
+            );
+        }
+        for b in &self.backends {
+            if b.addr.port() == 0 {
+                err(
+                    &mut r,
+                    format!(
+                        "--backend {}={}: port 0 is no port a Wt server listens on: give its \
+                         --http-port",
+                        b.prefix, b.addr
+                    ),
+                );
+            }
         }
         for (i, a) in self.backends.iter().enumerate() {
             for b in &self.backends[i + 1..] {
@@ -287,42 +308,58 @@ impl Config {
                 // prefix starts with the other; with one id length for all, that means equal
                 // prefixes. `wt1` and `wt10` are fine: `wt1` ids are 19 long, `wt10` ids 20.
                 if a.prefix == b.prefix {
-                    return Err(ConfigError::Invalid(format!(
-                        "prefix '{}' is given to two backends ({} and {}), so both could claim the \
-                         same session id: start every Wt server with its own --session-id-prefix",
-                        a.prefix, a.addr, b.addr
-                    )));
+                    err(
+                        &mut r,
+                        format!(
+                            "prefix '{}' is given to two backends ({} and {}), so both could claim \
+                             the same session id: start every Wt server with its own \
+                             --session-id-prefix",
+                            a.prefix, a.addr, b.addr
+                        ),
+                    );
+                }
+                if a.addr == b.addr {
+                    err(
+                        &mut r,
+                        format!(
+                            "backends {} and {} are both at {}, but a Wt server has one \
+                             --session-id-prefix, so the sessions of one of them would be sent \
+                             where they do not live: give each backend its own server",
+                            a.prefix, b.prefix, a.addr
+                        ),
+                    );
                 }
             }
         }
-        if self.backends.iter().all(|b| b.weight == 0) {
-            return Err(ConfigError::Invalid(
-                "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more"
-                    .into(),
-            ));
+        if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
+            r.errors.push(ConfigError::NoWeight);
         }
         if self.maxconn == 0 {
-            return Err(ConfigError::Invalid("--maxconn must be at least 1".into()));
+            err(&mut r, "--maxconn must be at least 1".into());
         }
         if self.retries == 0 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--retries must be at least 1 (it counts connect attempts)".into(),
-            ));
+            );
         }
         if self.max_head_bytes < 1024 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--max-head-bytes below 1024 would reject ordinary browser requests".into(),
-            ));
+            );
         }
         if self.rise == 0 || self.fall == 0 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--rise and --fall must be at least 1 (they count checks in a row)".into(),
-            ));
+            );
         }
         if self.check_interval < Duration::from_millis(10) {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--check-interval below 10ms would flood the backends with checks".into(),
-            ));
+            );
         }
         let t = &self.timeouts;
         for (name, d) in [
@@ -335,11 +372,115 @@ impl Config {
             ("--pool-idle-timeout", t.pool_idle),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::Invalid(format!("{name} must be above 0")));
+                err(&mut r, format!("{name} must be above 0"));
             }
         }
-        Ok(())
+        if t.pool_idle >= WTHTTPD_KEEPALIVE {
+            r.warnings.push(format!(
+                "--pool-idle-timeout {:?} is not below wthttpd's {} s keep-alive timeout: Wt may \
+                 close a pooled connection just as a request is sent on it; use 8s (the default) \
+                 or less",
+                t.pool_idle,
+                WTHTTPD_KEEPALIVE.as_secs()
+            ));
+        }
+        if !t.server.is_zero() && t.server <= WT_LONG_POLL {
+            r.warnings.push(format!(
+                "--server-timeout {:?} is not above Wt's {} s server-push (long-poll) timeout: \
+                 idle server-push requests would end in 504; use 60s (the default) or more",
+                t.server,
+                WT_LONG_POLL.as_secs()
+            ));
+        }
+        r
     }
+
+    /// Checks everything that can be checked before binding a socket: `Ok`, the one error, or
+    /// `ConfigError::Several`. Warnings are left to `validate_all`'s callers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = self.validate_all().errors;
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
+        }
+    }
+}
+
+/// wthttpd closes an idle keep-alive connection after 10 s (not configurable in wt_config.xml).
+const WTHTTPD_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Wt answers a server-push long-poll request after at most 50 s without an update.
+const WT_LONG_POLL: Duration = Duration::from_secs(50);
+
+/// Why listening on both `a` and `b` would fail to bind, if it would. Port 0 is a fresh port each
+/// time, so it never clashes. Sockets on `[::]` are v6-only here, so IPv4 and IPv6 never clash.
+fn listen_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
+    if a.port() == 0 || a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
+        return None;
+    }
+    if a == b {
+        return Some(format!("--listen {a} is given twice: give it once"));
+    }
+    let wildcard = [a, b].into_iter().find(|x| x.ip().is_unspecified())?;
+    Some(format!(
+        "--listen {a} and --listen {b} overlap: {} already listens on port {} of every {} \
+         address; give one of them",
+        wildcard.ip(),
+        a.port(),
+        if a.is_ipv4() { "IPv4" } else { "IPv6" }
+    ))
+}
+
+/// What `Config::validate_all` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What makes the config unusable; each names the flag and the fix.
+    pub errors: Vec<ConfigError>,
+    /// Settings that work but fight Wt's own timeouts; each names the flag and the fix.
+    pub warnings: Vec<String>,
+}
+
+/// Locked memory io_uring needs per shard: three rings plus the registered buffers.
+pub const MEMLOCK_PER_SHARD: u64 = 1 << 20;
+
+/// Locked memory (bytes) that `shards` shards need: one `MEMLOCK_PER_SHARD` each, plus 1 MiB.
+pub fn memlock_need(shards: usize) -> u64 {
+    MEMLOCK_PER_SHARD * shards as u64 + (1 << 20)
+}
+
+/// Why this process cannot lock the memory `shards` shards need, if it cannot. The engine raises
+/// the soft RLIMIT_MEMLOCK itself; only the hard limit, which only root may raise, can stop it.
+pub fn memlock_error(shards: usize) -> Option<ConfigError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct; geteuid has no preconditions.
+    let (ok, root) = unsafe {
+        (
+            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0,
+            libc::geteuid() == 0,
+        )
+    };
+    if !ok {
+        return None;
+    }
+    memlock_verdict(shards, lim.rlim_max, root)
+}
+
+fn memlock_verdict(shards: usize, hard: u64, root: bool) -> Option<ConfigError> {
+    let need = memlock_need(shards);
+    if root || hard >= need {
+        return None;
+    }
+    Some(ConfigError::Invalid(format!(
+        "{shards} shard(s) need {} KiB of locked memory for io_uring (1 MiB each + 1 MiB), but \
+         the hard RLIMIT_MEMLOCK is {} KiB and only root can raise it: run 'ulimit -l {}' as root \
+         before wtgate, set LimitMEMLOCK=infinity in its systemd unit, or give fewer --threads",
+        need / 1024,
+        hard / 1024,
+        need / 1024
+    )))
 }
 
 /// Parses a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
@@ -367,9 +508,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    Backend { spec: String, why: String },
-    Listen { spec: String, why: String },
+    Backend {
+        spec: String,
+        why: String,
+    },
+    Listen {
+        spec: String,
+        why: String,
+    },
+    /// No listen address. Its own variant (like the next two) so that a caller that could not
+    /// parse some `--listen` can leave it out rather than contradict the parse error.
+    NoListen,
+    NoBackends,
+    /// Every backend has weight 0.
+    NoWeight,
     Invalid(String),
+    /// Several errors, one per line.
+    Several(Vec<ConfigError>),
 }
 
 impl fmt::Display for ConfigError {
@@ -377,7 +532,26 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Backend { spec, why } => write!(f, "--backend '{spec}': {why}"),
             ConfigError::Listen { spec, why } => write!(f, "--listen '{spec}': {why}"),
+            ConfigError::NoListen => {
+                f.write_str("no listen address: add --listen 0.0.0.0:8080 (several allowed)")
+            }
+            ConfigError::NoBackends => f.write_str(
+                "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
+                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
+            ),
+            ConfigError::NoWeight => f.write_str(
+                "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more",
+            ),
             ConfigError::Invalid(why) => f.write_str(why),
+            ConfigError::Several(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -499,5 +673,95 @@ mod tests {
         // A host name with a port is no IPv6 address.
         assert!(bracket_hint("localhost:80").is_none());
         assert!(bracket_hint("[::1]:80").is_none());
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let mut c = cfg(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:1", "wt3=127.0.0.1:0"]);
+        c.listen = vec![
+            "0.0.0.0:8080".parse().unwrap(),
+            "0.0.0.0:8080".parse().unwrap(),
+        ];
+        c.maxconn = 0;
+        c.retries = 0;
+        let r = c.validate_all();
+        let all: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        for needle in [
+            "--listen 0.0.0.0:8080 is given twice",
+            "wt1 and wt2 are both at 127.0.0.1:1",
+            "--backend wt3=127.0.0.1:0: port 0",
+            "--maxconn",
+            "--retries",
+        ] {
+            assert!(all.iter().any(|e| e.contains(needle)), "{needle}: {all:?}");
+        }
+        assert_eq!(all.len(), 5, "{all:?}");
+        match c.validate() {
+            Err(ConfigError::Several(errors)) => assert_eq!(errors, r.errors),
+            other => panic!("{other:?}"),
+        }
+        c.maxconn = 1;
+        c.retries = 1;
+        c.listen.pop();
+        c.backends.truncate(1);
+        assert!(c.validate().is_ok());
+        c.retries = 0;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid(e)) if e.contains("--retries")),
+            "one error is itself, not a list of one"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_that_cannot_both_be_bound_clash() {
+        let clash = |a: &str, b: &str| listen_clash(a.parse().unwrap(), b.parse().unwrap());
+        for (a, b) in [
+            ("127.0.0.1:80", "127.0.0.1:80"),
+            ("0.0.0.0:80", "127.0.0.1:80"),
+            ("127.0.0.1:80", "0.0.0.0:80"),
+            ("[::]:80", "[::1]:80"),
+        ] {
+            assert!(clash(a, b).is_some(), "{a} {b}");
+        }
+        // Port 0 is a new port each time, which the engine's tests rely on; [::] is v6-only.
+        for (a, b) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0.0.0.0:80", "[::]:80"),
+            ("127.0.0.1:80", "127.0.0.2:80"),
+            ("0.0.0.0:80", "0.0.0.0:81"),
+        ] {
+            assert!(clash(a, b).is_none(), "{a} {b}");
+        }
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.listen.push("127.0.0.1:0".parse().unwrap());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn warns_about_timeouts_that_fight_wt() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        assert_eq!(c.validate_all(), Report::default());
+        c.timeouts.pool_idle = Duration::from_secs(10);
+        c.timeouts.server = Duration::from_secs(50);
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.warnings.len(), 2, "{r:?}");
+        assert!(r.warnings[0].contains("--pool-idle-timeout 10s"), "{r:?}");
+        assert!(r.warnings[1].contains("--server-timeout 50s"), "{r:?}");
+        c.timeouts.pool_idle = Duration::from_millis(9999);
+        c.timeouts.server = Duration::from_millis(50_001);
+        assert_eq!(c.validate_all(), Report::default());
+    }
+
+    #[test]
+    fn memlock_needs_room_under_the_hard_limit_or_root() {
+        assert_eq!(memlock_need(4), 5 << 20);
+        let e = memlock_verdict(4, 4 << 20, false).unwrap().to_string();
+        for needle in ["ulimit -l 5120", "LimitMEMLOCK=", "--threads", "4096 KiB"] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(memlock_verdict(4, 4 << 20, true).is_none());
+        assert!(memlock_verdict(4, 5 << 20, false).is_none());
+        assert!(memlock_verdict(4, libc::RLIM_INFINITY, false).is_none());
     }
 }

@@ -33,8 +33,6 @@ const GOSSIP_CHANNEL: usize = 1024;
 /// Registered I/O memory per executor. wtgate does no file I/O, so glommio's 10 MiB default would
 /// only pin memory; keep what it needs for its slab.
 const IO_MEMORY: usize = 256 * 1024;
-/// Locked memory each shard may need: three rings plus the registered buffers.
-const MEMLOCK_PER_SHARD: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -98,7 +96,7 @@ impl Engine {
     pub fn start(cfg: Config) -> Result<Engine, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let n = cfg.shard_count();
-        raise_memlock(MEMLOCK_PER_SHARD * n as u64 + (1 << 20))?;
+        raise_memlock(crate::config::memlock_need(n))?;
         raise_nofile(cfg.maxconn * 2 + 256);
 
         // sockets[shard][listen address]

@@ -5,7 +5,9 @@ use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wtgate::config::{BackendConfig, Config, parse_check, parse_duration, parse_listen};
+use wtgate::config::{
+    BackendConfig, Config, ConfigError, memlock_error, parse_check, parse_duration, parse_listen,
+};
 use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
 
@@ -145,7 +147,10 @@ struct DemoArgs {
 }
 
 impl ProxyArgs {
-    fn to_config(&self) -> Result<Config, String> {
+    /// The config these flags ask for, with every error and warning found, all at once: flags that
+    /// do not parse, what `Config::validate_all` refuses, and what only the command line refuses.
+    fn to_config(&self) -> (Config, Vec<String>, Vec<String>) {
+        let mut errors = Vec::new();
         let mut cfg = Config::default();
         let listen = if self.listen.is_empty() {
             vec!["0.0.0.0:8080".to_string()]
@@ -153,36 +158,99 @@ impl ProxyArgs {
             self.listen.clone()
         };
         for l in &listen {
-            cfg.listen.push(parse_listen(l).map_err(|e| e.to_string())?);
+            match parse_listen(l) {
+                // The library takes port 0 (tests, embedding); here no client could find it.
+                Ok(a) if a.port() == 0 => errors.push(format!(
+                    "--listen '{l}': port 0 would be a port the kernel picks, unknown to every \
+                     client: give a port"
+                )),
+                Ok(a) => cfg.listen.push(a),
+                Err(e) => errors.push(e.to_string()),
+            }
         }
+        let listen_ok = cfg.listen.len() == listen.len();
         for b in &self.backend {
-            cfg.backends
-                .push(BackendConfig::parse(b).map_err(|e| e.to_string())?);
+            match BackendConfig::parse(b) {
+                Ok(b) => cfg.backends.push(b),
+                Err(e) => errors.push(e.to_string()),
+            }
         }
+        let backends_ok = cfg.backends.len() == self.backend.len();
         cfg.threads = self.threads;
         cfg.pin = !self.no_pin;
         cfg.session_id_length = self.session_id_length;
-        let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("--{flag}: {e}"));
+        let mut d = |flag: &str, v: &str, into: &mut std::time::Duration| match parse_duration(v) {
+            Ok(v) => *into = v,
+            Err(e) => errors.push(format!("--{flag}: {e}")),
+        };
         let t = &mut cfg.timeouts;
-        t.connect = d("connect-timeout", &self.connect_timeout)?;
-        t.request_head = d("request-head-timeout", &self.request_head_timeout)?;
-        t.client = d("client-timeout", &self.client_timeout)?;
-        t.server = d("server-timeout", &self.server_timeout)?;
-        t.tunnel = d("tunnel-timeout", &self.tunnel_timeout)?;
-        t.keepalive = d("keepalive-timeout", &self.keepalive_timeout)?;
-        t.pool_idle = d("pool-idle-timeout", &self.pool_idle_timeout)?;
+        d("connect-timeout", &self.connect_timeout, &mut t.connect);
+        d(
+            "request-head-timeout",
+            &self.request_head_timeout,
+            &mut t.request_head,
+        );
+        d("client-timeout", &self.client_timeout, &mut t.client);
+        d("server-timeout", &self.server_timeout, &mut t.server);
+        d("tunnel-timeout", &self.tunnel_timeout, &mut t.tunnel);
+        d(
+            "keepalive-timeout",
+            &self.keepalive_timeout,
+            &mut t.keepalive,
+        );
+        d(
+            "pool-idle-timeout",
+            &self.pool_idle_timeout,
+            &mut t.pool_idle,
+        );
+        d(
+            "check-interval",
+            &self.check_interval,
+            &mut cfg.check_interval,
+        );
         cfg.maxconn = self.maxconn;
         cfg.retries = self.retries;
         cfg.max_head_bytes = self.max_head_bytes;
         cfg.max_headers = self.max_headers;
         cfg.pool_size = self.pool_size;
         cfg.forwarded_headers = !self.no_forwarded_headers;
-        cfg.check = parse_check(&self.check).map_err(|e| format!("--check: {e}"))?;
-        cfg.check_interval = d("check-interval", &self.check_interval)?;
+        match parse_check(&self.check) {
+            Ok(c) => cfg.check = c,
+            Err(e) => errors.push(format!("--check: {e}")),
+        }
         cfg.rise = self.rise;
         cfg.fall = self.fall;
-        cfg.validate().map_err(|e| e.to_string())?;
-        Ok(cfg)
+        let report = cfg.validate_all();
+        for e in report.errors {
+            // "No backends" next to "--backend 'x': bad" would contradict the operator.
+            let follows_a_parse_error = match e {
+                ConfigError::NoListen => !listen_ok,
+                ConfigError::NoBackends | ConfigError::NoWeight => !backends_ok,
+                _ => false,
+            };
+            if !follows_a_parse_error {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(e) = memlock_error(cfg.shard_count()) {
+            errors.push(e.to_string());
+        }
+        (cfg, errors, report.warnings)
+    }
+
+    /// The config, after printing its warnings; or, after printing every error, exit code 1.
+    fn config(&self) -> Result<Config, ExitCode> {
+        let (cfg, errors, warnings) = self.to_config();
+        for w in &warnings {
+            eprint(&format!("wtgate: warning: {w}"));
+        }
+        if errors.is_empty() {
+            return Ok(cfg);
+        }
+        for e in &errors {
+            eprint(&format!("wtgate: {e}"));
+        }
+        Err(ExitCode::from(1))
     }
 }
 
@@ -256,9 +324,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn run(args: &ProxyArgs) -> ExitCode {
-    let cfg = match args.to_config() {
+    let cfg = match args.config() {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let shards = cfg.shard_count();
     let engine = match Engine::start(cfg.clone()) {
@@ -280,9 +348,9 @@ fn run(args: &ProxyArgs) -> ExitCode {
 }
 
 fn check(args: &ProxyArgs) -> ExitCode {
-    let cfg = match args.to_config() {
+    let cfg = match args.config() {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let mut out = String::new();
     let _ = writeln!(out, "configuration OK");

@@ -1,5 +1,5 @@
-//! The `wtgate` command line: `check` validates a config and prints the routing table; `--help`
-//! works everywhere.
+//! The `wtgate` command line: `check` validates a config, reports every problem at once and prints
+//! the routing table; `--help` and `--version` work everywhere; nothing panics.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn check_rejects_a_prefix_given_twice() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "wt1=127.0.0.1:9090",
         "--backend",
@@ -70,7 +70,7 @@ fn check_accepts_a_valid_config_and_prints_the_routing_table() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "wt1=127.0.0.1:9090",
         "--backend",
@@ -114,7 +114,7 @@ fn check_rejects_a_malformed_backend() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "127.0.0.1:9090",
     ]);
@@ -132,7 +132,7 @@ fn check_rejects_a_malformed_backend() {
 
 #[test]
 fn check_rejects_no_backends() {
-    let out = wtgate(&["check", "--listen", "127.0.0.1:0"]);
+    let out = wtgate(&["check", "--listen", "127.0.0.1:8080"]);
     let t = text(&out);
     assert!(
         !out.status.success(),
@@ -315,4 +315,161 @@ fn an_unbracketed_ipv6_listen_address_is_explained() {
         "{err}"
     );
     assert!(!err.contains("0.0.0.0"), "read as a bare :PORT: {err}");
+}
+
+/// One run of `check` names every problem, so that an operator fixes them in one round; a bad
+/// --backend does not also draw "no backends".
+#[test]
+fn check_reports_every_error_at_once() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "wt1=::1:9090",
+        "--connect-timeout",
+        "5x",
+        "--check-interval",
+        "soon",
+        "--check",
+        "health",
+        "--retries",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    for needle in [
+        "--listen 127.0.0.1:8080 is given twice",
+        "--listen '127.0.0.1:0': port 0",
+        "--backend 'wt1=::1:9090': an IPv6 address needs brackets: write [::1]:9090",
+        "--connect-timeout: '5x'",
+        "--check-interval: 'soon'",
+        "--check: check 'health'",
+        "--retries must be at least 1",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("wtgate: ") && l.contains(needle)),
+            "no line says {needle:?}: {err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 7, "{err}");
+    assert!(!err.contains("no backends"), "{err}");
+}
+
+#[test]
+fn check_rejects_two_prefixes_on_one_server_and_port_0() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--backend",
+        "wt2=127.0.0.1:9090",
+        "--backend",
+        "wt3=127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("wt1 and wt2 are both at 127.0.0.1:9090"),
+        "{err}"
+    );
+    assert!(err.contains("wt3=127.0.0.1:0: port 0"), "{err}");
+}
+
+/// Settings that work but fight Wt's own timeouts: a warning each, and still a valid config.
+#[test]
+fn check_warns_about_timeouts_that_fight_wt() {
+    let args = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    let out = wtgate(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "defaults warned: {}", text(&out));
+
+    let fighting = [
+        &args[..],
+        &["--pool-idle-timeout", "10s", "--server-timeout", "50s"],
+    ]
+    .concat();
+    let out = wtgate(&fighting);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning refused the config: {err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configuration OK"),
+        "{}",
+        text(&out)
+    );
+    for flag in ["--pool-idle-timeout 10s", "--server-timeout 50s"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("wtgate: warning: ") && l.contains(flag)),
+            "no warning about {flag}: {err}"
+        );
+    }
+}
+
+/// io_uring needs 1 MiB of locked memory per shard + 1 MiB. With a hard RLIMIT_MEMLOCK of 3 MiB
+/// that only root could raise, 2 shards fit and 3 do not. As root, the child drops to nobody,
+/// since root could raise the limit.
+#[test]
+fn check_refuses_more_shards_than_the_memlock_limit_allows() {
+    use std::os::unix::process::CommandExt;
+    let check = |threads: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wtgate"));
+        cmd.args([
+            "check",
+            "--listen",
+            "8080",
+            "--backend",
+            "wt1=127.0.0.1:9090",
+            "--threads",
+            threads,
+        ]);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 3 << 20,
+                    rlim_max: 3 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::geteuid() == 0
+                    && (libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().expect("run wtgate check")
+    };
+    let out = check("2");
+    assert!(out.status.success(), "2 shards refused: {}", text(&out));
+    let out = check("3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "3 shards accepted: {}",
+        text(&out)
+    );
+    for needle in ["ulimit -l", "LimitMEMLOCK=", "--threads"] {
+        assert!(err.contains(needle), "no {needle}: {err}");
+    }
 }
