@@ -137,9 +137,52 @@ pub fn parse_check(spec: &str) -> Result<Check, ConfigError> {
     Check::parse(spec).map_err(ConfigError::Invalid)
 }
 
-/// Parses a listen address: `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all IPv4.
-pub fn parse_listen(spec: &str) -> Result<SocketAddr, ConfigError> {
-    let s = spec.trim();
+/// One address to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy's `accept-proxy`),
+    /// by which a load balancer in front passes on the client's address.
+    pub proxy_protocol: bool,
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            proxy_protocol: false,
+        }
+    }
+}
+
+/// As `parse_listen`, so that `"127.0.0.1:0".parse()` builds a `Config::listen` entry.
+impl std::str::FromStr for Listen {
+    type Err = ConfigError;
+    fn from_str(spec: &str) -> Result<Listen, ConfigError> {
+        parse_listen(spec)
+    }
+}
+
+/// The `--listen` spelling: `ADDR` or `ADDR,proxy-protocol`.
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if self.proxy_protocol {
+            f.write_str(",proxy-protocol")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a listen address, `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all
+/// IPv4, optionally followed by `,proxy-protocol`.
+pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
+    let bad = |why: String| ConfigError::Listen {
+        spec: spec.to_string(),
+        why,
+    };
+    let mut parts = spec.split(',');
+    let s = parts.next().unwrap_or("").trim();
     let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     // Only a port may follow the ':': `::1:8080` is an unbracketed IPv6 address, not a port.
     let s = if let Some(port) = s.strip_prefix(':').filter(|p| all_digits(p)) {
@@ -149,10 +192,18 @@ pub fn parse_listen(spec: &str) -> Result<SocketAddr, ConfigError> {
     } else {
         s.to_string()
     };
-    resolve(&s).map_err(|why| ConfigError::Listen {
-        spec: spec.to_string(),
-        why,
-    })
+    let mut listen = Listen::from(resolve(&s).map_err(bad)?);
+    for opt in parts {
+        match opt.trim() {
+            "proxy-protocol" => listen.proxy_protocol = true,
+            other => {
+                return Err(bad(format!(
+                    "unknown option '{other}' (known: proxy-protocol)"
+                )));
+            }
+        }
+    }
+    Ok(listen)
 }
 
 /// Timeouts of DESIGN.md §3, with HAProxy-like meanings.
@@ -191,7 +242,7 @@ impl Default for Timeouts {
 /// Everything the engine needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
     pub backends: Vec<BackendConfig>,
     /// Shards (one executor each); 0 means one per available core.
     pub threads: usize,
@@ -271,7 +322,7 @@ impl Config {
         for (i, a) in self.listen.iter().enumerate() {
             for b in &self.listen[i + 1..] {
                 // `8080 8080 127.0.0.1:8080` clashes twice the same way; once is enough.
-                if let Some(why) = listen_clash(*a, *b)
+                if let Some(why) = listen_clash(a.addr, b.addr)
                     && !r.errors.contains(&ConfigError::Invalid(why.clone()))
                 {
                     err(&mut r, why);
@@ -653,6 +704,28 @@ mod tests {
             parse_listen("8080").unwrap(),
             "0.0.0.0:8080".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn parses_listen_options() {
+        let l = parse_listen("127.0.0.1:8443,proxy-protocol").unwrap();
+        assert_eq!(l.addr, "127.0.0.1:8443".parse().unwrap());
+        assert!(l.proxy_protocol);
+        assert_eq!(l.to_string(), "127.0.0.1:8443,proxy-protocol");
+        assert_eq!(parse_listen(&l.to_string()).unwrap(), l);
+        let l = parse_listen(":8443, proxy-protocol").unwrap();
+        assert_eq!(l.addr, "0.0.0.0:8443".parse().unwrap());
+        assert!(l.proxy_protocol);
+        assert!(!parse_listen("[::1]:80").unwrap().proxy_protocol);
+        let e = parse_listen("8080,accept-proxy").unwrap_err().to_string();
+        assert!(e.contains("unknown option 'accept-proxy'"), "{e}");
+        // The same address with and without the option cannot both be bound.
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.listen = vec![
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:80,proxy-protocol".parse().unwrap(),
+        ];
+        assert!(c.validate().is_err());
     }
 
     #[test]

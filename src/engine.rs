@@ -102,7 +102,7 @@ impl Engine {
         // sockets[shard][listen address]
         let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for &want in &cfg.listen {
+        for want in cfg.listen.iter().map(|l| l.addr) {
             probe_free(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let first = bind_listener(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let actual = first

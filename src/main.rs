@@ -21,7 +21,8 @@ use wtgate::engine::Engine;
 )]
 struct ProxyArgs {
     /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
-    /// 0.0.0.0:PORT (repeatable; default 0.0.0.0:8080)
+    /// 0.0.0.0:PORT; ADDR,proxy-protocol expects a PROXY protocol v1/v2 header on every
+    /// connection, from a load balancer in front (repeatable; default 0.0.0.0:8080)
     #[argh(option)]
     listen: Vec<String>,
 
@@ -160,7 +161,7 @@ impl ProxyArgs {
         for l in &listen {
             match parse_listen(l) {
                 // The library takes port 0 (tests, embedding); here no client could find it.
-                Ok(a) if a.port() == 0 => errors.push(format!(
+                Ok(a) if a.addr.port() == 0 => errors.push(format!(
                     "--listen '{l}': port 0 would be a port the kernel picks, unknown to every \
                      client: give a port"
                 )),
@@ -354,15 +355,14 @@ fn check(args: &ProxyArgs) -> ExitCode {
     };
     let mut out = String::new();
     let _ = writeln!(out, "configuration OK");
-    let _ = writeln!(
-        out,
-        "listen: {}",
-        cfg.listen
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    for l in &cfg.listen {
+        let pp = if l.proxy_protocol {
+            " (PROXY protocol: expects a v1/v2 header first)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "listen: {}{pp}", l.addr);
+    }
     let _ = writeln!(
         out,
         "shards: {}    session id: prefix + {} chars [0-9A-Za-z]",
@@ -396,8 +396,14 @@ fn check(args: &ProxyArgs) -> ExitCode {
 
 fn demo(args: &DemoArgs) -> ExitCode {
     let mut backends = Vec::new();
-    for (prefix, addr) in [("wt1", &args.wt1), ("wt2", &args.wt2)] {
-        let addr = match parse_listen(addr) {
+    // The demo's clients are curl and a browser, which send no PROXY protocol header.
+    let addr = |spec: &str| match parse_listen(spec) {
+        Ok(l) if l.proxy_protocol => Err(format!("'{spec}': the demo takes no proxy-protocol")),
+        Ok(l) => Ok(l.addr),
+        Err(e) => Err(e.to_string()),
+    };
+    for (prefix, spec) in [("wt1", &args.wt1), ("wt2", &args.wt2)] {
+        let addr = match addr(spec) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
@@ -410,12 +416,12 @@ fn demo(args: &DemoArgs) -> ExitCode {
             }
         }
     }
-    let listen = match parse_listen(&args.listen) {
+    let listen = match addr(&args.listen) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
     let cfg = Config {
-        listen: vec![listen],
+        listen: vec![listen.into()],
         threads: args.threads,
         backends: backends
             .iter()

@@ -473,3 +473,44 @@ fn check_refuses_more_shards_than_the_memlock_limit_allows() {
         assert!(err.contains(needle), "no {needle}: {err}");
     }
 }
+
+#[test]
+fn check_shows_which_listeners_expect_the_proxy_protocol() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:8443,proxy-protocol",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = |addr: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("listen:") && l.contains(addr))
+            .unwrap_or_else(|| panic!("no listen line for {addr}: {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("127.0.0.1:8443").contains("PROXY protocol"),
+        "{stdout}"
+    );
+    assert!(!line("127.0.0.1:8080").contains("PROXY"), "{stdout}");
+
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080,accept-proxy",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown option 'accept-proxy' (known: proxy-protocol)"),
+        "{}",
+        text(&out)
+    );
+}
