@@ -206,6 +206,52 @@ pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
     Ok(listen)
 }
 
+/// When a request may go on a pooled (idle, kept-alive) backend connection; HAProxy's `http-reuse`.
+/// An upgrade (WebSocket) request never does: its connection becomes a tunnel for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// The first request of each client connection goes on a freshly connected backend socket;
+    /// later ones may take a pooled one. A pooled connection may be closed by the backend just as
+    /// a request goes out on it, and a browser resends a request lost that way only if it was not
+    /// the first on its own connection.
+    #[default]
+    Safe,
+    /// Any request but an upgrade may take a pooled connection.
+    Always,
+    /// No pool: every request gets a fresh connection.
+    Never,
+}
+
+impl Reuse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reuse::Safe => "safe",
+            Reuse::Always => "always",
+            Reuse::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for Reuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Reuse {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Reuse, ConfigError> {
+        match s.trim() {
+            "safe" => Ok(Reuse::Safe),
+            "always" => Ok(Reuse::Always),
+            "never" => Ok(Reuse::Never),
+            other => Err(ConfigError::Invalid(format!(
+                "--reuse '{other}': use safe, always or never"
+            ))),
+        }
+    }
+}
+
 /// Timeouts of DESIGN.md §3, with HAProxy-like meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -263,6 +309,8 @@ pub struct Config {
     pub forwarded_headers: bool,
     /// Idle connections kept per backend per shard.
     pub pool_size: usize,
+    /// Which requests may go on a pooled backend connection.
+    pub reuse: Reuse,
     /// Active health checks of every backend (a backend's own `check=` overrides it).
     pub check: Check,
     /// Time between two active checks of a backend (HAProxy's `inter`).
@@ -288,6 +336,7 @@ impl Default for Config {
             max_headers: 100,
             forwarded_headers: true,
             pool_size: 64,
+            reuse: Reuse::Safe,
             check: Check::Tcp,
             check_interval: Duration::from_secs(2),
             rise: 2,
@@ -726,6 +775,19 @@ mod tests {
             "127.0.0.1:80,proxy-protocol".parse().unwrap(),
         ];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn parses_reuse() {
+        assert_eq!(Config::default().reuse, Reuse::Safe);
+        for r in [Reuse::Safe, Reuse::Always, Reuse::Never] {
+            assert_eq!(r.to_string().parse::<Reuse>().unwrap(), r);
+        }
+        let e = "sometimes".parse::<Reuse>().unwrap_err().to_string();
+        assert!(
+            e.contains("--reuse 'sometimes'") && e.contains("safe"),
+            "{e}"
+        );
     }
 
     #[test]

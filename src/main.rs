@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use wtgate::config::{
-    BackendConfig, Config, ConfigError, memlock_error, parse_check, parse_duration, parse_listen,
+    BackendConfig, Config, ConfigError, Reuse, memlock_error, parse_check, parse_duration,
+    parse_listen,
 };
 use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
@@ -93,6 +94,12 @@ struct ProxyArgs {
     /// idle keep-alive connections kept per backend per shard (default 64)
     #[argh(option, default = "64")]
     pool_size: usize,
+
+    /// which requests may use a pooled backend connection: 'safe' (all but the first of each
+    /// client connection), 'always' (any), 'never' (no pool); an upgrade (WebSocket) request always
+    /// gets a new one (default safe)
+    #[argh(option, default = "String::from(\"safe\")")]
+    reuse: String,
 
     /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
     #[argh(switch)]
@@ -214,6 +221,10 @@ impl ProxyArgs {
         cfg.max_head_bytes = self.max_head_bytes;
         cfg.max_headers = self.max_headers;
         cfg.pool_size = self.pool_size;
+        match self.reuse.parse() {
+            Ok(r) => cfg.reuse = r,
+            Err(e) => errors.push(format!("{e}")),
+        }
         cfg.forwarded_headers = !self.no_forwarded_headers;
         match parse_check(&self.check) {
             Ok(c) => cfg.check = c,
@@ -369,6 +380,15 @@ fn check(args: &ProxyArgs) -> ExitCode {
         cfg.shard_count(),
         cfg.session_id_length
     );
+    let reuse = match cfg.reuse {
+        Reuse::Safe => {
+            "pooled backend connections for all but the first request of a client \
+                        connection"
+        }
+        Reuse::Always => "pooled backend connections for any request",
+        Reuse::Never => "a new backend connection for every request",
+    };
+    let _ = writeln!(out, "reuse: {} ({reuse}; upgrades never)", cfg.reuse);
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -514,3 +514,30 @@ fn check_shows_which_listeners_expect_the_proxy_protocol() {
         text(&out)
     );
 }
+
+#[test]
+fn check_shows_the_reuse_policy_and_refuses_an_unknown_one() {
+    let base = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    for (flag, want) in [
+        (&[][..], "reuse: safe"),
+        (&["--reuse", "always"], "reuse: always"),
+        (&["--reuse", "never"], "reuse: never"),
+    ] {
+        let out = wtgate(&[&base[..], flag].concat());
+        assert!(out.status.success(), "{flag:?}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.starts_with(want)),
+            "{flag:?}: {stdout}"
+        );
+    }
+    let out = wtgate(&[&base[..], &["--reuse", "sometimes"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--reuse 'sometimes'"), "{}", text(&out));
+}
