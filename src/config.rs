@@ -4,7 +4,9 @@
 //! and what to change.
 
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use ipnet::{IpNet, Ipv4Net};
 use std::time::Duration;
 
 /// One Wt server behind the proxy.
@@ -206,6 +208,31 @@ pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
     Ok(listen)
 }
 
+/// Parses `--trust-forwarded-from`: a CIDR, or a bare IP meaning just that address (/32, /128).
+/// Host bits are dropped (`10.1.2.3/8` is `10.0.0.0/8`), and an IPv4-mapped IPv6 network becomes
+/// the IPv4 one, as `Config::trusts` sees mapped client addresses as IPv4.
+pub fn parse_cidr(spec: &str) -> Result<IpNet, ConfigError> {
+    let s = spec.trim();
+    let net = s
+        .parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--trust-forwarded-from '{spec}': not an IP address or a CIDR such as 10.0.0.0/8"
+            ))
+        })?;
+    let net = match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of 96..=128, less 96"),
+            ),
+            None => net,
+        },
+        _ => net,
+    };
+    Ok(net.trunc())
+}
+
 /// When a request may go on a pooled (idle, kept-alive) backend connection; HAProxy's `http-reuse`.
 /// An upgrade (WebSocket) request never does: its connection becomes a tunnel for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,6 +334,9 @@ pub struct Config {
     pub max_headers: usize,
     /// Append `X-Forwarded-For` and set `X-Forwarded-Proto`.
     pub forwarded_headers: bool,
+    /// Clients (a TLS terminator, a load balancer) whose `X-Forwarded-For`/`-Proto` are kept and
+    /// appended to; every other client's are replaced. See `Config::trusts`.
+    pub trusted_proxies: Vec<IpNet>,
     /// Idle connections kept per backend per shard.
     pub pool_size: usize,
     /// Which requests may go on a pooled backend connection.
@@ -335,6 +365,7 @@ impl Default for Config {
             max_head_bytes: 16 * 1024,
             max_headers: 100,
             forwarded_headers: true,
+            trusted_proxies: Vec::new(),
             pool_size: 64,
             reuse: Reuse::Safe,
             check: Check::Tcp,
@@ -359,6 +390,13 @@ impl Config {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    }
+
+    /// True if `ip` is in a `trusted_proxies` network. An IPv4 client of a dual-stack socket
+    /// (`::ffff:10.0.0.1`) counts as its IPv4 address.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// Every error and warning at once, so that an operator fixes them in one round.
@@ -490,6 +528,19 @@ impl Config {
                  idle server-push requests would end in 504; use 60s (the default) or more",
                 t.server,
                 WT_LONG_POLL.as_secs()
+            ));
+        }
+        if !self.forwarded_headers && !self.trusted_proxies.is_empty() {
+            r.warnings.push(
+                "--trust-forwarded-from does nothing with --no-forwarded-headers, which leaves \
+                 every client's X-Forwarded-* as they come"
+                    .into(),
+            );
+        }
+        if let Some(all) = self.trusted_proxies.iter().find(|n| n.prefix_len() == 0) {
+            r.warnings.push(format!(
+                "--trust-forwarded-from {all} trusts every client, so any client can forge \
+                 X-Forwarded-For: give the addresses of your proxies"
             ));
         }
         r
@@ -775,6 +826,68 @@ mod tests {
             "127.0.0.1:80,proxy-protocol".parse().unwrap(),
         ];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn trusts_the_given_networks_and_addresses() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(!c.trusts(ip("127.0.0.1")), "nobody is trusted by default");
+        c.trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]
+            .iter()
+            .map(|s| parse_cidr(s).unwrap())
+            .collect();
+        for yes in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "2001:db8::5",
+            "::1",
+            "::ffff:10.9.9.9",
+        ] {
+            assert!(c.trusts(ip(yes)), "{yes}");
+        }
+        for no in [
+            "11.0.0.1",
+            "192.0.2.8",
+            "2001:db9::1",
+            "::2",
+            "::ffff:192.0.2.8",
+        ] {
+            assert!(!c.trusts(ip(no)), "{no}");
+        }
+        assert_eq!(parse_cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        for bad in ["10.0.0.0/33", "localhost", "", "10.0.0.0/8/8"] {
+            let e = parse_cidr(bad).unwrap_err().to_string();
+            assert!(e.contains("--trust-forwarded-from"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn warns_about_trust_that_does_nothing_or_trusts_everyone() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.trusted_proxies = vec![parse_cidr("0.0.0.0/0").unwrap()];
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains("trusts every client")),
+            "{r:?}"
+        );
+        c.trusted_proxies = vec![parse_cidr("10.0.0.0/8").unwrap()];
+        assert_eq!(c.validate_all(), Report::default());
+        c.forwarded_headers = false;
+        let r = c.validate_all();
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("--no-forwarded-headers")),
+            "{r:?}"
+        );
     }
 
     #[test]

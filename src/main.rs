@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use wtgate::config::{
-    BackendConfig, Config, ConfigError, Reuse, memlock_error, parse_check, parse_duration,
-    parse_listen,
+    BackendConfig, Config, ConfigError, Reuse, memlock_error, parse_check, parse_cidr,
+    parse_duration, parse_listen,
 };
 use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
@@ -104,6 +104,11 @@ struct ProxyArgs {
     /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
     #[argh(switch)]
     no_forwarded_headers: bool,
+
+    /// a client whose X-Forwarded-For/-Proto are kept and appended to rather than replaced, such
+    /// as a TLS terminator in front: a CIDR like 10.0.0.0/8, or one IP (repeatable)
+    #[argh(option)]
+    trust_forwarded_from: Vec<String>,
 
     /// active health check of every backend: 'tcp' (connect) or an HTTP path such as /health,
     /// which must answer 2xx/3xx; a backend's own check= overrides it (default tcp)
@@ -226,6 +231,12 @@ impl ProxyArgs {
             Err(e) => errors.push(format!("{e}")),
         }
         cfg.forwarded_headers = !self.no_forwarded_headers;
+        for t in &self.trust_forwarded_from {
+            match parse_cidr(t) {
+                Ok(net) => cfg.trusted_proxies.push(net),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
         match parse_check(&self.check) {
             Ok(c) => cfg.check = c,
             Err(e) => errors.push(format!("--check: {e}")),
@@ -389,6 +400,15 @@ fn check(args: &ProxyArgs) -> ExitCode {
         Reuse::Never => "a new backend connection for every request",
     };
     let _ = writeln!(out, "reuse: {} ({reuse}; upgrades never)", cfg.reuse);
+    let forwarded = if !cfg.forwarded_headers {
+        "not added (--no-forwarded-headers)".to_string()
+    } else if cfg.trusted_proxies.is_empty() {
+        "set from the client's address; no client is trusted to send them".to_string()
+    } else {
+        let nets: Vec<String> = cfg.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        format!("kept and appended to from {}", nets.join(", "))
+    };
+    let _ = writeln!(out, "X-Forwarded-For/-Proto: {forwarded}");
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -541,3 +541,54 @@ fn check_shows_the_reuse_policy_and_refuses_an_unknown_one() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--reuse 'sometimes'"), "{}", text(&out));
 }
+
+#[test]
+fn check_shows_the_trusted_proxies() {
+    let base = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    let forwarded = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("X-Forwarded-For/-Proto:"))
+            .unwrap_or_else(|| panic!("no X-Forwarded line: {}", text(out)))
+            .to_string()
+    };
+    let out = wtgate(&base);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        forwarded(&out).contains("no client is trusted"),
+        "{}",
+        text(&out)
+    );
+
+    let trusting = [
+        &base[..],
+        &[
+            "--trust-forwarded-from",
+            "10.1.2.3/16",
+            "--trust-forwarded-from",
+            "::1",
+        ],
+    ]
+    .concat();
+    let out = wtgate(&trusting);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = forwarded(&out);
+    assert!(
+        line.contains("10.1.0.0/16") && line.contains("::1/128"),
+        "{line}"
+    );
+
+    let out = wtgate(&[&base[..], &["--trust-forwarded-from", "proxy.local"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--trust-forwarded-from 'proxy.local'"),
+        "{}",
+        text(&out)
+    );
+}
