@@ -14,8 +14,11 @@ use std::time::Duration;
 pub struct BackendConfig {
     /// The `--session-id-prefix` the Wt server was started with (`wt1`).
     pub prefix: String,
-    /// Where it listens.
+    /// Where it listens: `host` resolved at start (which must succeed).
     pub addr: SocketAddr,
+    /// `HOST:PORT` as the operator wrote it, to resolve again with `resolve_backend` when a
+    /// connect fails, since a host name's address may move.
+    pub host: String,
     /// Share of session-less traffic in weighted round-robin; 0 takes no new sessions.
     pub weight: u32,
     /// This backend's active check, overriding `Config::check`; `None` follows the global one.
@@ -66,7 +69,7 @@ impl BackendConfig {
         }
         let mut parts = rest.split(',');
         let hostport = parts.next().unwrap_or("").trim();
-        let addr = resolve(hostport).map_err(|why| bad(&why))?;
+        let addr = resolve_backend(hostport).map_err(|why| bad(&why))?;
         let mut weight = 1;
         let mut check = None;
         for opt in parts {
@@ -95,10 +98,17 @@ impl BackendConfig {
         Ok(BackendConfig {
             prefix: prefix.to_string(),
             addr,
+            host: hostport.to_string(),
             weight,
             check,
         })
     }
+}
+
+/// Resolves a backend's `HOST:PORT` (`BackendConfig::host`) to its first address. It blocks in the
+/// system resolver for a host name.
+pub fn resolve_backend(host: &str) -> Result<SocketAddr, String> {
+    resolve(host)
 }
 
 fn resolve(hostport: &str) -> Result<SocketAddr, String> {
@@ -733,8 +743,14 @@ mod tests {
         let b = BackendConfig::parse("wt2=[::1]:9091,weight=3").unwrap();
         assert_eq!(b.addr, "[::1]:9091".parse().unwrap());
         assert_eq!(b.weight, 3);
-        let b = BackendConfig::parse("a=localhost:80").unwrap();
+        let b = BackendConfig::parse("a= localhost:80 ,weight=2").unwrap();
         assert!(b.addr.ip().is_loopback());
+        assert_eq!(b.host, "localhost:80", "as written, to resolve again");
+        assert_eq!(resolve_backend(&b.host).unwrap().port(), 80);
+        assert_eq!(
+            BackendConfig::parse("wt1=[::1]:9090").unwrap().host,
+            "[::1]:9090"
+        );
         let b = BackendConfig::parse("wt1=127.0.0.1:9090,check=/health,weight=2").unwrap();
         assert_eq!(b.check, Some(Check::Http("/health".into())));
         assert_eq!(b.weight, 2);

@@ -417,13 +417,16 @@ fn check(args: &ProxyArgs) -> ExitCode {
     );
     for b in &cfg.backends {
         let example = format!("{}{}", b.prefix, "x".repeat(cfg.session_id_length));
+        // A host name also shows its address now, which may move later.
+        let address = if b.host == b.addr.to_string() {
+            b.host.clone()
+        } else {
+            format!("{} ({})", b.host, b.addr)
+        };
         let _ = writeln!(
             out,
             "{:<10} {:<8} {:<28} {:<22}",
-            b.prefix,
-            b.weight,
-            b.addr.to_string(),
-            example
+            b.prefix, b.weight, address, example
         );
     }
     let _ = writeln!(out);
@@ -468,6 +471,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
             .map(|b| BackendConfig {
                 prefix: b.prefix().to_string(),
                 addr: b.addr(),
+                host: b.addr().to_string(),
                 weight: 1,
                 check: None,
             })

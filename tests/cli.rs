@@ -592,3 +592,35 @@ fn check_shows_the_trusted_proxies() {
         text(&out)
     );
 }
+
+/// A backend given by host name shows the name as written and the address it resolves to now.
+#[test]
+fn check_shows_a_backend_host_name_and_its_address() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=localhost:9090",
+        "--backend",
+        "wt2=127.0.0.1:9091",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let row = |p: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(p))
+            .unwrap_or_else(|| panic!("no row for {p}: {stdout}"))
+            .to_string()
+    };
+    let wt1 = row("wt1");
+    assert!(
+        wt1.contains("localhost:9090 (") && wt1.contains(":9090)"),
+        "{wt1}"
+    );
+    assert!(
+        !row("wt2").contains('('),
+        "an address is shown once: {stdout}"
+    );
+}
