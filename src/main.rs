@@ -95,9 +95,9 @@ struct ProxyArgs {
     #[argh(option, default = "64")]
     pool_size: usize,
 
-    /// which requests may use a pooled backend connection: 'safe' (all but the first of each
-    /// client connection), 'always' (any), 'never' (no pool); an upgrade (WebSocket) request always
-    /// gets a new one (default safe)
+    /// which requests may take a pooled backend connection: 'safe': all but the first of each
+    /// client connection; 'always': any; 'never': none (no pool). An upgrade (WebSocket) request
+    /// never does (default safe)
     #[argh(option, default = "String::from(\"safe\")")]
     reuse: String,
 
@@ -228,7 +228,7 @@ impl ProxyArgs {
         cfg.pool_size = self.pool_size;
         match self.reuse.parse() {
             Ok(r) => cfg.reuse = r,
-            Err(e) => errors.push(format!("{e}")),
+            Err(e) => errors.push(e.to_string()),
         }
         cfg.forwarded_headers = !self.no_forwarded_headers;
         for t in &self.trust_forwarded_from {
