@@ -4,7 +4,9 @@
 //! and what to change.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use ipnet::{IpNet, Ipv4Net};
 use std::time::Duration;
 
 /// One Wt server behind the proxy.
@@ -12,8 +14,11 @@ use std::time::Duration;
 pub struct BackendConfig {
     /// The `--session-id-prefix` the Wt server was started with (`wt1`).
     pub prefix: String,
-    /// Where it listens.
+    /// Where it listens: `host` resolved at start (which must succeed).
     pub addr: SocketAddr,
+    /// `HOST:PORT` as the operator wrote it, to resolve again with `resolve_backend` when a
+    /// connect fails, since a host name's address may move.
+    pub host: String,
     /// Share of session-less traffic in weighted round-robin; 0 takes no new sessions.
     pub weight: u32,
     /// This backend's active check, overriding `Config::check`; `None` follows the global one.
@@ -64,7 +69,7 @@ impl BackendConfig {
         }
         let mut parts = rest.split(',');
         let hostport = parts.next().unwrap_or("").trim();
-        let addr = resolve(hostport).map_err(|why| bad(&why))?;
+        let addr = resolve_backend(hostport).map_err(|why| bad(&why))?;
         let mut weight = 1;
         let mut check = None;
         for opt in parts {
@@ -93,15 +98,25 @@ impl BackendConfig {
         Ok(BackendConfig {
             prefix: prefix.to_string(),
             addr,
+            host: hostport.to_string(),
             weight,
             check,
         })
     }
 }
 
+/// Resolves a backend's `HOST:PORT` (`BackendConfig::host`) to its first address. It blocks in the
+/// system resolver for a host name.
+pub fn resolve_backend(host: &str) -> Result<SocketAddr, String> {
+    resolve(host)
+}
+
 fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = hostport.parse::<SocketAddr>() {
         return Ok(addr);
+    }
+    if let Some(hint) = bracket_hint(hostport) {
+        return Err(hint);
     }
     if !hostport.contains(':') {
         return Err(format!("'{hostport}' has no port: write HOST:PORT"));
@@ -114,25 +129,164 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// `::1:8080` cannot be split into address and port (8080 could be the last group), so it would end
+/// in the resolver's "cannot resolve"; an unbracketed IPv6 address gets the way to write it instead.
+fn bracket_hint(hostport: &str) -> Option<String> {
+    if hostport.starts_with('[') || hostport.matches(':').count() < 2 {
+        return None;
+    }
+    let example = match hostport.rsplit_once(':') {
+        Some((ip, port)) if ip.parse::<Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok() => {
+            format!("[{ip}]:{port}")
+        }
+        _ => format!("[{}]:PORT", hostport.parse::<Ipv6Addr>().ok()?),
+    };
+    Some(format!("an IPv6 address needs brackets: write {example}"))
+}
+
 /// Parses `--check`: `tcp` or an HTTP path.
 pub fn parse_check(spec: &str) -> Result<Check, ConfigError> {
     Check::parse(spec).map_err(ConfigError::Invalid)
 }
 
-/// Parses a listen address: `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all IPv4.
-pub fn parse_listen(spec: &str) -> Result<SocketAddr, ConfigError> {
-    let s = spec.trim();
-    let s = if let Some(port) = s.strip_prefix(':') {
+/// One address to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy's `accept-proxy`),
+    /// by which a load balancer in front passes on the client's address.
+    pub proxy_protocol: bool,
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            proxy_protocol: false,
+        }
+    }
+}
+
+/// As `parse_listen`, so that `"127.0.0.1:0".parse()` builds a `Config::listen` entry.
+impl std::str::FromStr for Listen {
+    type Err = ConfigError;
+    fn from_str(spec: &str) -> Result<Listen, ConfigError> {
+        parse_listen(spec)
+    }
+}
+
+/// The `--listen` spelling: `ADDR` or `ADDR,proxy-protocol`.
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if self.proxy_protocol {
+            f.write_str(",proxy-protocol")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a listen address, `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all
+/// IPv4, optionally followed by `,proxy-protocol`.
+pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
+    let bad = |why: String| ConfigError::Listen {
+        spec: spec.to_string(),
+        why,
+    };
+    let mut parts = spec.split(',');
+    let s = parts.next().unwrap_or("").trim();
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    // Only a port may follow the ':': `::1:8080` is an unbracketed IPv6 address, not a port.
+    let s = if let Some(port) = s.strip_prefix(':').filter(|p| all_digits(p)) {
         format!("0.0.0.0:{port}")
-    } else if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+    } else if all_digits(s) {
         format!("0.0.0.0:{s}")
     } else {
         s.to_string()
     };
-    resolve(&s).map_err(|why| ConfigError::Listen {
-        spec: spec.to_string(),
-        why,
-    })
+    let mut listen = Listen::from(resolve(&s).map_err(bad)?);
+    for opt in parts {
+        match opt.trim() {
+            "proxy-protocol" => listen.proxy_protocol = true,
+            other => {
+                return Err(bad(format!(
+                    "unknown option '{other}' (known: proxy-protocol)"
+                )));
+            }
+        }
+    }
+    Ok(listen)
+}
+
+/// Parses `--trust-forwarded-from`: a CIDR, or a bare IP meaning just that address (/32, /128).
+/// Host bits are dropped (`10.1.2.3/8` is `10.0.0.0/8`), and an IPv4-mapped IPv6 network becomes
+/// the IPv4 one, as `Config::trusts` sees mapped client addresses as IPv4.
+pub fn parse_cidr(spec: &str) -> Result<IpNet, ConfigError> {
+    let s = spec.trim();
+    let net = s
+        .parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--trust-forwarded-from '{spec}': not an IP address or a CIDR such as 10.0.0.0/8"
+            ))
+        })?;
+    let net = match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of 96..=128, less 96"),
+            ),
+            None => net,
+        },
+        _ => net,
+    };
+    Ok(net.trunc())
+}
+
+/// When a request may go on a pooled (idle, kept-alive) backend connection; HAProxy's `http-reuse`.
+/// An upgrade (WebSocket) request never does: its connection becomes a tunnel for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// The first request of each client connection goes on a freshly connected backend socket;
+    /// later ones may take a pooled one. A pooled connection may be closed by the backend just as
+    /// a request goes out on it, and a browser resends a request lost that way only if it was not
+    /// the first on its own connection.
+    #[default]
+    Safe,
+    /// Any request but an upgrade may take a pooled connection.
+    Always,
+    /// No pool: every request gets a fresh connection.
+    Never,
+}
+
+impl Reuse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reuse::Safe => "safe",
+            Reuse::Always => "always",
+            Reuse::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for Reuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Reuse {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Reuse, ConfigError> {
+        match s.trim() {
+            "safe" => Ok(Reuse::Safe),
+            "always" => Ok(Reuse::Always),
+            "never" => Ok(Reuse::Never),
+            other => Err(ConfigError::Invalid(format!(
+                "--reuse '{other}': use safe, always or never"
+            ))),
+        }
+    }
 }
 
 /// Timeouts of DESIGN.md §3, with HAProxy-like meanings.
@@ -168,24 +322,10 @@ impl Default for Timeouts {
     }
 }
 
-/// Which requests may go on a pooled backend connection (HAProxy's `http-reuse`). Upgrades
-/// never do, whatever the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reuse {
-    /// The first request of each client connection goes on a fresh connection, later ones may
-    /// reuse (HAProxy's default `safe`).
-    #[default]
-    Safe,
-    /// Any request may reuse.
-    Always,
-    /// No pool.
-    Never,
-}
-
 /// Everything the engine needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
     pub backends: Vec<BackendConfig>,
     /// Shards (one executor each); 0 means one per available core.
     pub threads: usize,
@@ -197,14 +337,19 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Client connections served at once by the whole process; more wait in the kernel backlog.
     pub maxconn: usize,
-    /// Connect attempts per request; the last goes to another backend (redispatch).
+    /// Connect attempts per request. A failed connect marks its backend down at once, on every
+    /// shard (no `fall` count), so every further attempt goes to another backend (redispatch).
     pub retries: u32,
     pub max_head_bytes: usize,
     pub max_headers: usize,
     /// Append `X-Forwarded-For` and set `X-Forwarded-Proto`.
     pub forwarded_headers: bool,
+    /// Clients (a TLS terminator, a load balancer) whose `X-Forwarded-For`/`-Proto` are kept and
+    /// appended to; every other client's are replaced. See `Config::trusts`.
+    pub trusted_proxies: Vec<IpNet>,
     /// Idle connections kept per backend per shard.
     pub pool_size: usize,
+    /// Which requests may go on a pooled backend connection.
     pub reuse: Reuse,
     /// Active health checks of every backend (a backend's own `check=` overrides it).
     pub check: Check,
@@ -230,6 +375,7 @@ impl Default for Config {
             max_head_bytes: 16 * 1024,
             max_headers: 100,
             forwarded_headers: true,
+            trusted_proxies: Vec::new(),
             pool_size: 64,
             reuse: Reuse::Safe,
             check: Check::Tcp,
@@ -256,25 +402,53 @@ impl Config {
             .unwrap_or(1)
     }
 
-    /// Checks everything that can be checked before binding a socket.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// True if `ip` is in a `trusted_proxies` network. An IPv4 client of a dual-stack socket
+    /// (`::ffff:10.0.0.1`) counts as its IPv4 address.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Every error and warning at once, so that an operator fixes them in one round.
+    pub fn validate_all(&self) -> Report {
+        let mut r = Report::default();
+        let err = |r: &mut Report, msg: String| r.errors.push(ConfigError::Invalid(msg));
         if self.listen.is_empty() {
-            return Err(ConfigError::Invalid(
-                "no listen address: add --listen 0.0.0.0:8080 (several allowed)".into(),
-            ));
+            r.errors.push(ConfigError::NoListen);
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            for b in &self.listen[i + 1..] {
+                // `8080 8080 127.0.0.1:8080` clashes twice the same way; once is enough.
+                if let Some(why) = listen_clash(a.addr, b.addr)
+                    && !r.errors.contains(&ConfigError::Invalid(why.clone()))
+                {
+                    err(&mut r, why);
+                }
+            }
         }
         if self.backends.is_empty() {
-            return Err(ConfigError::Invalid(
-                "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
-                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091"
-                    .into(),
-            ));
+            r.errors.push(ConfigError::NoBackends);
         }
         if self.session_id_length == 0 || self.session_id_length > 128 {
-            return Err(ConfigError::Invalid(format!(
-                "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
-                self.session_id_length
-            )));
+            err(
+                &mut r,
+                format!(
+                    "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
+                    self.session_id_length
+                ),
+            );
+        }
+        for b in &self.backends {
+            if b.addr.port() == 0 {
+                err(
+                    &mut r,
+                    format!(
+                        "--backend {}={}: port 0 is no port a Wt server listens on: give its \
+                         --http-port",
+                        b.prefix, b.addr
+                    ),
+                );
+            }
         }
         for (i, a) in self.backends.iter().enumerate() {
             for b in &self.backends[i + 1..] {
@@ -282,42 +456,58 @@ impl Config {
                 // prefix starts with the other; with one id length for all, that means equal
                 // prefixes. `wt1` and `wt10` are fine: `wt1` ids are 19 long, `wt10` ids 20.
                 if a.prefix == b.prefix {
-                    return Err(ConfigError::Invalid(format!(
-                        "prefix '{}' is given to two backends ({} and {}), so both could claim the \
-                         same session id: start every Wt server with its own --session-id-prefix",
-                        a.prefix, a.addr, b.addr
-                    )));
+                    err(
+                        &mut r,
+                        format!(
+                            "prefix '{}' is given to two backends ({} and {}), so both could claim \
+                             the same session id: start every Wt server with its own \
+                             --session-id-prefix",
+                            a.prefix, a.addr, b.addr
+                        ),
+                    );
+                }
+                if a.addr == b.addr {
+                    err(
+                        &mut r,
+                        format!(
+                            "backends {} and {} are both at {}, but a Wt server has one \
+                             --session-id-prefix, so the sessions of one of them would be sent \
+                             where they do not live: give each backend its own server",
+                            a.prefix, b.prefix, a.addr
+                        ),
+                    );
                 }
             }
         }
-        if self.backends.iter().all(|b| b.weight == 0) {
-            return Err(ConfigError::Invalid(
-                "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more"
-                    .into(),
-            ));
+        if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
+            r.errors.push(ConfigError::NoWeight);
         }
         if self.maxconn == 0 {
-            return Err(ConfigError::Invalid("--maxconn must be at least 1".into()));
+            err(&mut r, "--maxconn must be at least 1".into());
         }
         if self.retries == 0 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--retries must be at least 1 (it counts connect attempts)".into(),
-            ));
+            );
         }
         if self.max_head_bytes < 1024 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--max-head-bytes below 1024 would reject ordinary browser requests".into(),
-            ));
+            );
         }
         if self.rise == 0 || self.fall == 0 {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--rise and --fall must be at least 1 (they count checks in a row)".into(),
-            ));
+            );
         }
         if self.check_interval < Duration::from_millis(10) {
-            return Err(ConfigError::Invalid(
+            err(
+                &mut r,
                 "--check-interval below 10ms would flood the backends with checks".into(),
-            ));
+            );
         }
         let t = &self.timeouts;
         for (name, d) in [
@@ -330,11 +520,128 @@ impl Config {
             ("--pool-idle-timeout", t.pool_idle),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::Invalid(format!("{name} must be above 0")));
+                err(&mut r, format!("{name} must be above 0"));
             }
         }
-        Ok(())
+        if t.pool_idle >= WTHTTPD_KEEPALIVE {
+            r.warnings.push(format!(
+                "--pool-idle-timeout {:?} is not below wthttpd's {} s keep-alive timeout: Wt may \
+                 close a pooled connection just as a request is sent on it; use 8s (the default) \
+                 or less",
+                t.pool_idle,
+                WTHTTPD_KEEPALIVE.as_secs()
+            ));
+        }
+        if !t.server.is_zero() && t.server <= WT_LONG_POLL {
+            r.warnings.push(format!(
+                "--server-timeout {:?} is not above Wt's {} s server-push (long-poll) timeout: \
+                 idle server-push requests would end in 504; use 60s (the default) or more",
+                t.server,
+                WT_LONG_POLL.as_secs()
+            ));
+        }
+        if !self.forwarded_headers && !self.trusted_proxies.is_empty() {
+            r.warnings.push(
+                "--trust-forwarded-from does nothing with --no-forwarded-headers, which leaves \
+                 every client's X-Forwarded-* as they come"
+                    .into(),
+            );
+        }
+        if let Some(all) = self.trusted_proxies.iter().find(|n| n.prefix_len() == 0) {
+            r.warnings.push(format!(
+                "--trust-forwarded-from {all} trusts every client, so any client can forge \
+                 X-Forwarded-For: give the addresses of your proxies"
+            ));
+        }
+        r
     }
+
+    /// Checks everything that can be checked before binding a socket: `Ok`, the one error, or
+    /// `ConfigError::Several`. Warnings are left to `validate_all`'s callers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = self.validate_all().errors;
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
+        }
+    }
+}
+
+/// wthttpd closes an idle keep-alive connection after 10 s (not configurable in wt_config.xml).
+const WTHTTPD_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Wt answers a server-push long-poll request after at most 50 s without an update.
+const WT_LONG_POLL: Duration = Duration::from_secs(50);
+
+/// Why listening on both `a` and `b` would fail to bind, if it would. Port 0 is a fresh port each
+/// time, so it never clashes. Sockets on `[::]` are v6-only here, so IPv4 and IPv6 never clash.
+fn listen_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
+    if a.port() == 0 || a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
+        return None;
+    }
+    if a == b {
+        return Some(format!("--listen {a} is given twice: give it once"));
+    }
+    let wildcard = [a, b].into_iter().find(|x| x.ip().is_unspecified())?;
+    Some(format!(
+        "--listen {a} and --listen {b} overlap: {} already listens on port {} of every {} \
+         address; give one of them",
+        wildcard.ip(),
+        a.port(),
+        if a.is_ipv4() { "IPv4" } else { "IPv6" }
+    ))
+}
+
+/// What `Config::validate_all` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What makes the config unusable; each names the flag and the fix.
+    pub errors: Vec<ConfigError>,
+    /// Settings that work but fight Wt's own timeouts; each names the flag and the fix.
+    pub warnings: Vec<String>,
+}
+
+/// Locked memory io_uring needs per shard: three rings plus the registered buffers.
+pub const MEMLOCK_PER_SHARD: u64 = 1 << 20;
+
+/// Locked memory (bytes) that `shards` shards need: one `MEMLOCK_PER_SHARD` each, plus 1 MiB.
+pub fn memlock_need(shards: usize) -> u64 {
+    MEMLOCK_PER_SHARD * shards as u64 + (1 << 20)
+}
+
+/// Why this process cannot lock the memory `shards` shards need, if it cannot. The engine raises
+/// the soft RLIMIT_MEMLOCK itself; only the hard limit, which only root may raise, can stop it.
+pub fn memlock_error(shards: usize) -> Option<ConfigError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct; geteuid has no preconditions.
+    let (ok, root) = unsafe {
+        (
+            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0,
+            libc::geteuid() == 0,
+        )
+    };
+    if !ok {
+        return None;
+    }
+    memlock_verdict(shards, lim.rlim_max, root)
+}
+
+fn memlock_verdict(shards: usize, hard: u64, root: bool) -> Option<ConfigError> {
+    let need = memlock_need(shards);
+    if root || hard >= need {
+        return None;
+    }
+    Some(ConfigError::Invalid(format!(
+        "{shards} shard(s) need {} KiB of locked memory for io_uring (1 MiB each + 1 MiB), but \
+         the hard RLIMIT_MEMLOCK is {} KiB and only root can raise it: run 'ulimit -l {}' as root \
+         before wtgate, set LimitMEMLOCK=infinity in its systemd unit, or give fewer --threads",
+        need / 1024,
+        hard / 1024,
+        need / 1024
+    )))
 }
 
 /// Parses a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
@@ -362,9 +669,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    Backend { spec: String, why: String },
-    Listen { spec: String, why: String },
+    Backend {
+        spec: String,
+        why: String,
+    },
+    Listen {
+        spec: String,
+        why: String,
+    },
+    /// No listen address. Its own variant (like the next two) so that a caller that could not
+    /// parse some `--listen` can leave it out rather than contradict the parse error.
+    NoListen,
+    NoBackends,
+    /// Every backend has weight 0.
+    NoWeight,
     Invalid(String),
+    /// Several errors, one per line.
+    Several(Vec<ConfigError>),
 }
 
 impl fmt::Display for ConfigError {
@@ -372,7 +693,26 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Backend { spec, why } => write!(f, "--backend '{spec}': {why}"),
             ConfigError::Listen { spec, why } => write!(f, "--listen '{spec}': {why}"),
+            ConfigError::NoListen => {
+                f.write_str("no listen address: add --listen 0.0.0.0:8080 (several allowed)")
+            }
+            ConfigError::NoBackends => f.write_str(
+                "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
+                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
+            ),
+            ConfigError::NoWeight => f.write_str(
+                "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more",
+            ),
             ConfigError::Invalid(why) => f.write_str(why),
+            ConfigError::Several(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -403,8 +743,14 @@ mod tests {
         let b = BackendConfig::parse("wt2=[::1]:9091,weight=3").unwrap();
         assert_eq!(b.addr, "[::1]:9091".parse().unwrap());
         assert_eq!(b.weight, 3);
-        let b = BackendConfig::parse("a=localhost:80").unwrap();
+        let b = BackendConfig::parse("a= localhost:80 ,weight=2").unwrap();
         assert!(b.addr.ip().is_loopback());
+        assert_eq!(b.host, "localhost:80", "as written, to resolve again");
+        assert_eq!(resolve_backend(&b.host).unwrap().port(), 80);
+        assert_eq!(
+            BackendConfig::parse("wt1=[::1]:9090").unwrap().host,
+            "[::1]:9090"
+        );
         let b = BackendConfig::parse("wt1=127.0.0.1:9090,check=/health,weight=2").unwrap();
         assert_eq!(b.check, Some(Check::Http("/health".into())));
         assert_eq!(b.weight, 2);
@@ -470,5 +816,216 @@ mod tests {
             "[::1]:80".parse().unwrap()
         );
         assert!(parse_listen("nonsense").is_err());
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn parses_listen_options() {
+        let l = parse_listen("127.0.0.1:8443,proxy-protocol").unwrap();
+        assert_eq!(l.addr, "127.0.0.1:8443".parse().unwrap());
+        assert!(l.proxy_protocol);
+        assert_eq!(l.to_string(), "127.0.0.1:8443,proxy-protocol");
+        assert_eq!(parse_listen(&l.to_string()).unwrap(), l);
+        let l = parse_listen(":8443, proxy-protocol").unwrap();
+        assert_eq!(l.addr, "0.0.0.0:8443".parse().unwrap());
+        assert!(l.proxy_protocol);
+        assert!(!parse_listen("[::1]:80").unwrap().proxy_protocol);
+        let e = parse_listen("8080,accept-proxy").unwrap_err().to_string();
+        assert!(e.contains("unknown option 'accept-proxy'"), "{e}");
+        // The same address with and without the option cannot both be bound.
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.listen = vec![
+            "127.0.0.1:80".parse().unwrap(),
+            "127.0.0.1:80,proxy-protocol".parse().unwrap(),
+        ];
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn trusts_the_given_networks_and_addresses() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(!c.trusts(ip("127.0.0.1")), "nobody is trusted by default");
+        c.trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]
+            .iter()
+            .map(|s| parse_cidr(s).unwrap())
+            .collect();
+        for yes in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "2001:db8::5",
+            "::1",
+            "::ffff:10.9.9.9",
+        ] {
+            assert!(c.trusts(ip(yes)), "{yes}");
+        }
+        for no in [
+            "11.0.0.1",
+            "192.0.2.8",
+            "2001:db9::1",
+            "::2",
+            "::ffff:192.0.2.8",
+        ] {
+            assert!(!c.trusts(ip(no)), "{no}");
+        }
+        assert_eq!(parse_cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        for bad in ["10.0.0.0/33", "localhost", "", "10.0.0.0/8/8"] {
+            let e = parse_cidr(bad).unwrap_err().to_string();
+            assert!(e.contains("--trust-forwarded-from"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn warns_about_trust_that_does_nothing_or_trusts_everyone() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.trusted_proxies = vec![parse_cidr("0.0.0.0/0").unwrap()];
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains("trusts every client")),
+            "{r:?}"
+        );
+        c.trusted_proxies = vec![parse_cidr("10.0.0.0/8").unwrap()];
+        assert_eq!(c.validate_all(), Report::default());
+        c.forwarded_headers = false;
+        let r = c.validate_all();
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("--no-forwarded-headers")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn parses_reuse() {
+        assert_eq!(Config::default().reuse, Reuse::Safe);
+        for r in [Reuse::Safe, Reuse::Always, Reuse::Never] {
+            assert_eq!(r.to_string().parse::<Reuse>().unwrap(), r);
+        }
+        let e = "sometimes".parse::<Reuse>().unwrap_err().to_string();
+        assert!(
+            e.contains("--reuse 'sometimes'") && e.contains("safe"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_address_gets_the_bracketed_spelling() {
+        for (spec, want) in [
+            ("::1:8080", "write [::1]:8080"),
+            ("fe80::1:443", "write [fe80::1]:443"),
+            ("2001:db8::1", "write [2001:db8::1]:PORT"),
+        ] {
+            let e = parse_listen(spec).unwrap_err().to_string();
+            assert!(e.contains("IPv6 address needs brackets"), "{spec}: {e}");
+            assert!(e.contains(want), "{spec}: {e}");
+        }
+        let e = BackendConfig::parse("wt1=::1:9090")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write [::1]:9090"), "{e}");
+        // A host name with a port is no IPv6 address.
+        assert!(bracket_hint("localhost:80").is_none());
+        assert!(bracket_hint("[::1]:80").is_none());
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let mut c = cfg(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:1", "wt3=127.0.0.1:0"]);
+        c.listen = vec![
+            "0.0.0.0:8080".parse().unwrap(),
+            "0.0.0.0:8080".parse().unwrap(),
+        ];
+        c.maxconn = 0;
+        c.retries = 0;
+        let r = c.validate_all();
+        let all: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        for needle in [
+            "--listen 0.0.0.0:8080 is given twice",
+            "wt1 and wt2 are both at 127.0.0.1:1",
+            "--backend wt3=127.0.0.1:0: port 0",
+            "--maxconn",
+            "--retries",
+        ] {
+            assert!(all.iter().any(|e| e.contains(needle)), "{needle}: {all:?}");
+        }
+        assert_eq!(all.len(), 5, "{all:?}");
+        match c.validate() {
+            Err(ConfigError::Several(errors)) => assert_eq!(errors, r.errors),
+            other => panic!("{other:?}"),
+        }
+        c.maxconn = 1;
+        c.retries = 1;
+        c.listen.pop();
+        c.backends.truncate(1);
+        assert!(c.validate().is_ok());
+        c.retries = 0;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid(e)) if e.contains("--retries")),
+            "one error is itself, not a list of one"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_that_cannot_both_be_bound_clash() {
+        let clash = |a: &str, b: &str| listen_clash(a.parse().unwrap(), b.parse().unwrap());
+        for (a, b) in [
+            ("127.0.0.1:80", "127.0.0.1:80"),
+            ("0.0.0.0:80", "127.0.0.1:80"),
+            ("127.0.0.1:80", "0.0.0.0:80"),
+            ("[::]:80", "[::1]:80"),
+        ] {
+            assert!(clash(a, b).is_some(), "{a} {b}");
+        }
+        // Port 0 is a new port each time, which the engine's tests rely on; [::] is v6-only.
+        for (a, b) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0.0.0.0:80", "[::]:80"),
+            ("127.0.0.1:80", "127.0.0.2:80"),
+            ("0.0.0.0:80", "0.0.0.0:81"),
+        ] {
+            assert!(clash(a, b).is_none(), "{a} {b}");
+        }
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        c.listen.push("127.0.0.1:0".parse().unwrap());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn warns_about_timeouts_that_fight_wt() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        assert_eq!(c.validate_all(), Report::default());
+        c.timeouts.pool_idle = Duration::from_secs(10);
+        c.timeouts.server = Duration::from_secs(50);
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.warnings.len(), 2, "{r:?}");
+        assert!(r.warnings[0].contains("--pool-idle-timeout 10s"), "{r:?}");
+        assert!(r.warnings[1].contains("--server-timeout 50s"), "{r:?}");
+        c.timeouts.pool_idle = Duration::from_millis(9999);
+        c.timeouts.server = Duration::from_millis(50_001);
+        assert_eq!(c.validate_all(), Report::default());
+    }
+
+    #[test]
+    fn memlock_needs_room_under_the_hard_limit_or_root() {
+        assert_eq!(memlock_need(4), 5 << 20);
+        let e = memlock_verdict(4, 4 << 20, false).unwrap().to_string();
+        for needle in ["ulimit -l 5120", "LimitMEMLOCK=", "--threads", "4096 KiB"] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(memlock_verdict(4, 4 << 20, true).is_none());
+        assert!(memlock_verdict(4, 5 << 20, false).is_none());
+        assert!(memlock_verdict(4, libc::RLIM_INFINITY, false).is_none());
     }
 }

@@ -34,8 +34,6 @@ const GOSSIP_CHANNEL: usize = 1024;
 /// Registered I/O memory per executor. wtgate does no file I/O, so glommio's 10 MiB default would
 /// only pin memory; keep what it needs for its slab.
 const IO_MEMORY: usize = 256 * 1024;
-/// Locked memory each shard may need: three rings plus the registered buffers.
-const MEMLOCK_PER_SHARD: u64 = 1 << 20;
 /// How long a stopping shard waits for its connections' tasks to see their sockets closed.
 const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -103,13 +101,13 @@ impl Engine {
     pub fn start(cfg: Config) -> Result<Engine, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let n = cfg.shard_count();
-        raise_memlock(MEMLOCK_PER_SHARD * n as u64 + (1 << 20))?;
+        raise_memlock(crate::config::memlock_need(n))?;
         raise_nofile(cfg.maxconn * 2 + 256);
 
         // sockets[shard][listen address]
         let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for &want in &cfg.listen {
+        for want in cfg.listen.iter().map(|l| l.addr) {
             probe_free(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let first = bind_listener(want).map_err(|err| StartError::Bind { addr: want, err })?;
             let actual = first

@@ -1,5 +1,5 @@
-//! The `wtgate` command line: `check` validates a config and prints the routing table; `--help`
-//! works everywhere.
+//! The `wtgate` command line: `check` validates a config, reports every problem at once and prints
+//! the routing table; `--help` and `--version` work everywhere; nothing panics.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn check_rejects_a_prefix_given_twice() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "wt1=127.0.0.1:9090",
         "--backend",
@@ -70,7 +70,7 @@ fn check_accepts_a_valid_config_and_prints_the_routing_table() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "wt1=127.0.0.1:9090",
         "--backend",
@@ -114,7 +114,7 @@ fn check_rejects_a_malformed_backend() {
     let out = wtgate(&[
         "check",
         "--listen",
-        "127.0.0.1:0",
+        "127.0.0.1:8080",
         "--backend",
         "127.0.0.1:9090",
     ]);
@@ -132,7 +132,7 @@ fn check_rejects_a_malformed_backend() {
 
 #[test]
 fn check_rejects_no_backends() {
-    let out = wtgate(&["check", "--listen", "127.0.0.1:0"]);
+    let out = wtgate(&["check", "--listen", "127.0.0.1:8080"]);
     let t = text(&out);
     assert!(
         !out.status.success(),
@@ -147,23 +147,69 @@ fn check_rejects_no_backends() {
 
 #[test]
 fn help_works_everywhere() {
-    for args in [&["--help"][..], &["check", "--help"]] {
-        let out = wtgate(args);
-        let t = text(&out);
-        assert!(out.status.success(), "wtgate {args:?} failed: {t}");
-        assert!(
-            t.contains("--backend"),
-            "wtgate {args:?} does not mention --backend: {t}"
-        );
+    for cmd in [&[][..], &["run"], &["check"]] {
+        for flag in ["--help", "-h"] {
+            let args = [cmd, &[flag]].concat();
+            let out = wtgate(&args);
+            let t = text(&out);
+            assert!(out.status.success(), "wtgate {args:?} failed: {t}");
+            assert!(
+                t.contains("--backend"),
+                "wtgate {args:?} does not mention --backend: {t}"
+            );
+        }
     }
     // `demo` starts its own demo backends, so it has --wt1/--wt2 rather than --backend.
-    let out = wtgate(&["demo", "--help"]);
-    let t = text(&out);
-    assert!(out.status.success(), "wtgate demo --help failed: {t}");
-    assert!(
-        t.contains("--listen") && t.contains("demo"),
-        "wtgate demo --help: {t}"
-    );
+    for flag in ["--help", "-h"] {
+        let out = wtgate(&["demo", flag]);
+        let t = text(&out);
+        assert!(out.status.success(), "wtgate demo {flag} failed: {t}");
+        assert!(
+            t.contains("--listen") && t.contains("demo"),
+            "wtgate demo {flag}: {t}"
+        );
+    }
+}
+
+#[test]
+fn version_works_everywhere() {
+    let want = format!("wtgate {}", env!("CARGO_PKG_VERSION"));
+    for cmd in [&[][..], &["run"], &["check"], &["demo"]] {
+        for flag in ["--version", "-V"] {
+            let args = [cmd, &[flag]].concat();
+            let out = wtgate(&args);
+            assert!(out.status.success(), "wtgate {args:?}: {}", text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                want,
+                "wtgate {args:?}"
+            );
+        }
+    }
+}
+
+/// A flag the parser refuses is exit code 1, like any other refusal, and says where to look.
+#[test]
+fn a_bad_flag_is_exit_code_1_and_points_to_help() {
+    for (args, help) in [
+        (&["--bogus"][..], "wtgate --help"),
+        (&["run", "--threads", "x"], "wtgate run --help"),
+        (&["check", "--no-such-flag"], "wtgate check --help"),
+        (
+            &["demo", "--backend", "wt1=127.0.0.1:9090"],
+            "wtgate demo --help",
+        ),
+    ] {
+        let out = wtgate(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "wtgate {args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            err.trim_end().lines().last(),
+            Some(format!("Run '{help}' for the options.").as_str()),
+            "wtgate {args:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -206,4 +252,375 @@ fn a_port_in_use_is_one_clear_line_and_exit_code_1() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("in use"), "{}", text(&out));
+}
+
+/// `wtgate --help | head -1`: the reader goes away while wtgate still writes. Closing our end at
+/// once, before the child has written anything, makes its first write fail with EPIPE every time;
+/// reading one line first is `head -1`'s race. Either way: no panic, a quiet exit.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    use std::io::{BufRead, BufReader};
+    let check = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    for args in [&["--help"][..], &check] {
+        for i in 0..20 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn wtgate");
+            let stdout = child.stdout.take().unwrap();
+            if i % 2 == 1 {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).unwrap();
+                assert!(!line.is_empty(), "wtgate {args:?} printed nothing");
+            } else {
+                drop(stdout);
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "wtgate {args:?} with a closed stdout: {err}"
+            );
+            assert!(
+                err.is_empty(),
+                "wtgate {args:?} with a closed stdout: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unbracketed_ipv6_listen_address_is_explained() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "::1:8080",
+        "--backend",
+        "wt1=[::1]:9090",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("an IPv6 address needs brackets: write [::1]:8080"),
+        "{err}"
+    );
+    assert!(!err.contains("0.0.0.0"), "read as a bare :PORT: {err}");
+}
+
+/// One run of `check` names every problem, so that an operator fixes them in one round; a bad
+/// --backend does not also draw "no backends".
+#[test]
+fn check_reports_every_error_at_once() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "wt1=::1:9090",
+        "--connect-timeout",
+        "5x",
+        "--check-interval",
+        "soon",
+        "--check",
+        "health",
+        "--retries",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    for needle in [
+        "--listen 127.0.0.1:8080 is given twice",
+        "--listen '127.0.0.1:0': port 0",
+        "--backend 'wt1=::1:9090': an IPv6 address needs brackets: write [::1]:9090",
+        "--connect-timeout: '5x'",
+        "--check-interval: 'soon'",
+        "--check: check 'health'",
+        "--retries must be at least 1",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("wtgate: ") && l.contains(needle)),
+            "no line says {needle:?}: {err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 7, "{err}");
+    assert!(!err.contains("no backends"), "{err}");
+}
+
+#[test]
+fn check_rejects_two_prefixes_on_one_server_and_port_0() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--backend",
+        "wt2=127.0.0.1:9090",
+        "--backend",
+        "wt3=127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("wt1 and wt2 are both at 127.0.0.1:9090"),
+        "{err}"
+    );
+    assert!(err.contains("wt3=127.0.0.1:0: port 0"), "{err}");
+}
+
+/// Settings that work but fight Wt's own timeouts: a warning each, and still a valid config.
+#[test]
+fn check_warns_about_timeouts_that_fight_wt() {
+    let args = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    let out = wtgate(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "defaults warned: {}", text(&out));
+
+    let fighting = [
+        &args[..],
+        &["--pool-idle-timeout", "10s", "--server-timeout", "50s"],
+    ]
+    .concat();
+    let out = wtgate(&fighting);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning refused the config: {err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configuration OK"),
+        "{}",
+        text(&out)
+    );
+    for flag in ["--pool-idle-timeout 10s", "--server-timeout 50s"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("wtgate: warning: ") && l.contains(flag)),
+            "no warning about {flag}: {err}"
+        );
+    }
+}
+
+/// io_uring needs 1 MiB of locked memory per shard + 1 MiB. With a hard RLIMIT_MEMLOCK of 3 MiB
+/// that only root could raise, 2 shards fit and 3 do not. As root, the child drops to nobody,
+/// since root could raise the limit.
+#[test]
+fn check_refuses_more_shards_than_the_memlock_limit_allows() {
+    use std::os::unix::process::CommandExt;
+    let check = |threads: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wtgate"));
+        cmd.args([
+            "check",
+            "--listen",
+            "8080",
+            "--backend",
+            "wt1=127.0.0.1:9090",
+            "--threads",
+            threads,
+        ]);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 3 << 20,
+                    rlim_max: 3 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::geteuid() == 0
+                    && (libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().expect("run wtgate check")
+    };
+    let out = check("2");
+    assert!(out.status.success(), "2 shards refused: {}", text(&out));
+    let out = check("3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "3 shards accepted: {}",
+        text(&out)
+    );
+    for needle in ["ulimit -l", "LimitMEMLOCK=", "--threads"] {
+        assert!(err.contains(needle), "no {needle}: {err}");
+    }
+}
+
+#[test]
+fn check_shows_which_listeners_expect_the_proxy_protocol() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "127.0.0.1:8080",
+        "--listen",
+        "127.0.0.1:8443,proxy-protocol",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = |addr: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("listen:") && l.contains(addr))
+            .unwrap_or_else(|| panic!("no listen line for {addr}: {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("127.0.0.1:8443").contains("PROXY protocol"),
+        "{stdout}"
+    );
+    assert!(!line("127.0.0.1:8080").contains("PROXY"), "{stdout}");
+
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080,accept-proxy",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown option 'accept-proxy' (known: proxy-protocol)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn check_shows_the_reuse_policy_and_refuses_an_unknown_one() {
+    let base = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    for (flag, want) in [
+        (&[][..], "reuse: safe"),
+        (&["--reuse", "always"], "reuse: always"),
+        (&["--reuse", "never"], "reuse: never"),
+    ] {
+        let out = wtgate(&[&base[..], flag].concat());
+        assert!(out.status.success(), "{flag:?}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.starts_with(want)),
+            "{flag:?}: {stdout}"
+        );
+    }
+    let out = wtgate(&[&base[..], &["--reuse", "sometimes"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--reuse 'sometimes'"), "{}", text(&out));
+}
+
+#[test]
+fn check_shows_the_trusted_proxies() {
+    let base = [
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+    ];
+    let forwarded = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("X-Forwarded-For/-Proto:"))
+            .unwrap_or_else(|| panic!("no X-Forwarded line: {}", text(out)))
+            .to_string()
+    };
+    let out = wtgate(&base);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        forwarded(&out).contains("no client is trusted"),
+        "{}",
+        text(&out)
+    );
+
+    let trusting = [
+        &base[..],
+        &[
+            "--trust-forwarded-from",
+            "10.1.2.3/16",
+            "--trust-forwarded-from",
+            "::1",
+        ],
+    ]
+    .concat();
+    let out = wtgate(&trusting);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = forwarded(&out);
+    assert!(
+        line.contains("10.1.0.0/16") && line.contains("::1/128"),
+        "{line}"
+    );
+
+    let out = wtgate(&[&base[..], &["--trust-forwarded-from", "proxy.local"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--trust-forwarded-from 'proxy.local'"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A backend given by host name shows the name as written and the address it resolves to now.
+#[test]
+fn check_shows_a_backend_host_name_and_its_address() {
+    let out = wtgate(&[
+        "check",
+        "--listen",
+        "8080",
+        "--backend",
+        "wt1=localhost:9090",
+        "--backend",
+        "wt2=127.0.0.1:9091",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let row = |p: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(p))
+            .unwrap_or_else(|| panic!("no row for {p}: {stdout}"))
+            .to_string()
+    };
+    let wt1 = row("wt1");
+    assert!(
+        wt1.contains("localhost:9090 (") && wt1.contains(":9090)"),
+        "{wt1}"
+    );
+    assert!(
+        !row("wt2").contains('('),
+        "an address is shown once: {stdout}"
+    );
 }
