@@ -6,6 +6,7 @@
 //! shard that checks a backend is the one that logs its changes, so each is logged once.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// What the operator set for a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,8 +115,15 @@ impl fmt::Display for Cause {
 /// A state change, sent from the shard that saw it to every other shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gossip {
-    Down { backend: usize, cause: Cause },
-    Up { backend: usize },
+    Down {
+        backend: usize,
+        cause: Cause,
+    },
+    /// `addr`: where the checks that brought it back reached it (a host name may have moved).
+    Up {
+        backend: usize,
+        addr: SocketAddr,
+    },
 }
 
 /// A shard's view of all backends.
@@ -158,7 +166,7 @@ impl Health {
     pub fn apply(&mut self, msg: Gossip) -> bool {
         match msg {
             Gossip::Down { backend, .. } => self.mark_down(backend),
-            Gossip::Up { backend } => self.mark_up(backend),
+            Gossip::Up { backend, .. } => self.mark_up(backend),
         }
     }
 
@@ -235,8 +243,12 @@ mod tests {
         };
         assert!(!h.apply(down));
         assert_eq!(h.check_result(0, true, 2, 3), None, "streak was reset");
-        assert!(h.apply(Gossip::Up { backend: 0 }));
-        assert!(!h.apply(Gossip::Up { backend: 0 }));
+        let up = Gossip::Up {
+            backend: 0,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        assert!(h.apply(up));
+        assert!(!h.apply(up));
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Shard {
     router: RefCell<Router>,
     health: RefCell<Health>,
     pool: RefCell<Pool>,
+    /// Where each backend is reached: resolved at start, re-resolved by its checker while checks
+    /// fail (Wt servers in containers change addresses), spread with the `Up` gossip.
+    addrs: RefCell<Vec<SocketAddr>>,
     stats: Arc<ShardStats>,
     admin: Arc<AdminTable>,
     admin_seen: Cell<u64>,
@@ -158,6 +161,7 @@ impl Shard {
             router: RefCell::new(Router::new(&cfg)),
             health: RefCell::new(Health::new(n)),
             pool: RefCell::new(Pool::new(n, cfg.pool_size, cfg.timeouts.pool_idle)),
+            addrs: RefCell::new(cfg.backends.iter().map(|b| b.addr).collect()),
             cfg,
             stats,
             admin,
@@ -188,7 +192,10 @@ impl Shard {
         }
         let (backend, up) = match msg {
             Gossip::Down { backend, .. } => (backend, false),
-            Gossip::Up { backend } => (backend, true),
+            Gossip::Up { backend, addr } => {
+                self.addrs.borrow_mut()[backend] = addr;
+                (backend, true)
+            }
         };
         if !up {
             // Connections to a dead backend would only fail one by one; drop them now.
@@ -204,9 +211,9 @@ impl Shard {
                     "wtgate[{}]: backend {} ({}) up -> down: {cause}",
                     self.id, b.prefix, b.addr
                 ),
-                Gossip::Up { .. } => eprintln!(
-                    "wtgate[{}]: backend {} ({}) down -> up: {} good checks",
-                    self.id, b.prefix, b.addr, self.cfg.rise
+                Gossip::Up { addr, .. } => eprintln!(
+                    "wtgate[{}]: backend {} ({addr}) down -> up: {} good checks",
+                    self.id, b.prefix, self.cfg.rise
                 ),
             }
         }
@@ -228,10 +235,10 @@ impl Shard {
     /// Checks `backend` every `check_interval` for as long as the shard runs.
     pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
         let cfg = shard.cfg.clone();
-        let addr = cfg.backends[backend].addr;
         let mut last_failure = None;
         loop {
             glommio::timer::sleep(cfg.check_interval).await;
+            let addr = shard.addrs.borrow()[backend];
             let result =
                 crate::check::probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
             if let Err(reason) = result {
@@ -244,6 +251,7 @@ impl Shard {
                         cfg.backends[backend].prefix
                     ));
                 }
+                shard.re_resolve(backend).await;
             }
             last_failure = result.err();
             let flip =
@@ -252,7 +260,7 @@ impl Shard {
                     .borrow_mut()
                     .check_result(backend, result.is_ok(), cfg.rise, cfg.fall);
             match (flip, result) {
-                (Some(true), _) => shard.on_gossip(Gossip::Up { backend }, true),
+                (Some(true), _) => shard.on_gossip(Gossip::Up { backend, addr }, true),
                 (Some(false), Err(reason)) => shard.on_gossip(
                     Gossip::Down {
                         backend,
@@ -262,6 +270,33 @@ impl Shard {
                 ),
                 _ => {}
             }
+        }
+    }
+
+    /// Looks a backend's host name up again (off the shard, in glommio's blocking pool), so the
+    /// next check tries where it is now. Addresses written as IPs are left alone.
+    async fn re_resolve(&self, backend: usize) {
+        let host = self.cfg.backends[backend].host.clone();
+        if host.parse::<SocketAddr>().is_ok() {
+            return;
+        }
+        let found = glommio::executor()
+            .spawn_blocking(move || crate::config::resolve_backend(&host))
+            .await;
+        let old = self.addrs.borrow()[backend];
+        match found {
+            Ok(new) if new != old => {
+                eprintln!(
+                    "wtgate[{}]: backend {} ({}) now resolves to {new}, was {old}",
+                    self.id, self.cfg.backends[backend].prefix, self.cfg.backends[backend].host
+                );
+                self.addrs.borrow_mut()[backend] = new;
+            }
+            Ok(_) => {}
+            Err(why) => self.log_failure(format_args!(
+                "backend {}: {why}",
+                self.cfg.backends[backend].prefix
+            )),
         }
     }
 
@@ -595,7 +630,7 @@ impl Shard {
                     pooled: true,
                 });
             }
-            let addr = self.cfg.backends[backend].addr;
+            let addr = self.addrs.borrow()[backend];
             match connect_to(addr, self.cfg.timeouts.connect).await {
                 Ok(sock) => {
                     return Some(Upstream {

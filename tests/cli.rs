@@ -624,3 +624,75 @@ fn check_shows_a_backend_host_name_and_its_address() {
         "an address is shown once: {stdout}"
     );
 }
+
+/// A port where nothing listens (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Backend i is checked by shard i mod N, and that shard's lines carry its id, the same id as its
+/// thread (`wtgate-shard-N`) and its stats; a failed check says why.
+#[test]
+fn failed_checks_are_logged_with_their_cause_by_the_checking_shard() {
+    use std::io::{BufRead, BufReader};
+    let (listen, p1, p2) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .args([
+            "--threads",
+            "2",
+            "--no-pin",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--backend",
+            &format!("wt1=127.0.0.1:{p1}"),
+            "--backend",
+            &format!("wt2=127.0.0.1:{p2}"),
+            "--check-interval",
+            "20ms",
+            "--fall",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wtgate");
+    let stderr = child.stderr.take().unwrap();
+    // Reads until both backends went down; a watchdog kills wtgate (ending the stream) if that
+    // never happens.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let waited = finished.recv_timeout(Duration::from_secs(10));
+        if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        lines.push(line);
+        if lines.iter().filter(|l| l.contains("up -> down")).count() == 2 {
+            break;
+        }
+    }
+    drop(done);
+    watchdog.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = lines.join("\n");
+    for (shard, prefix, port) in [(0, "wt1", p1), (1, "wt2", p2)] {
+        let checked = format!(
+            "wtgate[{shard}]: backend {prefix} (127.0.0.1:{port}): active check failed: Connection refused"
+        );
+        let down = format!(
+            "wtgate[{shard}]: backend {prefix} (127.0.0.1:{port}) up -> down: active checks failed: Connection refused"
+        );
+        assert!(all.contains(&checked), "no line '{checked}' in:\n{all}");
+        assert!(all.contains(&down), "no line '{down}' in:\n{all}");
+    }
+}
