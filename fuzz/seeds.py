@@ -2,8 +2,9 @@
 """Writes the checked-in seed corpus fuzz/corpus/<target>/ (run from anywhere; idempotent).
 
 Seeds: every request and response head of the real Wt 4.14.0 traffic in shared/wt-traffic.txt
-(section A), Wt's request lines of sections B/C as GETs, chunked bodies like Wt's, and the
-request-smuggling cases of tests/smuggling.rs. File names are content hashes, as libFuzzer's are.
+(section A), Wt's request lines of sections B/C as GETs, chunked bodies like Wt's, the
+request-smuggling cases of tests/smuggling.rs, and PROXY protocol v1/v2 headers, valid and not.
+File names are content hashes, as libFuzzer's are.
 """
 import hashlib
 import os
@@ -110,6 +111,48 @@ RESPONSES_EXTRA = [
 ]
 
 
+def pp2(command, family, block):
+    """A PROXY v2 header: signature, version 2 and `command`, `family`, length, `block`."""
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    return sig + bytes([0x20 | command, family]) + len(block).to_bytes(2, "big") + block
+
+
+def tlv(kind, value):
+    return bytes([kind]) + len(value).to_bytes(2, "big") + value
+
+
+INET = bytes([10, 0, 0, 1, 192, 168, 1, 2, 0xDC, 0x04, 0x01, 0xBB])
+INET6 = (bytes.fromhex("20010db8000000000000000000000007" "00000000000000000000000000000001")
+         + b"\xff\xff\x00\x50")
+SSL = tlv(0x20, b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client.example"))
+
+PROXY_HEADERS = [
+    b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
+    b"PROXY TCP6 2001:db8::1 ::1 65535 8080\r\n",
+    b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
+    b"PROXY UNKNOWN\r\n",
+    b"PROXY UNKNOWN ::1 ::2 1 2\r\n",
+    b"PROXY TCP4 01.2.3.4 5.6.7.8 080 +1\r\n",
+    b"PROXY TCP4 ::1 1.2.3.4 1 2\r\n",
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+    b"PROXY " + b"x" * 110 + b"\r\n",
+    pp2(1, 0x11, INET),
+    pp2(1, 0x11, INET + tlv(0x01, b"h2") + SSL + tlv(0x04, b"") + tlv(0xEA, b"vpce-0123abcd")),
+    pp2(1, 0x21, INET6 + SSL),
+    pp2(1, 0x31, b"/" * 216),
+    pp2(1, 0x00, SSL),
+    pp2(0, 0x00, b""),
+    pp2(0, 0x11, INET),
+    pp2(1, 0x12, INET),
+    pp2(1, 0x11, INET[:11]),
+    pp2(1, 0x11, INET + b"\x20\x00\x04\x01\x00\x00\x00"),
+    pp2(1, 0x11, INET + b"\x01\xff\xff"),
+    pp2(1, 0x11, INET + SSL + SSL),
+    pp2(2, 0x11, INET),
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff",
+]
+
+
 def write(target, items):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -130,6 +173,10 @@ def main():
     write("request_path", reqs + SMUGGLING + pipelined + [wt_post + reqs[0], chunked_post])
     write("response_head", resps + RESPONSES_EXTRA)
     write("chunked", CHUNKED)
+    # proxy_protocol: each header alone and followed by the request it precedes.
+    followed = [h + reqs[0] for h in PROXY_HEADERS[:4] + PROXY_HEADERS[9:15]]
+    tls_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+    write("proxy_protocol", PROXY_HEADERS + followed + [reqs[0], tls_hello])
     # wtd_route: the first byte picks backend states; the rest is a request-target.
     extra = [b"/app?foo_wtd=x&wtd=wt1AbCdEfGhIjKlMnOp#&wtd=y", b"/#?wtd=wt1x", b"/?wtd=&wtd=a1"]
     write("wtd_route", [bytes([s]) + t for s in (0x00, 0xff, 0x35) for t in targets + extra])

@@ -493,6 +493,8 @@ impl Shard {
                 None
             },
             proto: "http",
+            // Nothing configures trusted peers yet, so every peer's X-Forwarded-* is replaced.
+            trusted: false,
         };
         h1::write_forward_request(&mut fwd, cbuf.data(), &head, &opts);
         cbuf.consume(head.head_len);

@@ -43,10 +43,17 @@ fn check(data: &[u8], limits: &Limits) {
                 ForwardOptions {
                     forwarded_for: None,
                     proto: "http",
+                    trusted: false,
                 },
                 ForwardOptions {
                     forwarded_for: Some("127.0.0.1"),
                     proto: "http",
+                    trusted: false,
+                },
+                ForwardOptions {
+                    forwarded_for: Some("127.0.0.1"),
+                    proto: "https",
+                    trusted: true,
                 },
             ] {
                 let mut out = Vec::new();

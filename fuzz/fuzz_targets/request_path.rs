@@ -123,6 +123,8 @@ fn check_forward(msg: &[u8], body: &[u8], limits: &Limits) {
     let opts = ForwardOptions {
         forwarded_for: Some("192.0.2.1"),
         proto: "http",
+        // Trusted copies the most incoming bytes into the forwarded head.
+        trusted: true,
     };
     write_forward_request(&mut out, msg, &h, &opts);
     let head_len = out.len();

@@ -154,6 +154,64 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// Why the bytes at the start of a PROXY-protocol connection are not a PROXY header; the
+/// connection is closed without a word, as HAProxy does (the peer is a proxy, not a browser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeaderError {
+    /// Neither the v1 `PROXY ` nor the v2 signature: e.g. a client speaking HTTP directly.
+    NotProxyProtocol,
+    /// No CRLF within the 107 bytes v1 allows.
+    V1TooLong,
+    /// A byte outside printable ASCII and space in a v1 line, or a CR without its LF.
+    V1BadByte,
+    /// Not `TCP4`/`TCP6` with exactly four single-space-separated fields, nor `UNKNOWN`.
+    V1BadSyntax,
+    /// Not an address of the line's family (an IPv6 address in `TCP4`, or the reverse).
+    V1BadAddress,
+    /// Not a decimal port 0..=65535 without sign or leading zeros.
+    V1BadPort,
+    /// A v2 signature followed by a version other than 2.
+    V2BadVersion,
+    /// A command other than LOCAL and PROXY.
+    V2BadCommand,
+    /// An address family or transport the spec does not define, or an invalid pairing of both.
+    V2BadFamily,
+    /// DGRAM: an HTTP proxy only carries streams.
+    V2Datagram,
+    /// A length beyond what we accept (see `MAX_PROXY_HEADER_LEN`).
+    V2TooLong,
+    /// A length shorter than the address block its family requires.
+    V2ShortAddress,
+    /// A TLV whose header or value runs past the end of the PROXY header.
+    V2BadTlv,
+    /// A `PP2_TYPE_SSL` TLV that is too short, holds truncated sub-TLVs, or is not the only one.
+    V2BadSslTlv,
+}
+
+impl fmt::Display for ProxyHeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ProxyHeaderError::NotProxyProtocol => "not a PROXY protocol header",
+            ProxyHeaderError::V1TooLong => "PROXY v1 line too long",
+            ProxyHeaderError::V1BadByte => "invalid byte in PROXY v1 line",
+            ProxyHeaderError::V1BadSyntax => "malformed PROXY v1 line",
+            ProxyHeaderError::V1BadAddress => "invalid address in PROXY v1 line",
+            ProxyHeaderError::V1BadPort => "invalid port in PROXY v1 line",
+            ProxyHeaderError::V2BadVersion => "unsupported PROXY v2 version",
+            ProxyHeaderError::V2BadCommand => "unknown PROXY v2 command",
+            ProxyHeaderError::V2BadFamily => "invalid PROXY v2 address family",
+            ProxyHeaderError::V2Datagram => "PROXY v2 datagram transport",
+            ProxyHeaderError::V2TooLong => "PROXY v2 header too long",
+            ProxyHeaderError::V2ShortAddress => "PROXY v2 header shorter than its addresses",
+            ProxyHeaderError::V2BadTlv => "truncated PROXY v2 TLV",
+            ProxyHeaderError::V2BadSslTlv => "invalid PROXY v2 SSL TLV",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for ProxyHeaderError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +246,10 @@ mod tests {
         assert_eq!(
             BodyError::Truncated.to_string(),
             "body truncated by connection close"
+        );
+        assert_eq!(
+            ProxyHeaderError::NotProxyProtocol.to_string(),
+            "not a PROXY protocol header"
         );
     }
 }

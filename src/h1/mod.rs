@@ -11,6 +11,7 @@
 //! - `fields`: header-value grammar shared by requests and responses.
 //! - `request` / `response`: head parsing and framing rules.
 //! - `chunked` / `body`: body framing state machines.
+//! - `proxy_protocol`: the PROXY v1/v2 header a load balancer sends before the first request.
 //! - `rewrite`: the heads we send on (hop-by-hop removal, X-Forwarded-*).
 //! - `reply`: responses the proxy answers itself.
 //! - `error`: one error enum per layer.
@@ -21,6 +22,7 @@ mod error;
 mod fields;
 #[cfg(test)]
 mod fixtures;
+mod proxy_protocol;
 mod reply;
 mod request;
 mod response;
@@ -31,7 +33,8 @@ use std::ops::Range;
 
 pub use body::{Advance, BodyFramer};
 pub use chunked::ChunkedDecoder;
-pub use error::{BodyError, RequestError, ResponseError};
+pub use error::{BodyError, ProxyHeaderError, RequestError, ResponseError};
+pub use proxy_protocol::{MAX_HEADER_LEN as MAX_PROXY_HEADER_LEN, ProxyHeader, parse_proxy_header};
 pub use reply::{error_response, reason_phrase};
 pub use request::{RequestHead, parse_request};
 pub use response::{ResponseHead, parse_response};

@@ -8,10 +8,16 @@ use super::fields::{self, Name};
 use super::{Framing, Header, RequestHead, ResponseHead, Version, scan};
 
 pub struct ForwardOptions<'a> {
-    /// Client IP text; `None` = add no X-Forwarded-For/-Proto and pass existing ones through.
+    /// Client IP text; `None` = add no X-Forwarded-For/-Proto and pass incoming ones through
+    /// untouched, whatever `trusted` says.
     pub forwarded_for: Option<&'a str>,
     /// Scheme the client used, e.g. "http".
     pub proto: &'a str,
+    /// The direct peer is a proxy we trust (a `--trust-forwarded-from` address, or a listener
+    /// that speaks the PROXY protocol). Its X-Forwarded-For is kept with the client appended,
+    /// and its (last) X-Forwarded-Proto wins over `proto`: behind a TLS terminator that is the
+    /// only place "https" can come from. Anyone else's are forgeries: removed, and ours written.
+    pub trusted: bool,
 }
 
 /// Writes the head to send to the backend.
@@ -59,19 +65,22 @@ pub fn write_forward_request(
 
     if let Some(ip) = opts.forwarded_for {
         out.extend_from_slice(b"X-Forwarded-For: ");
-        for h in &head.headers {
-            let name = fields::name_of(buf, h);
-            if Name::of(name) == Name::XForwardedFor && !named.names(name) {
-                let value = fields::trim_ows(fields::value_of(buf, h));
-                if !value.is_empty() {
+        let mut proto = opts.proto.as_bytes();
+        if opts.trusted {
+            for (kind, value) in forwarded_values(buf, &head.headers, &named) {
+                if kind == Name::XForwardedFor {
                     out.extend_from_slice(value);
                     out.extend_from_slice(b", ");
+                } else {
+                    // One copy goes on, the last: a proxy that adds its own field appends it, so
+                    // an earlier copy may be the client's own forgery passed along.
+                    proto = value;
                 }
             }
         }
         out.extend_from_slice(ip.as_bytes());
         out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-        out.extend_from_slice(opts.proto.as_bytes());
+        out.extend_from_slice(proto);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -128,6 +137,22 @@ pub fn write_forward_response(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Non-empty X-Forwarded-For/-Proto values in order, minus copies the sender made hop-by-hop
+/// by naming them in `Connection`.
+fn forwarded_values<'b>(
+    buf: &'b [u8],
+    headers: &[Header],
+    named: &ConnectionNamed,
+) -> impl Iterator<Item = (Name, &'b [u8])> {
+    headers.iter().filter_map(move |h| {
+        let name = fields::name_of(buf, h);
+        let kind = Name::of(name);
+        let value = fields::trim_ows(fields::value_of(buf, h));
+        let wanted = matches!(kind, Name::XForwardedFor | Name::XForwardedProto);
+        (wanted && !value.is_empty() && !named.names(name)).then_some((kind, value))
+    })
 }
 
 /// Field names listed in `Connection` beyond the ones that are hop-by-hop anyway.
@@ -199,7 +224,23 @@ mod tests {
     const NO_XFF: ForwardOptions = ForwardOptions {
         forwarded_for: None,
         proto: "http",
+        trusted: false,
     };
+
+    const TRUSTED: ForwardOptions = ForwardOptions {
+        forwarded_for: Some("10.0.0.9"),
+        proto: "http",
+        trusted: true,
+    };
+
+    const UNTRUSTED: ForwardOptions = ForwardOptions {
+        trusted: false,
+        ..TRUSTED
+    };
+
+    /// Incoming X-Forwarded-* of every kind: several copies, odd case, padding, an empty one.
+    const FORWARDED: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\
+X-Forwarded-Proto: https\r\nx-forwarded-for:  3.3.3.3 \r\nX-Forwarded-For:\r\nX-Kept: 1\r\n\r\n";
 
     fn forward_request(raw: &[u8], opts: &ForwardOptions) -> String {
         let head = parse_request(raw, &Limits::default()).unwrap().unwrap();
@@ -341,12 +382,58 @@ Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X\r\nx-secret: 1\r\nX-K
     }
 
     #[test]
-    fn forwarded_for_appends_and_proto_replaces() {
-        let opts = ForwardOptions {
-            forwarded_for: Some("10.0.0.9"),
-            proto: "http",
-        };
-        let out = forward_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &opts);
+    fn forwarded_headers_without_incoming_ones() {
+        for opts in [&TRUSTED, &UNTRUSTED] {
+            let out = forward_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", opts);
+            assert_eq!(
+                lines(&out),
+                [
+                    "GET / HTTP/1.1",
+                    "Host: a",
+                    "X-Forwarded-For: 10.0.0.9",
+                    "X-Forwarded-Proto: http",
+                    "",
+                    ""
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_peer_forwarded_for_appends_and_proto_is_kept() {
+        let out = forward_request(FORWARDED, &TRUSTED);
+        assert_eq!(
+            lines(&out),
+            [
+                "GET / HTTP/1.1",
+                "Host: a",
+                "X-Kept: 1",
+                "X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9",
+                "X-Forwarded-Proto: https",
+                "",
+                ""
+            ]
+        );
+    }
+
+    #[test]
+    fn untrusted_peer_forwarded_headers_are_replaced() {
+        let out = forward_request(FORWARDED, &UNTRUSTED);
+        assert_eq!(
+            lines(&out),
+            [
+                "GET / HTTP/1.1",
+                "Host: a",
+                "X-Kept: 1",
+                "X-Forwarded-For: 10.0.0.9",
+                "X-Forwarded-Proto: http",
+                "",
+                ""
+            ]
+        );
+        let raw = b"GET / HTTP/1.1\r\nx-FORWARDED-proto: https\r\nHost: a\r\n\
+X-FORWARDED-FOR: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let out = forward_request(raw, &UNTRUSTED);
         assert_eq!(
             lines(&out),
             [
@@ -358,25 +445,75 @@ Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X\r\nx-secret: 1\r\nX-K
                 ""
             ]
         );
-        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\
-X-Forwarded-Proto: https\r\nx-forwarded-for:  3.3.3.3 \r\nX-Forwarded-For:\r\n\r\n";
-        let out = forward_request(raw, &opts);
+    }
+
+    #[test]
+    fn without_our_address_forwarded_headers_pass_untouched() {
+        for trusted in [false, true] {
+            let opts = ForwardOptions { trusted, ..NO_XFF };
+            let out = forward_request(FORWARDED, &opts);
+            assert_eq!(
+                lines(&out),
+                [
+                    "GET / HTTP/1.1",
+                    "Host: a",
+                    "X-Forwarded-For: 1.1.1.1, 2.2.2.2",
+                    "X-Forwarded-Proto: https",
+                    "x-forwarded-for: 3.3.3.3",
+                    "X-Forwarded-For: ",
+                    "X-Kept: 1",
+                    "",
+                    ""
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_peer_proto_last_nonempty_copy_wins() {
+        let proto_of = |raw: &[u8]| {
+            let out = forward_request(raw, &TRUSTED);
+            assert_eq!(
+                out.to_ascii_lowercase()
+                    .matches("x-forwarded-proto")
+                    .count(),
+                1
+            );
+            let line = lines(&out)
+                .into_iter()
+                .find(|l| l.starts_with("X-Forwarded-Proto: "))
+                .unwrap()
+                .to_string();
+            line["X-Forwarded-Proto: ".len()..].to_string()
+        };
+        // A terminator that adds its field after a forged one.
         assert_eq!(
-            lines(&out),
-            [
-                "GET / HTTP/1.1",
-                "Host: a",
-                "X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9",
-                "X-Forwarded-Proto: http",
-                "",
-                ""
-            ]
+            proto_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n\r\n"),
+            "http"
         );
-        // Without our own address they pass through untouched.
-        let out = forward_request(raw, &NO_XFF);
-        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n"));
-        assert!(out.contains("X-Forwarded-Proto: https\r\n"));
-        assert!(out.contains("x-forwarded-for: 3.3.3.3\r\n"));
+        assert_eq!(
+            proto_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: \r\n\r\n"),
+            "https"
+        );
+        assert_eq!(
+            proto_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto:  \r\n\r\n"),
+            "http"
+        );
+        // Kept as sent, list and all.
+        assert_eq!(
+            proto_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https, http \r\n\r\n"),
+            "https, http"
+        );
+        // Named in Connection: hop-by-hop, gone before we look.
+        assert_eq!(
+            proto_of(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Forwarded-Proto\r\nX-Forwarded-Proto: https\r\n\r\n"),
+            "http"
+        );
+        let out = forward_request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-forwarded-for\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n",
+            &TRUSTED,
+        );
+        assert!(out.contains("\r\nX-Forwarded-For: 10.0.0.9\r\n"), "{out}");
     }
 
     #[test]
