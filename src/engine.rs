@@ -382,11 +382,12 @@ fn run_shard(
         let _ = ready.send(Ok(()));
         let loops: Vec<_> = listeners
             .into_iter()
-            .map(|l| {
+            .zip(cfg.listen.iter().map(|l| l.proxy_protocol))
+            .map(|(l, proxy_protocol)| {
                 let shard = shard.clone();
                 let limit = limit.clone();
                 let stop = stop.clone();
-                glommio::spawn_local(accept_loop(l, shard, limit, stop))
+                glommio::spawn_local(accept_loop(l, proxy_protocol, shard, limit, stop))
             })
             .collect();
         background.push(glommio::spawn_local(Shard::sweep_pool(shard.clone())).detach());
@@ -411,6 +412,7 @@ fn run_shard(
 
 async fn accept_loop(
     listener: TcpListener,
+    proxy_protocol: bool,
     shard: Rc<Shard>,
     limit: Rc<glommio::sync::Semaphore>,
     stop: Arc<AtomicBool>,
@@ -428,7 +430,7 @@ async fn accept_loop(
             Ok(stream) => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    shard.serve(stream).await;
+                    shard.serve(stream, proxy_protocol).await;
                     drop(permit);
                 })
                 .detach();

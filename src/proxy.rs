@@ -21,7 +21,9 @@ use glommio::net::TcpStream;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::{Config, Reuse};
-use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
+use crate::h1::{
+    self, BodyFramer, ForwardOptions, Framing, ProxyHeader, RequestHead, ResponseHead,
+};
 use crate::health::{Admin, Cause, FailReason, Gossip, Health};
 use crate::log::RateLimit;
 use crate::metrics::ShardStats;
@@ -114,8 +116,13 @@ enum ResponseEnd {
 
 /// What one request knows about the client connection it came on.
 struct ClientInfo {
-    /// The client's address as text, for X-Forwarded-For and log lines.
+    /// The client's address as text (from the PROXY protocol header where the listener takes
+    /// one), for X-Forwarded-For and log lines.
     ip: Option<String>,
+    /// Whether the client's own X-Forwarded-* are believed (`--trust-forwarded-from`).
+    trusted: bool,
+    /// The scheme the client used: `https` when a PROXY v2 header says it spoke TLS.
+    proto: &'static str,
     /// Requests this connection carried before this one.
     earlier_requests: u64,
 }
@@ -353,40 +360,87 @@ impl Shard {
         self.pool.borrow_mut().clear_all();
     }
 
-    /// Serves one client connection until it closes.
-    pub async fn serve(&self, stream: TcpStream) {
-        let peer = stream.peer_addr().ok();
+    /// Serves one client connection until it closes; `proxy_protocol`: it starts with a PROXY
+    /// protocol header, which says who the client is.
+    pub async fn serve(&self, stream: TcpStream, proxy_protocol: bool) {
+        let mut peer = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
         let client = Sock::new(stream);
         let key = self.track(&client);
-        let mut info = ClientInfo {
-            ip: peer.map(|p| p.ip().to_canonical().to_string()),
-            earlier_requests: 0,
-        };
         let mut cbuf = InBuf::new(self.bufs.clone());
+        let mut proto = "http";
+        let mut accepted = true;
+        if proxy_protocol {
+            match self.read_proxy_header(&client, &mut cbuf).await {
+                Some(header) => {
+                    peer = header.source.or(peer);
+                    if header.ssl {
+                        proto = "https";
+                    }
+                }
+                None => accepted = false,
+            }
+        }
+        if accepted {
+            let info = ClientInfo {
+                ip: peer.map(|p| p.ip().to_canonical().to_string()),
+                trusted: peer.is_some_and(|p| self.cfg.trusts(p.ip())),
+                proto,
+                earlier_requests: 0,
+            };
+            self.serve_requests(&client, cbuf, info).await;
+        }
+        self.open.borrow_mut().remove(&key);
+        client.shutdown_both();
+    }
+
+    /// Reads the PROXY protocol header that opens a connection. `None`: the connection is to be
+    /// closed (not a valid header, the client went away or took too long), as HAProxy does.
+    async fn read_proxy_header(&self, client: &Sock, cbuf: &mut InBuf) -> Option<ProxyHeader> {
+        let limit = self.cfg.timeouts.request_head;
+        let started = Instant::now();
+        loop {
+            if !cbuf.is_empty() {
+                match h1::parse_proxy_header(cbuf.data()) {
+                    Ok(Some((header, len))) => {
+                        cbuf.consume(len);
+                        return Some(header);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.log_failure(format_args!("closed a connection: PROXY protocol: {e}"));
+                        return None;
+                    }
+                }
+            }
+            let wait = limit.saturating_sub(started.elapsed());
+            match timeout(wait, cbuf.read_idle(client)).await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// The requests of one client connection, one after another.
+    async fn serve_requests(&self, client: &Sock, mut cbuf: InBuf, mut info: ClientInfo) {
         let mut bbuf = InBuf::new(self.bufs.clone());
         loop {
             let first = info.earlier_requests == 0;
-            let head = match self.read_request_head(&client, &mut cbuf, first).await {
+            let head = match self.read_request_head(client, &mut cbuf, first).await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(status) => {
-                    self.answer(&client, status, true).await;
+                    self.answer(client, status, true).await;
                     break;
                 }
             };
             ShardStats::count(&self.stats.requests);
-            match self
-                .handle(&client, &mut cbuf, &mut bbuf, head, &info)
-                .await
-            {
+            match self.handle(client, &mut cbuf, &mut bbuf, head, &info).await {
                 Next::KeepAlive => bbuf.release(),
                 Next::Close => break,
             }
             info.earlier_requests += 1;
         }
-        self.open.borrow_mut().remove(&key);
-        client.shutdown_both();
     }
 
     /// Registers a socket for `close_all`; the caller removes it from `open` when done.
@@ -492,9 +546,8 @@ impl Shard {
             } else {
                 None
             },
-            proto: "http",
-            // Nothing configures trusted peers yet, so every peer's X-Forwarded-* is replaced.
-            trusted: false,
+            proto: info.proto,
+            trusted: info.trusted,
         };
         h1::write_forward_request(&mut fwd, cbuf.data(), &head, &opts);
         cbuf.consume(head.head_len);

@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::*;
+use wtgate::config::Config;
 
 const PREFIXES: [&str; 3] = ["wt1", "wt2", "wt10"];
 
@@ -265,7 +266,10 @@ fn weights_shape_the_round_robin() {
 #[test]
 fn forwarded_headers_added_and_hop_by_hop_dropped() {
     let b = TestBackend::start("wt1", Behavior::Normal);
-    let proxy = start_proxy(&[b.spec()], |_| {});
+    // The test client is a trusted proxy here: its X-Forwarded-For is appended to.
+    let proxy = start_proxy(&[b.spec()], |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]
+    });
     let mut w = Wire::connect(proxy.addr);
 
     w.write_all(b"GET /?n=1 HTTP/1.1\r\nHost: wt.example\r\n\r\n")
@@ -319,6 +323,115 @@ fn forwarded_headers_added_and_hop_by_hop_dropped() {
             reqs[1].headers
         );
     }
+}
+
+/// Fetches `raw` through a proxy set up by `tweak` and returns the X-Forwarded-For and
+/// X-Forwarded-Proto values the backend saw (each copy, in order).
+fn forwarded_seen(tweak: impl FnOnce(&mut Config), raw: &[u8]) -> (Vec<String>, Vec<String>) {
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[b.spec()], tweak);
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(raw).unwrap();
+    assert_eq!(w.read_response(false).unwrap().status, 200);
+    let reqs = b.requests();
+    let values = |name: &str| -> Vec<String> {
+        reqs[0]
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    (values("X-Forwarded-For"), values("X-Forwarded-Proto"))
+}
+
+const FORGED: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n\
+x-forwarded-proto: https\r\nX-FORWARDED-FOR: 7.7.7.7\r\n\r\n";
+
+/// From a client that is not trusted, X-Forwarded-* are the proxy's own: a forged client address
+/// or scheme never reaches the Wt server.
+#[test]
+fn an_untrusted_clients_forwarded_headers_are_replaced() {
+    let (xff, xfp) = forwarded_seen(|_| {}, FORGED);
+    assert_eq!((xff, xfp), (vec!["127.0.0.1".into()], vec!["http".into()]));
+    // Trusting another network changes nothing for this client.
+    let (xff, xfp) = forwarded_seen(
+        |c| c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()],
+        FORGED,
+    );
+    assert_eq!((xff, xfp), (vec!["127.0.0.1".into()], vec!["http".into()]));
+}
+
+/// Behind a trusted TLS terminator the scheme it reports (https) survives, and its client list is
+/// appended to.
+#[test]
+fn a_trusted_proxys_forwarded_headers_are_kept_and_appended_to() {
+    let (xff, xfp) = forwarded_seen(
+        |c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()],
+        FORGED,
+    );
+    assert_eq!(xff, vec!["6.6.6.6, 7.7.7.7, 127.0.0.1".to_string()]);
+    assert_eq!(xfp, vec!["https".to_string()]);
+}
+
+/// A `proxy-protocol` listener takes the client's address (and, from a v2 SSL TLV, its scheme)
+/// from the PROXY header that opens the connection; the rest is HTTP as usual.
+#[test]
+fn a_proxy_protocol_listener_takes_the_client_from_the_header() {
+    let pp = |c: &mut Config| c.listen[0].proxy_protocol = true;
+    let mut v1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n".to_vec();
+    v1.extend_from_slice(&get("/?pp=1"));
+    let (xff, xfp) = forwarded_seen(pp, &v1);
+    assert_eq!(
+        (xff, xfp),
+        (vec!["203.0.113.7".into()], vec!["http".into()])
+    );
+
+    // v2, PROXY over TCP/IPv6, with a PP2_TYPE_SSL TLV whose client bit says TLS.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21]);
+    let ssl_tlv = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+    v2.extend_from_slice(&((36 + ssl_tlv.len()) as u16).to_be_bytes());
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&51000u16.to_be_bytes());
+    v2.extend_from_slice(&443u16.to_be_bytes());
+    v2.extend_from_slice(&ssl_tlv);
+    v2.extend_from_slice(&get("/?pp=2"));
+    let (xff, xfp) = forwarded_seen(pp, &v2);
+    assert_eq!(
+        (xff, xfp),
+        (vec!["2001:db8::7".into()], vec!["https".into()])
+    );
+}
+
+/// A `proxy-protocol` listener closes a connection that does not open with a valid header, and
+/// nothing reaches a backend.
+#[test]
+fn a_proxy_protocol_listener_refuses_a_connection_without_the_header() {
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[b.spec()], |c| c.listen[0].proxy_protocol = true);
+    for raw in [
+        get("/?plain=1"),
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n".to_vec(),
+        b"PROXY TCP9 x\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+    ] {
+        let mut w = Wire::connect(proxy.addr);
+        w.write_all(&raw).unwrap();
+        w.expect_closed()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(&raw)));
+    }
+    assert_eq!(b.bytes_received(), 0, "{}", b.received_preview());
 }
 
 /// `forwarded_headers = false` adds nothing.
