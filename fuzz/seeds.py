@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the checked-in seed corpus fuzz/corpus/<target>/ (run from anywhere; idempotent).
 
-Seeds: every request and response head of the real Wt 4.14.0 traffic in shared/wt-traffic.txt
+Seeds: every request and response head of the real Wt 4.14.0 traffic in docs/wt-traffic.txt
 (section A), Wt's request lines of sections B/C as GETs, chunked bodies like Wt's, the
 request-smuggling cases of tests/smuggling.rs, and PROXY protocol v1/v2 headers, valid and not.
 File names are content hashes, as libFuzzer's are.
@@ -12,7 +12,7 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TRAFFIC = os.path.join(HERE, "..", "..", "shared", "wt-traffic.txt")
+TRAFFIC = os.path.join(HERE, "..", "docs", "wt-traffic.txt")
 if len(sys.argv) > 1:
     TRAFFIC = sys.argv[1]
 

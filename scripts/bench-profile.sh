@@ -7,7 +7,8 @@
 #
 #   scripts/bench-profile.sh [keepalive|ws|connect] [seconds] [wtgate|haproxy]
 #   (default: keepalive 5 wtgate; haproxy uses scripts/bench-haproxy.cfg, for the same profile of it)
-# Output goes to stdout and target/bench-profile/ (perf.data, reports).
+# Output goes to stdout and target/bench-profile/ (perf.data, reports). Both binaries are built with
+# `--profile profiling` (release code plus line tables, see Cargo.toml) into target/profiling/.
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT"
@@ -22,14 +23,14 @@ case "$SCEN" in
 esac
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
 command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace >/dev/null; }
-cargo build --release -q -p wtgate -p wtgate-bench
+cargo build --profile profiling -q -p wtgate -p wtgate-bench
 OUT="$ROOT/target/bench-profile"
 mkdir -p "$OUT"
 NCPU=$(nproc)
 PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
 LOAD_CPUS=${LOAD_CPUS:-0-$(( NCPU > 1 ? NCPU - 2 : 0 ))}
 BASE_PORT=${BASE_PORT:-27180}
-B=target/release/wtgate-bench
+B=target/profiling/wtgate-bench
 STARTED=()
 cleanup() { for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -42,7 +43,7 @@ if [ "$PROXY" = haproxy ]; then
     -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/4096/g" scripts/bench-haproxy.cfg >"$OUT/haproxy.cfg"
   taskset -c "$PROXY_CPUS" haproxy -db -f "$OUT/haproxy.cfg" >/dev/null 2>&1 & WG=$!; STARTED+=($WG)
 else
-  taskset -c "$PROXY_CPUS" target/release/wtgate --listen 127.0.0.1:$((BASE_PORT + 2)) \
+  taskset -c "$PROXY_CPUS" target/profiling/wtgate --listen 127.0.0.1:$((BASE_PORT + 2)) \
     --backend wt1=127.0.0.1:$BASE_PORT --backend wt2=127.0.0.1:$((BASE_PORT + 1)) \
     --threads "$SHARDS" >/dev/null 2>&1 & WG=$!; STARTED+=($WG)
 fi
