@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of wtgate, HAProxy (DESIGN.md §1 config) and nginx (map on $arg_wtd) in
+# Side-by-side comparison of wtgate, HAProxy (docs/design.md "What wtgate replaces" config) and nginx (map on $arg_wtd) in
 # front of the same two `wtgate-bench serve` backends, plus the backend alone ("direct"), for every
-# scenario of DESIGN.md §5. Prints one markdown table per scenario and writes SVG percentile plots.
+# scenario of docs/design.md "Performance targets". Prints one markdown table per scenario and writes SVG percentile plots.
 #
 #   scripts/compare.sh            full run: 3 interleaved rounds × 4 s per load (~7 minutes)
 #   scripts/compare.sh --quick    1 round × 2 s per load, no wrk cross-check (~2 minutes)
@@ -169,7 +169,7 @@ pids_of() { # target → comma-separated pids whose CPU and RSS count as "the pr
   esac
 }
 
-# --- scenarios (DESIGN.md §5) ------------------------------------------------------------------
+# --- scenarios (docs/design.md "Performance targets") ------------------------------------------------------------------
 TARGETS=(direct wtgate haproxy nginx)
 SCENARIOS=(keepalive rate connect large ws)
 declare -A TITLE GOAL ARGS

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kills one of two backends under wrk load, through wtgate and then through HAProxy (the DESIGN.md §1
+# Kills one of two backends under wrk load, through wtgate and then through HAProxy (the docs/design.md "What wtgate replaces"
 # config), and reports for each: requests that failed (non-2xx and socket errors, as wrk counts them)
 # and how long after the kill the proxy stopped sending to the dead backend (marked it down).
 #

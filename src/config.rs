@@ -289,7 +289,7 @@ impl std::str::FromStr for Reuse {
     }
 }
 
-/// Timeouts of DESIGN.md §3, with HAProxy-like meanings.
+/// Timeouts of docs/design.md "Behaviour", with HAProxy-like meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect to a backend.

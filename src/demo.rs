@@ -2,7 +2,7 @@
 //! like a Wt server (wthttpd) with `--session-id-prefix`, so session affinity can be seen in a browser
 //! or with `curl -i` (every response carries `X-Backend: <prefix>`).
 //!
-//! What a [`DemoBackend`] answers (see DESIGN.md §2 for the Wt behaviour it imitates):
+//! What a [`DemoBackend`] answers (see docs/design.md "How Wt talks" for the Wt behaviour it imitates):
 //! - `GET`/`HEAD` with no `wtd`, or a `wtd` this server does not know (another server's prefix, an
 //!   unknown or malformed id) → a new session `prefix + 16 [0-9A-Za-z]`; 200 `text/html`, chunked:
 //!   "served by backend wt1 (ADDR), new session wt1…", a link `?wtd=<id>`, and a script that opens a
@@ -551,7 +551,7 @@ fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fai
             shared.prefix
         );
         conn.stream.write_all(resp.as_bytes())?;
-        // wthttpd (Wt 4.14.0) does this, per a packet capture (DESIGN.md §3 "Upgrades"): a proxy
+        // wthttpd (Wt 4.14.0) does this, per a packet capture (docs/design.md "Upgrades"): a proxy
         // that upgrades over a reused pooled connection must fail here as it would in production.
         return Ok(if reused { Next::Close } else { Next::WebSocket });
     }

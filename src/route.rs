@@ -1,6 +1,6 @@
 //! Routing, pure: which backend a request goes to, from its request-target and the backends' states.
 //!
-//! Nothing here touches a socket or a clock, so every rule of DESIGN.md §3 "Routing" is unit-tested
+//! Nothing here touches a socket or a clock, so every rule of docs/design.md "Routing" is unit-tested
 //! below on plain data.
 
 use crate::config::Config;
@@ -147,7 +147,7 @@ mod tests {
         vec![BackendStatus::default(); n]
     }
 
-    const ID1: &str = "wt13kcFKBb8y0I2SsdS"; // from wt-traffic.txt
+    const ID1: &str = "wt13kcFKBb8y0I2SsdS"; // from docs/wt-traffic.txt
     const ID2: &str = "wt2AbCdEfGhIjKlMnOp";
 
     #[test]

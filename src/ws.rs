@@ -319,7 +319,7 @@ mod tests {
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        // From wt-traffic.txt: a real browser handshake answered by Wt.
+        // From docs/wt-traffic.txt: a real browser handshake answered by Wt.
         assert_eq!(
             accept_key("QCUVFQhbuTMi1xe8BM4rpQ=="),
             "8HY4GeqsiL1h4lqHrC4npTiRHGU="

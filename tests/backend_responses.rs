@@ -1,4 +1,4 @@
-//! Unusual or broken responses from a backend (DESIGN.md §3 "HTTP/1.1": 502 for a bad or absent
+//! Unusual or broken responses from a backend (docs/design.md "HTTP/1.1": 502 for a bad or absent
 //! response; RFC 9112 framing rules on the way back to the client).
 
 mod common;

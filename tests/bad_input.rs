@@ -1,4 +1,4 @@
-//! Malformed or hostile requests (DESIGN.md §3 "HTTP/1.1"): each gets the expected status, the
+//! Malformed or hostile requests (docs/design.md "HTTP/1.1"): each gets the expected status, the
 //! connection is closed after the answer, and no byte reaches any backend.
 //!
 //! "No byte reached a backend" is checked after the client has seen the answer and EOF, plus a

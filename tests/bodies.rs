@@ -1,4 +1,4 @@
-//! Bodies go through byte-exact, both ways, whatever their size and framing (DESIGN.md §3
+//! Bodies go through byte-exact, both ways, whatever their size and framing (docs/design.md "Behaviour"
 //! "HTTP/1.1": streamed, never buffered whole; Content-Length, chunked, close-delimited).
 
 mod common;

@@ -1,4 +1,4 @@
-//! Backends that are down, die mid-response or are too slow (DESIGN.md §3 "Health", "Routing" 3–5,
+//! Backends that are down, die mid-response or are too slow (docs/design.md "Health", "Routing" 3–5,
 //! "Timeouts").
 
 mod common;
@@ -77,7 +77,7 @@ fn down_backends_session_is_redispatched() {
 }
 
 /// Everything down: 503 with Retry-After, for session-less and session requests alike, at once.
-/// DESIGN §3 asks for `Connection: close` only "where the stream can't continue": after a 503 to a
+/// docs/design.md "HTTP/1.1" asks for `Connection: close` only "where the stream can't continue": after a 503 to a
 /// complete bodiless request the proxy may keep the connection; if it does not say `close`, the
 /// connection must then really go on (a second request gets its own answer). A request with
 /// `Connection: close` gets a 503 with `Connection: close` and EOF.
@@ -192,7 +192,7 @@ fn repeated_requests_to_a_down_owner_never_hang_or_fail() {
     }
 }
 
-/// DESIGN §3: "A pooled connection that dies before any response byte may be retried once on a
+/// docs/design.md "HTTP/1.1": "A pooled connection that dies before any response byte may be retried once on a
 /// fresh connection, only if the request is safe to replay." The backend closes each connection
 /// without answering when a second request arrives on it (the race with its idle timeout).
 /// A GET on such a stale pooled connection is retried and answered; a POST is not replayed
@@ -420,6 +420,20 @@ fn client_stalling_mid_body_times_out_without_poisoning_the_pool() {
     assert_eq!(r.body_str(), "wt1 GET /?next=1");
 }
 
+/// The engine's stats once `n` requests are counted on backends: a request is counted when its
+/// exchange ends, just after the client has its last byte. Bounded: 10 s.
+fn counted(proxy: &Proxy, n: u64) -> wtgate::metrics::Stats {
+    let start = std::time::Instant::now();
+    loop {
+        let stats = proxy.engine().stats();
+        let on_backends: u64 = stats.backends.iter().map(|b| b.requests).sum();
+        if on_backends >= n || start.elapsed() > Duration::from_secs(10) {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A Wt server stand-in whose connections die unanswered at their second request, and which
 /// tells the test (and waits for its go) just before: so the test can change the proxy's state
 /// between a request's first try and its resend.
@@ -472,7 +486,7 @@ impl PausingBackend {
     }
 }
 
-/// DESIGN §3 "Health": "A resend follows the routing rules (health, admin state) like a first
+/// docs/design.md "Health": "A resend follows the routing rules (health, admin state) like a first
 /// try." wt1's pooled connection dies unanswered under a GET of a wt1 session, and wt1 is put in
 /// maintenance in that instant: the resend goes to wt2 (redispatched), not to wt1 again. Each
 /// request is counted once, on the backend that got it last; tries and resends apart.
@@ -507,7 +521,7 @@ fn a_resend_follows_the_routing_rules_and_requests_count_once() {
         "the resend ignored wt1's maintenance: {:?}",
         r.head
     );
-    let stats = proxy.engine().stats();
+    let stats = counted(&proxy, 2);
     let (s1, s2) = (stats.backend("wt1").unwrap(), stats.backend("wt2").unwrap());
     assert_eq!(stats.requests, 2, "{stats:?}");
     assert_eq!((s1.requests, s2.requests), (1, 1), "{stats:?}");
@@ -529,7 +543,7 @@ fn a_retried_connect_counts_one_request_and_one_retry() {
     let sid = session_id(&mut Rng::new(12), "wt1");
     let r = send_request(proxy.addr, &get(&format!("/?wtd={sid}"))).unwrap();
     assert_eq!((r.status, r.backend()), (200, "wt2"));
-    let stats = proxy.engine().stats();
+    let stats = counted(&proxy, 1);
     let (s1, s2) = (stats.backend("wt1").unwrap(), stats.backend("wt2").unwrap());
     assert_eq!(stats.requests, 1, "{stats:?}");
     assert_eq!(

@@ -3,7 +3,7 @@
 //!
 //! Real wthttpd answers an upgrade that arrives on a keep-alive connection which already served a
 //! request with a 101 and closes it at once; the browser then backs off (~1.4 s) and re-opens the
-//! WebSocket (DESIGN.md §3 "Upgrades"). The in-test backends do the same, so a proxy that sends an
+//! WebSocket (docs/design.md "Upgrades"). The in-test backends do the same, so a proxy that sends an
 //! upgrade over a pooled connection makes page loads here lose their WebSocket.
 
 mod common;

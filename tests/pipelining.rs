@@ -1,5 +1,5 @@
 //! Pipelined requests: written in one go, answered in order, each routed on its own
-//! (DESIGN.md §3 "HTTP/1.1": pipelined bytes kept for the next request).
+//! (docs/design.md "HTTP/1.1": pipelined bytes kept for the next request).
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Session affinity by the exact `wtd` query parameter, round-robin for the rest, and the headers
-//! the proxy adds or drops on the way (DESIGN.md §3 "Routing", "HTTP/1.1").
+//! the proxy adds or drops on the way (docs/design.md "Routing", "HTTP/1.1").
 
 mod common;
 
@@ -112,7 +112,7 @@ fn with_seq(target: &str, seq: usize) -> String {
 /// shard): every owned request lands on its owner; the rest is spread evenly.
 ///
 /// Why ±1: with a single shard and a single client waiting for each answer, the one round-robin
-/// state sees exactly the session-less requests, in order (DESIGN §3.4: only requests without an
+/// state sees exactly the session-less requests, in order (docs/design.md "Routing" rule 4: only requests without an
 /// owner take part; all backends stay up). Weighted round-robin over three equal weights is a
 /// strict rotation, so the per-backend counts differ by at most one, whatever the starting point.
 #[test]

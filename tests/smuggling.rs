@@ -7,7 +7,7 @@
 //!
 //! Why refuse rather than repair: whatever we accept is forwarded, and any input two HTTP parsers
 //! can read differently lets a client hide a second request from one of them (RFC 9112 §6.3,
-//! §11.2). Every decision below follows DESIGN.md §3 "HTTP/1.1".
+//! §11.2). Every decision below follows docs/design.md "HTTP/1.1".
 //!
 //! | case | wtgate answers | why |
 //! |---|---|---|

@@ -1,4 +1,4 @@
-//! WebSocket upgrades through the proxy (DESIGN.md §3 "Upgrades"): routed by `wtd`, relayed as a
+//! WebSocket upgrades through the proxy (docs/design.md "Upgrades"): routed by `wtd`, relayed as a
 //! raw tunnel, half-closes passed on, non-101 answers continue as HTTP, `Accept-Encoding` dropped.
 
 mod common;
@@ -238,7 +238,7 @@ fn backend_close_ends_the_tunnel() {
 }
 
 /// Wt answers the upgrade of an unknown session with 403 (with odd `Connection: Upgrade` and
-/// `Sec-WebSocket-Accept` headers, wt-traffic.txt §E): that is an HTTP answer, and the same client
+/// `Sec-WebSocket-Accept` headers, docs/wt-traffic.txt §E): that is an HTTP answer, and the same client
 /// connection goes on with HTTP.
 #[test]
 fn non_101_answer_continues_as_http() {

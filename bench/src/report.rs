@@ -120,7 +120,7 @@ pub fn markdown(runs: &[Run]) -> String {
         if let Some(goal) = &first.goal {
             let _ = writeln!(
                 out,
-                "Target (DESIGN.md §5): {goal}. Medians of {rounds} round(s).\n"
+                "Target (docs/design.md, Performance targets): {goal}. Medians of {rounds} round(s).\n"
             );
         } else {
             let _ = writeln!(out, "Medians of {rounds} round(s).\n");

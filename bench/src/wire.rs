@@ -142,7 +142,7 @@ pub fn session_id(prefix: &str, seed: u64) -> String {
     id
 }
 
-/// The request lines a Wt session sends (DESIGN.md §2), as URL templates after `/app`.
+/// The request lines a Wt session sends (docs/design.md "How Wt talks"), as URL templates after `/app`.
 fn wt_target(kind: usize, wtd: Option<&str>, n: u64) -> String {
     match (wtd, kind % 4) {
         (None, _) => "/app".to_string(),

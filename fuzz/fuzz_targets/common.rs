@@ -63,7 +63,7 @@ pub const ROOMY: Limits = Limits {
     max_headers: 1000,
 };
 
-/// Every status a request error may map to (DESIGN.md §3).
+/// Every status a request error may map to (docs/design.md "Behaviour").
 pub fn is_request_error_status(s: u16) -> bool {
     matches!(s, 400 | 405 | 431 | 505)
 }

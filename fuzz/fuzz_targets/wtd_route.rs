@@ -15,7 +15,7 @@ use wtgate::route::{Decision, Router, find_wtd};
 
 const PREFIXES: [&str; 4] = ["wt1", "wt2", "wt10", "a"];
 
-/// The query as DESIGN.md §3 defines it, computed the slow and obvious way.
+/// The query as docs/design.md "Behaviour" defines it, computed the slow and obvious way.
 fn reference(target: &[u8]) -> Option<&[u8]> {
     let before_fragment = target.split(|&b| b == b'#').next().unwrap_or(target);
     let q = before_fragment.iter().position(|&b| b == b'?')?;

@@ -1,4 +1,4 @@
-//! Request heads captured from real browser sessions with Wt 4.14.0 (wt-traffic.txt, §A).
+//! Request heads captured from real browser sessions with Wt 4.14.0 (docs/wt-traffic.txt, §A).
 
 pub(super) const WT_GET: &[u8] = b"GET /?wtd=wt13kcFKBb8y0I2SsdS&sid=464786151&webGL=true&scrW=900&scrH=500&tz=0&tzS=UTC&notif=default&pcs=light&anchor=true&viS=visible&htmlHistory=true&deployPath=%2F&request=script&rand=4260724486 HTTP/1.1\r\n\
 Host: 127.0.0.1:9090\r\n\

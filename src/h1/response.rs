@@ -138,7 +138,7 @@ mod tests {
         parse(buf).unwrap_err()
     }
 
-    // From wt-traffic.txt, section A.
+    // From docs/wt-traffic.txt, section A.
     const WT_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Date: Thu, 26 Nov 2026 04:56:32 GMT\r\n\
 Content-Type: text/html; charset=UTF-8\r\n\

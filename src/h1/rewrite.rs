@@ -45,7 +45,7 @@ pub fn write_forward_request(
         }
         match kind {
             Name::ContentLength => write_length_once(out, buf, h, &mut wrote_length),
-            // Wt gzips the whole WebSocket stream when asked to; see DESIGN.md §3 Upgrades.
+            // Wt gzips the whole WebSocket stream when asked to; see docs/design.md "Upgrades".
             Name::AcceptEncoding if head.upgrade => {}
             Name::XForwardedFor | Name::XForwardedProto if adding_forwarded => {}
             _ => write_field(out, name, fields::value_of(buf, h)),

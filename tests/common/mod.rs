@@ -893,7 +893,7 @@ fn serve_conn(
                     let accept = wtgate::ws::accept_key(&key);
                     if reject {
                         // What Wt 4.14.0 sends for a WebSocket of an unknown session (see
-                        // wt-traffic.txt §E), plus a Content-Length so the connection can go on.
+                        // docs/wt-traffic.txt §E), plus a Content-Length so the connection can go on.
                         w.write_all(
                             format!(
                                 "HTTP/1.1 403 Forbidden\r\n{common}Content-Type: \r\nConnection: Upgrade\r\n\
@@ -908,7 +908,7 @@ fn serve_conn(
                         )
                         .into_bytes();
                         if served > 0 {
-                            // What wthttpd (Wt 4.14.0) does, per a packet capture (DESIGN.md §3
+                            // What wthttpd (Wt 4.14.0) does, per a packet capture (docs/design.md "Behaviour"
                             // "Upgrades"): a proxy that upgrades over a reused pooled connection
                             // must see its WebSocket die here, as it would in production.
                             w.write_all(&out)?;
@@ -1136,7 +1136,7 @@ pub fn session_id(rng: &mut Rng, prefix: &str) -> String {
 pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// A Chromium-like upgrade request (from wt-traffic.txt), including `Accept-Encoding`.
+/// A Chromium-like upgrade request (from docs/wt-traffic.txt), including `Accept-Encoding`.
 pub fn ws_upgrade_request(target: &str) -> Vec<u8> {
     format!(
         "GET {target} HTTP/1.1\r\n\
