@@ -44,7 +44,7 @@ for round in $(seq 1 "$ROUNDS"); do
     json=$(timeout 60 taskset -c "$LOAD_CPUS" "$BENCH" load --target 127.0.0.1:$PORT --mode "$MODE" \
       -c 64 -d "$DUR" --pids "$proxy" --json --quiet)
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
-    line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.2f %d" % (r["rate"], r["proxy_cpu_us_per_req"], r["errors_total"]))' "$json")
+    line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.2f %d" % (r["rps"], r["proxy"]["cpu_us_per_req"] or 0, r["errors_total"]))' "$json")
     echo "round $round $name: req/s, proxy CPU µs/req, errors = $line"
     results[$name]+="$line;"
   done

@@ -247,10 +247,11 @@ pub fn parse_cidr(spec: &str) -> Result<IpNet, ConfigError> {
 /// An upgrade (WebSocket) request never does: its connection becomes a tunnel for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reuse {
-    /// The first request of each client connection goes on a freshly connected backend socket;
-    /// later ones may take a pooled one. A pooled connection may be closed by the backend just as
-    /// a request goes out on it, and a browser resends a request lost that way only if it was not
-    /// the first on its own connection.
+    /// The first request of each client connection goes on a freshly connected backend socket
+    /// unless wtgate can resend it itself (GET/HEAD/OPTIONS without a body); later ones may take
+    /// a pooled one. A pooled connection may be closed by the backend just as a request goes out
+    /// on it, and a browser resends a request lost that way only if it was not the first on its
+    /// own connection.
     #[default]
     Safe,
     /// Any request but an upgrade may take a pooled connection.

@@ -96,8 +96,9 @@ struct ProxyArgs {
     pool_size: usize,
 
     /// which requests may take a pooled backend connection: 'safe': all but the first of each
-    /// client connection; 'always': any; 'never': none (no pool). An upgrade (WebSocket) request
-    /// never does (default safe)
+    /// client connection, unless wtgate can resend that one itself (GET/HEAD/OPTIONS without a
+    /// body); 'always': any; 'never': none (no pool). An upgrade (WebSocket) request never does
+    /// (default safe)
     #[argh(option, default = "String::from(\"safe\")")]
     reuse: String,
 
@@ -393,8 +394,8 @@ fn check(args: &ProxyArgs) -> ExitCode {
     );
     let reuse = match cfg.reuse {
         Reuse::Safe => {
-            "pooled backend connections for all but the first request of a client \
-                        connection"
+            "pooled backend connections, except for the first request of a client \
+                        connection that could not be resent"
         }
         Reuse::Always => "pooled backend connections for any request",
         Reuse::Never => "a new backend connection for every request",
