@@ -634,14 +634,53 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `wtgate ARGS` (serving), calls `poke` with its stderr lines so far each time one comes,
+/// until `poke` returns true or 10 s pass; then stops it and returns every line.
+fn serve_until(args: &[String], mut poke: impl FnMut(&[String]) -> bool) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wtgate");
+    let stderr = child.stderr.take().unwrap();
+    // A watchdog kills wtgate (ending the stream) if `poke` is never satisfied.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let waited = finished.recv_timeout(Duration::from_secs(10));
+        if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        lines.push(line);
+        if poke(&lines) {
+            break;
+        }
+    }
+    drop(done);
+    watchdog.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.join("\n")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 /// Backend i is checked by shard i mod N, and that shard's lines carry its id, the same id as its
 /// thread (`wtgate-shard-N`) and its stats; a failed check says why.
 #[test]
 fn failed_checks_are_logged_with_their_cause_by_the_checking_shard() {
-    use std::io::{BufRead, BufReader};
     let (listen, p1, p2) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
-        .args([
+    let all = serve_until(
+        &args(&[
             "--threads",
             "2",
             "--no-pin",
@@ -655,36 +694,9 @@ fn failed_checks_are_logged_with_their_cause_by_the_checking_shard() {
             "20ms",
             "--fall",
             "1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wtgate");
-    let stderr = child.stderr.take().unwrap();
-    // Reads until both backends went down; a watchdog kills wtgate (ending the stream) if that
-    // never happens.
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let waited = finished.recv_timeout(Duration::from_secs(10));
-        if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    });
-    let mut lines = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        lines.push(line);
-        if lines.iter().filter(|l| l.contains("up -> down")).count() == 2 {
-            break;
-        }
-    }
-    drop(done);
-    watchdog.join().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    let all = lines.join("\n");
+        ]),
+        |lines| lines.iter().filter(|l| l.contains("up -> down")).count() == 2,
+    );
     for (shard, prefix, port) in [(0, "wt1", p1), (1, "wt2", p2)] {
         let checked = format!(
             "wtgate[{shard}]: backend {prefix} (127.0.0.1:{port}): active check failed: Connection refused"
@@ -695,4 +707,39 @@ fn failed_checks_are_logged_with_their_cause_by_the_checking_shard() {
         assert!(all.contains(&checked), "no line '{checked}' in:\n{all}");
         assert!(all.contains(&down), "no line '{down}' in:\n{all}");
     }
+}
+
+/// A status wtgate answers itself is logged with the client, the request line (no query: it may
+/// hold secrets) and the cause.
+#[test]
+fn a_503_of_our_own_is_logged_with_its_cause() {
+    let (listen, p1) = (free_port(), free_port());
+    let mut sent = false;
+    let all = serve_until(
+        &args(&[
+            "--threads",
+            "1",
+            "--no-pin",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--backend",
+            &format!("wt1=127.0.0.1:{p1}"),
+        ]),
+        |lines| {
+            if !sent && lines.iter().any(|l| l.contains("listening on")) {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", listen)).unwrap();
+                c.write_all(b"GET /app?secret=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut answer = String::new();
+                let _ = c.read_to_string(&mut answer);
+                assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+                sent = true;
+            }
+            lines.iter().any(|l| l.contains(" 503 to "))
+        },
+    );
+    let want = "wtgate[0]: 503 to 127.0.0.1 for GET /app: no backend is up and ready";
+    assert!(all.contains(want), "no line '{want}' in:\n{all}");
+    assert!(!all.contains("secret"), "{all}");
 }
