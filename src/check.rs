@@ -1,5 +1,6 @@
 //! Active health checks, the I/O half: one TCP connect, or one `GET <path>` whose status must be
-//! 2xx/3xx, all within one time limit. The rise/fall rules live in `health.rs`.
+//! 2xx/3xx, all within one time limit, every `check_interval`, by the one shard that checks the
+//! backend. The rise/fall rules live in `health.rs`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -7,8 +8,10 @@ use std::time::Duration;
 
 use crate::config::Check;
 use crate::h1;
-use crate::health::FailReason;
+use crate::health::{Cause, FailReason, Gossip};
+use crate::metrics::ShardStats;
 use crate::net::{BufPool, InBuf, Sock, timeout};
+use crate::shard::Shard;
 
 /// `Ok` if the backend passes `check` within `limit`, else why not.
 pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> Result<(), FailReason> {
@@ -46,4 +49,41 @@ pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> Result<(
     })
     .await;
     verdict.unwrap_or_else(|e| Err(FailReason::from_io(&e)))
+}
+
+/// Checks `backend` every `check_interval` for as long as the shard runs; `fall` failures in a row
+/// take it down, `rise` successes bring it back, on every shard.
+pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
+    let cfg = shard.cfg.clone();
+    let mut last_failure = None;
+    loop {
+        glommio::timer::sleep(cfg.check_interval).await;
+        let addr = shard.addr_of(backend);
+        let result = probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
+        if let Err(reason) = result {
+            on_failure(&shard, backend, reason, last_failure).await;
+        }
+        last_failure = result.err();
+        match (shard.check_result(backend, result.is_ok()), result) {
+            (Some(true), _) => shard.on_gossip(Gossip::Up { backend, addr }, true),
+            (Some(false), Err(reason)) => {
+                let cause = Cause::ChecksFailed { reason };
+                shard.on_gossip(Gossip::Down { backend, cause }, true)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Counts and logs a failed check, then looks the backend's host name up again in case it moved.
+async fn on_failure(shard: &Shard, backend: usize, reason: FailReason, last: Option<FailReason>) {
+    ShardStats::count(&shard.stats.backends[backend].checks_failed);
+    // A down backend fails every check; say so only when the reason changes.
+    if shard.is_up(backend) || last != Some(reason) {
+        let (prefix, addr) = (&shard.cfg.backends[backend].prefix, shard.addr_of(backend));
+        shard.log_failure(format_args!(
+            "backend {prefix} ({addr}): active check failed: {reason}"
+        ));
+    }
+    shard.re_resolve(backend).await;
 }

@@ -30,6 +30,24 @@ impl Admin {
     }
 }
 
+/// Admin states set from outside the shards. Shards compare `generation` (one relaxed load per
+/// routing decision, a cache line written only when an operator changes something) and copy the
+/// table when it moved, so the hot path never takes the lock.
+#[derive(Debug)]
+pub struct AdminTable {
+    pub generation: std::sync::atomic::AtomicU64,
+    pub states: std::sync::Mutex<Vec<Admin>>,
+}
+
+impl AdminTable {
+    pub fn new(backends: usize) -> AdminTable {
+        AdminTable {
+            generation: 0.into(),
+            states: std::sync::Mutex::new(vec![Admin::Ready; backends]),
+        }
+    }
+}
+
 /// One backend as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendStatus {

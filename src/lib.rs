@@ -2,16 +2,21 @@
 //!
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags, validated with messages that name the fix.
-//! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners.
-//! - [`h1`]: sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, typed errors,
-//!   and the rewriting of heads on their way through.
+//! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
+//!   starts and stops the shards.
+//! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
+//!   read buffers, counters, gossip to the other shards.
+//! - [`proxy`]: one client connection's life: client loop → exchange (request and response
+//!   streamed together) with one try per upstream → next request, or a tunnel after `101`.
+//! - [`h1`]: sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, the PROXY
+//!   protocol header, typed errors, and the rewriting of heads on their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
-//! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
 //! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
-//! - [`health`]: each shard's copy of backend states, rise/fall rules, the gossip messages;
-//!   [`check`] runs the active checks; [`metrics`] counts per shard and sums for the engine;
-//!   [`log`] rate-limits failure lines; [`trim`] returns freed memory to the system off the shards.
+//! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
+//!   messages; [`check`] runs the active checks.
+//! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
+//!   [`trim`] returns freed memory to the system off the shards.
 //! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
 //! - [`demo`]: Wt-like demo backends for `wtgate demo`.
 
@@ -27,5 +32,6 @@ pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod route;
+pub mod shard;
 pub mod trim;
 pub mod ws;

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::Config;
+use crate::proxy::{ProxyError, Rejection};
 
 #[derive(Debug, Default)]
 pub struct BackendCounters {
@@ -35,6 +36,10 @@ pub struct ShardStats {
     pub requests: AtomicU64,
     /// Requests answered 503 because no backend was usable.
     pub no_backend: AtomicU64,
+    /// Requests that did not end with a backend's complete answer, by [`ProxyError::index`].
+    pub failures: [AtomicU64; ProxyError::ALL.len()],
+    /// Connections refused before routing, by [`Rejection::index`].
+    pub rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl ShardStats {
@@ -48,6 +53,8 @@ impl ShardStats {
                 .collect(),
             requests: AtomicU64::new(0),
             no_backend: AtomicU64::new(0),
+            failures: Default::default(),
+            rejections: Default::default(),
         }
     }
 
@@ -76,6 +83,10 @@ pub struct Stats {
     pub backends: Vec<BackendStats>,
     pub requests: u64,
     pub no_backend: u64,
+    /// Failed requests per [`ProxyError`] kind, by name.
+    pub failures: Vec<(&'static str, u64)>,
+    /// Refused connections per [`Rejection`] kind, by name.
+    pub rejections: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -106,6 +117,14 @@ impl Stats {
             backends,
             requests: sum(&|s| &s.requests),
             no_backend: sum(&|s| &s.no_backend),
+            failures: ProxyError::ALL
+                .iter()
+                .map(|e| (e.name(), sum(&|s| &s.failures[e.index()])))
+                .collect(),
+            rejections: Rejection::ALL
+                .iter()
+                .map(|r| (r.name(), sum(&|s| &s.rejections[r.index()])))
+                .collect(),
         }
     }
 

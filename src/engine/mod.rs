@@ -1,0 +1,293 @@
+//! The engine: one glommio executor per core, each pinned, each with its own `SO_REUSEPORT`
+//! listener on every listen address, so the kernel spreads connections and shards share nothing.
+//!
+//! - [`listen`]: the listening sockets, bound here on the calling thread before any shard starts,
+//!   so a bind error is reported at once;
+//! - [`shard_thread`]: one shard's thread, from pinning to closing what it owns;
+//! - [`limits`]: the process limits io_uring and many connections need.
+
+mod limits;
+mod listen;
+mod shard_thread;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use socket2::Socket;
+
+use crate::config::{Config, ConfigError};
+use crate::health::{Admin, AdminTable, Gossip};
+use crate::metrics::{ShardStats, Stats};
+use crate::shard::Shared;
+use crate::trim::Trimmer;
+
+/// How long `Engine::start` waits for every shard to be accepting.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// Room for state changes in flight between two shards; a full channel makes the sender wait.
+const GOSSIP_CHANNEL: usize = 1024;
+
+/// Why the engine could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Bind {
+        addr: SocketAddr,
+        err: io::Error,
+    },
+    Memlock {
+        have: u64,
+        need: u64,
+    },
+    /// Duplicating a listening socket for a shard, or starting its thread, failed.
+    Thread(io::Error),
+    /// A shard's io_uring executor could not be created.
+    Executor(io::Error),
+    /// A shard could not join the gossip channels between shards.
+    Gossip(io::Error),
+    /// A shard's thread ended before it was accepting.
+    ShardExited,
+    /// Some shard was not accepting after this long.
+    NotReady(Duration),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Bind { addr, err } => {
+                let hint = match err.kind() {
+                    io::ErrorKind::AddrInUse => ": another process listens there (ss -ltnp)",
+                    io::ErrorKind::PermissionDenied => {
+                        ": ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                    }
+                    io::ErrorKind::AddrNotAvailable => ": no local interface has that address",
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr}: {err}{hint}")
+            }
+            StartError::Memlock { have, need } => write!(
+                f,
+                "io_uring needs {} KiB of locked memory but RLIMIT_MEMLOCK is {} KiB and could not \
+                 be raised: run 'ulimit -l {}' before wtgate, or set LimitMEMLOCK={} (or infinity) \
+                 in its systemd unit",
+                need / 1024,
+                have / 1024,
+                need / 1024,
+                need
+            ),
+            StartError::Thread(e) => write!(f, "a shard failed to start: {e}"),
+            StartError::Executor(e) => write!(f, "a shard failed to start: io_uring executor: {e}"),
+            StartError::Gossip(e) => {
+                write!(
+                    f,
+                    "a shard failed to start: joining the shards' gossip channels: {e}"
+                )
+            }
+            StartError::ShardExited => f.write_str("a shard failed to start: shard thread exited"),
+            StartError::NotReady(after) => write!(
+                f,
+                "a shard failed to start: shards not ready after {} s",
+                after.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why an admin request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    UnknownPrefix(String),
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::UnknownPrefix(p) => write!(f, "no backend has prefix '{p}'"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+struct ShardThread {
+    thread: Option<JoinHandle<()>>,
+    /// The engine's own handles on the shard's listening sockets (the shard holds duplicates), so
+    /// that stopping can wake the shard's accept whatever the shard has done with its copies.
+    listeners: Vec<Socket>,
+}
+
+/// A running proxy. Dropping it stops every shard and waits for them.
+pub struct Engine {
+    addrs: Vec<SocketAddr>,
+    shards: Vec<ShardThread>,
+    stop: Arc<AtomicBool>,
+    cfg: Arc<Config>,
+    stats: Vec<Arc<ShardStats>>,
+    admin: Arc<AdminTable>,
+    /// Declared last: dropped after the shards have stopped.
+    trimmer: Trimmer,
+}
+
+impl Engine {
+    /// Validates `cfg`, binds every listener, starts the shards, and returns once all accept.
+    pub fn start(cfg: Config) -> Result<Engine, StartError> {
+        cfg.validate().map_err(StartError::Config)?;
+        let n = cfg.shard_count();
+        limits::raise_memlock(crate::config::memlock_need(n))?;
+        limits::raise_nofile(cfg.maxconn * 2 + 256);
+        let (sockets, addrs) = listen::bind_all(&cfg, n)?;
+        let cfg = Arc::new(cfg);
+        let mut engine = Engine {
+            addrs,
+            shards: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
+            admin: Arc::new(AdminTable::new(cfg.backends.len())),
+            cfg,
+            trimmer: Trimmer::start(),
+        };
+        // Dropping `engine` on an error below stops the shards started so far.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mesh = (n > 1).then(|| MeshBuilder::full(n, GOSSIP_CHANNEL));
+        for (id, socks) in sockets.into_iter().enumerate() {
+            let shard = engine.spawn_shard(id, socks, mesh.clone(), ready_tx.clone())?;
+            engine.shards.push(shard);
+        }
+        drop(ready_tx);
+        engine.await_ready(&ready_rx)?;
+        Ok(engine)
+    }
+
+    fn spawn_shard(
+        &self,
+        id: usize,
+        listeners: Vec<Socket>,
+        mesh: Option<MeshBuilder<Gossip, Full>>,
+        ready: mpsc::Sender<Result<(), StartError>>,
+    ) -> Result<ShardThread, StartError> {
+        let mut fds = Vec::new();
+        for s in &listeners {
+            fds.push(s.try_clone().map_err(StartError::Thread)?.into_raw_fd());
+        }
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let setup = shard_thread::Setup {
+            id,
+            shards: self.stats.len(),
+            core: cores.get(id % cores.len().max(1)).copied(),
+            cfg: self.cfg.clone(),
+            fds,
+            mesh,
+            shared: Shared {
+                stats: self.stats[id].clone(),
+                admin: self.admin.clone(),
+                trim: self.trimmer.handle(),
+            },
+            stop: self.stop.clone(),
+            ready,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("wtgate-shard-{id}"))
+            .spawn(move || shard_thread::run(setup))
+            .map_err(StartError::Thread)?;
+        Ok(ShardThread {
+            thread: Some(thread),
+            listeners,
+        })
+    }
+
+    /// Waits until every shard is accepting, or one says why it cannot.
+    fn await_ready(
+        &mut self,
+        ready: &mpsc::Receiver<Result<(), StartError>>,
+    ) -> Result<(), StartError> {
+        for _ in 0..self.shards.len() {
+            match ready.recv_timeout(START_LIMIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(StartError::ShardExited),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A shard stuck before it could listen (e.g. a peer that never joined the
+                    // gossip mesh): fail loudly rather than hang, and don't wait for the stuck ones.
+                    for s in &mut self.shards {
+                        s.thread.take();
+                    }
+                    return Err(StartError::NotReady(START_LIMIT));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bound listen addresses, one per `--listen`, in order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Counters per backend, summed over shards, and how many shards see each backend up.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(&self.cfg, &self.stats)
+    }
+
+    /// Sets a backend's admin state (`ready`, `drain`, `maint`) on every shard; the shards pick it
+    /// up at their next routing decision. Returns the previous state.
+    pub fn set_admin(&self, prefix: &str, admin: Admin) -> Result<Admin, AdminError> {
+        let i = self
+            .cfg
+            .backends
+            .iter()
+            .position(|b| b.prefix == prefix)
+            .ok_or_else(|| AdminError::UnknownPrefix(prefix.to_string()))?;
+        let mut states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut states[i], admin);
+        self.admin.generation.fetch_add(1, Ordering::Release);
+        if old != admin {
+            let b = &self.cfg.backends[i];
+            let (old, new) = (old.as_str(), admin.as_str());
+            eprintln!(
+                "wtgate: backend {} ({}) admin {old} -> {new}",
+                b.prefix, b.addr
+            );
+        }
+        Ok(old)
+    }
+
+    /// Blocks until every shard has stopped (they run until `Engine` is dropped or they fail).
+    pub fn wait(mut self) {
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in &self.shards {
+            for l in &s.listeners {
+                // Wakes the shard's pending accept with an error; the shard then sees `stop`.
+                let _ = l.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,173 @@
+//! The client side of a connection: its PROXY protocol header (where the listener takes one),
+//! then request heads one after another, each handed to [`super::exchange::forward`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use glommio::net::TcpStream;
+
+use crate::h1::{self, ProxyHeader, RequestHead};
+use crate::metrics::ShardStats;
+use crate::net::{InBuf, Sock, timeout};
+use crate::proxy::Rejection;
+use crate::proxy::exchange::{self, Next};
+use crate::shard::Shard;
+
+/// One client connection.
+pub struct Client {
+    pub sock: Sock,
+    /// Bytes read from the client and not yet used: the rest of a head, body bytes, pipelined
+    /// requests.
+    pub buf: InBuf,
+    pub info: ClientInfo,
+}
+
+/// What a request knows about the client connection it came on.
+pub struct ClientInfo {
+    /// The client's address as text (from the PROXY protocol header where the listener takes
+    /// one), for X-Forwarded-For and log lines.
+    pub ip: Option<String>,
+    /// Whether the client's own X-Forwarded-* are believed (`--trust-forwarded-from`).
+    pub trusted: bool,
+    /// The scheme the client used: `https` when a PROXY v2 header says it spoke TLS.
+    pub proto: &'static str,
+    /// Requests this connection carried before the current one.
+    pub earlier_requests: u64,
+}
+
+impl ClientInfo {
+    fn new(shard: &Shard, peer: Option<SocketAddr>, proto: &'static str) -> ClientInfo {
+        ClientInfo {
+            ip: peer.map(|p| p.ip().to_canonical().to_string()),
+            trusted: peer.is_some_and(|p| shard.cfg.trusts(p.ip())),
+            proto,
+            earlier_requests: 0,
+        }
+    }
+}
+
+/// Serves one client connection until it closes; `proxy_protocol`: it starts with a PROXY
+/// protocol header, which says who the client is.
+pub async fn serve(shard: &Shard, stream: TcpStream, proxy_protocol: bool) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let sock = Sock::new(stream);
+    let key = shard.track(&sock);
+    let mut client = Client {
+        sock,
+        buf: InBuf::new(shard.bufs.clone()),
+        info: ClientInfo::new(shard, peer, "http"),
+    };
+    let accepted = !proxy_protocol || accept_proxy_header(shard, &mut client).await;
+    if accepted {
+        serve_requests(shard, &mut client).await;
+    }
+    shard.untrack(key);
+    client.sock.shutdown_both();
+}
+
+/// Reads the PROXY protocol header and takes the client's address (and scheme) from it. False:
+/// the connection is to be closed (not a valid header, the client went away or took longer than
+/// `--request-head-timeout`), as HAProxy does.
+async fn accept_proxy_header(shard: &Shard, client: &mut Client) -> bool {
+    let Some(header) = read_proxy_header(shard, client).await else {
+        ShardStats::count(&shard.stats.rejections[Rejection::ProxyProtocol.index()]);
+        return false;
+    };
+    let proto = if header.ssl { "https" } else { "http" };
+    if let Some(source) = header.source {
+        client.info = ClientInfo::new(shard, Some(source), proto);
+    } else {
+        client.info.proto = proto;
+    }
+    true
+}
+
+async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<ProxyHeader> {
+    let started = Instant::now();
+    loop {
+        if !client.buf.is_empty() {
+            match h1::parse_proxy_header(client.buf.data()) {
+                Ok(Some((header, len))) => {
+                    client.buf.consume(len);
+                    return Some(header);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    shard.log_failure(format_args!("closed a connection: PROXY protocol: {e}"));
+                    return None;
+                }
+            }
+        }
+        let wait = shard
+            .cfg
+            .timeouts
+            .request_head
+            .saturating_sub(started.elapsed());
+        match timeout(wait, client.buf.read_idle(&client.sock)).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The requests of one client connection, one after another.
+async fn serve_requests(shard: &Shard, client: &mut Client) {
+    loop {
+        let head = match read_request_head(shard, client).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(rejection) => {
+                ShardStats::count(&shard.stats.rejections[rejection.index()]);
+                answer(shard, &client.sock, rejection.status(), true).await;
+                return;
+            }
+        };
+        ShardStats::count(&shard.stats.requests);
+        if exchange::forward(shard, client, head).await == Next::Close {
+            return;
+        }
+        client.info.earlier_requests += 1;
+    }
+}
+
+/// Reads until a whole request head is buffered. `Ok(None)`: the client closed or idled out
+/// between requests.
+async fn read_request_head(
+    shard: &Shard,
+    client: &mut Client,
+) -> Result<Option<RequestHead>, Rejection> {
+    let t = &shard.cfg.timeouts;
+    let mut started: Option<Instant> = None;
+    loop {
+        if !client.buf.is_empty() {
+            match h1::parse_request(client.buf.data(), &shard.limits) {
+                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(None) if client.buf.is_full() => return Err(Rejection::HeadTooLarge),
+                Ok(None) => {}
+                Err(e) => return Err(Rejection::from_status(e.status())),
+            }
+            started.get_or_insert_with(Instant::now);
+        }
+        let wait = match started {
+            Some(s) => t.request_head.saturating_sub(s.elapsed()),
+            None if client.info.earlier_requests == 0 => t.request_head,
+            None => t.keepalive,
+        };
+        match timeout(wait, client.buf.read_idle(&client.sock)).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && started.is_some() => {
+                return Err(Rejection::HeadTimeout);
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// Answers a status of the proxy's own. Errors writing it don't matter: we close anyway.
+pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) {
+    let resp = h1::error_response(status, close);
+    let _ = timeout(shard.cfg.timeouts.client, client.write_all(&resp)).await;
+}

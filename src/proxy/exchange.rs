@@ -1,0 +1,448 @@
+//! One request and its response: the head we forward, the tries it takes (each on an
+//! [`Upstream`]), and the exchange itself — the request body streamed client → backend while the
+//! response is relayed backend → client, so a backend may answer before it has read the whole body
+//! and `Expect: 100-continue` works. How far a try got is one [`Progress`] value, from which
+//! [`verdict`] decides what a failure allows.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::task::Poll;
+
+use futures_lite::future;
+
+use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
+use crate::metrics::ShardStats;
+use crate::net::{InBuf, Sock, timeout};
+use crate::proxy::ProxyError;
+use crate::proxy::client::{Client, answer};
+use crate::proxy::tunnel;
+use crate::proxy::upstream::{self, Progress, Try, Upstream, Verdict, verdict};
+use crate::shard::Shard;
+
+/// What the client connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// One request on its way.
+struct Request {
+    head: RequestHead,
+    target: Vec<u8>,
+    /// The head as forwarded, followed by the body bytes that came with it.
+    fwd: Vec<u8>,
+    /// Where the rest of the request body ends.
+    framer: BodyFramer,
+}
+
+/// How a completed exchange left the two connections.
+struct Done {
+    backend_reusable: bool,
+    client_close: bool,
+}
+
+enum Outcome {
+    Complete(Done),
+    Upgraded,
+}
+
+/// A failed try, and how far it got.
+struct Failed {
+    err: ProxyError,
+    progress: Progress,
+}
+
+/// One request, from its parsed head to the end of its response (or its tunnel).
+pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> Next {
+    let Some(mut req) = prepare(shard, client, head) else {
+        answer(shard, &client.sock, 400, true).await;
+        return Next::Close;
+    };
+    let reuse = upstream::may_reuse(shard.cfg.reuse, &req.head, client.info.earlier_requests);
+    let mut how = Try::first(reuse);
+    let mut resends = 0;
+    loop {
+        let mut up = match upstream::connect(shard, &req.target, how).await {
+            Ok(up) => up,
+            Err(err) => return no_backend(shard, client, &req, err).await,
+        };
+        let result = exchange(shard, client, &mut up, &mut req).await;
+        let failed = match result {
+            Ok(outcome) => return finish(shard, client, up, outcome).await,
+            Err(failed) => failed,
+        };
+        up.sock.shutdown_both();
+        let replayable = req.head.safe_to_replay;
+        match verdict(failed.err, failed.progress, replayable, resends) {
+            Verdict::Resend => {
+                ShardStats::count(&shard.stats.backends[up.backend].resends);
+                resends += 1;
+                how = Try::resend(&up);
+                continue;
+            }
+            Verdict::Answer(status) => {
+                count_end(shard, &up, Some(failed.err));
+                log_answer(shard, client, &req, status, (Some(up.backend), failed.err));
+                answer(shard, &client.sock, status, true).await;
+            }
+            Verdict::Close => count_end(shard, &up, Some(failed.err)),
+        }
+        return Next::Close;
+    }
+}
+
+/// The forwarded head, with the body bytes that arrived with it (they travel in the same write).
+/// `None`: those body bytes are not valid chunked framing.
+fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Request> {
+    let target = client.buf.data()[head.target.clone()].to_vec();
+    let mut fwd = Vec::with_capacity(head.head_len + 128);
+    let info = &client.info;
+    let opts = ForwardOptions {
+        forwarded_for: info.ip.as_deref().filter(|_| shard.cfg.forwarded_headers),
+        proto: info.proto,
+        trusted: info.trusted,
+    };
+    h1::write_forward_request(&mut fwd, client.buf.data(), &head, &opts);
+    client.buf.consume(head.head_len);
+    let mut framer = BodyFramer::new(head.framing);
+    let adv = framer.advance(client.buf.data()).ok()?;
+    fwd.extend_from_slice(&client.buf.data()[..adv.consumed]);
+    client.buf.consume(adv.consumed);
+    Some(Request {
+        head,
+        target,
+        fwd,
+        framer,
+    })
+}
+
+/// Counts a request once, on the backend of its last try, and the failure that ended it.
+fn count_end(shard: &Shard, up: &Upstream, err: Option<ProxyError>) {
+    ShardStats::count(&shard.stats.backends[up.backend].requests);
+    if let Some(err) = err {
+        ShardStats::count(&shard.stats.failures[err.index()]);
+    }
+}
+
+/// Nothing usable: 503, and the client connection stays open unless a request body we have not
+/// read would poison it.
+async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyError) -> Next {
+    ShardStats::count(&shard.stats.failures[err.index()]);
+    let close = !req.head.keep_alive || !req.framer.is_done();
+    log_answer(shard, client, req, err.status(), (None, err));
+    answer(shard, &client.sock, err.status(), close).await;
+    if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// A completed exchange: the backend connection back to the pool if it can serve another
+/// request, or the connection handed over to a tunnel after `101`.
+async fn finish(shard: &Shard, client: &mut Client, mut up: Upstream, outcome: Outcome) -> Next {
+    count_end(shard, &up, None);
+    match outcome {
+        Outcome::Complete(done) => {
+            if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
+                shard.park(up.backend, up.sock);
+            } else {
+                up.sock.shutdown_both();
+            }
+            if done.client_close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+        Outcome::Upgraded => {
+            tunnel::run(shard, client, &mut up).await;
+            Next::Close
+        }
+    }
+}
+
+/// Logs why we answer a request ourselves: client, request line without its query (it may hold
+/// secrets), backend, cause. Rate-limited by the shard.
+fn log_answer(
+    shard: &Shard,
+    client: &Client,
+    req: &Request,
+    status: u16,
+    (backend, err): (Option<usize>, ProxyError),
+) {
+    let path_end = req.target.iter().position(|&b| b == b'?');
+    let path = String::from_utf8_lossy(&req.target[..path_end.unwrap_or(req.target.len())]);
+    // The forwarded head starts with the method, as the client sent it.
+    let method = String::from_utf8_lossy(&req.fwd[..req.head.method.len()]);
+    let ip = client.info.ip.as_deref().unwrap_or("?");
+    let backend = match backend {
+        Some(b) => format!(" (backend {})", shard.cfg.backends[b].prefix),
+        None => String::new(),
+    };
+    shard.log_failure(format_args!(
+        "{status} to {ip} for {method} {path}{backend}: {err}"
+    ));
+}
+
+/// Sends the request on `up` and relays the response, the request body streamed meanwhile.
+async fn exchange(
+    shard: &Shard,
+    client: &mut Client,
+    up: &mut Upstream,
+    req: &mut Request,
+) -> Result<Outcome, Failed> {
+    let t = shard.cfg.timeouts;
+    let progress = Cell::new(Progress::NothingSent);
+    let fail = |err| Failed {
+        err,
+        progress: progress.get(),
+    };
+    match timeout(t.server, up.sock.write_all(&req.fwd)).await {
+        Ok(()) => progress.set(Progress::RequestSent),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            return Err(fail(ProxyError::UpstreamStoppedReading));
+        }
+        Err(_) => return Err(fail(ProxyError::UpstreamClosed)),
+    }
+    let body_sent = Cell::new(req.framer.is_done());
+    let pump = BodyPump {
+        client: &client.sock,
+        buf: &mut client.buf,
+        backend: &up.sock,
+        framer: &mut req.framer,
+        sent: &body_sent,
+    };
+    let relay = Relay {
+        shard,
+        client: &client.sock,
+        backend: &up.sock,
+        buf: &mut up.buf,
+        req: &req.head,
+        progress: &progress,
+        body_sent: &body_sent,
+    };
+    match first_failure(pump.run(t), relay.run()).await {
+        // The client's side of the request failed; the backend is left mid-request.
+        Either::Left(err) => Err(fail(err)),
+        Either::Right(Ok(Outcome::Complete(mut done))) => {
+            if !body_sent.get() {
+                // The backend answered without reading the whole body: neither side can go on.
+                done.backend_reusable = false;
+                done.client_close = true;
+            }
+            Ok(Outcome::Complete(done))
+        }
+        Either::Right(Ok(upgraded)) => Ok(upgraded),
+        Either::Right(Err(err)) => Err(fail(err)),
+    }
+}
+
+/// Streams the rest of a request body from the client to the backend.
+struct BodyPump<'a> {
+    client: &'a Sock,
+    buf: &'a mut InBuf,
+    backend: &'a Sock,
+    framer: &'a mut BodyFramer,
+    sent: &'a Cell<bool>,
+}
+
+impl BodyPump<'_> {
+    /// Ends only by failing: once the body is through, only the response matters.
+    async fn run(self, t: crate::config::Timeouts) -> ProxyError {
+        while !self.framer.is_done() {
+            if self.buf.is_empty() {
+                match timeout(t.client, self.buf.read_from(self.client)).await {
+                    Ok(0) => return ProxyError::ClientGone,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        return ProxyError::ClientTimeout;
+                    }
+                    Err(_) => return ProxyError::ClientGone,
+                }
+            }
+            let Ok(adv) = self.framer.advance(self.buf.data()) else {
+                return ProxyError::BadRequestBody;
+            };
+            let body = &self.buf.data()[..adv.consumed];
+            if timeout(t.server, self.backend.write_all(body))
+                .await
+                .is_err()
+            {
+                return ProxyError::UpstreamStoppedReading;
+            }
+            self.buf.consume(adv.consumed);
+        }
+        self.sent.set(true);
+        future::pending().await
+    }
+}
+
+/// Reads the backend's response and relays it to the client.
+struct Relay<'a> {
+    shard: &'a Shard,
+    client: &'a Sock,
+    backend: &'a Sock,
+    buf: &'a mut InBuf,
+    req: &'a RequestHead,
+    progress: &'a Cell<Progress>,
+    body_sent: &'a Cell<bool>,
+}
+
+impl Relay<'_> {
+    async fn run(mut self) -> Result<Outcome, ProxyError> {
+        let head = self.final_head().await?;
+        if head.status == 101 {
+            if !self.req.upgrade {
+                return Err(ProxyError::UnexpectedUpgrade);
+            }
+            self.send_head(&head, true, 0).await?;
+            return Ok(Outcome::Upgraded);
+        }
+        let client_keep_alive =
+            self.req.keep_alive && head.framing != Framing::CloseDelimited && self.body_sent.get();
+        let mut framer = BodyFramer::new(head.framing);
+        let first = framer.advance(&self.buf.data()[head.head_len..]);
+        let first = first.map_err(|_| ProxyError::BadResponseBody)?.consumed;
+        self.send_head(&head, client_keep_alive, first).await?;
+        Ok(Outcome::Complete(
+            match self.relay_body(&mut framer).await? {
+                BodyEnd::Framed { clean } => Done {
+                    backend_reusable: clean && head.keep_alive,
+                    client_close: !client_keep_alive,
+                },
+                BodyEnd::Eof => Done {
+                    backend_reusable: false,
+                    client_close: true,
+                },
+            },
+        ))
+    }
+
+    /// The response head after any interim ones (100 Continue, 103 Early Hints), which go to 1.1
+    /// clients as they are.
+    async fn final_head(&mut self) -> Result<ResponseHead, ProxyError> {
+        loop {
+            let head = self.read_head().await?;
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                return Ok(head);
+            }
+            if self.req.version == h1::Version::Http11 {
+                self.write_client(&self.buf.data()[..head.head_len]).await?;
+            }
+            self.buf.consume(head.head_len);
+        }
+    }
+
+    async fn read_head(&mut self) -> Result<ResponseHead, ProxyError> {
+        let limits = &self.shard.limits;
+        loop {
+            if !self.buf.is_empty() {
+                match h1::parse_response(self.buf.data(), limits, self.req.is_head) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if self.buf.is_full() => return Err(ProxyError::BadResponseHead),
+                    Ok(None) => {}
+                    Err(_) => return Err(ProxyError::BadResponseHead),
+                }
+            }
+            let limit = self.shard.cfg.timeouts.server;
+            match timeout(limit, self.buf.read_from(self.backend)).await {
+                Ok(n) if n > 0 => self.answered(),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(ProxyError::UpstreamTimeout);
+                }
+                _ if self.progress.get() < Progress::BackendAnswered => {
+                    return Err(ProxyError::UpstreamClosed);
+                }
+                _ => return Err(ProxyError::ResponseHeadCut),
+            }
+        }
+    }
+
+    fn answered(&self) {
+        if self.progress.get() < Progress::BackendAnswered {
+            self.progress.set(Progress::BackendAnswered);
+        }
+    }
+
+    /// Writes the head as forwarded, followed by the `first` body bytes read with it.
+    async fn send_head(
+        &mut self,
+        head: &ResponseHead,
+        keep_alive: bool,
+        first: usize,
+    ) -> Result<(), ProxyError> {
+        let mut out = Vec::with_capacity(head.head_len + 64);
+        let version = self.req.version;
+        h1::write_forward_response(&mut out, self.buf.data(), head, keep_alive, version);
+        self.buf.consume(head.head_len);
+        out.extend_from_slice(&self.buf.data()[..first]);
+        self.buf.consume(first);
+        self.write_client(&out).await
+    }
+
+    /// Relays the rest of the body.
+    async fn relay_body(&mut self, framer: &mut BodyFramer) -> Result<BodyEnd, ProxyError> {
+        let limit = self.shard.cfg.timeouts.server;
+        while !framer.is_done() {
+            match timeout(limit, self.buf.read_from(self.backend)).await {
+                // EOF ends a close-delimited body; any other body is truncated, and the client
+                // must see the connection end rather than a short message.
+                Ok(0) => {
+                    framer.on_eof().map_err(|_| ProxyError::BadResponseBody)?;
+                    return Ok(BodyEnd::Eof);
+                }
+                Ok(_) => {}
+                Err(_) => return Err(ProxyError::BadResponseBody),
+            }
+            let adv = framer.advance(self.buf.data());
+            let adv = adv.map_err(|_| ProxyError::BadResponseBody)?;
+            self.write_client(&self.buf.data()[..adv.consumed]).await?;
+            self.buf.consume(adv.consumed);
+        }
+        // Bytes after the end of the response are a backend bug; never reuse such a connection.
+        let clean = self.buf.is_empty();
+        self.buf.consume(self.buf.data().len());
+        Ok(BodyEnd::Framed { clean })
+    }
+
+    async fn write_client(&self, bytes: &[u8]) -> Result<(), ProxyError> {
+        self.progress.set(Progress::ClientGotBytes);
+        let limit = self.shard.cfg.timeouts.client;
+        timeout(limit, self.client.write_all(bytes))
+            .await
+            .map_err(|_| ProxyError::ClientGone)
+    }
+}
+
+/// How a response body ended.
+enum BodyEnd {
+    /// Where its framing says; `clean`: no byte followed it.
+    Framed { clean: bool },
+    /// With the connection (close-delimited).
+    Eof,
+}
+
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+/// Polls both futures; the first of `left` finishing (it only ever finishes by failing) or `right`
+/// finishing wins, and the other is dropped.
+async fn first_failure<L, R>(
+    left: impl Future<Output = L>,
+    right: impl Future<Output = R>,
+) -> Either<L, R> {
+    let mut left = pin!(left);
+    let mut right = pin!(right);
+    future::poll_fn(|cx| {
+        if let Poll::Ready(r) = right.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(r));
+        }
+        if let Poll::Ready(l) = left.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(l));
+        }
+        Poll::Pending
+    })
+    .await
+}

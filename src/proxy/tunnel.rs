@@ -1,0 +1,74 @@
+//! After `101 Switching Protocols`: bytes relayed both ways, untouched, until both sides have
+//! closed; a half-close is passed on, a reset or `--tunnel-timeout` of silence both ways ends both.
+
+use std::cell::Cell;
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+
+use crate::net::{InBuf, Sock, timeout};
+use crate::proxy::client::Client;
+use crate::proxy::upstream::Upstream;
+use crate::shard::Shard;
+
+/// Relays until both directions are done. Bytes already read on either side (a frame that came
+/// with the 101, say) go first.
+pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) {
+    let key = shard.track(&up.sock);
+    let idle = shard.cfg.timeouts.tunnel;
+    let last = Cell::new(Instant::now());
+    let to_backend = relay(&client.sock, &up.sock, &mut client.buf, idle, &last);
+    let to_client = relay(&up.sock, &client.sock, &mut up.buf, idle, &last);
+    let _ = future::zip(to_backend, to_client).await;
+    shard.untrack(key);
+    up.sock.shutdown_both();
+}
+
+/// One direction: `from` → `to`, then a half-close passed on. `last` is the time of the latest
+/// traffic either way, so that a quiet direction does not end a busy tunnel.
+async fn relay(
+    from: &Sock,
+    to: &Sock,
+    buf: &mut InBuf,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    let r = relay_until_eof(from, to, buf, idle, last).await;
+    if r.is_err() {
+        // A reset or an idle tunnel ends both directions at once; the other one is woken by this.
+        from.shutdown_both();
+        to.shutdown_both();
+    }
+    r
+}
+
+async fn relay_until_eof(
+    from: &Sock,
+    to: &Sock,
+    buf: &mut InBuf,
+    idle: Duration,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    loop {
+        if !buf.is_empty() {
+            to.write_all(buf.data()).await?;
+            buf.consume(buf.data().len());
+            last.set(Instant::now());
+        }
+        let wait = idle.saturating_sub(last.get().elapsed());
+        match timeout(wait, buf.read_from(from)).await {
+            Ok(0) => {
+                to.shutdown_write();
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if last.get().elapsed() >= idle {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! One shard's state: its router, its own copy of every backend's health and admin state, its pool
+//! of backend connections, its read buffers, its counters, and its channels to the other shards.
+//!
+//! A shard is one thread; everything here is used from that thread only (`Cell`/`RefCell`), and
+//! what other shards need to know travels as [`Gossip`] messages. The per-connection flow that
+//! uses this state lives in [`crate::proxy`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::Senders;
+
+use crate::config::Config;
+use crate::h1;
+use crate::health::{AdminTable, Gossip, Health};
+use crate::log::RateLimit;
+use crate::metrics::ShardStats;
+use crate::net::{BufPool, Sock};
+use crate::pool::Pool;
+use crate::route::{Decision, Router};
+use crate::trim::TrimHandle;
+
+/// Read buffer per direction: large enough for any allowed head, and for body bursts.
+const MIN_BUF: usize = 32 * 1024;
+/// Spare read buffers a shard keeps (8 MiB at the default size): enough for the connections that
+/// are busy at once, so that buffers are recycled rather than allocated per request.
+const SPARE_BUFFERS: usize = 256;
+/// Failure lines a shard writes per second at most.
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+/// What a shard shares with the engine: the counters it writes, the admin states it reads, and
+/// the flag it raises when memory is worth trimming.
+pub struct Shared {
+    pub stats: Arc<ShardStats>,
+    pub admin: Arc<AdminTable>,
+    pub trim: TrimHandle,
+}
+
+/// Everything one shard owns.
+pub struct Shard {
+    /// The shard's index: the one in its thread name, its core, its stats and its log lines.
+    pub id: usize,
+    shards: usize,
+    pub cfg: Arc<Config>,
+    pub limits: h1::Limits,
+    router: RefCell<Router>,
+    health: RefCell<Health>,
+    pool: RefCell<Pool>,
+    /// Where each backend is reached: resolved at start, re-resolved by its checker while checks
+    /// fail (Wt servers in containers change addresses), spread with the `Up` gossip.
+    addrs: RefCell<Vec<SocketAddr>>,
+    pub stats: Arc<ShardStats>,
+    admin: Arc<AdminTable>,
+    admin_seen: Cell<u64>,
+    /// Read buffers for every connection of this shard.
+    pub bufs: Rc<BufPool>,
+    /// Channels to the other shards (none with a single shard), and this shard's number in them.
+    peers: RefCell<Option<Rc<Senders<Gossip>>>>,
+    mesh_peer: Cell<usize>,
+    /// Every open client connection and tunnel backend, so that stopping can close them all.
+    open: RefCell<HashMap<u64, Sock>>,
+    next_open: Cell<u64>,
+    /// Failure lines (answers of our own, failed checks) are rate-limited per shard.
+    log: RateLimit,
+    trim: TrimHandle,
+}
+
+impl Shard {
+    pub fn new(id: usize, shards: usize, cfg: Arc<Config>, shared: Shared) -> Shard {
+        let n = cfg.backends.len();
+        Shard {
+            bufs: Rc::new(BufPool::new(
+                (cfg.max_head_bytes + 1024).max(MIN_BUF),
+                SPARE_BUFFERS,
+            )),
+            id,
+            shards,
+            limits: h1::Limits {
+                max_head_bytes: cfg.max_head_bytes,
+                max_headers: cfg.max_headers,
+            },
+            router: RefCell::new(Router::new(&cfg)),
+            health: RefCell::new(Health::new(n)),
+            pool: RefCell::new(Pool::new(n, cfg.pool_size, cfg.timeouts.pool_idle)),
+            addrs: RefCell::new(cfg.backends.iter().map(|b| b.addr).collect()),
+            cfg,
+            stats: shared.stats,
+            admin: shared.admin,
+            admin_seen: Cell::new(0),
+            peers: RefCell::new(None),
+            mesh_peer: Cell::new(0),
+            open: RefCell::new(HashMap::new()),
+            next_open: Cell::new(0),
+            log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
+            trim: shared.trim,
+        }
+    }
+
+    pub fn set_peers(&self, peers: Senders<Gossip>) {
+        self.mesh_peer.set(peers.peer_id());
+        *self.peers.borrow_mut() = Some(Rc::new(peers));
+    }
+
+    /// The shard that actively checks `backend`, and logs its state changes.
+    pub fn checker_of(&self, backend: usize) -> usize {
+        backend % self.shards
+    }
+
+    /// Applies a state change to this shard's view; `local`: seen here, so tell the others.
+    pub fn on_gossip(&self, msg: Gossip, local: bool) {
+        if !self.health.borrow_mut().apply(msg) {
+            return;
+        }
+        let (backend, up) = match msg {
+            Gossip::Down { backend, .. } => (backend, false),
+            Gossip::Up { backend, addr } => {
+                self.addrs.borrow_mut()[backend] = addr;
+                (backend, true)
+            }
+        };
+        if !up {
+            // Connections to a dead backend would only fail one by one; drop them now.
+            self.pool.borrow_mut().clear(backend);
+        }
+        self.stats.backends[backend].up.store(up, Ordering::Relaxed);
+        if self.checker_of(backend) == self.id {
+            self.log_change(msg);
+        }
+        if local {
+            self.tell_others(msg);
+        }
+    }
+
+    fn log_change(&self, msg: Gossip) {
+        let (id, cfg) = (self.id, &self.cfg);
+        match msg {
+            Gossip::Down { backend, cause } => {
+                let b = &cfg.backends[backend];
+                let addr = self.addr_of(backend);
+                eprintln!(
+                    "wtgate[{id}]: backend {} ({addr}) up -> down: {cause}",
+                    b.prefix
+                );
+            }
+            Gossip::Up { backend, addr } => eprintln!(
+                "wtgate[{id}]: backend {} ({addr}) down -> up: {} good checks",
+                cfg.backends[backend].prefix, cfg.rise
+            ),
+        }
+    }
+
+    fn tell_others(&self, msg: Gossip) {
+        let Some(peers) = self.peers.borrow().clone() else {
+            return;
+        };
+        // Mesh numbers are the mesh's own (join order), not shard ids: send to all but us.
+        for peer in (0..peers.nr_consumers()).filter(|&p| p != self.mesh_peer.get()) {
+            if peers.try_send_to(peer, msg).is_err() {
+                // A full channel (a burst of changes) must not lose this one: wait for room.
+                let peers = peers.clone();
+                glommio::spawn_local(async move {
+                    let _ = peers.send_to(peer, msg).await;
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Where `backend` is reached now.
+    pub fn addr_of(&self, backend: usize) -> SocketAddr {
+        self.addrs.borrow()[backend]
+    }
+
+    pub fn is_up(&self, backend: usize) -> bool {
+        self.health.borrow().statuses()[backend].up
+    }
+
+    /// Counts one active check of `backend`; `Some(up)` when `rise`/`fall` now call for a change.
+    pub fn check_result(&self, backend: usize, ok: bool) -> Option<bool> {
+        let (rise, fall) = (self.cfg.rise, self.cfg.fall);
+        self.health
+            .borrow_mut()
+            .check_result(backend, ok, rise, fall)
+    }
+
+    /// Looks a backend's host name up again (off the shard, in glommio's blocking pool), so the
+    /// next check tries where it is now. Addresses written as IPs are left alone.
+    pub async fn re_resolve(&self, backend: usize) {
+        let b = &self.cfg.backends[backend];
+        let host = b.host.clone();
+        if host.parse::<SocketAddr>().is_ok() {
+            return;
+        }
+        let found = glommio::executor()
+            .spawn_blocking(move || crate::config::resolve_backend(&host))
+            .await;
+        let old = self.addr_of(backend);
+        match found {
+            Ok(new) if new != old => {
+                let (id, prefix, host) = (self.id, &b.prefix, &b.host);
+                eprintln!(
+                    "wtgate[{id}]: backend {prefix} ({host}) now resolves to {new}, was {old}"
+                );
+                self.addrs.borrow_mut()[backend] = new;
+            }
+            Ok(_) => {}
+            Err(why) => self.log_failure(format_args!("backend {}: {why}", b.prefix)),
+        }
+    }
+
+    /// Routes a request-target with this shard's view of the backends (admin states refreshed
+    /// first), never to `exclude`; counts redispatches and requests nobody can take.
+    pub fn route(&self, target: &[u8], exclude: Option<usize>) -> Decision {
+        self.refresh_admin();
+        let health = self.health.borrow();
+        let decision = self
+            .router
+            .borrow_mut()
+            .route(target, health.statuses(), exclude);
+        match decision {
+            Decision::NoBackend => ShardStats::count(&self.stats.no_backend),
+            Decision::Redispatched { owner, .. } => {
+                ShardStats::count(&self.stats.backends[owner].redispatched)
+            }
+            _ => {}
+        }
+        decision
+    }
+
+    /// Copies the operators' admin states if they changed since the last request.
+    fn refresh_admin(&self) {
+        let generation = self.admin.generation.load(Ordering::Acquire);
+        if generation != self.admin_seen.get() {
+            let states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
+            let mut health = self.health.borrow_mut();
+            for (i, a) in states.iter().enumerate() {
+                health.set_admin(i, *a);
+            }
+            self.admin_seen.set(generation);
+        }
+    }
+
+    /// A live pooled connection to `backend`, if there is one.
+    pub fn pooled(&self, backend: usize) -> Option<Sock> {
+        self.pool.borrow_mut().take(backend, Instant::now())
+    }
+
+    /// Parks a backend connection whose last response ended cleanly.
+    pub fn park(&self, backend: usize, sock: Sock) {
+        self.pool.borrow_mut().put(backend, sock, Instant::now());
+    }
+
+    /// Writes a failure line to stderr unless too many were written this second.
+    pub fn log_failure(&self, line: std::fmt::Arguments) {
+        if let Some(left_out) = self.log.allow(Instant::now()) {
+            let note = crate::log::suppressed_note(left_out);
+            eprintln!("wtgate[{}]: {line}{note}", self.id);
+        }
+    }
+
+    pub fn log_accept_error(&self, e: &glommio::GlommioError<()>) {
+        eprintln!("wtgate[{}]: accept failed: {e}", self.id);
+    }
+
+    /// Closes pooled connections before the backends' own idle timeouts do, and asks for memory
+    /// that a burst of connections left behind to be handed back to the system.
+    pub async fn sweep_pool(shard: Rc<Shard>) {
+        let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
+        loop {
+            glommio::timer::sleep(every).await;
+            shard.pool.borrow_mut().expire(Instant::now());
+            if shard.bufs.take_overflowed() {
+                shard.trim.request();
+            }
+        }
+    }
+
+    /// Registers a socket for `close_all` until [`Shard::untrack`].
+    pub fn track(&self, sock: &Sock) -> u64 {
+        let key = self.next_open.get();
+        self.next_open.set(key + 1);
+        self.open.borrow_mut().insert(key, sock.clone());
+        key
+    }
+
+    pub fn untrack(&self, key: u64) {
+        self.open.borrow_mut().remove(&key);
+    }
+
+    /// Closes every client connection, tunnel backend and pooled backend connection of this
+    /// shard: the engine is stopping. Each connection's task then sees its socket end and finishes.
+    pub fn close_all(&self) {
+        for sock in self.open.borrow().values() {
+            sock.shutdown_both();
+        }
+        self.pool.borrow_mut().clear_all();
+    }
+}
