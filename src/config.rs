@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use ipnet::{IpNet, Ipv4Net};
 use std::time::Duration;
 
+use crate::h1;
+
 /// One Wt server behind the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -32,6 +34,16 @@ pub enum Check {
     Tcp,
     /// `GET <path>` answered 2xx or 3xx within the connect timeout.
     Http(String),
+}
+
+impl fmt::Display for Check {
+    /// The spelling `--check` and `check=` take.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Check::Tcp => f.write_str("tcp"),
+            Check::Http(path) => f.write_str(path),
+        }
+    }
 }
 
 impl Check {
@@ -245,14 +257,13 @@ pub fn parse_cidr(spec: &str) -> Result<IpNet, ConfigError> {
 
 /// When a request may go on a pooled (idle, kept-alive) backend connection; HAProxy's `http-reuse`.
 /// An upgrade (WebSocket) request never does: its connection becomes a tunnel for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
     /// The first request of each client connection goes on a freshly connected backend socket
     /// unless wtgate can resend it itself (GET/HEAD/OPTIONS without a body); later ones may take
     /// a pooled one. A pooled connection may be closed by the backend just as a request goes out
     /// on it, and a browser resends a request lost that way only if it was not the first on its
     /// own connection.
-    #[default]
     Safe,
     /// Any request but an upgrade may take a pooled connection.
     Always,
@@ -362,8 +373,11 @@ pub struct Config {
     pub fall: u32,
 }
 
+/// The defaults of every setting, the command line's included: a flag left out keeps the value
+/// here, and `wtgate --help` lists them from here. The HTTP head limits are `h1::Limits`'s.
 impl Default for Config {
     fn default() -> Self {
+        let limits = h1::Limits::default();
         Config {
             listen: Vec::new(),
             backends: Vec::new(),
@@ -373,8 +387,8 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             maxconn: 4096,
             retries: 3,
-            max_head_bytes: 16 * 1024,
-            max_headers: 100,
+            max_head_bytes: limits.max_head_bytes,
+            max_headers: limits.max_headers,
             forwarded_headers: true,
             trusted_proxies: Vec::new(),
             pool_size: 64,
@@ -388,6 +402,10 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the command line listens when given no `--listen`. `Config::default()` itself
+    /// listens nowhere: a library user or test gives its own addresses (often port 0).
+    pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
     /// The check that applies to backend `i`.
     pub fn check_of(&self, i: usize) -> &Check {
         self.backends[i].check.as_ref().unwrap_or(&self.check)
@@ -412,6 +430,7 @@ impl Config {
 
     /// Every error and warning at once, so that an operator fixes them in one round.
     pub fn validate_all(&self) -> Report {
+        let default = Config::default();
         let mut r = Report::default();
         let err = |r: &mut Report, msg: String| r.errors.push(ConfigError::Invalid(msg));
         if self.listen.is_empty() {
@@ -434,8 +453,8 @@ impl Config {
             err(
                 &mut r,
                 format!(
-                    "--session-id-length {} is out of range: use Wt's session-id-length (default 16)",
-                    self.session_id_length
+                    "--session-id-length {} is out of range: use Wt's session-id-length (default {})",
+                    self.session_id_length, default.session_id_length
                 ),
             );
         }
@@ -527,18 +546,20 @@ impl Config {
         if t.pool_idle >= WTHTTPD_KEEPALIVE {
             r.warnings.push(format!(
                 "--pool-idle-timeout {:?} is not below wthttpd's {} s keep-alive timeout: Wt may \
-                 close a pooled connection just as a request is sent on it; use 8s (the default) \
+                 close a pooled connection just as a request is sent on it; use {} (the default) \
                  or less",
                 t.pool_idle,
-                WTHTTPD_KEEPALIVE.as_secs()
+                WTHTTPD_KEEPALIVE.as_secs(),
+                format_duration(default.timeouts.pool_idle)
             ));
         }
         if !t.server.is_zero() && t.server <= WT_LONG_POLL {
             r.warnings.push(format!(
                 "--server-timeout {:?} is not above Wt's {} s server-push (long-poll) timeout: \
-                 idle server-push requests would end in 504; use 60s (the default) or more",
+                 idle server-push requests would end in 504; use {} (the default) or more",
                 t.server,
-                WT_LONG_POLL.as_secs()
+                WT_LONG_POLL.as_secs(),
+                format_duration(default.timeouts.server)
             ));
         }
         if !self.forwarded_headers && !self.trusted_proxies.is_empty() {
@@ -668,6 +689,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Writes a duration the way `parse_duration` reads it, in the largest unit that keeps it whole
+/// (minutes aside: `60s` reads better next to Wt's 50 s than `1m`): `1h`, `60s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_secs_f64() * 1000.0)
+    } else if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     Backend {
@@ -694,9 +730,11 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Backend { spec, why } => write!(f, "--backend '{spec}': {why}"),
             ConfigError::Listen { spec, why } => write!(f, "--listen '{spec}': {why}"),
-            ConfigError::NoListen => {
-                f.write_str("no listen address: add --listen 0.0.0.0:8080 (several allowed)")
-            }
+            ConfigError::NoListen => write!(
+                f,
+                "no listen address: add --listen {} (several allowed)",
+                Config::DEFAULT_LISTEN
+            ),
             ConfigError::NoBackends => f.write_str(
                 "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
                  e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
@@ -804,6 +842,33 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn formats_durations_as_parse_duration_reads_them() {
+        for (d, want) in [
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(60), "60s"),
+            (Duration::from_secs(90 * 60), "5400s"),
+            (Duration::from_secs(8), "8s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_micros(500), "0.5ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), want);
+            assert_eq!(parse_duration(want).unwrap(), d, "{want}");
+        }
+    }
+
+    /// `Config::default()` is where the defaults live; the HTTP head limits are `h1::Limits`'s.
+    #[test]
+    fn defaults_hold_together() {
+        let (c, l) = (Config::default(), crate::h1::Limits::default());
+        assert_eq!(
+            (c.max_head_bytes, c.max_headers),
+            (l.max_head_bytes, l.max_headers)
+        );
+        assert!(Config::DEFAULT_LISTEN.parse::<Listen>().is_ok());
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use wtgate::config::{
-    BackendConfig, Config, ConfigError, Reuse, memlock_error, parse_check, parse_cidr,
-    parse_duration, parse_listen,
+    BackendConfig, Config, ConfigError, Reuse, format_duration, memlock_error, parse_check,
+    parse_cidr, parse_duration, parse_listen,
 };
 use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
@@ -23,7 +23,7 @@ use wtgate::engine::Engine;
 struct ProxyArgs {
     /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
     /// 0.0.0.0:PORT; ADDR,proxy-protocol expects a PROXY protocol v1/v2 header on every
-    /// connection, from a load balancer in front (repeatable; default 0.0.0.0:8080)
+    /// connection, from a load balancer in front (repeatable)
     #[argh(option)]
     listen: Vec<String>,
 
@@ -32,75 +32,74 @@ struct ProxyArgs {
     #[argh(option)]
     backend: Vec<String>,
 
-    /// shards (threads, each with its own listener); default: one per core
-    #[argh(option, default = "0")]
-    threads: usize,
+    /// shards (threads, each with its own listener); 0: one per core
+    #[argh(option)]
+    threads: Option<usize>,
 
     /// do not pin shard i to core i (for machines shared with other busy processes)
     #[argh(switch)]
     no_pin: bool,
 
-    /// characters after the prefix in a Wt session id (Wt's session-id-length; default 16)
-    #[argh(option, default = "16")]
-    session_id_length: usize,
+    /// characters after the prefix in a Wt session id (Wt's session-id-length)
+    #[argh(option)]
+    session_id_length: Option<usize>,
 
-    /// timeout for connecting to a backend (default 5s; units ms, s, m, h)
-    #[argh(option, default = "String::from(\"5s\")")]
-    connect_timeout: String,
+    /// timeout for connecting to a backend
+    #[argh(option)]
+    connect_timeout: Option<String>,
 
-    /// time a client gets to send a whole request head, else 408 (default 10s)
-    #[argh(option, default = "String::from(\"10s\")")]
-    request_head_timeout: String,
+    /// time a client gets to send a whole request head, else 408
+    #[argh(option)]
+    request_head_timeout: Option<String>,
 
-    /// client inactivity allowed while a request is in flight (default 60s)
-    #[argh(option, default = "String::from(\"60s\")")]
-    client_timeout: String,
+    /// client inactivity allowed while a request is in flight
+    #[argh(option)]
+    client_timeout: Option<String>,
 
-    /// backend inactivity allowed while we wait for or read its response, else 504 (default 60s;
-    /// keep it above Wt's 50 s long-poll/server-push timeout)
-    #[argh(option, default = "String::from(\"60s\")")]
-    server_timeout: String,
+    /// backend inactivity allowed while we wait for or read its response, else 504 (keep it
+    /// above Wt's 50 s long-poll/server-push timeout)
+    #[argh(option)]
+    server_timeout: Option<String>,
 
-    /// idle time after which a WebSocket tunnel is closed (default 1h)
-    #[argh(option, default = "String::from(\"1h\")")]
-    tunnel_timeout: String,
+    /// idle time after which a WebSocket tunnel is closed
+    #[argh(option)]
+    tunnel_timeout: Option<String>,
 
-    /// idle time of a client keep-alive connection between requests (default 60s)
-    #[argh(option, default = "String::from(\"60s\")")]
-    keepalive_timeout: String,
+    /// idle time of a client keep-alive connection between requests
+    #[argh(option)]
+    keepalive_timeout: Option<String>,
 
     /// idle time after which a pooled backend connection is closed; keep it below the backend's
-    /// own keep-alive timeout (wthttpd: 10 s) (default 8s)
-    #[argh(option, default = "String::from(\"8s\")")]
-    pool_idle_timeout: String,
+    /// own keep-alive timeout (wthttpd: 10 s)
+    #[argh(option)]
+    pool_idle_timeout: Option<String>,
 
-    /// client connections served at once; more wait in the kernel backlog (default 4096)
-    #[argh(option, default = "4096")]
-    maxconn: usize,
+    /// client connections served at once; more wait in the kernel backlog
+    #[argh(option)]
+    maxconn: Option<usize>,
 
-    /// connect attempts per request (default 3); a failed connect marks that backend down on
-    /// every shard, so every further attempt goes to another backend
-    #[argh(option, default = "3")]
-    retries: u32,
+    /// connect attempts per request; a failed connect marks that backend down on every shard, so
+    /// every further attempt goes to another backend
+    #[argh(option)]
+    retries: Option<u32>,
 
-    /// largest request or response head accepted, in bytes, else 431/502 (default 16384)
-    #[argh(option, default = "16384")]
-    max_head_bytes: usize,
+    /// largest request or response head accepted, in bytes, else 431/502
+    #[argh(option)]
+    max_head_bytes: Option<usize>,
 
-    /// most header fields in a head, else 431/502 (default 100)
-    #[argh(option, default = "100")]
-    max_headers: usize,
+    /// most header fields in a head, else 431/502
+    #[argh(option)]
+    max_headers: Option<usize>,
 
-    /// idle keep-alive connections kept per backend per shard (default 64)
-    #[argh(option, default = "64")]
-    pool_size: usize,
+    /// idle keep-alive connections kept per backend per shard
+    #[argh(option)]
+    pool_size: Option<usize>,
 
     /// which requests may take a pooled backend connection: 'safe': all but the first of each
     /// client connection, unless wtgate can resend that one itself (GET/HEAD/OPTIONS without a
     /// body); 'always': any; 'never': none (no pool). An upgrade (WebSocket) request never does
-    /// (default safe)
-    #[argh(option, default = "String::from(\"safe\")")]
-    reuse: String,
+    #[argh(option)]
+    reuse: Option<String>,
 
     /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
     #[argh(switch)]
@@ -112,22 +111,22 @@ struct ProxyArgs {
     trust_forwarded_from: Vec<String>,
 
     /// active health check of every backend: 'tcp' (connect) or an HTTP path such as /health,
-    /// which must answer 2xx/3xx; a backend's own check= overrides it (default tcp)
-    #[argh(option, default = "String::from(\"tcp\")")]
-    check: String,
+    /// which must answer 2xx/3xx; a backend's own check= overrides it
+    #[argh(option)]
+    check: Option<String>,
 
-    /// time between two checks of a backend (default 2s)
-    #[argh(option, default = "String::from(\"2s\")")]
-    check_interval: String,
+    /// time between two checks of a backend
+    #[argh(option)]
+    check_interval: Option<String>,
 
-    /// good checks in a row that bring a down backend back (default 2)
-    #[argh(option, default = "2")]
-    rise: u32,
+    /// good checks in a row that bring a down backend back
+    #[argh(option)]
+    rise: Option<u32>,
 
-    /// failed checks in a row that take a backend down (default 3); a failed connect of a real
-    /// request takes it down at once
-    #[argh(option, default = "3")]
-    fall: u32,
+    /// failed checks in a row that take a backend down; a failed connect of a real request takes
+    /// it down at once
+    #[argh(option)]
+    fall: Option<u32>,
 
     /// print the version and exit
     #[argh(switch, short = 'V')]
@@ -139,35 +138,82 @@ struct ProxyArgs {
 /// then prints what to open or curl. Stop with Ctrl-C.
 #[argh(help_triggers("-h", "--help", "help"))]
 struct DemoArgs {
-    /// address wtgate listens on (default 127.0.0.1:8080)
-    #[argh(option, default = "String::from(\"127.0.0.1:8080\")")]
-    listen: String,
+    /// address wtgate listens on
+    #[argh(option)]
+    listen: Option<String>,
 
-    /// address of the wt1 demo server (default 127.0.0.1:9090)
-    #[argh(option, default = "String::from(\"127.0.0.1:9090\")")]
-    wt1: String,
+    /// address of the wt1 demo server
+    #[argh(option)]
+    wt1: Option<String>,
 
-    /// address of the wt2 demo server (default 127.0.0.1:9091)
-    #[argh(option, default = "String::from(\"127.0.0.1:9091\")")]
-    wt2: String,
+    /// address of the wt2 demo server
+    #[argh(option)]
+    wt2: Option<String>,
 
-    /// shards (default 1: plenty for a demo)
-    #[argh(option, default = "1")]
-    threads: usize,
+    /// shards (the default is plenty for a demo)
+    #[argh(option)]
+    threads: Option<usize>,
 
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
 }
 
+impl DemoArgs {
+    const LISTEN: &str = "127.0.0.1:8080";
+    const WT1: &str = "127.0.0.1:9090";
+    const WT2: &str = "127.0.0.1:9091";
+    const THREADS: usize = 1;
+
+    /// Each option's default, as `wtgate demo --help` lists it: (flag, value).
+    fn defaults() -> Vec<(&'static str, String)> {
+        vec![
+            ("listen", DemoArgs::LISTEN.to_string()),
+            ("wt1", DemoArgs::WT1.to_string()),
+            ("wt2", DemoArgs::WT2.to_string()),
+            ("threads", DemoArgs::THREADS.to_string()),
+        ]
+    }
+}
+
 impl ProxyArgs {
+    /// Each option's default, as `wtgate --help` lists it: (flag, value), from `Config::default()`.
+    /// Options without one (`--backend`, `--trust-forwarded-from`) and switches are not listed.
+    fn defaults() -> Vec<(&'static str, String)> {
+        let c = Config::default();
+        let t = &c.timeouts;
+        vec![
+            ("listen", Config::DEFAULT_LISTEN.to_string()),
+            ("threads", c.threads.to_string()),
+            ("session-id-length", c.session_id_length.to_string()),
+            ("connect-timeout", format_duration(t.connect)),
+            ("request-head-timeout", format_duration(t.request_head)),
+            ("client-timeout", format_duration(t.client)),
+            ("server-timeout", format_duration(t.server)),
+            ("tunnel-timeout", format_duration(t.tunnel)),
+            ("keepalive-timeout", format_duration(t.keepalive)),
+            ("pool-idle-timeout", format_duration(t.pool_idle)),
+            ("maxconn", c.maxconn.to_string()),
+            ("retries", c.retries.to_string()),
+            ("max-head-bytes", c.max_head_bytes.to_string()),
+            ("max-headers", c.max_headers.to_string()),
+            ("pool-size", c.pool_size.to_string()),
+            ("reuse", c.reuse.to_string()),
+            ("check", c.check.to_string()),
+            ("check-interval", format_duration(c.check_interval)),
+            ("rise", c.rise.to_string()),
+            ("fall", c.fall.to_string()),
+        ]
+    }
+
     /// The config these flags ask for, with every error and warning found, all at once: flags that
     /// do not parse, what `Config::validate_all` refuses, and what only the command line refuses.
+    /// A flag left out keeps `Config::default()`'s value.
     fn to_config(&self) -> (Config, Vec<String>, Vec<String>) {
         let mut errors = Vec::new();
         let mut cfg = Config::default();
         let listen = if self.listen.is_empty() {
-            vec!["0.0.0.0:8080".to_string()]
+            vec![Config::DEFAULT_LISTEN.to_string()]
         } else {
             self.listen.clone()
         };
@@ -190,12 +236,20 @@ impl ProxyArgs {
             }
         }
         let backends_ok = cfg.backends.len() == self.backend.len();
-        cfg.threads = self.threads;
+        fn set<T>(into: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *into = v;
+            }
+        }
+        set(&mut cfg.threads, self.threads);
         cfg.pin = !self.no_pin;
-        cfg.session_id_length = self.session_id_length;
-        let mut d = |flag: &str, v: &str, into: &mut std::time::Duration| match parse_duration(v) {
-            Ok(v) => *into = v,
-            Err(e) => errors.push(format!("--{flag}: {e}")),
+        set(&mut cfg.session_id_length, self.session_id_length);
+        let mut d = |flag: &str, v: &Option<String>, into: &mut std::time::Duration| {
+            let Some(v) = v else { return };
+            match parse_duration(v) {
+                Ok(v) => *into = v,
+                Err(e) => errors.push(format!("--{flag}: {e}")),
+            }
         };
         let t = &mut cfg.timeouts;
         d("connect-timeout", &self.connect_timeout, &mut t.connect);
@@ -222,14 +276,15 @@ impl ProxyArgs {
             &self.check_interval,
             &mut cfg.check_interval,
         );
-        cfg.maxconn = self.maxconn;
-        cfg.retries = self.retries;
-        cfg.max_head_bytes = self.max_head_bytes;
-        cfg.max_headers = self.max_headers;
-        cfg.pool_size = self.pool_size;
-        match self.reuse.parse() {
-            Ok(r) => cfg.reuse = r,
-            Err(e) => errors.push(e.to_string()),
+        set(&mut cfg.maxconn, self.maxconn);
+        set(&mut cfg.retries, self.retries);
+        set(&mut cfg.max_head_bytes, self.max_head_bytes);
+        set(&mut cfg.max_headers, self.max_headers);
+        set(&mut cfg.pool_size, self.pool_size);
+        match self.reuse.as_deref().map(str::parse) {
+            None => {}
+            Some(Ok(r)) => cfg.reuse = r,
+            Some(Err(e)) => errors.push(e.to_string()),
         }
         cfg.forwarded_headers = !self.no_forwarded_headers;
         for t in &self.trust_forwarded_from {
@@ -238,12 +293,13 @@ impl ProxyArgs {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        match parse_check(&self.check) {
-            Ok(c) => cfg.check = c,
-            Err(e) => errors.push(format!("--check: {e}")),
+        match self.check.as_deref().map(parse_check) {
+            None => {}
+            Some(Ok(c)) => cfg.check = c,
+            Some(Err(e)) => errors.push(format!("--check: {e}")),
         }
-        cfg.rise = self.rise;
-        cfg.fall = self.fall;
+        set(&mut cfg.rise, self.rise);
+        set(&mut cfg.fall, self.fall);
         let report = cfg.validate_all();
         for e in report.errors {
             // "No backends" next to "--backend 'x': bad" would contradict the operator.
@@ -305,7 +361,12 @@ fn main() -> ExitCode {
         Err(early) => {
             // --help, or a flag argh could not parse.
             if early.status.is_ok() {
-                print(&format!("{}\n", early.output), ExitCode::SUCCESS)
+                let defaults = match cmd {
+                    "demo" => DemoArgs::defaults(),
+                    _ => ProxyArgs::defaults(),
+                };
+                let help = with_defaults(&early.output, &defaults);
+                print(&format!("{help}\n"), ExitCode::SUCCESS)
             } else {
                 // 1 like every other refusal: scripts and systemd need not tell a typo in a flag
                 // from a bad value.
@@ -320,6 +381,24 @@ fn main() -> ExitCode {
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// argh's help with a "Defaults:" section after the options, listing `defaults` (flag, value):
+/// argh takes help texts only from doc comments, so the defaults are added here rather than
+/// written into each flag's text, where they could drift from the values in use.
+fn with_defaults(help: &str, defaults: &[(&str, String)]) -> String {
+    let width = defaults.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
+    let mut section = String::from("Defaults:");
+    for (flag, value) in defaults {
+        let _ = write!(section, "\n  --{flag:<width$}  {value}");
+    }
+    // Before the examples and notes that argh puts after the options, if any.
+    let at = ["\n\nExamples:", "\n\nNotes:"]
+        .iter()
+        .filter_map(|h| help.find(h))
+        .min()
+        .unwrap_or(help.trim_end().len());
+    format!("{}\n\n{section}{}", &help[..at], &help[at..])
+}
 
 /// Writes `text` to stdout and returns `code`. println! would panic when the reader is gone
 /// (`wtgate --help | head -1`): Rust ignores SIGPIPE, so the write fails with EPIPE instead of
@@ -446,7 +525,9 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Ok(l) => Ok(l.addr),
         Err(e) => Err(e.to_string()),
     };
-    for (prefix, spec) in [("wt1", &args.wt1), ("wt2", &args.wt2)] {
+    let wt1 = args.wt1.as_deref().unwrap_or(DemoArgs::WT1);
+    let wt2 = args.wt2.as_deref().unwrap_or(DemoArgs::WT2);
+    for (prefix, spec) in [("wt1", wt1), ("wt2", wt2)] {
         let addr = match addr(spec) {
             Ok(a) => a,
             Err(e) => return fail(e),
@@ -460,13 +541,13 @@ fn demo(args: &DemoArgs) -> ExitCode {
             }
         }
     }
-    let listen = match addr(&args.listen) {
+    let listen = match addr(args.listen.as_deref().unwrap_or(DemoArgs::LISTEN)) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
     let cfg = Config {
         listen: vec![listen.into()],
-        threads: args.threads,
+        threads: args.threads.unwrap_or(DemoArgs::THREADS),
         backends: backends
             .iter()
             .map(|b| BackendConfig {
@@ -513,4 +594,92 @@ fn demo(args: &DemoArgs) -> ExitCode {
     print(&out, ExitCode::SUCCESS);
     engine.wait();
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help<T: FromArgs>() -> String {
+        match T::from_args(&["wtgate"], &["--help"]) {
+            Err(early) if early.status.is_ok() => early.output,
+            _ => panic!("--help did not print the help"),
+        }
+    }
+
+    /// The options of a help's usage line that take a value: `[--threads <threads>]`.
+    fn value_options(help: &str) -> Vec<String> {
+        let usage = help.lines().next().unwrap();
+        usage
+            .split("[--")
+            .skip(1)
+            .filter_map(|o| o.split_once(" <").map(|(name, _)| name.to_string()))
+            .collect()
+    }
+
+    /// The config and errors of `--backend wt1=127.0.0.1:9090` plus `flags`.
+    fn proxy(flags: &[&str]) -> (String, Vec<String>) {
+        let args = [&["--backend", "wt1=127.0.0.1:9090"], flags].concat();
+        let a = ProxyArgs::from_args(&["wtgate"], &args)
+            .unwrap_or_else(|e| panic!("{args:?}: {}", e.output));
+        let (cfg, errors, _) = a.to_config();
+        (format!("{cfg:?}"), errors)
+    }
+
+    /// Each listed default, given as a flag, makes the config that leaving the flag out makes.
+    #[test]
+    fn the_listed_defaults_are_what_a_left_out_flag_gets() {
+        let left_out = proxy(&[]);
+        for (flag, value) in ProxyArgs::defaults() {
+            let flag = format!("--{flag}");
+            assert_eq!(proxy(&[&flag, &value]), left_out, "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn every_option_with_a_default_lists_it() {
+        let without = ["backend", "trust-forwarded-from"];
+        let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
+        let options = value_options(&help::<ProxyArgs>());
+        assert!(options.len() > 10, "{options:?}");
+        for o in &options {
+            assert!(
+                listed.contains(&o.as_str()) != without.contains(&o.as_str()),
+                "--{o}: a default, or in `without`"
+            );
+        }
+        assert!(listed.iter().all(|l| options.iter().any(|o| o == l)));
+
+        let listed: Vec<_> = DemoArgs::defaults().iter().map(|d| d.0).collect();
+        assert_eq!(value_options(&help::<DemoArgs>()), listed);
+        for (_, spec) in DemoArgs::defaults().iter().take(3) {
+            assert!(parse_listen(spec).is_ok(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_after_the_options() {
+        let h = with_defaults(&help::<ProxyArgs>(), &ProxyArgs::defaults());
+        let (options, defaults) = h.split_once("\n\nDefaults:\n").unwrap();
+        assert!(options.contains("Options:\n"), "{h}");
+        assert!(defaults.contains("\n\nExamples:\n"), "{h}");
+        for (flag, value) in ProxyArgs::defaults() {
+            let line = format!("--{flag} ");
+            assert!(
+                defaults
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&line) && l.ends_with(&format!(" {value}"))),
+                "--{flag} {value}: {h}"
+            );
+        }
+        let plain = help::<DemoArgs>();
+        let h = with_defaults(&plain, &DemoArgs::defaults());
+        assert!(h.starts_with(plain.trim_end()), "{h}");
+        let first = format!("\n\nDefaults:\n  --listen   {}\n", DemoArgs::LISTEN);
+        assert!(h.contains(&first), "{h}");
+        assert_eq!(
+            h.len() - h.trim_end().len(),
+            plain.len() - plain.trim_end().len()
+        );
+    }
 }

@@ -47,6 +47,7 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
+/// The defaults of `--max-head-bytes` and `--max-headers`: `Config::default()` takes them from here.
 impl Default for Limits {
     fn default() -> Self {
         Limits {
