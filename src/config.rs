@@ -430,9 +430,16 @@ impl Config {
 
     /// Every error and warning at once, so that an operator fixes them in one round.
     pub fn validate_all(&self) -> Report {
-        let default = Config::default();
         let mut r = Report::default();
-        let err = |r: &mut Report, msg: String| r.errors.push(ConfigError::Invalid(msg));
+        self.check_listeners(&mut r);
+        self.check_backends(&mut r);
+        self.check_limits(&mut r);
+        self.check_timeouts(&mut r);
+        self.check_forwarding(&mut r);
+        r
+    }
+
+    fn check_listeners(&self, r: &mut Report) {
         if self.listen.is_empty() {
             r.errors.push(ConfigError::NoListen);
         }
@@ -442,33 +449,28 @@ impl Config {
                 if let Some(why) = listen_clash(a.addr, b.addr)
                     && !r.errors.contains(&ConfigError::Invalid(why.clone()))
                 {
-                    err(&mut r, why);
+                    r.error(why);
                 }
             }
         }
+    }
+
+    fn check_backends(&self, r: &mut Report) {
         if self.backends.is_empty() {
             r.errors.push(ConfigError::NoBackends);
         }
         if self.session_id_length == 0 || self.session_id_length > 128 {
-            err(
-                &mut r,
-                format!(
-                    "--session-id-length {} is out of range: use Wt's session-id-length (default {})",
-                    self.session_id_length, default.session_id_length
-                ),
-            );
+            r.error(format!(
+                "--session-id-length {} is out of range: use Wt's session-id-length (default {})",
+                self.session_id_length,
+                Config::default().session_id_length
+            ));
         }
-        for b in &self.backends {
-            if b.addr.port() == 0 {
-                err(
-                    &mut r,
-                    format!(
-                        "--backend {}={}: port 0 is no port a Wt server listens on: give its \
-                         --http-port",
-                        b.prefix, b.addr
-                    ),
-                );
-            }
+        for b in self.backends.iter().filter(|b| b.addr.port() == 0) {
+            r.error(format!(
+                "--backend {}={}: port 0 is no port a Wt server listens on: give its --http-port",
+                b.prefix, b.addr
+            ));
         }
         for (i, a) in self.backends.iter().enumerate() {
             for b in &self.backends[i + 1..] {
@@ -476,60 +478,57 @@ impl Config {
                 // prefix starts with the other; with one id length for all, that means equal
                 // prefixes. `wt1` and `wt10` are fine: `wt1` ids are 19 long, `wt10` ids 20.
                 if a.prefix == b.prefix {
-                    err(
-                        &mut r,
-                        format!(
-                            "prefix '{}' is given to two backends ({} and {}), so both could claim \
-                             the same session id: start every Wt server with its own \
-                             --session-id-prefix",
-                            a.prefix, a.addr, b.addr
-                        ),
-                    );
+                    r.error(format!(
+                        "prefix '{}' is given to two backends ({} and {}), so both could claim \
+                         the same session id: start every Wt server with its own \
+                         --session-id-prefix",
+                        a.prefix, a.addr, b.addr
+                    ));
                 }
                 if a.addr == b.addr {
-                    err(
-                        &mut r,
-                        format!(
-                            "backends {} and {} are both at {}, but a Wt server has one \
-                             --session-id-prefix, so the sessions of one of them would be sent \
-                             where they do not live: give each backend its own server",
-                            a.prefix, b.prefix, a.addr
-                        ),
-                    );
+                    r.error(format!(
+                        "backends {} and {} are both at {}, but a Wt server has one \
+                         --session-id-prefix, so the sessions of one of them would be sent \
+                         where they do not live: give each backend its own server",
+                        a.prefix, b.prefix, a.addr
+                    ));
                 }
             }
         }
         if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
             r.errors.push(ConfigError::NoWeight);
         }
-        if self.maxconn == 0 {
-            err(&mut r, "--maxconn must be at least 1".into());
+    }
+
+    fn check_limits(&self, r: &mut Report) {
+        let rules = [
+            (self.maxconn == 0, "--maxconn must be at least 1"),
+            (
+                self.retries == 0,
+                "--retries must be at least 1 (it counts connect attempts)",
+            ),
+            (
+                self.max_head_bytes < 1024,
+                "--max-head-bytes below 1024 would reject ordinary browser requests",
+            ),
+            (
+                self.rise == 0 || self.fall == 0,
+                "--rise and --fall must be at least 1 (they count checks in a row)",
+            ),
+            (
+                self.check_interval < Duration::from_millis(10),
+                "--check-interval below 10ms would flood the backends with checks",
+            ),
+        ];
+        for (broken, why) in rules {
+            if broken {
+                r.error(why.to_string());
+            }
         }
-        if self.retries == 0 {
-            err(
-                &mut r,
-                "--retries must be at least 1 (it counts connect attempts)".into(),
-            );
-        }
-        if self.max_head_bytes < 1024 {
-            err(
-                &mut r,
-                "--max-head-bytes below 1024 would reject ordinary browser requests".into(),
-            );
-        }
-        if self.rise == 0 || self.fall == 0 {
-            err(
-                &mut r,
-                "--rise and --fall must be at least 1 (they count checks in a row)".into(),
-            );
-        }
-        if self.check_interval < Duration::from_millis(10) {
-            err(
-                &mut r,
-                "--check-interval below 10ms would flood the backends with checks".into(),
-            );
-        }
-        let t = &self.timeouts;
+    }
+
+    fn check_timeouts(&self, r: &mut Report) {
+        let (t, default) = (&self.timeouts, Config::default().timeouts);
         for (name, d) in [
             ("--connect-timeout", t.connect),
             ("--request-head-timeout", t.request_head),
@@ -540,7 +539,7 @@ impl Config {
             ("--pool-idle-timeout", t.pool_idle),
         ] {
             if d.is_zero() {
-                err(&mut r, format!("{name} must be above 0"));
+                r.error(format!("{name} must be above 0"));
             }
         }
         if t.pool_idle >= WTHTTPD_KEEPALIVE {
@@ -550,7 +549,7 @@ impl Config {
                  or less",
                 t.pool_idle,
                 WTHTTPD_KEEPALIVE.as_secs(),
-                format_duration(default.timeouts.pool_idle)
+                format_duration(default.pool_idle)
             ));
         }
         if !t.server.is_zero() && t.server <= WT_LONG_POLL {
@@ -559,9 +558,12 @@ impl Config {
                  idle server-push requests would end in 504; use {} (the default) or more",
                 t.server,
                 WT_LONG_POLL.as_secs(),
-                format_duration(default.timeouts.server)
+                format_duration(default.server)
             ));
         }
+    }
+
+    fn check_forwarding(&self, r: &mut Report) {
         if !self.forwarded_headers && !self.trusted_proxies.is_empty() {
             r.warnings.push(
                 "--trust-forwarded-from does nothing with --no-forwarded-headers, which leaves \
@@ -575,7 +577,6 @@ impl Config {
                  X-Forwarded-For: give the addresses of your proxies"
             ));
         }
-        r
     }
 
     /// Checks everything that can be checked before binding a socket: `Ok`, the one error, or
@@ -621,6 +622,12 @@ pub struct Report {
     pub errors: Vec<ConfigError>,
     /// Settings that work but fight Wt's own timeouts; each names the flag and the fix.
     pub warnings: Vec<String>,
+}
+
+impl Report {
+    fn error(&mut self, why: String) {
+        self.errors.push(ConfigError::Invalid(why));
+    }
 }
 
 /// Locked memory io_uring needs per shard: three rings plus the registered buffers.

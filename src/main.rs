@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -212,94 +213,9 @@ impl ProxyArgs {
     fn to_config(&self) -> (Config, Vec<String>, Vec<String>) {
         let mut errors = Vec::new();
         let mut cfg = Config::default();
-        let listen = if self.listen.is_empty() {
-            vec![Config::DEFAULT_LISTEN.to_string()]
-        } else {
-            self.listen.clone()
-        };
-        for l in &listen {
-            match parse_listen(l) {
-                // The library takes port 0 (tests, embedding); here no client could find it.
-                Ok(a) if a.addr.port() == 0 => errors.push(format!(
-                    "--listen '{l}': port 0 would be a port the kernel picks, unknown to every \
-                     client: give a port"
-                )),
-                Ok(a) => cfg.listen.push(a),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        let listen_ok = cfg.listen.len() == listen.len();
-        for b in &self.backend {
-            match BackendConfig::parse(b) {
-                Ok(b) => cfg.backends.push(b),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        let backends_ok = cfg.backends.len() == self.backend.len();
-        fn set<T>(into: &mut T, flag: Option<T>) {
-            if let Some(v) = flag {
-                *into = v;
-            }
-        }
-        set(&mut cfg.threads, self.threads);
-        cfg.pin = !self.no_pin;
-        set(&mut cfg.session_id_length, self.session_id_length);
-        let mut d = |flag: &str, v: &Option<String>, into: &mut std::time::Duration| {
-            let Some(v) = v else { return };
-            match parse_duration(v) {
-                Ok(v) => *into = v,
-                Err(e) => errors.push(format!("--{flag}: {e}")),
-            }
-        };
-        let t = &mut cfg.timeouts;
-        d("connect-timeout", &self.connect_timeout, &mut t.connect);
-        d(
-            "request-head-timeout",
-            &self.request_head_timeout,
-            &mut t.request_head,
-        );
-        d("client-timeout", &self.client_timeout, &mut t.client);
-        d("server-timeout", &self.server_timeout, &mut t.server);
-        d("tunnel-timeout", &self.tunnel_timeout, &mut t.tunnel);
-        d(
-            "keepalive-timeout",
-            &self.keepalive_timeout,
-            &mut t.keepalive,
-        );
-        d(
-            "pool-idle-timeout",
-            &self.pool_idle_timeout,
-            &mut t.pool_idle,
-        );
-        d(
-            "check-interval",
-            &self.check_interval,
-            &mut cfg.check_interval,
-        );
-        set(&mut cfg.maxconn, self.maxconn);
-        set(&mut cfg.retries, self.retries);
-        set(&mut cfg.max_head_bytes, self.max_head_bytes);
-        set(&mut cfg.max_headers, self.max_headers);
-        set(&mut cfg.pool_size, self.pool_size);
-        match self.reuse.as_deref().map(str::parse) {
-            None => {}
-            Some(Ok(r)) => cfg.reuse = r,
-            Some(Err(e)) => errors.push(e.to_string()),
-        }
-        cfg.forwarded_headers = !self.no_forwarded_headers;
-        for t in &self.trust_forwarded_from {
-            match parse_cidr(t) {
-                Ok(net) => cfg.trusted_proxies.push(net),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        match self.check.as_deref().map(parse_check) {
-            None => {}
-            Some(Ok(c)) => cfg.check = c,
-            Some(Err(e)) => errors.push(format!("--check: {e}")),
-        }
-        set(&mut cfg.rise, self.rise);
-        set(&mut cfg.fall, self.fall);
+        let (listen_ok, backends_ok) = self.parse_addresses(&mut cfg, &mut errors);
+        self.parse_timeouts(&mut cfg, &mut errors);
+        self.parse_options(&mut cfg, &mut errors);
         let report = cfg.validate_all();
         for e in report.errors {
             // "No backends" next to "--backend 'x': bad" would contradict the operator.
@@ -316,6 +232,107 @@ impl ProxyArgs {
             errors.push(e.to_string());
         }
         (cfg, errors, report.warnings)
+    }
+
+    /// `--listen` and `--backend`; true for each kind that parsed entirely.
+    fn parse_addresses(&self, cfg: &mut Config, errors: &mut Vec<String>) -> (bool, bool) {
+        let listen = if self.listen.is_empty() {
+            vec![Config::DEFAULT_LISTEN.to_string()]
+        } else {
+            self.listen.clone()
+        };
+        for l in &listen {
+            match parse_listen(l) {
+                // The library takes port 0 (tests, embedding); here no client could find it.
+                Ok(a) if a.addr.port() == 0 => errors.push(format!(
+                    "--listen '{l}': port 0 would be a port the kernel picks, unknown to every \
+                     client: give a port"
+                )),
+                Ok(a) => cfg.listen.push(a),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for b in &self.backend {
+            match BackendConfig::parse(b) {
+                Ok(b) => cfg.backends.push(b),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (
+            cfg.listen.len() == listen.len(),
+            cfg.backends.len() == self.backend.len(),
+        )
+    }
+
+    fn parse_timeouts(&self, cfg: &mut Config, errors: &mut Vec<String>) {
+        let t = &mut cfg.timeouts;
+        for (flag, v, into) in [
+            ("connect-timeout", &self.connect_timeout, &mut t.connect),
+            (
+                "request-head-timeout",
+                &self.request_head_timeout,
+                &mut t.request_head,
+            ),
+            ("client-timeout", &self.client_timeout, &mut t.client),
+            ("server-timeout", &self.server_timeout, &mut t.server),
+            ("tunnel-timeout", &self.tunnel_timeout, &mut t.tunnel),
+            (
+                "keepalive-timeout",
+                &self.keepalive_timeout,
+                &mut t.keepalive,
+            ),
+            (
+                "pool-idle-timeout",
+                &self.pool_idle_timeout,
+                &mut t.pool_idle,
+            ),
+            (
+                "check-interval",
+                &self.check_interval,
+                &mut cfg.check_interval,
+            ),
+        ] {
+            let Some(v) = v else { continue };
+            match parse_duration(v) {
+                Ok(v) => *into = v,
+                Err(e) => errors.push(format!("--{flag}: {e}")),
+            }
+        }
+    }
+
+    fn parse_options(&self, cfg: &mut Config, errors: &mut Vec<String>) {
+        fn set<T>(into: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *into = v;
+            }
+        }
+        set(&mut cfg.threads, self.threads);
+        cfg.pin = !self.no_pin;
+        set(&mut cfg.session_id_length, self.session_id_length);
+        set(&mut cfg.maxconn, self.maxconn);
+        set(&mut cfg.retries, self.retries);
+        set(&mut cfg.max_head_bytes, self.max_head_bytes);
+        set(&mut cfg.max_headers, self.max_headers);
+        set(&mut cfg.pool_size, self.pool_size);
+        set(&mut cfg.rise, self.rise);
+        set(&mut cfg.fall, self.fall);
+        cfg.forwarded_headers = !self.no_forwarded_headers;
+        match self.reuse.as_deref().map(str::parse) {
+            None => {}
+            Some(Ok(r)) => cfg.reuse = r,
+            Some(Err(e)) => errors.push(e.to_string()),
+        }
+        for t in &self.trust_forwarded_from {
+            match parse_cidr(t) {
+                Ok(net) => cfg.trusted_proxies.push(net),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match self.check.as_deref().map(parse_check) {
+            None => {}
+            Some(Ok(c)) => cfg.check = c,
+            Some(Err(e)) => errors.push(format!("--check: {e}")),
+        }
     }
 
     /// The config, after printing its warnings; or, after printing every error, exit code 1.
@@ -489,6 +506,12 @@ fn check(args: &ProxyArgs) -> ExitCode {
         format!("kept and appended to from {}", nets.join(", "))
     };
     let _ = writeln!(out, "X-Forwarded-For/-Proto: {forwarded}");
+    routing_table(&mut out, &cfg);
+    print(&out, ExitCode::SUCCESS)
+}
+
+/// The backends, what session ids each owns, and where the rest goes.
+fn routing_table(out: &mut String, cfg: &Config) {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -514,35 +537,11 @@ fn check(args: &ProxyArgs) -> ExitCode {
         out,
         "requests without a known wtd: weighted round-robin over backends that are up"
     );
-    print(&out, ExitCode::SUCCESS)
 }
 
 fn demo(args: &DemoArgs) -> ExitCode {
-    let mut backends = Vec::new();
-    // The demo's clients are curl and a browser, which send no PROXY protocol header.
-    let addr = |spec: &str| match parse_listen(spec) {
-        Ok(l) if l.proxy_protocol => Err(format!("'{spec}': the demo takes no proxy-protocol")),
-        Ok(l) => Ok(l.addr),
-        Err(e) => Err(e.to_string()),
-    };
-    let wt1 = args.wt1.as_deref().unwrap_or(DemoArgs::WT1);
-    let wt2 = args.wt2.as_deref().unwrap_or(DemoArgs::WT2);
-    for (prefix, spec) in [("wt1", wt1), ("wt2", wt2)] {
-        let addr = match addr(spec) {
-            Ok(a) => a,
-            Err(e) => return fail(e),
-        };
-        match DemoBackend::spawn(prefix, addr) {
-            Ok(b) => backends.push(b),
-            Err(e) => {
-                return fail(format!(
-                    "demo backend {prefix} cannot listen on {addr}: {e}"
-                ));
-            }
-        }
-    }
-    let listen = match addr(args.listen.as_deref().unwrap_or(DemoArgs::LISTEN)) {
-        Ok(a) => a,
+    let (backends, listen) = match demo_backends(args) {
+        Ok(started) => started,
         Err(e) => return fail(e),
     };
     let cfg = Config {
@@ -564,36 +563,52 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let url = format!("http://{}/", engine.local_addrs()[0]);
-    let mut out = String::new();
-    let _ = writeln!(out, "wtgate demo: two Wt-like servers behind wtgate");
-    for b in &backends {
-        let _ = writeln!(out, "  backend {} on {}", b.prefix(), b.addr());
-    }
-    let _ = writeln!(out, "  wtgate  on {}", engine.local_addrs()[0]);
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "Open {url} in a browser and follow the session link: every request of a session"
-    );
-    let _ = writeln!(
-        out,
-        "lands on the backend that created it; new sessions alternate between wt1 and wt2."
-    );
-    let _ = writeln!(out, "Or with curl:");
-    let _ = writeln!(
-        out,
-        "  curl -si {url} | grep -E 'X-Backend|session'      # twice: wt1 then wt2"
-    );
-    let _ = writeln!(
-        out,
-        "  curl -si '{url}?wtd=<id from above>' | grep X-Backend   # always the owner"
-    );
-    let _ = writeln!(out, "Stop with Ctrl-C.");
     // The demo serves on whether or not anyone reads this.
-    print(&out, ExitCode::SUCCESS);
+    print(
+        &demo_banner(&backends, engine.local_addrs()[0]),
+        ExitCode::SUCCESS,
+    );
     engine.wait();
     ExitCode::SUCCESS
+}
+
+/// Starts the two demo backends; returns them and the address wtgate is to listen on.
+fn demo_backends(args: &DemoArgs) -> Result<(Vec<DemoBackend>, SocketAddr), String> {
+    // The demo's clients are curl and a browser, which send no PROXY protocol header.
+    let addr = |spec: &str| match parse_listen(spec) {
+        Ok(l) if l.proxy_protocol => Err(format!("'{spec}': the demo takes no proxy-protocol")),
+        Ok(l) => Ok(l.addr),
+        Err(e) => Err(e.to_string()),
+    };
+    let wt1 = args.wt1.as_deref().unwrap_or(DemoArgs::WT1);
+    let wt2 = args.wt2.as_deref().unwrap_or(DemoArgs::WT2);
+    let mut backends = Vec::new();
+    for (prefix, spec) in [("wt1", wt1), ("wt2", wt2)] {
+        let addr = addr(spec)?;
+        let backend = DemoBackend::spawn(prefix, addr)
+            .map_err(|e| format!("demo backend {prefix} cannot listen on {addr}: {e}"))?;
+        backends.push(backend);
+    }
+    let listen = addr(args.listen.as_deref().unwrap_or(DemoArgs::LISTEN))?;
+    Ok((backends, listen))
+}
+
+fn demo_banner(backends: &[DemoBackend], wtgate: SocketAddr) -> String {
+    let url = format!("http://{wtgate}/");
+    let mut out = String::from("wtgate demo: two Wt-like servers behind wtgate\n");
+    for b in backends {
+        let _ = writeln!(out, "  backend {} on {}", b.prefix(), b.addr());
+    }
+    let _ = writeln!(out, "  wtgate  on {wtgate}\n");
+    out.push_str(&format!(
+        "Open {url} in a browser and follow the session link: every request of a session\n\
+         lands on the backend that created it; new sessions alternate between wt1 and wt2.\n\
+         Or with curl:\n\
+         \x20 curl -si {url} | grep -E 'X-Backend|session'      # twice: wt1 then wt2\n\
+         \x20 curl -si '{url}?wtd=<id from above>' | grep X-Backend   # always the owner\n\
+         Stop with Ctrl-C.\n"
+    ));
+    out
 }
 
 #[cfg(test)]
