@@ -3,7 +3,7 @@
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags, validated with messages that name the fix.
 //! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners.
-//! - [`h1`]: sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, typed errors,
+//! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, typed errors,
 //!   and the rewriting of heads on their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
 //! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
@@ -19,7 +19,6 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod engine;
-pub mod h1;
 pub mod health;
 pub mod log;
 pub mod metrics;
@@ -29,3 +28,7 @@ pub mod proxy;
 pub mod route;
 pub mod trim;
 pub mod ws;
+
+/// The HTTP/1.1 core is a crate of its own (`h1/`), usable without the proxy; re-exported so that
+/// `wtgate::h1::…` and `crate::h1::…` keep naming it.
+pub use wtgate_h1 as h1;
