@@ -14,7 +14,7 @@
 //! - `proxy_protocol`: the PROXY v1/v2 header a load balancer sends before the first request.
 //! - `rewrite`: the heads we send on (hop-by-hop removal, X-Forwarded-*).
 //! - `reply`: responses the proxy answers itself.
-//! - `error`: one error enum per layer.
+//! - `error`: one error enum per layer; head causes both sides share are one `HeadError`.
 
 mod body;
 mod chunked;
@@ -33,7 +33,7 @@ use std::ops::Range;
 
 pub use body::{Advance, BodyFramer};
 pub use chunked::ChunkedDecoder;
-pub use error::{BodyError, ProxyHeaderError, RequestError, ResponseError};
+pub use error::{BodyError, HeadError, ProxyHeaderError, RequestError, ResponseError};
 pub use proxy_protocol::{MAX_HEADER_LEN as MAX_PROXY_HEADER_LEN, ProxyHeader, parse_proxy_header};
 pub use reply::{error_response, reason_phrase};
 pub use request::{RequestHead, parse_request};

@@ -1,8 +1,8 @@
 //! Request heads: httparse for the grammar, then the RFC 9112 rules a proxy must enforce
 //! before it forwards anything (framing, Host, versions).
 
-use super::error::RequestError;
-use super::fields::{self, Codings, LengthError, Name};
+use super::error::{HeadError, RequestError};
+use super::fields::{self, Codings, Name};
 use super::{Framing, Header, Limits, Version, header_ranges, range_in, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ fn framing(
             ..
         } = fields::transfer_codings(buf, headers);
         if !last_is_chunked || chunked != 1 || empty_elements != 0 {
-            return Err(RequestError::BadTransferEncoding);
+            return Err(RequestError::Head(HeadError::BadTransferEncoding));
         }
         return Ok(Framing::Chunked);
     }
@@ -165,21 +165,19 @@ fn framing(
         // The common GET: no second pass over the headers.
         return Ok(Framing::None);
     }
-    match fields::content_length(buf, headers) {
-        Ok(Some(n)) => Ok(Framing::Length(n)),
-        Ok(None) => Ok(Framing::None),
-        Err(LengthError::Bad) => Err(RequestError::BadContentLength),
-        Err(LengthError::Conflict) => Err(RequestError::ConflictingContentLength),
-    }
+    Ok(match fields::content_length(buf, headers)? {
+        Some(n) => Framing::Length(n),
+        None => Framing::None,
+    })
 }
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> RequestError {
     match e {
-        httparse::Error::TooManyHeaders => RequestError::TooManyHeaders,
-        httparse::Error::HeaderName => RequestError::BadHeaderName,
-        httparse::Error::HeaderValue => RequestError::BadHeaderValue,
+        httparse::Error::TooManyHeaders => RequestError::Head(HeadError::TooManyHeaders),
+        httparse::Error::HeaderName => RequestError::Head(HeadError::BadHeaderName),
+        httparse::Error::HeaderValue => RequestError::Head(HeadError::BadHeaderValue),
         httparse::Error::Version if names_a_version(scan::start_line(head)) => {
-            RequestError::UnsupportedVersion
+            RequestError::Head(HeadError::UnsupportedVersion)
         }
         _ => RequestError::BadRequestLine,
     }
@@ -266,7 +264,7 @@ mod tests {
             max_headers: 100,
         };
         let e = parse_request(&WT_GET[..100], &limits).unwrap_err();
-        assert_eq!(e, RequestError::HeadTooLarge);
+        assert_eq!(e, RequestError::Head(HeadError::TooLarge));
         assert_eq!(e.status(), 431);
         // Under the limit without an end is simply incomplete.
         assert_eq!(parse_request(&WT_GET[..63], &limits), Ok(None));
@@ -279,7 +277,7 @@ mod tests {
             max_headers: 13,
         };
         let e = parse_request(WT_GET, &limits).unwrap_err();
-        assert_eq!(e, RequestError::TooManyHeaders);
+        assert_eq!(e, RequestError::Head(HeadError::TooManyHeaders));
         assert_eq!(e.status(), 431);
         let limits = Limits {
             max_headers: 14,
@@ -295,7 +293,7 @@ mod tests {
             buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         buf.extend_from_slice(b"\r\n");
-        assert_eq!(err(&buf), RequestError::TooManyHeaders);
+        assert_eq!(err(&buf), RequestError::Head(HeadError::TooManyHeaders));
         let limits = Limits {
             max_head_bytes: 16 * 1024,
             max_headers: 200,
@@ -326,23 +324,23 @@ mod tests {
         for (buf, want) in [
             (
                 &b"GET / HTTP/1.1\nHost: a\n\n"[..],
-                RequestError::BareLineFeed,
+                RequestError::Head(HeadError::BareLineFeed),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\n\r\n",
-                RequestError::BareLineFeed,
+                RequestError::Head(HeadError::BareLineFeed),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
-                RequestError::BareCarriageReturn,
+                RequestError::Head(HeadError::BareCarriageReturn),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
-                RequestError::NulByte,
+                RequestError::Head(HeadError::NulByte),
             ),
             (
                 b"GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n",
-                RequestError::NulByte,
+                RequestError::Head(HeadError::NulByte),
             ),
         ] {
             let e = err(buf);
@@ -354,7 +352,7 @@ mod tests {
     #[test]
     fn obs_fold_is_400() {
         let e = err(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n");
-        assert_eq!(e, RequestError::ObsFold);
+        assert_eq!(e, RequestError::Head(HeadError::ObsFold));
         assert_eq!(e.status(), 400);
         // httparse refuses it on its own too; the scan just names the cause.
         let mut hs = [httparse::EMPTY_HEADER; 4];
@@ -369,15 +367,15 @@ mod tests {
     fn space_in_header_name_is_400() {
         assert_eq!(
             err(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\r\nX Y: z\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\r\n: z\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
     }
 
@@ -385,7 +383,7 @@ mod tests {
     fn control_byte_in_value_is_400() {
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n"),
-            RequestError::BadHeaderValue
+            RequestError::Head(HeadError::BadHeaderValue)
         );
     }
 
@@ -402,7 +400,7 @@ mod tests {
             let e = err(buf);
             assert_eq!(
                 e,
-                RequestError::UnsupportedVersion,
+                RequestError::Head(HeadError::UnsupportedVersion),
                 "{}",
                 String::from_utf8_lossy(buf)
             );
@@ -468,11 +466,11 @@ mod tests {
         assert_eq!(ok("Content-Length: 0"), Framing::Length(0));
         assert_eq!(
             bad("Content-Length: 5\r\nContent-Length: 6"),
-            RequestError::ConflictingContentLength
+            RequestError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             bad("Content-Length: 5, 6"),
-            RequestError::ConflictingContentLength
+            RequestError::Head(HeadError::ConflictingContentLength)
         );
         for v in [
             "+5",
@@ -485,7 +483,7 @@ mod tests {
             "0x10",
         ] {
             let e = bad(&format!("Content-Length: {v}"));
-            assert_eq!(e, RequestError::BadContentLength, "{v:?}");
+            assert_eq!(e, RequestError::Head(HeadError::BadContentLength), "{v:?}");
             assert_eq!(e.status(), 400);
         }
     }
@@ -515,7 +513,11 @@ mod tests {
             "Transfer-Encoding: chunked;x=1",
         ] {
             let e = bad(te);
-            assert_eq!(e, RequestError::BadTransferEncoding, "{te:?}");
+            assert_eq!(
+                e,
+                RequestError::Head(HeadError::BadTransferEncoding),
+                "{te:?}"
+            );
             assert_eq!(e.status(), 400);
         }
     }

@@ -1,8 +1,8 @@
 //! Response heads from backends. Backends are ours but not trusted with framing: anything the
 //! client could read differently from us is a 502, never forwarded.
 
-use super::error::ResponseError;
-use super::fields::{self, LengthError, Name};
+use super::error::{HeadError, ResponseError};
+use super::fields::{self, Name};
 use super::{Framing, Header, Limits, Version, header_ranges, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +59,10 @@ pub fn parse_response(
 
     let te = fields::transfer_codings(buf, &headers);
     if te.present && te.codings == 0 {
-        return Err(ResponseError::BadTransferEncoding);
+        return Err(ResponseError::Head(HeadError::BadTransferEncoding));
     }
     // Validated even when TE wins or no body follows: a bad length is a broken backend.
-    let length = match fields::content_length(buf, &headers) {
-        Ok(n) => n,
-        Err(LengthError::Bad) => return Err(ResponseError::BadContentLength),
-        Err(LengthError::Conflict) => return Err(ResponseError::ConflictingContentLength),
-    };
+    let length = fields::content_length(buf, &headers)?;
 
     let bodyless =
         request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -106,11 +102,11 @@ pub fn parse_response(
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> ResponseError {
     match e {
-        httparse::Error::TooManyHeaders => ResponseError::TooManyHeaders,
-        httparse::Error::HeaderName => ResponseError::BadHeaderName,
-        httparse::Error::HeaderValue => ResponseError::BadHeaderValue,
+        httparse::Error::TooManyHeaders => ResponseError::Head(HeadError::TooManyHeaders),
+        httparse::Error::HeaderName => ResponseError::Head(HeadError::BadHeaderName),
+        httparse::Error::HeaderValue => ResponseError::Head(HeadError::BadHeaderValue),
         httparse::Error::Version if names_a_version(scan::start_line(head)) => {
-            ResponseError::UnsupportedVersion
+            ResponseError::Head(HeadError::UnsupportedVersion)
         }
         _ => ResponseError::BadStatusLine,
     }
@@ -188,7 +184,7 @@ Content-Length: 85\r\n\r\n";
         };
         assert_eq!(
             parse_response(WT_404, &limits, false),
-            Err(ResponseError::HeadTooLarge)
+            Err(ResponseError::Head(HeadError::TooLarge))
         );
         let limits = Limits {
             max_head_bytes: 1024,
@@ -196,7 +192,7 @@ Content-Length: 85\r\n\r\n";
         };
         assert_eq!(
             parse_response(WT_404, &limits, false),
-            Err(ResponseError::TooManyHeaders)
+            Err(ResponseError::Head(HeadError::TooManyHeaders))
         );
     }
 
@@ -243,7 +239,7 @@ Content-Length: 85\r\n\r\n";
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n"),
-            ResponseError::BadTransferEncoding
+            ResponseError::Head(HeadError::BadTransferEncoding)
         );
     }
 
@@ -267,15 +263,15 @@ Content-Length: 85\r\n\r\n";
     fn content_length_errors() {
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
-            ResponseError::ConflictingContentLength
+            ResponseError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
-            ResponseError::BadContentLength
+            ResponseError::Head(HeadError::BadContentLength)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
-            ResponseError::ConflictingContentLength
+            ResponseError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").framing,
@@ -307,27 +303,27 @@ Content-Length: 85\r\n\r\n";
     fn syntax_errors() {
         assert_eq!(
             err(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
-            ResponseError::BareLineFeed
+            ResponseError::Head(HeadError::BareLineFeed)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"),
-            ResponseError::BareCarriageReturn
+            ResponseError::Head(HeadError::BareCarriageReturn)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n"),
-            ResponseError::NulByte
+            ResponseError::Head(HeadError::NulByte)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
-            ResponseError::ObsFold
+            ResponseError::Head(HeadError::ObsFold)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n"),
-            ResponseError::BadHeaderName
+            ResponseError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"HTTP/2.0 200 OK\r\n\r\n"),
-            ResponseError::UnsupportedVersion
+            ResponseError::Head(HeadError::UnsupportedVersion)
         );
         assert_eq!(
             err(b"HTTP/1.1 2000 OK\r\n\r\n"),
