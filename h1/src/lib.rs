@@ -36,8 +36,8 @@ pub use chunked::ChunkedDecoder;
 pub use error::{BodyError, HeadError, ProxyHeaderError, RequestError, ResponseError};
 pub use proxy_protocol::{MAX_HEADER_LEN as MAX_PROXY_HEADER_LEN, ProxyHeader, parse_proxy_header};
 pub use reply::{error_response, reason_phrase};
-pub use request::{RequestHead, parse_request};
-pub use response::{ResponseHead, parse_response};
+pub use request::{RequestHead, parse_request, parse_request_into};
+pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{ForwardOptions, write_forward_request, write_forward_response};
 
 /// Bounds on a head, checked before anything is allocated for it.
@@ -90,6 +90,22 @@ pub struct Header {
     pub value: Range<usize>,
 }
 
+/// The value of the first header called `name` (ASCII case-insensitive) in a parsed head; `buf`
+/// is the buffer the head was parsed from. For the fields this crate leaves to its callers
+/// (`Sec-WebSocket-Key`, `X-Backend`, …); framing and connection fields are already in the head.
+pub fn header_value<'b>(buf: &'b [u8], headers: &[Header], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        .map(|h| &buf[h.value.clone()])
+}
+
+/// The elements of a comma-separated field value (RFC 9110 §5.6.1), OWS trimmed; empty elements
+/// are kept, so a caller can tell `a,,b` from `a, b`.
+pub fn comma_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    fields::list(value)
+}
+
 /// How the end of a body is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -128,13 +144,12 @@ fn with_header_slots<'b, R>(
     f(&mut heap)
 }
 
-/// The parsed headers as ranges into `buf`, so heads outlive httparse's borrowed slots.
-fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|h| Header {
-            name: range_in(buf, h.name.as_bytes()),
-            value: range_in(buf, h.value),
-        })
-        .collect()
+/// The parsed headers as ranges into `buf`, so heads outlive httparse's borrowed slots; `out`
+/// keeps its allocation, so a caller that reuses a head does not allocate per parse.
+fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>], out: &mut Vec<Header>) {
+    out.clear();
+    out.extend(headers.iter().map(|h| Header {
+        name: range_in(buf, h.name.as_bytes()),
+        value: range_in(buf, h.value),
+    }));
 }

@@ -29,6 +29,25 @@ pub struct RequestHead {
     pub safe_to_replay: bool,
 }
 
+/// An empty head, for [`parse_request_into`] to fill.
+impl Default for RequestHead {
+    fn default() -> Self {
+        RequestHead {
+            head_len: 0,
+            method: 0..0,
+            target: 0..0,
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: Framing::None,
+            keep_alive: false,
+            upgrade: false,
+            expect_continue: false,
+            is_head: false,
+            safe_to_replay: false,
+        }
+    }
+}
+
 /// Parses the request head at the start of `buf`.
 ///
 /// `Ok(None)` means the head is incomplete (and still under the limits): read more and call
@@ -38,22 +57,34 @@ pub struct RequestHead {
 /// preface) is a version we do not speak, so 505. Anything else that does not end in such a
 /// token, including HTTP/0.9's `GET /path` without a version, is a malformed line: 400.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, RequestError> {
-    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
-        return Ok(None);
-    };
-    let head = &buf[..head_len];
+    let mut head = RequestHead::default();
+    Ok(parse_request_into(buf, limits, &mut head)?.then_some(head))
+}
 
-    let (parsed, method, target, minor, headers) = with_header_slots(limits.max_headers, |slots| {
+/// [`parse_request`] into `head`, reusing the room its headers took last time, so that a loop
+/// keeping one head parses without allocating. `Ok(true)`: `head` is the parsed head;
+/// `Ok(false)`: incomplete. After `Ok(false)` or an error, `head` holds nothing of use.
+pub fn parse_request_into(
+    buf: &[u8],
+    limits: &Limits,
+    head: &mut RequestHead,
+) -> Result<bool, RequestError> {
+    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
+        return Ok(false);
+    };
+    let bytes = &buf[..head_len];
+
+    let (parsed, method, target, minor) = with_header_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
-        let parsed = req.parse_with_uninit_headers(head, slots);
-        let headers = header_ranges(buf, req.headers);
-        (parsed, req.method, req.path, req.version, headers)
+        let parsed = req.parse_with_uninit_headers(bytes, slots);
+        header_ranges(buf, req.headers, &mut head.headers);
+        (parsed, req.method, req.path, req.version)
     });
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         // The scan saw CRLF CRLF, so httparse cannot want more; if it does, the line is odd.
         Ok(httparse::Status::Partial) => return Err(RequestError::BadRequestLine),
-        Err(e) => return Err(httparse_error(e, head)),
+        Err(e) => return Err(httparse_error(e, bytes)),
     }
     let (Some(method), Some(target), Some(minor)) = (method, target, minor) else {
         return Err(RequestError::BadRequestLine);
@@ -63,13 +94,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if method == "CONNECT" {
         return Err(RequestError::MethodNotAllowed);
     }
-    let facts = Facts::gather(buf, &headers);
+    let facts = Facts::gather(buf, &head.headers);
     match (facts.hosts, version) {
         (0, Version::Http11) => return Err(RequestError::MissingHost),
         (2.., _) => return Err(RequestError::DuplicateHost),
         _ => {}
     }
-    let framing = framing(buf, &headers, version, &facts)?;
+    let framing = framing(buf, &head.headers, version, &facts)?;
 
     let keep_alive = !facts.close
         && match version {
@@ -78,7 +109,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         };
     let is_head = method == "HEAD";
     let no_body = matches!(framing, Framing::None | Framing::Length(0));
-    Ok(Some(RequestHead {
+    *head = RequestHead {
         head_len,
         method: range_in(buf, method.as_bytes()),
         target: range_in(buf, target.as_bytes()),
@@ -89,8 +120,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         expect_continue: version == Version::Http11 && facts.expect_continue,
         is_head,
         safe_to_replay: no_body && matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
-        headers,
-    }))
+        headers: std::mem::take(&mut head.headers),
+    };
+    Ok(true)
 }
 
 /// What one pass over the headers tells us.
@@ -248,6 +280,44 @@ mod tests {
         assert!(h.upgrade);
         assert_eq!(h.framing, Framing::None);
         assert!(h.safe_to_replay);
+    }
+
+    #[test]
+    fn a_reused_head_parses_like_a_fresh_one() {
+        let mut reused = RequestHead::default();
+        for buf in [WT_GET, WT_POST, b"GET / HTTP/1.0\r\n\r\n", WT_WS, WT_GET] {
+            assert_eq!(
+                parse_request_into(buf, &Limits::default(), &mut reused),
+                Ok(true)
+            );
+            assert_eq!(Some(&reused), parse(buf).unwrap().as_ref());
+        }
+        let room = reused.headers.capacity();
+        assert_eq!(
+            parse_request_into(WT_POST, &Limits::default(), &mut reused),
+            Ok(true)
+        );
+        assert_eq!(reused.headers.capacity(), room, "no new allocation");
+        assert_eq!(
+            parse_request_into(&WT_GET[..10], &Limits::default(), &mut reused),
+            Ok(false)
+        );
+        assert_eq!(
+            parse_request_into(b"GET / HTTP/1.1\r\n\r\n", &Limits::default(), &mut reused),
+            Err(RequestError::MissingHost)
+        );
+    }
+
+    #[test]
+    fn fields_left_to_callers() {
+        let h = head(WT_WS);
+        let key = crate::header_value(WT_WS, &h.headers, "sec-websocket-key");
+        assert_eq!(key, Some(&b"QCUVFQhbuTMi1xe8BM4rpQ=="[..]));
+        assert_eq!(crate::header_value(WT_WS, &h.headers, "x-nothing"), None);
+        let conn = crate::header_value(WT_WS, &h.headers, "CONNECTION").unwrap();
+        assert!(crate::comma_list(conn).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+        let items: Vec<&[u8]> = crate::comma_list(b" a ,,b\t").collect();
+        assert_eq!(items, [&b"a"[..], b"", b"b"]);
     }
 
     #[test]

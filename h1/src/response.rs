@@ -22,6 +22,20 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
+/// An empty head, for [`parse_response_into`] to fill.
+impl Default for ResponseHead {
+    fn default() -> Self {
+        ResponseHead {
+            head_len: 0,
+            status: 0,
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: Framing::None,
+            keep_alive: false,
+        }
+    }
+}
+
 /// Parses the response head at the start of `buf`; `Ok(None)` = incomplete, read more.
 ///
 /// `request_was_head`: the request was HEAD, so no body follows whatever the headers say.
@@ -30,22 +44,35 @@ pub fn parse_response(
     limits: &Limits,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
-        return Ok(None);
-    };
-    let head = &buf[..head_len];
+    let mut head = ResponseHead::default();
+    Ok(parse_response_into(buf, limits, request_was_head, &mut head)?.then_some(head))
+}
 
-    let (parsed, minor, code, headers) = with_header_slots(limits.max_headers, |slots| {
+/// [`parse_response`] into `head`, reusing the room its headers took last time, so that a loop
+/// keeping one head parses without allocating. `Ok(true)`: `head` is the parsed head;
+/// `Ok(false)`: incomplete. After `Ok(false)` or an error, `head` holds nothing of use.
+pub fn parse_response_into(
+    buf: &[u8],
+    limits: &Limits,
+    request_was_head: bool,
+    head: &mut ResponseHead,
+) -> Result<bool, ResponseError> {
+    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
+        return Ok(false);
+    };
+    let bytes = &buf[..head_len];
+
+    let (parsed, minor, code) = with_header_slots(limits.max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, head, slots);
-        let headers = header_ranges(buf, res.headers);
-        (parsed, res.version, res.code, headers)
+            .parse_response_with_uninit_headers(&mut res, bytes, slots);
+        header_ranges(buf, res.headers, &mut head.headers);
+        (parsed, res.version, res.code)
     });
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(ResponseError::BadStatusLine),
-        Err(e) => return Err(httparse_error(e, head)),
+        Err(e) => return Err(httparse_error(e, bytes)),
     }
     let (Some(minor), Some(status)) = (minor, code) else {
         return Err(ResponseError::BadStatusLine);
@@ -56,13 +83,14 @@ pub fn parse_response(
         return Err(ResponseError::BadStatusLine);
     }
     let version = Version::from_httparse(minor);
+    let headers = &head.headers;
 
-    let te = fields::transfer_codings(buf, &headers);
+    let te = fields::transfer_codings(buf, headers);
     if te.present && te.codings == 0 {
         return Err(ResponseError::Head(HeadError::BadTransferEncoding));
     }
     // Validated even when TE wins or no body follows: a bad length is a broken backend.
-    let length = fields::content_length(buf, &headers)?;
+    let length = fields::content_length(buf, headers)?;
 
     let bodyless =
         request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -80,24 +108,25 @@ pub fn parse_response(
         Framing::CloseDelimited
     };
 
-    let close = fields::has_token(buf, &headers, Name::Connection, b"close");
+    let close = fields::has_token(buf, headers, Name::Connection, b"close");
     let reusable = match version {
         Version::Http11 => !close,
         Version::Http10 => {
-            !close && fields::has_token(buf, &headers, Name::Connection, b"keep-alive")
+            !close && fields::has_token(buf, headers, Name::Connection, b"keep-alive")
         }
     };
     let smuggle_shaped = te.present && length.is_some();
     let keep_alive = reusable && !smuggle_shaped && framing != Framing::CloseDelimited;
 
-    Ok(Some(ResponseHead {
+    *head = ResponseHead {
         head_len,
         status,
         version,
-        headers,
+        headers: std::mem::take(&mut head.headers),
         framing,
         keep_alive,
-    }))
+    };
+    Ok(true)
 }
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> ResponseError {
@@ -171,6 +200,31 @@ Content-Length: 85\r\n\r\n";
         let h = head(WT_404);
         assert_eq!((h.status, h.framing), (404, Framing::Length(85)));
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn a_reused_head_parses_like_a_fresh_one() {
+        let mut reused = ResponseHead::default();
+        for (buf, was_head) in [
+            (WT_CHUNKED, false),
+            (WT_101, false),
+            (WT_404, true),
+            (WT_404, false),
+        ] {
+            let limits = Limits::default();
+            assert_eq!(
+                parse_response_into(buf, &limits, was_head, &mut reused),
+                Ok(true)
+            );
+            assert_eq!(
+                Some(&reused),
+                parse_response(buf, &limits, was_head).unwrap().as_ref()
+            );
+        }
+        assert_eq!(
+            parse_response_into(&WT_404[..10], &Limits::default(), false, &mut reused),
+            Ok(false)
+        );
     }
 
     #[test]
