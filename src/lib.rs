@@ -3,8 +3,8 @@
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags, validated with messages that name the fix.
 //! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners.
-//! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, typed errors,
-//!   and the rewriting of heads on their way through.
+//! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing,
+//!   chunked decoding, typed errors, and the rewriting of heads on their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
 //! - [`proxy`]: the per-connection flow: head → route → backend → body/response → next request or tunnel.
 //! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
@@ -12,12 +12,12 @@
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, the gossip messages;
 //!   [`check`] runs the active checks; [`metrics`] counts per shard and sums for the engine;
 //!   [`log`] rate-limits failure lines; [`trim`] returns freed memory to the system off the shards.
-//! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
-//! - [`demo`]: Wt-like demo backends for `wtgate demo`.
+//!
+//! The demo backends (`wtgate demo`) and the WebSocket codec the tests and the bench use are the
+//! `wtgate-demo` crate (`demo/`), which needs only `wtgate-h1`.
 
 pub mod check;
 pub mod config;
-pub mod demo;
 pub mod engine;
 pub mod health;
 pub mod log;
@@ -27,7 +27,6 @@ pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod trim;
-pub mod ws;
 
 /// The HTTP/1.1 core is a crate of its own (`h1/`), usable without the proxy; re-exported so that
 /// `wtgate::h1::…` and `crate::h1::…` keep naming it.

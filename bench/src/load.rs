@@ -565,7 +565,7 @@ async fn ws_handshake(
 }
 
 async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
-    use wtgate::ws;
+    use wtgate_demo::ws;
     let cfg = &ctx.cfg;
     let prefix = (!cfg.spec.prefixes.is_empty())
         .then(|| cfg.spec.prefixes[conn % cfg.spec.prefixes.len()].as_str());

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
-use wtgate::ws;
+use wtgate_demo::ws;
 
 use crate::load::executor;
 
