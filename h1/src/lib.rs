@@ -90,14 +90,18 @@ pub struct Header {
     pub value: Range<usize>,
 }
 
-/// The value of the first header called `name` (ASCII case-insensitive) in a parsed head; `buf`
-/// is the buffer the head was parsed from. For the fields this crate leaves to its callers
+/// The values of the headers called `name` (ASCII case-insensitive) in a parsed head, in order;
+/// `buf` is the buffer the head was parsed from. For the fields this crate leaves to its callers
 /// (`Sec-WebSocket-Key`, `X-Backend`, …); framing and connection fields are already in the head.
-pub fn header_value<'b>(buf: &'b [u8], headers: &[Header], name: &str) -> Option<&'b [u8]> {
+pub fn header_values<'a>(
+    buf: &'a [u8],
+    headers: &'a [Header],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> {
     headers
         .iter()
-        .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| &buf[h.value.clone()])
+        .filter(move |h| buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        .map(move |h| &buf[h.value.clone()])
 }
 
 /// The elements of a comma-separated field value (RFC 9110 §5.6.1), OWS trimmed; empty elements

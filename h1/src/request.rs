@@ -311,11 +311,18 @@ mod tests {
     #[test]
     fn fields_left_to_callers() {
         let h = head(WT_WS);
-        let key = crate::header_value(WT_WS, &h.headers, "sec-websocket-key");
-        assert_eq!(key, Some(&b"QCUVFQhbuTMi1xe8BM4rpQ=="[..]));
-        assert_eq!(crate::header_value(WT_WS, &h.headers, "x-nothing"), None);
-        let conn = crate::header_value(WT_WS, &h.headers, "CONNECTION").unwrap();
+        let values = |name| crate::header_values(WT_WS, &h.headers, name).collect::<Vec<_>>();
+        assert_eq!(
+            values("sec-websocket-key"),
+            [&b"QCUVFQhbuTMi1xe8BM4rpQ=="[..]]
+        );
+        assert!(values("x-nothing").is_empty());
+        let conn = values("CONNECTION")[0];
         assert!(crate::comma_list(conn).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let h = head(buf);
+        let all: Vec<&[u8]> = crate::header_values(buf, &h.headers, "X-A").collect();
+        assert_eq!(all, [b"1", b"2"]);
         let items: Vec<&[u8]> = crate::comma_list(b" a ,,b\t").collect();
         assert_eq!(items, [&b"a"[..], b"", b"b"]);
     }
