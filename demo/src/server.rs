@@ -25,12 +25,15 @@
 //!
 //! HTTP: keep-alive on HTTP/1.1 (requests answered in order, pipelining works), `Connection: close` and
 //! HTTP/1.0 get `Connection: close` responses with `Content-Length` (HTTP/1.0 is never kept alive).
-//! Idle timeout 10 s like wthttpd. Request bodies: `Content-Length` and `chunked` (decoded, lenient about
-//! bare LF line ends) are read and discarded; `Expect: 100-continue` gets a `100 Continue`. Malformed
-//! requests (httparse errors, both `Content-Length` and `Transfer-Encoding`, differing or non-digit
-//! lengths, a last transfer coding other than chunked, bad chunk sizes, no `Host` on HTTP/1.1) → 400 and
-//! close; heads over 16 KiB or 64 headers → 431. Memory per connection is bounded (head 16 KiB + one
-//! 16 KiB read; a WebSocket frame ≤ 1 MiB); at most 1024 connections per backend (more get 503).
+//! Idle timeout 10 s like wthttpd. Requests are read with the proxy's own HTTP/1.1 core (wtgate-h1),
+//! as strictly as the proxy reads them: whatever it refuses (bare CR/LF, obs-fold, both
+//! `Content-Length` and `Transfer-Encoding`, differing or malformed lengths, a transfer coding list
+//! other than one final `chunked`, `Transfer-Encoding` on HTTP/1.0, bad chunk sizes or trailers, no or
+//! two `Host` on HTTP/1.1, …) gets its status and a close: 400 (the cause as the body), 431 for heads
+//! over 16 KiB or 64 headers, 505 for HTTP versions other than 1.x, 405 for CONNECT. Request bodies
+//! (`Content-Length` or `chunked`, decoded) are read and discarded; `Expect: 100-continue` gets a
+//! `100 Continue`. Memory per connection is bounded (head 16 KiB + one 16 KiB read; a WebSocket frame
+//! ≤ 1 MiB); at most 1024 connections per backend (more get 503).
 //!
 //! Threads: one accept thread and one thread per connection. Dropping a [`DemoBackend`] does not stop
 //! them: the backend serves until the process exits (it is meant for `wtgate demo` and tests).
@@ -44,6 +47,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use wtgate_h1::{
+    self as h1, BodyError, BodyFramer, Framing, Limits, RequestError, RequestHead, Version,
+};
+
 use crate::ws;
 
 /// Characters after the prefix in a session id (Wt's default `session-id-length`).
@@ -54,7 +61,6 @@ const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const LINGER: Duration = Duration::from_millis(500);
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
-const MAX_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_CONNS: usize = 1024;
 const MAX_SESSIONS: usize = 100_000;
@@ -111,7 +117,8 @@ impl DemoBackend {
     }
 
     /// Requests served so far: every request head that parsed and passed validation, whatever the
-    /// answer (pages, 101, 403, 405, …). Malformed requests answered with 400/431/505 are not counted.
+    /// answer (pages, 101, 403, 405, …). Requests the HTTP core refuses (400/405/431/505) are not
+    /// counted.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
@@ -235,6 +242,10 @@ enum Fail {
     Closed,
     /// Answer with this status and a short text, then close.
     Status(u16, &'static str),
+    /// A head the HTTP core refuses: its status and its cause, then close.
+    Request(RequestError),
+    /// A request body that breaks its framing: 400 and its cause, then close.
+    Body(BodyError),
 }
 
 impl From<io::Error> for Fail {
@@ -276,70 +287,19 @@ impl Conn {
         self.buf.drain(..n);
     }
 
-    /// One line without its LF (and CR, if any).
-    fn read_line(&mut self) -> Result<Vec<u8>, Fail> {
-        let mut searched = 0;
+    /// Reads a request body to its end, handing the payload (chunked decoded) to `sink`.
+    fn read_body(&mut self, framing: Framing, sink: &mut BodySink) -> Result<(), Fail> {
+        let mut framer = BodyFramer::new(framing);
         loop {
-            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
-                let end = searched + i;
-                let mut line = self.buf[..end].to_vec();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                self.consume(end + 1);
-                return Ok(line);
-            }
-            searched = self.buf.len();
-            if searched > MAX_LINE {
-                return Err(Fail::Status(400, "line too long in chunked body"));
+            let step = framer
+                .advance_with(&self.buf, &mut |data| sink.feed(data))
+                .map_err(Fail::Body)?;
+            self.consume(step.consumed);
+            if step.done {
+                return Ok(());
             }
             if self.fill()? == 0 {
                 return Err(Fail::Closed);
-            }
-        }
-    }
-
-    /// Reads exactly `n` body bytes into `sink`.
-    fn read_exact_into(&mut self, mut n: u64, sink: &mut BodySink) -> Result<(), Fail> {
-        while n > 0 {
-            if self.buf.is_empty() && self.fill()? == 0 {
-                return Err(Fail::Closed);
-            }
-            let k = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-            sink.feed(&self.buf[..k]);
-            self.consume(k);
-            n -= k as u64;
-        }
-        Ok(())
-    }
-
-    fn read_chunked(&mut self, sink: &mut BodySink) -> Result<(), Fail> {
-        loop {
-            let line = self.read_line()?;
-            let size = line.split(|&b| b == b';').next().unwrap_or(&[]);
-            let size = size.trim_ascii();
-            if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
-                return Err(Fail::Status(400, "bad chunk size"));
-            }
-            let size = size.iter().fold(0u64, |acc, &b| {
-                acc << 4 | u64::from((b as char).to_digit(16).unwrap_or(0))
-            });
-            if size == 0 {
-                let mut trailers = 0;
-                loop {
-                    let line = self.read_line()?;
-                    if line.is_empty() {
-                        return Ok(());
-                    }
-                    trailers += line.len();
-                    if trailers > MAX_HEAD {
-                        return Err(Fail::Status(400, "trailers too large"));
-                    }
-                }
-            }
-            self.read_exact_into(size, sink)?;
-            if !self.read_line()?.is_empty() {
-                return Err(Fail::Status(400, "chunk data not followed by CRLF"));
             }
         }
     }
@@ -371,13 +331,13 @@ impl BodySink {
     }
 }
 
-/// The parts of a request head the demo needs, owned.
+/// The parts of a request head the demo needs, owned: the head's bytes are consumed before the
+/// body is read.
 struct Head {
     method: String,
     target: String,
     http11: bool,
-    content_length: Option<u64>,
-    chunked: bool,
+    framing: Framing,
     close: bool,
     upgrade_ws: bool,
     ws_key: Option<String>,
@@ -385,84 +345,27 @@ struct Head {
     expect_continue: bool,
 }
 
-/// Parses the head at the start of `buf`: `Ok(None)` if incomplete, else the head and its length.
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Fail::Status(431, "too many header fields"));
-        }
-        Err(httparse::Error::Version) => {
-            return Err(Fail::Status(505, "HTTP version not supported"));
-        }
-        Err(_) => return Err(Fail::Status(400, "malformed request head")),
-    };
-    let mut head = Head {
-        method: req.method.unwrap_or("").to_string(),
-        target: req.path.unwrap_or("").to_string(),
-        http11: req.version == Some(1),
-        content_length: None,
-        chunked: false,
-        close: req.version != Some(1),
-        upgrade_ws: false,
-        ws_key: None,
-        ws_version: None,
-        expect_continue: false,
-    };
-    let mut has_te = false;
-    let mut hosts = 0;
-    for h in req.headers.iter() {
-        let name = h.name;
-        let value = std::str::from_utf8(h.value).unwrap_or("\u{FFFD}").trim();
-        let tokens = || value.split(',').map(str::trim);
-        if name.eq_ignore_ascii_case("content-length") {
-            if value.is_empty() || value.len() > 18 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Fail::Status(400, "bad Content-Length"));
-            }
-            let n: u64 = value
-                .parse()
-                .map_err(|_| Fail::Status(400, "bad Content-Length"))?;
-            if head.content_length.is_some_and(|old| old != n) {
-                return Err(Fail::Status(400, "differing Content-Length headers"));
-            }
-            head.content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            has_te = true;
-            head.chunked = tokens()
-                .next_back()
-                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            if tokens().any(|t| t.eq_ignore_ascii_case("close")) {
-                head.close = true;
-            }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            head.upgrade_ws |= tokens().any(|t| t.eq_ignore_ascii_case("websocket"));
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            head.ws_key = Some(value.to_string());
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            head.ws_version = Some(value.to_string());
-        } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
-        } else if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
+impl Head {
+    /// `head` as parsed from `buf` by the HTTP core.
+    fn of(buf: &[u8], head: &RequestHead) -> Head {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let values = |name| h1::header_values(buf, &head.headers, name);
+        // A repeated field counts by its last value.
+        let last = |name| values(name).last().map(|v| text(v.trim_ascii()));
+        Head {
+            method: text(&buf[head.method.clone()]),
+            target: text(&buf[head.target.clone()]),
+            http11: head.version == Version::Http11,
+            framing: head.framing,
+            // HTTP/1.0 is never kept alive, even when it asks to be.
+            close: head.version == Version::Http10 || !head.keep_alive,
+            upgrade_ws: values("upgrade")
+                .any(|v| h1::comma_list(v).any(|t| t.eq_ignore_ascii_case(b"websocket"))),
+            ws_key: last("sec-websocket-key"),
+            ws_version: last("sec-websocket-version"),
+            expect_continue: head.expect_continue,
         }
     }
-    if has_te && head.content_length.is_some() {
-        return Err(Fail::Status(
-            400,
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if has_te && !head.chunked {
-        return Err(Fail::Status(400, "last transfer coding is not chunked"));
-    }
-    if hosts > 1 || (head.http11 && hosts == 0) {
-        return Err(Fail::Status(400, "missing or repeated Host"));
-    }
-    Ok(Some((head, used)))
 }
 
 /// The first value of query parameter `name` in `query` (`a=1&b=2` form; not percent-decoded).
@@ -488,8 +391,13 @@ fn serve(stream: TcpStream, shared: &Shared) {
             Ok(Next::KeepAlive) => reused = true,
             Ok(Next::Close) => return lingering_close(&conn.stream),
             Ok(Next::WebSocket) => return ws_echo(conn),
-            Err(Fail::Closed) => return,
-            Err(Fail::Status(status, msg)) => {
+            Err(fail) => {
+                let (status, msg) = match fail {
+                    Fail::Closed => return,
+                    Fail::Status(status, msg) => (status, msg.to_string()),
+                    Fail::Request(e) => (e.status(), e.to_string()),
+                    Fail::Body(e) => (400, e.to_string()),
+                };
                 let extra: &[(&str, &str)] = match status {
                     426 => &[("Sec-WebSocket-Version", "13")],
                     405 => &[("Allow", "GET, HEAD, POST")],
@@ -497,7 +405,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 };
                 let _ = conn
                     .stream
-                    .write_all(&error_response(status, msg, &shared.prefix, extra));
+                    .write_all(&error_response(status, &msg, &shared.prefix, extra));
                 return lingering_close(&conn.stream);
             }
         }
@@ -507,13 +415,16 @@ fn serve(stream: TcpStream, shared: &Shared) {
 /// Reads, answers and returns what to do next for one request. `reused`: the connection has
 /// already served a request.
 fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fail> {
+    let limits = Limits {
+        max_head_bytes: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+    };
     let head = loop {
-        if let Some((head, used)) = parse_head(&conn.buf)? {
-            conn.consume(used);
+        // A head over the limit is an error here (431), so the buffer stays bounded.
+        if let Some(parsed) = h1::parse_request(&conn.buf, &limits).map_err(Fail::Request)? {
+            let head = Head::of(&conn.buf, &parsed);
+            conn.consume(parsed.head_len);
             break head;
-        }
-        if conn.buf.len() >= MAX_HEAD {
-            return Err(Fail::Status(431, "request head too large"));
         }
         if conn.fill()? == 0 {
             return Err(Fail::Closed);
@@ -526,7 +437,11 @@ fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fai
         None => (head.target.as_str(), ""),
     };
     let wtd = param(query, "wtd").unwrap_or("");
-    let has_body = head.chunked || head.content_length.is_some_and(|n| n > 0);
+    let has_body = match head.framing {
+        Framing::Length(n) => n > 0,
+        Framing::Chunked => true,
+        Framing::None | Framing::CloseDelimited => false,
+    };
 
     if param(query, "request") == Some("ws") {
         if !head.upgrade_ws || head.method != "GET" || has_body {
@@ -565,14 +480,11 @@ fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fai
 
     let mut body = BodySink::new();
     if has_body {
-        if head.expect_continue && head.http11 {
+        // The core only sets it on HTTP/1.1, where a client may wait for it.
+        if head.expect_continue {
             conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        if head.chunked {
-            conn.read_chunked(&mut body)?;
-        } else if let Some(n) = head.content_length {
-            conn.read_exact_into(n, &mut body)?;
-        }
+        conn.read_body(head.framing, &mut body)?;
     }
 
     let prefix = shared.prefix.as_str();
@@ -911,75 +823,53 @@ mod tests {
 
     /// Client side: reads one response from `s`, keeping extra bytes in `buf`.
     fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Resp {
-        fn more(s: &mut TcpStream, buf: &mut Vec<u8>) {
+        fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
             let mut chunk = [0u8; 8192];
             let n = s.read(&mut chunk).expect("read timed out");
+            buf.extend_from_slice(&chunk[..n]);
+            n
+        }
+        let head = loop {
+            if let Some(head) = h1::parse_response(buf, &Limits::default(), head_request).unwrap() {
+                break head;
+            }
             assert!(
-                n > 0,
+                more(s, buf) > 0,
                 "unexpected EOF; have {:?}",
                 String::from_utf8_lossy(buf)
             );
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let (status, headers, used) = loop {
-            let mut hs = [httparse::EMPTY_HEADER; 32];
-            let mut r = httparse::Response::new(&mut hs);
-            if let httparse::Status::Complete(n) = r.parse(buf).unwrap() {
-                let headers = r
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).to_string(),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                break (r.code.unwrap(), headers, n);
-            }
-            more(s, buf);
         };
-        buf.drain(..used);
-        let mut resp = Resp {
-            status,
-            headers,
-            body: String::new(),
-        };
-        if head_request || status == 101 || status == 100 {
-            return resp;
-        }
+        let headers = head
+            .headers
+            .iter()
+            .map(|h| {
+                let text = |r: &std::ops::Range<usize>| {
+                    String::from_utf8_lossy(&buf[r.clone()]).to_string()
+                };
+                (text(&h.name), text(&h.value))
+            })
+            .collect();
+        buf.drain(..head.head_len);
         let mut body = Vec::new();
-        if resp.header("transfer-encoding").is_some() {
-            loop {
-                while !buf.windows(2).any(|w| w == b"\r\n") {
-                    more(s, buf);
-                }
-                let i = buf.windows(2).position(|w| w == b"\r\n").unwrap();
-                let size =
-                    usize::from_str_radix(std::str::from_utf8(&buf[..i]).unwrap(), 16).unwrap();
-                while buf.len() < i + 2 + size + 2 {
-                    more(s, buf);
-                }
-                body.extend_from_slice(&buf[i + 2..i + 2 + size]);
-                assert_eq!(&buf[i + 2 + size..i + 4 + size], b"\r\n");
-                buf.drain(..i + 4 + size);
-                if size == 0 {
-                    break;
-                }
-            }
-        } else {
-            let n: usize = resp
-                .header("content-length")
-                .expect("length")
-                .parse()
+        let mut framer = BodyFramer::new(head.framing);
+        loop {
+            let step = framer
+                .advance_with(buf, &mut |data| body.extend_from_slice(data))
                 .unwrap();
-            while buf.len() < n {
-                more(s, buf);
+            buf.drain(..step.consumed);
+            if step.done {
+                break;
             }
-            body.extend(buf.drain(..n));
+            if more(s, buf) == 0 {
+                framer.on_eof().expect("the body ends before EOF");
+                break;
+            }
         }
-        resp.body = String::from_utf8(body).unwrap();
-        resp
+        Resp {
+            status: head.status,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        }
     }
 
     fn get(b: &DemoBackend, target: &str) -> Resp {
@@ -1199,6 +1089,54 @@ mod tests {
         assert_eq!(read_response(&mut s, &mut Vec::new(), false).status, 431);
         // Still serving.
         assert_eq!(get(&b, "/").status, 200);
+    }
+
+    /// What the HTTP core refuses gets its status, the cause as the body, and a close; these
+    /// are the cases the demo accepted before it parsed with the core.
+    #[test]
+    fn what_the_core_refuses_is_answered_with_its_cause() {
+        let b = backend("wt1");
+        for (req, status, cause) in [
+            (
+                "GET / HTTP/1.1\nHost: x\n\n",
+                400,
+                "bare LF in request head",
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                400,
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+                "invalid Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+                400,
+                "invalid chunk size",
+            ),
+            (
+                "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+                405,
+                "method not allowed",
+            ),
+            (
+                "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+                505,
+                "unsupported HTTP version",
+            ),
+        ] {
+            let mut s = connect(&b);
+            s.write_all(req.as_bytes()).unwrap();
+            let r = read_response(&mut s, &mut Vec::new(), false);
+            assert_eq!((r.status, r.body.trim_end()), (status, cause), "{req:?}");
+            assert_eq!(r.header("connection"), Some("close"), "{req:?}");
+            assert_eof(&mut s);
+        }
+        // Only the head whose body then broke its framing passed the core.
+        assert_eq!(b.requests(), 1);
     }
 
     fn ws_handshake(b: &DemoBackend, wtd: &str) -> (TcpStream, Resp, Vec<u8>) {
