@@ -8,8 +8,9 @@
 //!   read buffers, counters, gossip to the other shards.
 //! - [`proxy`]: one client connection's life: client loop → exchange (request and response
 //!   streamed together) with one try per upstream → next request, or a tunnel after `101`.
-//! - [`h1`]: sans-IO HTTP/1.1: request/response heads, body framing, chunked decoding, the PROXY
-//!   protocol header, typed errors, and the rewriting of heads on their way through.
+//! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing,
+//!   chunked decoding, the PROXY protocol header, typed errors, and the rewriting of heads on
+//!   their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
 //! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
@@ -17,14 +18,13 @@
 //!   messages; [`check`] runs the active checks.
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
 //!   [`trim`] returns freed memory to the system off the shards.
-//! - [`ws`]: sans-IO WebSocket framing, for the demo, tests and bench (the proxy never parses frames).
-//! - [`demo`]: Wt-like demo backends for `wtgate demo`.
+//!
+//! The demo backends (`wtgate demo`) and the WebSocket codec the tests and the bench use are the
+//! `wtgate-demo` crate (`demo/`), which needs only `wtgate-h1`.
 
 pub mod check;
 pub mod config;
-pub mod demo;
 pub mod engine;
-pub mod h1;
 pub mod health;
 pub mod log;
 pub mod metrics;
@@ -34,4 +34,7 @@ pub mod proxy;
 pub mod route;
 pub mod shard;
 pub mod trim;
-pub mod ws;
+
+/// The HTTP/1.1 core is a crate of its own (`h1/`), usable without the proxy; re-exported so that
+/// `wtgate::h1::…` and `crate::h1::…` keep naming it.
+pub use wtgate_h1 as h1;

@@ -10,8 +10,8 @@ use wtgate::config::{
     BackendConfig, Config, ConfigError, Reuse, format_duration, memlock_error, parse_check,
     parse_cidr, parse_duration, parse_listen,
 };
-use wtgate::demo::DemoBackend;
 use wtgate::engine::Engine;
+use wtgate_demo::DemoBackend;
 
 #[derive(FromArgs)]
 /// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it, by

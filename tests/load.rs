@@ -5,7 +5,7 @@ mod common;
 use std::thread;
 
 use common::*;
-use wtgate::ws::{OP_BINARY, OP_CLOSE};
+use wtgate_demo::ws::{OP_BINARY, OP_CLOSE};
 
 #[test]
 fn thirty_two_concurrent_clients() {

@@ -13,7 +13,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 
 use common::*;
-use wtgate::ws::{OP_CLOSE, OP_TEXT};
+use wtgate_demo::ws::{OP_CLOSE, OP_TEXT};
 
 const PAGE_LOADS: usize = 200;
 /// Page loads in flight at once, so that each one finds connections parked in the pool by others.

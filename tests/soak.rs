@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wtgate::ws::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use wtgate_demo::ws::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
 const MIB: usize = 1024 * 1024;
 

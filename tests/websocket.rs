@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::thread;
 
 use common::*;
-use wtgate::ws::{OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use wtgate_demo::ws::{OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 fn ws_backends(reject: bool, close_after: Option<usize>) -> (TestBackend, TestBackend) {
     let b = Behavior::WsEcho {
@@ -158,7 +158,7 @@ fn ten_thousand_frames_echoed_intact() {
         for i in 0..FRAMES {
             let (op, payload) = frame(&mut rng, i);
             let mask = (rng.next_u64() as u32).to_le_bytes();
-            wtgate::ws::encode_frame(&mut out, true, op, &payload, Some(mask));
+            wtgate_demo::ws::encode_frame(&mut out, true, op, &payload, Some(mask));
             if out.len() > 128 * 1024 {
                 writer.write_all(&out)?;
                 out.clear();

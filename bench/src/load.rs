@@ -420,9 +420,10 @@ fn close_hard(s: TcpStream) {
 async fn read_response(
     s: &mut TcpStream,
     buf: &mut RBuf,
+    heads: &mut wire::HeadReader,
 ) -> Result<(wire::RespHead, u64), ErrorKind> {
     let head = loop {
-        match wire::parse_response_head(buf.unread()) {
+        match heads.parse(buf.unread()) {
             Ok(Some(h)) => break h,
             Ok(None) => {
                 buf.fill(s).await?;
@@ -485,6 +486,7 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
         64 * 1024
     };
     let mut buf = RBuf::new(cap);
+    let mut heads = wire::HeadReader::default();
     let mut sched = schedule_for(&ctx, conn);
     let mut stream: Option<TcpStream> = None;
     let per_request = cfg.mode == Mode::Connect;
@@ -506,7 +508,7 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
             };
             buf.clear();
             s.write_all(&req.bytes).await.map_err(|_| ErrorKind::Io)?;
-            let (head, bytes) = read_response(s, &mut buf).await?;
+            let (head, bytes) = read_response(s, &mut buf, &mut heads).await?;
             if head.close && !per_request {
                 // The server ends the connection after this answer: reconnect next time.
                 stream = None;
@@ -565,7 +567,7 @@ async fn ws_handshake(
 }
 
 async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
-    use wtgate::ws;
+    use wtgate_demo::ws;
     let cfg = &ctx.cfg;
     let prefix = (!cfg.spec.prefixes.is_empty())
         .then(|| cfg.spec.prefixes[conn % cfg.spec.prefixes.len()].as_str());
@@ -712,6 +714,7 @@ pub fn run_idle(
                 let spec = spec.clone();
                 glommio::spawn_local(async move {
                     let mut buf = RBuf::new(16 * 1024);
+                    let mut heads = wire::HeadReader::default();
                     loop {
                         let i = next.get();
                         if i >= conns || t0.elapsed() > limit {
@@ -725,7 +728,7 @@ pub fn run_idle(
                                 .map_err(|_| ErrorKind::Connect)?;
                             buf.clear();
                             s.write_all(&req.bytes).await.map_err(|_| ErrorKind::Io)?;
-                            let (head, _) = read_response(&mut s, &mut buf).await?;
+                            let (head, _) = read_response(&mut s, &mut buf, &mut heads).await?;
                             judge(&head, req.expect.as_deref())?;
                             Ok::<_, ErrorKind>(s)
                         };

@@ -1,7 +1,8 @@
 //! `wtgate-bench serve`: a fast backend for comparisons. Keep-alive HTTP/1.1 answering every
 //! request with a fixed-size body (`?size=N` / `&size=N` in the URL overrides it per request),
 //! pipelining-safe (answers in order, all answers to one read sent with one write), WebSocket echo
-//! on `Upgrade: websocket`, and its identity in an `X-Backend` header on every answer.
+//! on `Upgrade: websocket`, and its identity in an `X-Backend` header on every answer. Requests are
+//! read with the proxy's h1 core: what it refuses gets a 400 (a chunked body a 501).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use std::rc::Rc;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
-use wtgate::ws;
+use wtgate::h1::{self, Framing, Limits, RequestHead};
+use wtgate_demo::ws;
 
 use crate::load::executor;
 
@@ -119,53 +121,56 @@ pub enum BadRequest {
     Chunked,
 }
 
-/// Parses one request head at the start of `buf`; `Ok(None)` if incomplete.
-pub fn parse_request(buf: &[u8]) -> Result<Option<Ask>, BadRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(BadRequest::Parse),
-    };
-    let http10 = req.version == Some(0);
-    let mut close = http10;
-    let mut body_len = 0;
-    let mut upgrade_ws = false;
-    let mut ws_key = None;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            body_len = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or(BadRequest::Parse)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return Err(BadRequest::Chunked);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            let v = h.value.to_ascii_lowercase();
-            if v.windows(5).any(|w| w == b"close") {
-                close = true;
-            } else if http10 && v.windows(10).any(|w| w == b"keep-alive") {
-                close = false;
-            }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_ws = h.value.eq_ignore_ascii_case(b"websocket");
-        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
-            ws_key = std::str::from_utf8(h.value)
-                .ok()
-                .map(|s| s.trim().to_string());
+/// Reads request heads with the h1 core into one kept head, so that after the first request a
+/// connection's parses allocate nothing.
+#[derive(Default)]
+pub struct RequestReader {
+    head: RequestHead,
+}
+
+impl RequestReader {
+    /// Parses one request head at the start of `buf`; `Ok(None)` if incomplete.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<Ask>, BadRequest> {
+        let limits = Limits {
+            // The read buffer bounds the head (431 when it is full of one), as it always did.
+            max_head_bytes: usize::MAX,
+            max_headers: 64,
+        };
+        match h1::parse_request_into(buf, &limits, &mut self.head) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(_) => return Err(BadRequest::Parse),
         }
+        let head = &self.head;
+        let body_len = match head.framing {
+            Framing::None => 0,
+            Framing::Length(n) => usize::try_from(n).map_err(|_| BadRequest::Parse)?,
+            Framing::Chunked | Framing::CloseDelimited => return Err(BadRequest::Chunked),
+        };
+        let values = |name| h1::header_values(buf, &head.headers, name);
+        let upgrade_ws = values("upgrade")
+            .last()
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
+        let ws_key = values("sec-websocket-key")
+            .last()
+            .filter(|_| upgrade_ws)
+            .map(|v| String::from_utf8_lossy(v.trim_ascii()).into_owned());
+        let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or("/");
+        Ok(Some(Ask {
+            head_len: head.head_len,
+            body_len,
+            size: size_param(target),
+            close: !head.keep_alive,
+            head_only: head.is_head,
+            ws_key,
+        }))
     }
-    let path = req.path.unwrap_or("/");
-    Ok(Some(Ask {
-        head_len,
-        body_len,
-        size: size_param(path),
-        close,
-        head_only: req.method == Some("HEAD"),
-        ws_key: if upgrade_ws { ws_key } else { None },
-    }))
+}
+
+/// [`RequestReader::parse`] with a fresh reader.
+#[cfg(test)]
+pub fn parse_request(buf: &[u8]) -> Result<Option<Ask>, BadRequest> {
+    RequestReader::default().parse(buf)
 }
 
 /// The `size` query parameter of a request-target, capped at [`MAX_SIZE`].
@@ -195,6 +200,7 @@ async fn serve_conn(mut s: TcpStream, sh: Rc<Shared>) -> io::Result<()> {
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     // Body bytes of the current request still to be skipped.
     let mut skip = 0usize;
+    let mut requests = RequestReader::default();
     loop {
         // Answer every complete request already read, in order.
         let mut close = false;
@@ -211,7 +217,7 @@ async fn serve_conn(mut s: TcpStream, sh: Rc<Shared>) -> io::Result<()> {
             if start == end {
                 break;
             }
-            let ask = match parse_request(&buf[start..end]) {
+            let ask = match requests.parse(&buf[start..end]) {
                 Ok(Some(a)) => a,
                 Ok(None) => break,
                 Err(BadRequest::Chunked) => {
@@ -380,7 +386,7 @@ mod tests {
         assert!(!a.close);
         assert_eq!(a.head_len, 48);
         let a = parse_request(
-            b"POST /app HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         )
         .unwrap()
         .unwrap();
@@ -388,16 +394,43 @@ mod tests {
         let a = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(a.close);
         let a = parse_request(
-            b"GET /?request=ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: abc \r\n\r\n",
+            b"GET /?request=ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: abc \r\n\r\n",
         )
         .unwrap()
         .unwrap();
         assert_eq!(a.ws_key.as_deref(), Some("abc"));
         assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost"), Ok(None));
         assert_eq!(
-            parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            parse_request(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(BadRequest::Chunked)
         );
+    }
+
+    /// Requests are read as strictly as the proxy reads them; before, this backend had its own
+    /// lenient reading and took these.
+    #[test]
+    fn what_the_core_refuses_is_a_bad_request() {
+        for req in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let req_text = String::from_utf8_lossy(req);
+            assert_eq!(parse_request(req), Err(BadRequest::Parse), "{req_text}");
+        }
+    }
+
+    #[test]
+    fn one_reader_for_a_connection() {
+        let mut reader = RequestReader::default();
+        let big = b"GET /?size=7 HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n";
+        let small = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(reader.parse(big).unwrap().unwrap().size, Some(7));
+        let room = reader.head.headers.capacity();
+        let a = reader.parse(small).unwrap().unwrap();
+        assert!(a.head_only && a.size.is_none() && a.head_len == small.len());
+        assert_eq!(reader.head.headers.capacity(), room, "no new allocation");
     }
 
     #[test]

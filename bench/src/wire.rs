@@ -1,5 +1,7 @@
-//! Sans-IO pieces of the generator's HTTP: building Wt-like requests and reading response heads.
-//! No sockets here; `load.rs` feeds bytes in.
+//! Sans-IO pieces of the generator's HTTP: building Wt-like requests and reading response heads
+//! (with the proxy's own h1 core). No sockets here; `load.rs` feeds bytes in.
+
+use wtgate::h1::{self, Framing, Limits, ResponseHead};
 
 /// What the generator needs from a response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,8 +10,8 @@ pub struct RespHead {
     /// Bytes of the head, through the empty line.
     pub head_len: usize,
     pub body: BodyLen,
-    /// The server will close after this response (`Connection: close` or HTTP/1.0 without
-    /// keep-alive).
+    /// The server will close after this response (`Connection: close`, HTTP/1.0 without
+    /// keep-alive, or a body that ends at the close).
     pub close: bool,
     /// The `X-Backend` value, up to 32 bytes.
     backend: [u8; 32],
@@ -34,73 +36,55 @@ impl RespHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadHead;
 
-/// Parses a response head at the start of `buf`. `Ok(None)`: incomplete. `request_was_head`-style
-/// bodiless answers: 1xx, 204 and 304 have no body.
-pub fn parse_response_head(buf: &[u8]) -> Result<Option<RespHead>, BadHead> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(BadHead),
-    };
-    let status = resp.code.ok_or(BadHead)?;
-    let http10 = resp.version == Some(0);
-    let mut length = None;
-    let mut chunked = false;
-    let mut close = http10;
-    let mut backend = [0u8; 32];
-    let mut backend_len = 0u8;
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let s = std::str::from_utf8(h.value).map_err(|_| BadHead)?;
-            let n: u64 = s.trim().parse().map_err(|_| BadHead)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(BadHead);
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = h
-                .value
-                .windows(7)
-                .any(|w| w.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if contains_token(h.value, b"close") {
-                close = true;
-            } else if http10 && contains_token(h.value, b"keep-alive") {
-                close = false;
-            }
-        } else if name.eq_ignore_ascii_case(b"x-backend") {
-            let n = h.value.len().min(backend.len());
-            backend[..n].copy_from_slice(&h.value[..n]);
-            backend_len = n as u8;
-        }
-    }
-    let body = if matches!(status, 100..=199 | 204 | 304) {
-        BodyLen::Length(0)
-    } else if chunked {
-        BodyLen::Chunked
-    } else if let Some(n) = length {
-        BodyLen::Length(n)
-    } else {
-        close = true;
-        BodyLen::UntilClose
-    };
-    Ok(Some(RespHead {
-        status,
-        head_len,
-        body,
-        close,
-        backend,
-        backend_len,
-    }))
+/// Reads response heads with the h1 core into one kept head, so that after the first response a
+/// connection's reads allocate nothing.
+#[derive(Default)]
+pub struct HeadReader {
+    head: ResponseHead,
 }
 
-fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+impl HeadReader {
+    /// Parses a response head at the start of `buf`. `Ok(None)`: incomplete. 1xx, 204 and 304
+    /// have no body.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<RespHead>, BadHead> {
+        let limits = Limits {
+            // The read buffer bounds the head: a head that does not fit is a bad response.
+            max_head_bytes: usize::MAX,
+            max_headers: 32,
+        };
+        match h1::parse_response_into(buf, &limits, false, &mut self.head) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(_) => return Err(BadHead),
+        }
+        let head = &self.head;
+        let body = match head.framing {
+            Framing::None => BodyLen::Length(0),
+            Framing::Length(n) => BodyLen::Length(n),
+            Framing::Chunked => BodyLen::Chunked,
+            Framing::CloseDelimited => BodyLen::UntilClose,
+        };
+        let mut backend = [0u8; 32];
+        let mut backend_len = 0u8;
+        if let Some(value) = h1::header_values(buf, &head.headers, "x-backend").last() {
+            let n = value.len().min(backend.len());
+            backend[..n].copy_from_slice(&value[..n]);
+            backend_len = n as u8;
+        }
+        Ok(Some(RespHead {
+            status: head.status,
+            head_len: head.head_len,
+            body,
+            close: !head.keep_alive,
+            backend,
+            backend_len,
+        }))
+    }
+}
+
+/// [`HeadReader::parse`] with a fresh reader, for a head read once per connection.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<RespHead>, BadHead> {
+    HeadReader::default().parse(buf)
 }
 
 /// A prepared request: its bytes and the backend whose `X-Backend` must answer it, if any.
@@ -280,6 +264,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.body, BodyLen::Chunked);
+    }
+
+    #[test]
+    fn one_reader_for_a_connection() {
+        let mut reader = HeadReader::default();
+        let a = b"HTTP/1.1 200 OK\r\nX-Backend: wt1\r\nX-Backend: wt2\r\nContent-Length: 0\r\n\r\n";
+        let b = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(
+            reader.parse(a).unwrap().unwrap().backend(),
+            Some(&b"wt2"[..])
+        );
+        let room = reader.head.headers.capacity();
+        let r = reader.parse(b).unwrap().unwrap();
+        assert_eq!((r.body, r.backend()), (BodyLen::Length(3), None));
+        assert_eq!(reader.head.headers.capacity(), room, "no new allocation");
     }
 
     #[test]

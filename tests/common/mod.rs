@@ -890,7 +890,7 @@ fn serve_conn(
                     normal_answer(&mut w, &common, &method, &target, name)?;
                 } else {
                     let key = head.header("Sec-WebSocket-Key").unwrap_or("").to_string();
-                    let accept = wtgate::ws::accept_key(&key);
+                    let accept = wtgate_demo::ws::accept_key(&key);
                     if reject {
                         // What Wt 4.14.0 sends for a WebSocket of an unknown session (see
                         // docs/wt-traffic.txt §E), plus a Content-Length so the connection can go on.
@@ -954,7 +954,7 @@ fn normal_answer(
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny WebSocket codec of the tests' own (the backend side), independent of `wtgate::ws`
+// A tiny WebSocket codec of the tests' own (the backend side), independent of `wtgate_demo::ws`
 // ---------------------------------------------------------------------------------------------
 
 pub struct RawFrame {
@@ -1129,7 +1129,7 @@ pub fn session_id(rng: &mut Rng, prefix: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// WebSocket client side, with the crate's own sans-IO codec (`wtgate::ws`)
+// WebSocket client side, with the crate's own sans-IO codec (`wtgate_demo::ws`)
 // ---------------------------------------------------------------------------------------------
 
 /// RFC 6455 §1.3's example key and its accept value.
@@ -1160,16 +1160,16 @@ pub fn ws_upgrade_request(target: &str) -> Vec<u8> {
 /// A masked (client) frame.
 pub fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
-    wtgate::ws::encode_frame(&mut out, true, opcode, payload, Some(mask));
+    wtgate_demo::ws::encode_frame(&mut out, true, opcode, payload, Some(mask));
     out
 }
 
-/// Reads one frame with `wtgate::ws::decode_frame`: `(fin, opcode, payload)`; Ok(None) on EOF at
+/// Reads one frame with `wtgate_demo::ws::decode_frame`: `(fin, opcode, payload)`; Ok(None) on EOF at
 /// a frame boundary.
 pub fn ws_recv(w: &mut Wire) -> io::Result<Option<(bool, u8, Vec<u8>)>> {
     for _ in 0..1_000_000 {
         if !w.buffered().is_empty() {
-            let decoded = match wtgate::ws::decode_frame(w.buffered(), 16 << 20) {
+            let decoded = match wtgate_demo::ws::decode_frame(w.buffered(), 16 << 20) {
                 Ok(Some((f, used))) => Some(((f.fin, f.opcode, f.payload[..].to_vec()), used)),
                 Ok(None) => None,
                 Err(e) => {

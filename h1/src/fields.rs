@@ -2,6 +2,7 @@
 //! comma lists, Content-Length and Transfer-Encoding values.
 
 use super::Header;
+use super::error::HeadError;
 
 /// The headers the proxy looks at; everything else is forwarded without a second glance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,28 +94,20 @@ pub(super) fn has_token(buf: &[u8], headers: &[Header], which: Name, token: &[u8
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum LengthError {
-    /// Not 1*DIGIT, or too big for a u64.
-    Bad,
-    /// Valid numbers that disagree.
-    Conflict,
-}
-
 /// The single length all Content-Length headers agree on; `None` if there is none.
 ///
 /// Every element of every header must be 1*DIGIT: `+5`, `5 5`, `0x5`, an empty value or an empty
 /// list element all fail, because some other parser would read them as something else.
-pub(super) fn content_length(buf: &[u8], headers: &[Header]) -> Result<Option<u64>, LengthError> {
+pub(super) fn content_length(buf: &[u8], headers: &[Header]) -> Result<Option<u64>, HeadError> {
     let mut found = None;
     for h in headers {
         if Name::of(name_of(buf, h)) != Name::ContentLength {
             continue;
         }
         for item in list(value_of(buf, h)) {
-            let n = parse_digits(item).ok_or(LengthError::Bad)?;
+            let n = parse_digits(item).ok_or(HeadError::BadContentLength)?;
             match found {
-                Some(prev) if prev != n => return Err(LengthError::Conflict),
+                Some(prev) if prev != n => return Err(HeadError::ConflictingContentLength),
                 _ => found = Some(n),
             }
         }
@@ -245,9 +238,12 @@ mod tests {
         assert_eq!(ok(b"X: 1"), Ok(None));
         assert_eq!(
             ok(b"Content-Length: 42\nContent-Length: 43"),
-            Err(LengthError::Conflict)
+            Err(HeadError::ConflictingContentLength)
         );
-        assert_eq!(ok(b"Content-Length: 42, 43"), Err(LengthError::Conflict));
+        assert_eq!(
+            ok(b"Content-Length: 42, 43"),
+            Err(HeadError::ConflictingContentLength)
+        );
         for bad in [
             &b"Content-Length: "[..],
             b"Content-Length: +5",
@@ -260,7 +256,7 @@ mod tests {
         ] {
             assert_eq!(
                 ok(bad),
-                Err(LengthError::Bad),
+                Err(HeadError::BadContentLength),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -6,47 +6,14 @@
 //! with a CR, no NUL anywhere, and no line after the start line may begin with whitespace
 //! (obs-fold). Only then does httparse see the head.
 
-use super::error::{RequestError, ResponseError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ScanError {
-    TooLarge,
-    BareLineFeed,
-    BareCarriageReturn,
-    NulByte,
-    ObsFold,
-}
-
-impl From<ScanError> for RequestError {
-    fn from(e: ScanError) -> Self {
-        match e {
-            ScanError::TooLarge => RequestError::HeadTooLarge,
-            ScanError::BareLineFeed => RequestError::BareLineFeed,
-            ScanError::BareCarriageReturn => RequestError::BareCarriageReturn,
-            ScanError::NulByte => RequestError::NulByte,
-            ScanError::ObsFold => RequestError::ObsFold,
-        }
-    }
-}
-
-impl From<ScanError> for ResponseError {
-    fn from(e: ScanError) -> Self {
-        match e {
-            ScanError::TooLarge => ResponseError::HeadTooLarge,
-            ScanError::BareLineFeed => ResponseError::BareLineFeed,
-            ScanError::BareCarriageReturn => ResponseError::BareCarriageReturn,
-            ScanError::NulByte => ResponseError::NulByte,
-            ScanError::ObsFold => ResponseError::ObsFold,
-        }
-    }
-}
+use super::error::HeadError;
 
 /// The head's length including the final CRLF CRLF, `None` if the end is not in `buf` yet.
 ///
 /// Empty lines before the start line are skipped (RFC 9112 §2.2: clients may send a CRLF after
 /// a body) and count toward the head's length, as they do for httparse. Bytes after the head
 /// are never looked at: they are body or the next pipelined message.
-pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize>, ScanError> {
+pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize>, HeadError> {
     let mut i = 0;
     while buf.len() >= i + 2 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
         i += 2;
@@ -79,30 +46,30 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
                     break;
                 };
                 if next != b'\n' {
-                    return Err(ScanError::BareCarriageReturn);
+                    return Err(HeadError::BareCarriageReturn);
                 }
                 if i == line_start && !in_start_line {
                     let len = i + 2;
                     return if len <= max_head_bytes {
                         Ok(Some(len))
                     } else {
-                        Err(ScanError::TooLarge)
+                        Err(HeadError::TooLarge)
                     };
                 }
                 in_start_line = false;
                 i += 2;
                 line_start = i;
                 if matches!(within.get(i), Some(b' ' | b'\t')) {
-                    return Err(ScanError::ObsFold);
+                    return Err(HeadError::ObsFold);
                 }
             }
-            b'\n' => return Err(ScanError::BareLineFeed),
-            0 => return Err(ScanError::NulByte),
+            b'\n' => return Err(HeadError::BareLineFeed),
+            0 => return Err(HeadError::NulByte),
             _ => i += 1,
         }
     }
     if buf.len() >= max_head_bytes {
-        Err(ScanError::TooLarge)
+        Err(HeadError::TooLarge)
     } else {
         Ok(None)
     }
@@ -168,7 +135,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\nb\r\n\r\n",
             b"\nGET / HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(head_len(buf, MAX), Err(ScanError::BareLineFeed));
+            assert_eq!(head_len(buf, MAX), Err(HeadError::BareLineFeed));
         }
     }
 
@@ -176,11 +143,11 @@ mod tests {
     fn bare_cr_is_refused() {
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", MAX),
-            Err(ScanError::BareCarriageReturn)
+            Err(HeadError::BareCarriageReturn)
         );
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\n\r\r\n", MAX),
-            Err(ScanError::BareCarriageReturn)
+            Err(HeadError::BareCarriageReturn)
         );
     }
 
@@ -188,7 +155,7 @@ mod tests {
     fn nul_is_refused() {
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", MAX),
-            Err(ScanError::NulByte)
+            Err(HeadError::NulByte)
         );
     }
 
@@ -196,16 +163,16 @@ mod tests {
     fn obs_fold_is_refused() {
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", MAX),
-            Err(ScanError::ObsFold)
+            Err(HeadError::ObsFold)
         );
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", MAX),
-            Err(ScanError::ObsFold)
+            Err(HeadError::ObsFold)
         );
         // Whitespace before the first header is the same trick.
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", MAX),
-            Err(ScanError::ObsFold)
+            Err(HeadError::ObsFold)
         );
     }
 
@@ -235,9 +202,9 @@ mod tests {
             }
             let mut buf = good.to_vec();
             buf[pos] = 0;
-            assert_eq!(head_len(&buf, MAX), Err(ScanError::NulByte), "{pos}");
+            assert_eq!(head_len(&buf, MAX), Err(HeadError::NulByte), "{pos}");
             buf[pos] = b'\n';
-            assert_eq!(head_len(&buf, MAX), Err(ScanError::BareLineFeed), "{pos}");
+            assert_eq!(head_len(&buf, MAX), Err(HeadError::BareLineFeed), "{pos}");
         }
         assert_eq!(head_len(good, MAX), Ok(Some(fold + 2)));
     }
@@ -252,11 +219,11 @@ mod tests {
         let mut buf = b"GET / HTTP/1.1\r\nX: a".to_vec();
         buf.resize(max - 1, b'a');
         buf.push(b'\r');
-        assert_eq!(head_len(&buf, max), Err(ScanError::TooLarge));
+        assert_eq!(head_len(&buf, max), Err(HeadError::TooLarge));
         for next in [b'x', b'\n', b' '] {
             let mut more = buf.clone();
             more.push(next);
-            assert_eq!(head_len(&more, max), Err(ScanError::TooLarge), "{next}");
+            assert_eq!(head_len(&more, max), Err(HeadError::TooLarge), "{next}");
         }
         // A line ending right at the limit with a fold or a bare CR just past it.
         let mut buf = b"GET / HTTP/1.1\r\nX: a".to_vec();
@@ -265,12 +232,12 @@ mod tests {
         for next in [&b" "[..], b"\t", b"\r", b"\rx"] {
             let mut more = buf.clone();
             more.extend_from_slice(next);
-            assert_eq!(head_len(&more, max), Err(ScanError::TooLarge), "{next:?}");
+            assert_eq!(head_len(&more, max), Err(HeadError::TooLarge), "{next:?}");
         }
         // Within the limit those bytes still count.
         assert_eq!(
             head_len(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", max + 10),
-            Err(ScanError::ObsFold)
+            Err(HeadError::ObsFold)
         );
     }
 
@@ -278,8 +245,8 @@ mod tests {
     fn size_limit_counts_the_whole_head() {
         let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(head_len(buf, 27), Ok(Some(27)));
-        assert_eq!(head_len(buf, 26), Err(ScanError::TooLarge));
-        assert_eq!(head_len(&buf[..20], 20), Err(ScanError::TooLarge));
+        assert_eq!(head_len(buf, 26), Err(HeadError::TooLarge));
+        assert_eq!(head_len(&buf[..20], 20), Err(HeadError::TooLarge));
         assert_eq!(head_len(&buf[..19], 20), Ok(None));
     }
 }

@@ -1,18 +1,19 @@
 //! One error enum per layer, each variant naming a single cause so logs and tests can tell
-//! smuggling attempts from plain garbage.
+//! smuggling attempts from plain garbage. The causes request and response heads share are one
+//! [`HeadError`], carried by the side's own error, which words it for that side.
 
 use std::fmt;
 
-/// Why a request head was refused; [`RequestError::status`] is what the client is told.
+/// A cause both kinds of head share: the bytes of the head, its size, and the framing headers
+/// every message may carry. It always travels inside a [`RequestError`] or a [`ResponseError`],
+/// which says which side it was found on (and words it so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestError {
+pub enum HeadError {
     /// No end of head within `max_head_bytes`.
-    HeadTooLarge,
+    TooLarge,
     TooManyHeaders,
     /// A well-formed `HTTP/x.y` other than 1.0 and 1.1 (e.g. `HTTP/2.0`, the h2 preface).
     UnsupportedVersion,
-    /// The request line is not `method SP target SP HTTP/x.y` (includes HTTP/0.9 lines).
-    BadRequestLine,
     BadHeaderName,
     BadHeaderValue,
     /// A `\n` not preceded by `\r`.
@@ -22,11 +23,71 @@ pub enum RequestError {
     NulByte,
     /// A header line starting with SP/HTAB (obsolete line folding).
     ObsFold,
-    ContentLengthAndTransferEncoding,
     ConflictingContentLength,
     BadContentLength,
-    /// Last coding not `chunked`, `chunked` more than once, or no coding at all.
+    /// Requests: last coding not `chunked`, `chunked` more than once, an empty list element, or
+    /// no coding at all. Responses: no coding at all (any other list is read to the close).
     BadTransferEncoding,
+}
+
+/// Which head a [`HeadError`] was found in: the same cause reads differently in a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+}
+
+impl HeadError {
+    fn describe(self, side: Side) -> &'static str {
+        let (request, response) = match self {
+            HeadError::TooLarge => ("request head too large", "response head too large"),
+            HeadError::TooManyHeaders => ("too many request headers", "too many response headers"),
+            HeadError::UnsupportedVersion => (
+                "unsupported HTTP version",
+                "unsupported HTTP version in response",
+            ),
+            HeadError::BadHeaderName => ("invalid header name", "invalid header name in response"),
+            HeadError::BadHeaderValue => {
+                ("invalid header value", "invalid header value in response")
+            }
+            HeadError::BareLineFeed => ("bare LF in request head", "bare LF in response head"),
+            HeadError::BareCarriageReturn => {
+                ("bare CR in request head", "bare CR in response head")
+            }
+            HeadError::NulByte => ("NUL byte in request head", "NUL byte in response head"),
+            HeadError::ObsFold => (
+                "obsolete line folding in request head",
+                "obsolete line folding in response head",
+            ),
+            HeadError::ConflictingContentLength => (
+                "conflicting Content-Length values",
+                "conflicting Content-Length in response",
+            ),
+            HeadError::BadContentLength => (
+                "invalid Content-Length",
+                "invalid Content-Length in response",
+            ),
+            HeadError::BadTransferEncoding => (
+                "invalid Transfer-Encoding",
+                "invalid Transfer-Encoding in response",
+            ),
+        };
+        match side {
+            Side::Request => request,
+            Side::Response => response,
+        }
+    }
+}
+
+/// Why a request head was refused; [`RequestError::status`] is what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    Head(HeadError),
+    /// The request line is not `method SP target SP HTTP/x.y` (includes HTTP/0.9 lines).
+    BadRequestLine,
+    /// Allowed in a response (Transfer-Encoding wins), but in a request it is the classic
+    /// smuggling shape, so it is refused rather than resolved.
+    ContentLengthAndTransferEncoding,
     /// HTTP/1.0 has no Transfer-Encoding; a 1.0 request with one is framed ambiguously.
     TransferEncodingInHttp10,
     MissingHost,
@@ -39,33 +100,28 @@ impl RequestError {
     /// The status to answer with (the connection is closed after it).
     pub fn status(&self) -> u16 {
         match self {
-            RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
-            RequestError::UnsupportedVersion => 505,
+            RequestError::Head(HeadError::TooLarge | HeadError::TooManyHeaders) => 431,
+            RequestError::Head(HeadError::UnsupportedVersion) => 505,
             RequestError::MethodNotAllowed => 405,
             _ => 400,
         }
     }
 }
 
+impl From<HeadError> for RequestError {
+    fn from(e: HeadError) -> Self {
+        RequestError::Head(e)
+    }
+}
+
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
-            RequestError::HeadTooLarge => "request head too large",
-            RequestError::TooManyHeaders => "too many request headers",
-            RequestError::UnsupportedVersion => "unsupported HTTP version",
+            RequestError::Head(e) => e.describe(Side::Request),
             RequestError::BadRequestLine => "malformed request line",
-            RequestError::BadHeaderName => "invalid header name",
-            RequestError::BadHeaderValue => "invalid header value",
-            RequestError::BareLineFeed => "bare LF in request head",
-            RequestError::BareCarriageReturn => "bare CR in request head",
-            RequestError::NulByte => "NUL byte in request head",
-            RequestError::ObsFold => "obsolete line folding in request head",
             RequestError::ContentLengthAndTransferEncoding => {
                 "both Content-Length and Transfer-Encoding"
             }
-            RequestError::ConflictingContentLength => "conflicting Content-Length values",
-            RequestError::BadContentLength => "invalid Content-Length",
-            RequestError::BadTransferEncoding => "invalid Transfer-Encoding",
             RequestError::TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
             RequestError::MissingHost => "missing Host header",
             RequestError::DuplicateHost => "more than one Host header",
@@ -80,40 +136,23 @@ impl std::error::Error for RequestError {}
 /// Why a backend's response head was refused (the client gets a 502 for any of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseError {
-    HeadTooLarge,
-    TooManyHeaders,
-    UnsupportedVersion,
+    Head(HeadError),
+    /// Not `HTTP/x.y SP 3DIGIT`, or a status outside 100..=599.
     BadStatusLine,
-    BadHeaderName,
-    BadHeaderValue,
-    BareLineFeed,
-    BareCarriageReturn,
-    NulByte,
-    ObsFold,
-    ConflictingContentLength,
-    BadContentLength,
-    /// A Transfer-Encoding header without any coding in it.
-    BadTransferEncoding,
+}
+
+impl From<HeadError> for ResponseError {
+    fn from(e: HeadError) -> Self {
+        ResponseError::Head(e)
+    }
 }
 
 impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            ResponseError::HeadTooLarge => "response head too large",
-            ResponseError::TooManyHeaders => "too many response headers",
-            ResponseError::UnsupportedVersion => "unsupported HTTP version in response",
+        f.write_str(match self {
+            ResponseError::Head(e) => e.describe(Side::Response),
             ResponseError::BadStatusLine => "malformed status line",
-            ResponseError::BadHeaderName => "invalid header name in response",
-            ResponseError::BadHeaderValue => "invalid header value in response",
-            ResponseError::BareLineFeed => "bare LF in response head",
-            ResponseError::BareCarriageReturn => "bare CR in response head",
-            ResponseError::NulByte => "NUL byte in response head",
-            ResponseError::ObsFold => "obsolete line folding in response head",
-            ResponseError::ConflictingContentLength => "conflicting Content-Length in response",
-            ResponseError::BadContentLength => "invalid Content-Length in response",
-            ResponseError::BadTransferEncoding => "invalid Transfer-Encoding in response",
-        };
-        f.write_str(text)
+        })
     }
 }
 
@@ -218,21 +257,94 @@ mod tests {
 
     #[test]
     fn request_statuses() {
-        assert_eq!(RequestError::HeadTooLarge.status(), 431);
-        assert_eq!(RequestError::TooManyHeaders.status(), 431);
-        assert_eq!(RequestError::UnsupportedVersion.status(), 505);
+        assert_eq!(RequestError::Head(HeadError::TooLarge).status(), 431);
+        assert_eq!(RequestError::Head(HeadError::TooManyHeaders).status(), 431);
+        assert_eq!(
+            RequestError::Head(HeadError::UnsupportedVersion).status(),
+            505
+        );
         assert_eq!(RequestError::MethodNotAllowed.status(), 405);
         for e in [
             RequestError::BadRequestLine,
-            RequestError::BareLineFeed,
-            RequestError::ObsFold,
+            RequestError::Head(HeadError::BareLineFeed),
+            RequestError::Head(HeadError::ObsFold),
             RequestError::ContentLengthAndTransferEncoding,
-            RequestError::ConflictingContentLength,
-            RequestError::BadTransferEncoding,
+            RequestError::Head(HeadError::ConflictingContentLength),
+            RequestError::Head(HeadError::BadTransferEncoding),
             RequestError::MissingHost,
             RequestError::DuplicateHost,
         ] {
             assert_eq!(e.status(), 400, "{e}");
+        }
+    }
+
+    /// Log lines (and whoever reads them) know these texts: one shared cause, two wordings.
+    #[test]
+    fn head_causes_read_as_their_side() {
+        for (cause, request, response) in [
+            (
+                HeadError::TooLarge,
+                "request head too large",
+                "response head too large",
+            ),
+            (
+                HeadError::TooManyHeaders,
+                "too many request headers",
+                "too many response headers",
+            ),
+            (
+                HeadError::UnsupportedVersion,
+                "unsupported HTTP version",
+                "unsupported HTTP version in response",
+            ),
+            (
+                HeadError::BadHeaderName,
+                "invalid header name",
+                "invalid header name in response",
+            ),
+            (
+                HeadError::BadHeaderValue,
+                "invalid header value",
+                "invalid header value in response",
+            ),
+            (
+                HeadError::BareLineFeed,
+                "bare LF in request head",
+                "bare LF in response head",
+            ),
+            (
+                HeadError::BareCarriageReturn,
+                "bare CR in request head",
+                "bare CR in response head",
+            ),
+            (
+                HeadError::NulByte,
+                "NUL byte in request head",
+                "NUL byte in response head",
+            ),
+            (
+                HeadError::ObsFold,
+                "obsolete line folding in request head",
+                "obsolete line folding in response head",
+            ),
+            (
+                HeadError::ConflictingContentLength,
+                "conflicting Content-Length values",
+                "conflicting Content-Length in response",
+            ),
+            (
+                HeadError::BadContentLength,
+                "invalid Content-Length",
+                "invalid Content-Length in response",
+            ),
+            (
+                HeadError::BadTransferEncoding,
+                "invalid Transfer-Encoding",
+                "invalid Transfer-Encoding in response",
+            ),
+        ] {
+            assert_eq!(RequestError::from(cause).to_string(), request);
+            assert_eq!(ResponseError::from(cause).to_string(), response);
         }
     }
 

@@ -14,7 +14,7 @@
 //! - `proxy_protocol`: the PROXY v1/v2 header a load balancer sends before the first request.
 //! - `rewrite`: the heads we send on (hop-by-hop removal, X-Forwarded-*).
 //! - `reply`: responses the proxy answers itself.
-//! - `error`: one error enum per layer.
+//! - `error`: one error enum per layer; head causes both sides share are one `HeadError`.
 
 mod body;
 mod chunked;
@@ -33,11 +33,11 @@ use std::ops::Range;
 
 pub use body::{Advance, BodyFramer};
 pub use chunked::ChunkedDecoder;
-pub use error::{BodyError, ProxyHeaderError, RequestError, ResponseError};
+pub use error::{BodyError, HeadError, ProxyHeaderError, RequestError, ResponseError};
 pub use proxy_protocol::{MAX_HEADER_LEN as MAX_PROXY_HEADER_LEN, ProxyHeader, parse_proxy_header};
 pub use reply::{error_response, reason_phrase};
-pub use request::{RequestHead, parse_request};
-pub use response::{ResponseHead, parse_response};
+pub use request::{RequestHead, parse_request, parse_request_into};
+pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{ForwardOptions, write_forward_request, write_forward_response};
 
 /// Bounds on a head, checked before anything is allocated for it.
@@ -91,6 +91,26 @@ pub struct Header {
     pub value: Range<usize>,
 }
 
+/// The values of the headers called `name` (ASCII case-insensitive) in a parsed head, in order;
+/// `buf` is the buffer the head was parsed from. For the fields this crate leaves to its callers
+/// (`Sec-WebSocket-Key`, `X-Backend`, …); framing and connection fields are already in the head.
+pub fn header_values<'a>(
+    buf: &'a [u8],
+    headers: &'a [Header],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .iter()
+        .filter(move |h| buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        .map(move |h| &buf[h.value.clone()])
+}
+
+/// The elements of a comma-separated field value (RFC 9110 §5.6.1), OWS trimmed; empty elements
+/// are kept, so a caller can tell `a,,b` from `a, b`.
+pub fn comma_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    fields::list(value)
+}
+
 /// How the end of a body is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -129,13 +149,12 @@ fn with_header_slots<'b, R>(
     f(&mut heap)
 }
 
-/// The parsed headers as ranges into `buf`, so heads outlive httparse's borrowed slots.
-fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|h| Header {
-            name: range_in(buf, h.name.as_bytes()),
-            value: range_in(buf, h.value),
-        })
-        .collect()
+/// The parsed headers as ranges into `buf`, so heads outlive httparse's borrowed slots; `out`
+/// keeps its allocation, so a caller that reuses a head does not allocate per parse.
+fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>], out: &mut Vec<Header>) {
+    out.clear();
+    out.extend(headers.iter().map(|h| Header {
+        name: range_in(buf, h.name.as_bytes()),
+        value: range_in(buf, h.value),
+    }));
 }

@@ -1,8 +1,8 @@
 //! Request heads: httparse for the grammar, then the RFC 9112 rules a proxy must enforce
 //! before it forwards anything (framing, Host, versions).
 
-use super::error::RequestError;
-use super::fields::{self, Codings, LengthError, Name};
+use super::error::{HeadError, RequestError};
+use super::fields::{self, Codings, Name};
 use super::{Framing, Header, Limits, Version, header_ranges, range_in, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,25 @@ pub struct RequestHead {
     pub safe_to_replay: bool,
 }
 
+/// An empty head, for [`parse_request_into`] to fill.
+impl Default for RequestHead {
+    fn default() -> Self {
+        RequestHead {
+            head_len: 0,
+            method: 0..0,
+            target: 0..0,
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: Framing::None,
+            keep_alive: false,
+            upgrade: false,
+            expect_continue: false,
+            is_head: false,
+            safe_to_replay: false,
+        }
+    }
+}
+
 /// Parses the request head at the start of `buf`.
 ///
 /// `Ok(None)` means the head is incomplete (and still under the limits): read more and call
@@ -38,22 +57,34 @@ pub struct RequestHead {
 /// preface) is a version we do not speak, so 505. Anything else that does not end in such a
 /// token, including HTTP/0.9's `GET /path` without a version, is a malformed line: 400.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, RequestError> {
-    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
-        return Ok(None);
-    };
-    let head = &buf[..head_len];
+    let mut head = RequestHead::default();
+    Ok(parse_request_into(buf, limits, &mut head)?.then_some(head))
+}
 
-    let (parsed, method, target, minor, headers) = with_header_slots(limits.max_headers, |slots| {
+/// [`parse_request`] into `head`, reusing the room its headers took last time, so that a loop
+/// keeping one head parses without allocating. `Ok(true)`: `head` is the parsed head;
+/// `Ok(false)`: incomplete. After `Ok(false)` or an error, `head` holds nothing of use.
+pub fn parse_request_into(
+    buf: &[u8],
+    limits: &Limits,
+    head: &mut RequestHead,
+) -> Result<bool, RequestError> {
+    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
+        return Ok(false);
+    };
+    let bytes = &buf[..head_len];
+
+    let (parsed, method, target, minor) = with_header_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
-        let parsed = req.parse_with_uninit_headers(head, slots);
-        let headers = header_ranges(buf, req.headers);
-        (parsed, req.method, req.path, req.version, headers)
+        let parsed = req.parse_with_uninit_headers(bytes, slots);
+        header_ranges(buf, req.headers, &mut head.headers);
+        (parsed, req.method, req.path, req.version)
     });
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         // The scan saw CRLF CRLF, so httparse cannot want more; if it does, the line is odd.
         Ok(httparse::Status::Partial) => return Err(RequestError::BadRequestLine),
-        Err(e) => return Err(httparse_error(e, head)),
+        Err(e) => return Err(httparse_error(e, bytes)),
     }
     let (Some(method), Some(target), Some(minor)) = (method, target, minor) else {
         return Err(RequestError::BadRequestLine);
@@ -63,13 +94,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if method == "CONNECT" {
         return Err(RequestError::MethodNotAllowed);
     }
-    let facts = Facts::gather(buf, &headers);
+    let facts = Facts::gather(buf, &head.headers);
     match (facts.hosts, version) {
         (0, Version::Http11) => return Err(RequestError::MissingHost),
         (2.., _) => return Err(RequestError::DuplicateHost),
         _ => {}
     }
-    let framing = framing(buf, &headers, version, &facts)?;
+    let framing = framing(buf, &head.headers, version, &facts)?;
 
     let keep_alive = !facts.close
         && match version {
@@ -78,7 +109,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         };
     let is_head = method == "HEAD";
     let no_body = matches!(framing, Framing::None | Framing::Length(0));
-    Ok(Some(RequestHead {
+    *head = RequestHead {
         head_len,
         method: range_in(buf, method.as_bytes()),
         target: range_in(buf, target.as_bytes()),
@@ -89,8 +120,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         expect_continue: version == Version::Http11 && facts.expect_continue,
         is_head,
         safe_to_replay: no_body && matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
-        headers,
-    }))
+        headers: std::mem::take(&mut head.headers),
+    };
+    Ok(true)
 }
 
 /// What one pass over the headers tells us.
@@ -157,7 +189,7 @@ fn framing(
             ..
         } = fields::transfer_codings(buf, headers);
         if !last_is_chunked || chunked != 1 || empty_elements != 0 {
-            return Err(RequestError::BadTransferEncoding);
+            return Err(RequestError::Head(HeadError::BadTransferEncoding));
         }
         return Ok(Framing::Chunked);
     }
@@ -165,21 +197,19 @@ fn framing(
         // The common GET: no second pass over the headers.
         return Ok(Framing::None);
     }
-    match fields::content_length(buf, headers) {
-        Ok(Some(n)) => Ok(Framing::Length(n)),
-        Ok(None) => Ok(Framing::None),
-        Err(LengthError::Bad) => Err(RequestError::BadContentLength),
-        Err(LengthError::Conflict) => Err(RequestError::ConflictingContentLength),
-    }
+    Ok(match fields::content_length(buf, headers)? {
+        Some(n) => Framing::Length(n),
+        None => Framing::None,
+    })
 }
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> RequestError {
     match e {
-        httparse::Error::TooManyHeaders => RequestError::TooManyHeaders,
-        httparse::Error::HeaderName => RequestError::BadHeaderName,
-        httparse::Error::HeaderValue => RequestError::BadHeaderValue,
+        httparse::Error::TooManyHeaders => RequestError::Head(HeadError::TooManyHeaders),
+        httparse::Error::HeaderName => RequestError::Head(HeadError::BadHeaderName),
+        httparse::Error::HeaderValue => RequestError::Head(HeadError::BadHeaderValue),
         httparse::Error::Version if names_a_version(scan::start_line(head)) => {
-            RequestError::UnsupportedVersion
+            RequestError::Head(HeadError::UnsupportedVersion)
         }
         _ => RequestError::BadRequestLine,
     }
@@ -253,6 +283,51 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_head_parses_like_a_fresh_one() {
+        let mut reused = RequestHead::default();
+        for buf in [WT_GET, WT_POST, b"GET / HTTP/1.0\r\n\r\n", WT_WS, WT_GET] {
+            assert_eq!(
+                parse_request_into(buf, &Limits::default(), &mut reused),
+                Ok(true)
+            );
+            assert_eq!(Some(&reused), parse(buf).unwrap().as_ref());
+        }
+        let room = reused.headers.capacity();
+        assert_eq!(
+            parse_request_into(WT_POST, &Limits::default(), &mut reused),
+            Ok(true)
+        );
+        assert_eq!(reused.headers.capacity(), room, "no new allocation");
+        assert_eq!(
+            parse_request_into(&WT_GET[..10], &Limits::default(), &mut reused),
+            Ok(false)
+        );
+        assert_eq!(
+            parse_request_into(b"GET / HTTP/1.1\r\n\r\n", &Limits::default(), &mut reused),
+            Err(RequestError::MissingHost)
+        );
+    }
+
+    #[test]
+    fn fields_left_to_callers() {
+        let h = head(WT_WS);
+        let values = |name| crate::header_values(WT_WS, &h.headers, name).collect::<Vec<_>>();
+        assert_eq!(
+            values("sec-websocket-key"),
+            [&b"QCUVFQhbuTMi1xe8BM4rpQ=="[..]]
+        );
+        assert!(values("x-nothing").is_empty());
+        let conn = values("CONNECTION")[0];
+        assert!(crate::comma_list(conn).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let h = head(buf);
+        let all: Vec<&[u8]> = crate::header_values(buf, &h.headers, "X-A").collect();
+        assert_eq!(all, [b"1", b"2"]);
+        let items: Vec<&[u8]> = crate::comma_list(b" a ,,b\t").collect();
+        assert_eq!(items, [&b"a"[..], b"", b"b"]);
+    }
+
+    #[test]
     fn incomplete_at_every_cut() {
         for cut in 0..WT_GET.len() {
             assert_eq!(parse(&WT_GET[..cut]), Ok(None), "cut at {cut}");
@@ -266,7 +341,7 @@ mod tests {
             max_headers: 100,
         };
         let e = parse_request(&WT_GET[..100], &limits).unwrap_err();
-        assert_eq!(e, RequestError::HeadTooLarge);
+        assert_eq!(e, RequestError::Head(HeadError::TooLarge));
         assert_eq!(e.status(), 431);
         // Under the limit without an end is simply incomplete.
         assert_eq!(parse_request(&WT_GET[..63], &limits), Ok(None));
@@ -279,7 +354,7 @@ mod tests {
             max_headers: 13,
         };
         let e = parse_request(WT_GET, &limits).unwrap_err();
-        assert_eq!(e, RequestError::TooManyHeaders);
+        assert_eq!(e, RequestError::Head(HeadError::TooManyHeaders));
         assert_eq!(e.status(), 431);
         let limits = Limits {
             max_headers: 14,
@@ -295,7 +370,7 @@ mod tests {
             buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         buf.extend_from_slice(b"\r\n");
-        assert_eq!(err(&buf), RequestError::TooManyHeaders);
+        assert_eq!(err(&buf), RequestError::Head(HeadError::TooManyHeaders));
         let limits = Limits {
             max_head_bytes: 16 * 1024,
             max_headers: 200,
@@ -326,23 +401,23 @@ mod tests {
         for (buf, want) in [
             (
                 &b"GET / HTTP/1.1\nHost: a\n\n"[..],
-                RequestError::BareLineFeed,
+                RequestError::Head(HeadError::BareLineFeed),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\n\r\n",
-                RequestError::BareLineFeed,
+                RequestError::Head(HeadError::BareLineFeed),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
-                RequestError::BareCarriageReturn,
+                RequestError::Head(HeadError::BareCarriageReturn),
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
-                RequestError::NulByte,
+                RequestError::Head(HeadError::NulByte),
             ),
             (
                 b"GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n",
-                RequestError::NulByte,
+                RequestError::Head(HeadError::NulByte),
             ),
         ] {
             let e = err(buf);
@@ -354,7 +429,7 @@ mod tests {
     #[test]
     fn obs_fold_is_400() {
         let e = err(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n");
-        assert_eq!(e, RequestError::ObsFold);
+        assert_eq!(e, RequestError::Head(HeadError::ObsFold));
         assert_eq!(e.status(), 400);
         // httparse refuses it on its own too; the scan just names the cause.
         let mut hs = [httparse::EMPTY_HEADER; 4];
@@ -369,15 +444,15 @@ mod tests {
     fn space_in_header_name_is_400() {
         assert_eq!(
             err(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\r\nX Y: z\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\r\n: z\r\n\r\n"),
-            RequestError::BadHeaderName
+            RequestError::Head(HeadError::BadHeaderName)
         );
     }
 
@@ -385,7 +460,7 @@ mod tests {
     fn control_byte_in_value_is_400() {
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n"),
-            RequestError::BadHeaderValue
+            RequestError::Head(HeadError::BadHeaderValue)
         );
     }
 
@@ -402,7 +477,7 @@ mod tests {
             let e = err(buf);
             assert_eq!(
                 e,
-                RequestError::UnsupportedVersion,
+                RequestError::Head(HeadError::UnsupportedVersion),
                 "{}",
                 String::from_utf8_lossy(buf)
             );
@@ -468,11 +543,11 @@ mod tests {
         assert_eq!(ok("Content-Length: 0"), Framing::Length(0));
         assert_eq!(
             bad("Content-Length: 5\r\nContent-Length: 6"),
-            RequestError::ConflictingContentLength
+            RequestError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             bad("Content-Length: 5, 6"),
-            RequestError::ConflictingContentLength
+            RequestError::Head(HeadError::ConflictingContentLength)
         );
         for v in [
             "+5",
@@ -485,7 +560,7 @@ mod tests {
             "0x10",
         ] {
             let e = bad(&format!("Content-Length: {v}"));
-            assert_eq!(e, RequestError::BadContentLength, "{v:?}");
+            assert_eq!(e, RequestError::Head(HeadError::BadContentLength), "{v:?}");
             assert_eq!(e.status(), 400);
         }
     }
@@ -515,7 +590,11 @@ mod tests {
             "Transfer-Encoding: chunked;x=1",
         ] {
             let e = bad(te);
-            assert_eq!(e, RequestError::BadTransferEncoding, "{te:?}");
+            assert_eq!(
+                e,
+                RequestError::Head(HeadError::BadTransferEncoding),
+                "{te:?}"
+            );
             assert_eq!(e.status(), 400);
         }
     }

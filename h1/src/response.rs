@@ -1,8 +1,8 @@
 //! Response heads from backends. Backends are ours but not trusted with framing: anything the
 //! client could read differently from us is a 502, never forwarded.
 
-use super::error::ResponseError;
-use super::fields::{self, LengthError, Name};
+use super::error::{HeadError, ResponseError};
+use super::fields::{self, Name};
 use super::{Framing, Header, Limits, Version, header_ranges, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,20 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
+/// An empty head, for [`parse_response_into`] to fill.
+impl Default for ResponseHead {
+    fn default() -> Self {
+        ResponseHead {
+            head_len: 0,
+            status: 0,
+            version: Version::Http11,
+            headers: Vec::new(),
+            framing: Framing::None,
+            keep_alive: false,
+        }
+    }
+}
+
 /// Parses the response head at the start of `buf`; `Ok(None)` = incomplete, read more.
 ///
 /// `request_was_head`: the request was HEAD, so no body follows whatever the headers say.
@@ -30,22 +44,35 @@ pub fn parse_response(
     limits: &Limits,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
-        return Ok(None);
-    };
-    let head = &buf[..head_len];
+    let mut head = ResponseHead::default();
+    Ok(parse_response_into(buf, limits, request_was_head, &mut head)?.then_some(head))
+}
 
-    let (parsed, minor, code, headers) = with_header_slots(limits.max_headers, |slots| {
+/// [`parse_response`] into `head`, reusing the room its headers took last time, so that a loop
+/// keeping one head parses without allocating. `Ok(true)`: `head` is the parsed head;
+/// `Ok(false)`: incomplete. After `Ok(false)` or an error, `head` holds nothing of use.
+pub fn parse_response_into(
+    buf: &[u8],
+    limits: &Limits,
+    request_was_head: bool,
+    head: &mut ResponseHead,
+) -> Result<bool, ResponseError> {
+    let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
+        return Ok(false);
+    };
+    let bytes = &buf[..head_len];
+
+    let (parsed, minor, code) = with_header_slots(limits.max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, head, slots);
-        let headers = header_ranges(buf, res.headers);
-        (parsed, res.version, res.code, headers)
+            .parse_response_with_uninit_headers(&mut res, bytes, slots);
+        header_ranges(buf, res.headers, &mut head.headers);
+        (parsed, res.version, res.code)
     });
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(ResponseError::BadStatusLine),
-        Err(e) => return Err(httparse_error(e, head)),
+        Err(e) => return Err(httparse_error(e, bytes)),
     }
     let (Some(minor), Some(status)) = (minor, code) else {
         return Err(ResponseError::BadStatusLine);
@@ -56,17 +83,14 @@ pub fn parse_response(
         return Err(ResponseError::BadStatusLine);
     }
     let version = Version::from_httparse(minor);
+    let headers = &head.headers;
 
-    let te = fields::transfer_codings(buf, &headers);
+    let te = fields::transfer_codings(buf, headers);
     if te.present && te.codings == 0 {
-        return Err(ResponseError::BadTransferEncoding);
+        return Err(ResponseError::Head(HeadError::BadTransferEncoding));
     }
     // Validated even when TE wins or no body follows: a bad length is a broken backend.
-    let length = match fields::content_length(buf, &headers) {
-        Ok(n) => n,
-        Err(LengthError::Bad) => return Err(ResponseError::BadContentLength),
-        Err(LengthError::Conflict) => return Err(ResponseError::ConflictingContentLength),
-    };
+    let length = fields::content_length(buf, headers)?;
 
     let bodyless =
         request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -84,33 +108,34 @@ pub fn parse_response(
         Framing::CloseDelimited
     };
 
-    let close = fields::has_token(buf, &headers, Name::Connection, b"close");
+    let close = fields::has_token(buf, headers, Name::Connection, b"close");
     let reusable = match version {
         Version::Http11 => !close,
         Version::Http10 => {
-            !close && fields::has_token(buf, &headers, Name::Connection, b"keep-alive")
+            !close && fields::has_token(buf, headers, Name::Connection, b"keep-alive")
         }
     };
     let smuggle_shaped = te.present && length.is_some();
     let keep_alive = reusable && !smuggle_shaped && framing != Framing::CloseDelimited;
 
-    Ok(Some(ResponseHead {
+    *head = ResponseHead {
         head_len,
         status,
         version,
-        headers,
+        headers: std::mem::take(&mut head.headers),
         framing,
         keep_alive,
-    }))
+    };
+    Ok(true)
 }
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> ResponseError {
     match e {
-        httparse::Error::TooManyHeaders => ResponseError::TooManyHeaders,
-        httparse::Error::HeaderName => ResponseError::BadHeaderName,
-        httparse::Error::HeaderValue => ResponseError::BadHeaderValue,
+        httparse::Error::TooManyHeaders => ResponseError::Head(HeadError::TooManyHeaders),
+        httparse::Error::HeaderName => ResponseError::Head(HeadError::BadHeaderName),
+        httparse::Error::HeaderValue => ResponseError::Head(HeadError::BadHeaderValue),
         httparse::Error::Version if names_a_version(scan::start_line(head)) => {
-            ResponseError::UnsupportedVersion
+            ResponseError::Head(HeadError::UnsupportedVersion)
         }
         _ => ResponseError::BadStatusLine,
     }
@@ -178,6 +203,31 @@ Content-Length: 85\r\n\r\n";
     }
 
     #[test]
+    fn a_reused_head_parses_like_a_fresh_one() {
+        let mut reused = ResponseHead::default();
+        for (buf, was_head) in [
+            (WT_CHUNKED, false),
+            (WT_101, false),
+            (WT_404, true),
+            (WT_404, false),
+        ] {
+            let limits = Limits::default();
+            assert_eq!(
+                parse_response_into(buf, &limits, was_head, &mut reused),
+                Ok(true)
+            );
+            assert_eq!(
+                Some(&reused),
+                parse_response(buf, &limits, was_head).unwrap().as_ref()
+            );
+        }
+        assert_eq!(
+            parse_response_into(&WT_404[..10], &Limits::default(), false, &mut reused),
+            Ok(false)
+        );
+    }
+
+    #[test]
     fn incomplete_and_too_large() {
         for cut in 0..WT_404.len() {
             assert_eq!(parse(&WT_404[..cut]), Ok(None));
@@ -188,7 +238,7 @@ Content-Length: 85\r\n\r\n";
         };
         assert_eq!(
             parse_response(WT_404, &limits, false),
-            Err(ResponseError::HeadTooLarge)
+            Err(ResponseError::Head(HeadError::TooLarge))
         );
         let limits = Limits {
             max_head_bytes: 1024,
@@ -196,7 +246,7 @@ Content-Length: 85\r\n\r\n";
         };
         assert_eq!(
             parse_response(WT_404, &limits, false),
-            Err(ResponseError::TooManyHeaders)
+            Err(ResponseError::Head(HeadError::TooManyHeaders))
         );
     }
 
@@ -243,7 +293,7 @@ Content-Length: 85\r\n\r\n";
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n"),
-            ResponseError::BadTransferEncoding
+            ResponseError::Head(HeadError::BadTransferEncoding)
         );
     }
 
@@ -267,15 +317,15 @@ Content-Length: 85\r\n\r\n";
     fn content_length_errors() {
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
-            ResponseError::ConflictingContentLength
+            ResponseError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
-            ResponseError::BadContentLength
+            ResponseError::Head(HeadError::BadContentLength)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"),
-            ResponseError::ConflictingContentLength
+            ResponseError::Head(HeadError::ConflictingContentLength)
         );
         assert_eq!(
             head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").framing,
@@ -307,27 +357,27 @@ Content-Length: 85\r\n\r\n";
     fn syntax_errors() {
         assert_eq!(
             err(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
-            ResponseError::BareLineFeed
+            ResponseError::Head(HeadError::BareLineFeed)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"),
-            ResponseError::BareCarriageReturn
+            ResponseError::Head(HeadError::BareCarriageReturn)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n"),
-            ResponseError::NulByte
+            ResponseError::Head(HeadError::NulByte)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
-            ResponseError::ObsFold
+            ResponseError::Head(HeadError::ObsFold)
         );
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n"),
-            ResponseError::BadHeaderName
+            ResponseError::Head(HeadError::BadHeaderName)
         );
         assert_eq!(
             err(b"HTTP/2.0 200 OK\r\n\r\n"),
-            ResponseError::UnsupportedVersion
+            ResponseError::Head(HeadError::UnsupportedVersion)
         );
         assert_eq!(
             err(b"HTTP/1.1 2000 OK\r\n\r\n"),

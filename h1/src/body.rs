@@ -43,6 +43,27 @@ impl BodyFramer {
     /// How many bytes at the start of `input` belong to this body, and whether the body is
     /// complete after them. Never consumes past the end of the body.
     pub fn advance(&mut self, input: &[u8]) -> Result<Advance, BodyError> {
+        self.advance_inner(input, |_| {})
+    }
+
+    /// [`advance`](Self::advance) for an endpoint that wants the body itself: `data` gets the
+    /// payload, in order and in pieces: the consumed bytes as they are, or for a chunked body
+    /// the chunk data without sizes, extensions and trailers.
+    pub fn advance_with(
+        &mut self,
+        input: &[u8],
+        data: &mut dyn FnMut(&[u8]),
+    ) -> Result<Advance, BodyError> {
+        self.advance_inner(input, data)
+    }
+
+    /// Generic so that the proxy's `advance`, which forwards bytes untouched, compiles to no
+    /// call at all for the payload.
+    fn advance_inner(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Advance, BodyError> {
         match &mut self.state {
             State::Done => Ok(Advance {
                 consumed: 0,
@@ -50,6 +71,7 @@ impl BodyFramer {
             }),
             State::Length { remaining } => {
                 let n = (*remaining).min(input.len() as u64);
+                data(&input[..n as usize]);
                 *remaining -= n;
                 let done = *remaining == 0;
                 if done {
@@ -61,16 +83,19 @@ impl BodyFramer {
                 })
             }
             State::Chunked(decoder) => {
-                let advance = decoder.advance(input, &mut |_| {})?;
+                let advance = decoder.advance(input, &mut data)?;
                 if advance.done {
                     self.state = State::Done;
                 }
                 Ok(advance)
             }
-            State::UntilClose => Ok(Advance {
-                consumed: input.len(),
-                done: false,
-            }),
+            State::UntilClose => {
+                data(input);
+                Ok(Advance {
+                    consumed: input.len(),
+                    done: false,
+                })
+            }
         }
     }
 
@@ -134,6 +159,38 @@ mod tests {
         assert_eq!(f.on_eof(), Ok(()));
         let mut f = BodyFramer::new(Framing::Chunked);
         assert_eq!(f.advance(b"z\r\n"), Err(BodyError::BadChunkSize));
+    }
+
+    #[test]
+    fn advance_with_hands_out_the_payload() {
+        let collect = |framing, pieces: &[&[u8]]| {
+            let mut f = BodyFramer::new(framing);
+            let mut body = Vec::new();
+            let mut consumed = 0;
+            for piece in pieces {
+                let a = f
+                    .advance_with(piece, &mut |d| body.extend_from_slice(d))
+                    .unwrap();
+                consumed += a.consumed;
+            }
+            (body, consumed, f.is_done())
+        };
+        assert_eq!(
+            collect(Framing::Length(5), &[b"he", b"lloGET"]),
+            (b"hello".to_vec(), 5, true)
+        );
+        assert_eq!(
+            collect(
+                Framing::Chunked,
+                &[b"3;x=1\r\nhel\r", b"\n2\r\nlo\r\n0\r\nT: v\r\n\r\nX"]
+            ),
+            (b"hello".to_vec(), 30, true)
+        );
+        assert_eq!(
+            collect(Framing::CloseDelimited, &[b"he", b"llo"]),
+            (b"hello".to_vec(), 5, false)
+        );
+        assert_eq!(collect(Framing::None, &[b"GET"]), (Vec::new(), 0, true));
     }
 
     #[test]
