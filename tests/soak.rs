@@ -260,7 +260,7 @@ fn client(t: Targets, seed: u64, actions: usize, done: &AtomicUsize) -> usize {
                         // or a short one from wt1 while wt2 is down (then all of it).
                         let _ = w.write_all(&raw);
                         let want = rng.range(1, 300_000) as usize;
-                        if let Ok(Some(head)) = w.read_head() {
+                        if let Ok(Some(head)) = w.read_response_head(false) {
                             let len = head.header("Content-Length").and_then(|v| v.parse().ok());
                             let _ = w.read_n(len.unwrap_or(want).min(want));
                         }

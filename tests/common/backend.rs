@@ -9,7 +9,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::util::{Fnv, Rng, fnv, gen_body, query_param};
-use super::wire::{ConnRecord, Wire};
+use wtgate::h1::Framing;
+
+use super::wire::{ConnRecord, RequestStart, Wire};
 use super::ws::{WS_AFTER_HALF_CLOSE, read_frame, server_frame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,54 +216,41 @@ fn serve_conn(
     let conn_id = rec.lock().unwrap().id;
     let mut w = Wire::recorded(stream, rec);
     for served in 0..1_000_000usize {
-        let Some(head) = w.read_head()? else {
+        // Parsed by `wtgate::h1::parse_request`; a head it refuses ends the connection (its raw
+        // bytes are in the record all the same).
+        let Some(req) = w.read_request_head()? else {
             return Ok(());
         };
-        let [method, target, version] = head.parts.clone();
+        let RequestStart {
+            method,
+            target,
+            version,
+            head,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = req;
+        // Honour Expect: 100-continue on a body with a Content-Length.
+        if expect_continue && matches!(framing, Framing::Length(_)) {
+            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
         // Body.
         let mut f = Fnv::new();
         let mut len = 0usize;
-        let te = head.header("Transfer-Encoding");
-        if te.is_some() {
-            if !head.has_token("Transfer-Encoding", "chunked") {
-                return Err(io::Error::other(
-                    "backend got a non-chunked Transfer-Encoding",
-                ));
-            }
-            if head.header("Content-Length").is_some() {
-                return Err(io::Error::other("backend got both CL and TE"));
-            }
-            w.read_chunked_with(|d| {
-                f.update(d);
-                len += d.len();
-            })?;
-        } else if let Some(cl) = head.header("Content-Length") {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| io::Error::other(format!("backend got Content-Length {cl:?}")))?;
-            // Honour Expect: 100-continue.
-            if head
-                .header("Expect")
-                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-            {
-                w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            }
-            w.read_n_with(n, |d| {
-                f.update(d);
-                len += d.len();
-            })?;
-        }
+        w.read_body_with(framing, |d| {
+            f.update(d);
+            len += d.len();
+        })?;
         shared.requests.lock().unwrap().push(SeenRequest {
             conn: conn_id,
             method: method.clone(),
             target: target.clone(),
-            version: version.clone(),
+            version: version.to_string(),
             headers: head.headers.clone(),
             body_len: len,
             body_fnv: f.finish(),
         });
-        let close = head.has_token("Connection", "close")
-            || (version == "HTTP/1.0" && !head.has_token("Connection", "keep-alive"));
+        let close = !keep_alive;
         let common = format!(
             "X-Backend: {name}\r\nX-Req-Len: {len}\r\nX-Req-Fnv: {:016x}\r\n{}",
             f.finish(),

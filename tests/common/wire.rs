@@ -1,16 +1,32 @@
 //! The blocking HTTP/1.1 wire client: a buffered reader over a `TcpStream` that reads heads and
 //! bodies (the test backends use it too, on their side of the connection).
+//!
+//! HTTP is parsed by the crate's own sans-IO core (`wtgate::h1`: `parse_request`,
+//! `parse_response`, `BodyFramer`, `ChunkedDecoder`), so the repository has one HTTP/1.1 parser.
+//! The tests' independent witness of what went over the wire is the raw bytes: a backend records
+//! every byte it reads ([`ConnRecord`]) before any parsing, so a malformed request that reaches it
+//! is seen even though its parser refuses it.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wtgate::h1::{self, BodyFramer, ChunkedDecoder, Framing, Limits};
+
 use super::util::find;
 
 /// Read/write timeout of every test socket: long enough for a loaded CI box, short enough that a
 /// stuck proxy fails the test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits of the test side's parser: far above the proxy's own (16 KiB, 100 fields), since the
+/// backends see heads the proxy has grown (`X-Forwarded-*`) and a test must read whatever the
+/// proxy sends in order to judge it.
+const LIMITS: Limits = Limits {
+    max_head_bytes: 1 << 20,
+    max_headers: 10_000,
+};
 
 /// How many bytes of each backend connection are kept verbatim (the total is always counted).
 const RECORD_CAP: usize = 64 * 1024;
@@ -23,15 +39,36 @@ pub struct ConnRecord {
     pub bytes: Vec<u8>,
 }
 
-/// A parsed head (request or response).
+/// The fields of a parsed head (request or response), as text.
 #[derive(Debug, Clone)]
 pub struct Head {
-    /// Request: method / target / version. Response: version / status / reason.
-    pub parts: [String; 3],
+    /// The start line as received, for messages.
+    pub start_line: String,
     pub headers: Vec<(String, String)>,
 }
 
 impl Head {
+    /// Copies out the start line and fields that `wtgate::h1` found in `buf`. Field values may
+    /// carry obs-text (bytes 0x80..=0xFF); they are kept visible, lossily.
+    fn from_parsed(buf: &[u8], head_len: usize, headers: &[h1::Header]) -> Head {
+        let head = &buf[..head_len];
+        let start = head
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(0);
+        let line = &head[start..];
+        let line = &line[..find(line, b"\r\n").unwrap_or(line.len())];
+        let text =
+            |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]).into_owned();
+        Head {
+            start_line: String::from_utf8_lossy(line).into_owned(),
+            headers: headers
+                .iter()
+                .map(|h| (text(&h.name), text(&h.value).trim().to_string()))
+                .collect(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -54,34 +91,30 @@ impl Head {
     }
 }
 
-/// Parses a head (start line + fields, CRLF line ends only, without the final empty line).
-pub fn parse_head(raw: &[u8]) -> io::Result<Head> {
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
-    // Field values may carry obs-text (bytes 0x80..=0xFF); keep them visible, lossily.
-    let text = String::from_utf8_lossy(raw);
-    let mut lines = text.split("\r\n");
-    let start = lines.next().ok_or_else(|| bad("empty head"))?;
-    let mut it = start.splitn(3, ' ');
-    let p0 = it.next().unwrap_or("").to_string();
-    let p1 = it.next().unwrap_or("").to_string();
-    let p2 = it.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        if line.contains('\n') || line.contains('\r') {
-            return Err(bad("bare CR/LF in head"));
-        }
-        let (n, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad("header without ':'"))?;
-        headers.push((n.to_string(), v.trim().to_string()));
+/// A request head as a backend read it (`wtgate::h1::parse_request`).
+#[derive(Debug, Clone)]
+pub struct RequestStart {
+    pub method: String,
+    pub target: String,
+    pub version: &'static str,
+    pub head: Head,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+/// A response head as the client read it (`wtgate::h1::parse_response`).
+#[derive(Debug, Clone)]
+pub struct ResponseStart {
+    pub status: u16,
+    pub head: Head,
+    pub framing: Framing,
+}
+
+impl ResponseStart {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
     }
-    Ok(Head {
-        parts: [p0, p1, p2],
-        headers,
-    })
 }
 
 pub struct Wire {
@@ -155,21 +188,29 @@ impl Wire {
         io::Error::new(io::ErrorKind::UnexpectedEof, format!("EOF {what}"))
     }
 
-    /// Reads a head up to and including the empty line. Ok(None) on EOF before any byte.
-    /// Lines must end in CRLF; a head bigger than `limit` is an error.
-    pub fn read_head_raw(&mut self, limit: usize) -> io::Result<Option<Vec<u8>>> {
-        let mut scanned: usize = 0;
+    /// Reads until `parse` (one of `wtgate::h1`'s head parsers, applied to the unread bytes)
+    /// finds a complete head, and consumes it. Ok(None) on EOF before any byte; a parse error or
+    /// EOF inside a head is an error.
+    fn read_parsed<T, E: std::fmt::Display>(
+        &mut self,
+        parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+    ) -> io::Result<Option<T>> {
         loop {
-            let avail = &self.buf[self.start..];
-            if let Some(i) = find(&avail[scanned.saturating_sub(3)..], b"\r\n\r\n") {
-                let end = scanned.saturating_sub(3) + i + 4;
-                let head = avail[..end].to_vec();
-                self.consume(end);
-                return Ok(Some(head));
-            }
-            scanned = avail.len();
-            if scanned > limit {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "head too big"));
+            if !self.buffered().is_empty() {
+                match parse(self.buffered()) {
+                    Ok(Some((parsed, head_len))) => {
+                        self.consume(head_len);
+                        return Ok(Some(parsed));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let b = self.buffered();
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{e}: {:?}", String::from_utf8_lossy(&b[..b.len().min(300)])),
+                        ));
+                    }
+                }
             }
             if self.fill()? == 0 {
                 if self.buffered().is_empty() {
@@ -180,11 +221,40 @@ impl Wire {
         }
     }
 
-    pub fn read_head(&mut self) -> io::Result<Option<Head>> {
-        match self.read_head_raw(1 << 20)? {
-            None => Ok(None),
-            Some(raw) => parse_head(&raw[..raw.len() - 4]).map(Some),
-        }
+    /// Reads a request head (a backend's side). Ok(None) on EOF before any byte.
+    pub fn read_request_head(&mut self) -> io::Result<Option<RequestStart>> {
+        self.read_parsed(|buf| {
+            Ok::<_, h1::RequestError>(h1::parse_request(buf, &LIMITS)?.map(|h| {
+                let text = |r: &std::ops::Range<usize>| {
+                    String::from_utf8_lossy(&buf[r.clone()]).into_owned()
+                };
+                let start = RequestStart {
+                    method: text(&h.method),
+                    target: text(&h.target),
+                    version: h.version.as_str(),
+                    head: Head::from_parsed(buf, h.head_len, &h.headers),
+                    framing: h.framing,
+                    keep_alive: h.keep_alive,
+                    expect_continue: h.expect_continue,
+                };
+                (start, h.head_len)
+            }))
+        })
+    }
+
+    /// Reads a response head (the client's side); `head_request`: the request was HEAD, so no
+    /// body follows. Ok(None) on EOF before any byte.
+    pub fn read_response_head(&mut self, head_request: bool) -> io::Result<Option<ResponseStart>> {
+        self.read_parsed(|buf| {
+            Ok::<_, h1::ResponseError>(h1::parse_response(buf, &LIMITS, head_request)?.map(|h| {
+                let start = ResponseStart {
+                    status: h.status,
+                    head: Head::from_parsed(buf, h.head_len, &h.headers),
+                    framing: h.framing,
+                };
+                (start, h.head_len)
+            }))
+        })
     }
 
     /// Reads exactly `n` bytes, feeding them to `sink` piece by piece.
@@ -207,51 +277,57 @@ impl Wire {
         Ok(v)
     }
 
-    /// One CRLF-terminated line, without the CRLF.
-    pub fn read_line(&mut self) -> io::Result<Vec<u8>> {
+    /// A body framed as `framing` says (`wtgate::h1::BodyFramer`; chunked bodies are decoded by
+    /// `wtgate::h1::ChunkedDecoder`), fed to `sink` piece by piece. EOF before the end of a body
+    /// that is not close-delimited is an `UnexpectedEof` error.
+    pub fn read_body_with(
+        &mut self,
+        framing: Framing,
+        mut sink: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        if framing == Framing::Chunked {
+            return self.read_chunked_with(sink);
+        }
+        let mut body = BodyFramer::new(framing);
         loop {
-            if let Some(i) = find(self.buffered(), b"\r\n") {
-                let line = self.buffered()[..i].to_vec();
-                self.consume(i + 2);
-                return Ok(line);
+            if !self.buffered().is_empty() {
+                let adv = body
+                    .advance(self.buffered())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                sink(&self.buf[self.start..self.start + adv.consumed]);
+                self.consume(adv.consumed);
             }
-            if self.buffered().len() > 64 * 1024 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+            if body.is_done() {
+                return Ok(());
             }
             if self.fill()? == 0 {
-                return Err(Self::eof_err("inside a line"));
+                return body
+                    .on_eof()
+                    .map_err(|e| Self::eof_err(&format!("inside a body: {e}")));
             }
         }
     }
 
-    /// A chunked body (extensions ignored, trailers read and dropped), fed to `sink`.
+    /// A chunked body (`wtgate::h1::ChunkedDecoder`: extensions skipped, trailers read and
+    /// dropped), its payload fed to `sink`.
     pub fn read_chunked_with(&mut self, mut sink: impl FnMut(&[u8])) -> io::Result<()> {
-        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-        for _ in 0..10_000_000 {
-            let line = self.read_line()?;
-            let line = String::from_utf8(line).map_err(|_| bad("chunk size not UTF-8".into()))?;
-            let size_txt = line.split(';').next().unwrap().trim();
-            if size_txt.is_empty() || !size_txt.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("bad chunk size line {line:?}")));
-            }
-            let size = usize::from_str_radix(size_txt, 16)
-                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                // Trailers until the empty line.
-                for _ in 0..1000 {
-                    if self.read_line()?.is_empty() {
-                        return Ok(());
-                    }
+        let mut decoder = ChunkedDecoder::new();
+        loop {
+            if !self.buffered().is_empty() {
+                let adv = decoder
+                    .advance(&self.buf[self.start..], &mut sink)
+                    .map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("chunked body: {e}"))
+                    })?;
+                self.consume(adv.consumed);
+                if adv.done {
+                    return Ok(());
                 }
-                return Err(bad("too many trailers".into()));
             }
-            self.read_n_with(size, &mut sink)?;
-            let crlf = self.read_line()?;
-            if !crlf.is_empty() {
-                return Err(bad("chunk data not followed by CRLF".into()));
+            if self.fill()? == 0 {
+                return Err(Self::eof_err("inside a chunked body"));
             }
         }
-        Err(bad("too many chunks".into()))
     }
 
     /// Everything until EOF.
@@ -271,34 +347,16 @@ impl Wire {
     /// Reads one response. `head_request`: the request was HEAD (no body). 1xx responses (incl.
     /// 101) are returned as they are, without a body.
     pub fn read_response(&mut self, head_request: bool) -> io::Result<Response> {
-        let head = self
-            .read_head()?
+        let start = self
+            .read_response_head(head_request)?
             .ok_or_else(|| Self::eof_err("before any response byte"))?;
-        let status: u16 = head.parts[1].parse().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {:?}", head.parts),
-            )
-        })?;
         let mut body = Vec::new();
-        let no_body =
-            head_request || (100..200).contains(&status) || status == 204 || status == 304;
-        if !no_body {
-            if head.has_token("Transfer-Encoding", "chunked") {
-                self.read_chunked_with(|d| body.extend_from_slice(d))?;
-            } else if let Some(cl) = head.header("Content-Length") {
-                let n: usize = cl.parse().map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad Content-Length {cl}"),
-                    )
-                })?;
-                self.read_n_with(n, |d| body.extend_from_slice(d))?;
-            } else {
-                self.read_to_eof_with(|d| body.extend_from_slice(d))?;
-            }
-        }
-        Ok(Response { status, head, body })
+        self.read_body_with(start.framing, |d| body.extend_from_slice(d))?;
+        Ok(Response {
+            status: start.status,
+            head: start.head,
+            body,
+        })
     }
 
     /// Reads a response, skipping interim (1xx other than 101) answers.
