@@ -1,11 +1,9 @@
 //! Backends that are down, die mid-response or are too slow (docs/design.md "Health", "Routing" 3–5,
 //! "Timeouts").
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// wt1 is down (nothing listens). Session-less requests all succeed on wt2 (connect retried and
 /// redispatched), over keep-alive and over fresh connections, with two shards so the passive

@@ -8,28 +8,20 @@
 //! taken with the engine and the backends already running; "idle again" is awaited by polling
 //! the fd count in a bounded loop (a readiness signal, not a sleep).
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::alone;
+use crate::common::*;
 use wtgate::ws::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
 const MIB: usize = 1024 * 1024;
-
-/// The tests of this file count the whole process's descriptors: one at a time.
-static ALONE: Mutex<()> = Mutex::new(());
-
-fn alone() -> MutexGuard<'static, ()> {
-    ALONE.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -46,17 +46,15 @@
 //! | `101` to a request that asked for no upgrade | 502 | a tunnel nobody asked for would desync the client |
 //! | a chunked body with a bad chunk size | the connection ends, no complete response | never a truncated body presented as complete |
 
-mod common;
-
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 
-use common::Pair as Setup;
+use crate::common::Pair as Setup;
 
 fn setup(tweak: impl FnOnce(&mut wtgate::config::Config)) -> Setup {
     start_pair(tweak)
@@ -75,7 +73,7 @@ impl Setup {
         )
     }
 
-    fn assert_still_serving(&self) {
+    fn assert_serving_after_bad_requests(&self) {
         let r = send_request(self.proxy.addr, &get(&format!("/?wtd={SID}&after=bad")))
             .expect("the proxy stopped serving after bad requests");
         assert_eq!(r.status, 200);
@@ -151,7 +149,7 @@ fn run_rejected(cases: &[Case], tweak: impl FnOnce(&mut wtgate::config::Config))
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(s.forwarded_bytes(), 0, "{}", s.preview());
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-    s.assert_still_serving();
+    s.assert_serving_after_bad_requests();
 }
 
 #[test]

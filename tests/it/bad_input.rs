@@ -6,15 +6,13 @@
 //! before answering would have been written before the answer, so it shows up well within that.
 //! Connections without bytes (a TCP health check or a pre-connect) are allowed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 
-use common::Pair as Setup;
+use crate::common::Pair as Setup;
 
 fn setup(tweak: impl FnOnce(&mut wtgate::config::Config)) -> Setup {
     start_pair(tweak)

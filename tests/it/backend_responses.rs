@@ -1,9 +1,7 @@
 //! Unusual or broken responses from a backend (docs/design.md "HTTP/1.1": 502 for a bad or absent
 //! response; RFC 9112 framing rules on the way back to the client).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Starts one `Raw` backend and the proxy.
 fn raw_backend(bytes: &'static [u8]) -> (TestBackend, Proxy) {

@@ -4,8 +4,6 @@
 //! The backends here can be killed for real: the listener closes (connects are refused) and every
 //! open connection is shut down, as when a Wt server process dies.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -14,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, Rng, Wire, get, session_id, start_proxy};
+use crate::common::{Proxy, Rng, Wire, get, session_id, start_proxy};
 use wtgate::config::Check;
 use wtgate::health::Admin;
 
@@ -154,7 +152,7 @@ fn wait_for(proxy: &Proxy, what: &str, cond: impl Fn(&wtgate::metrics::Stats) ->
 
 /// One GET on a fresh connection: (status, backend).
 fn fetch(proxy: &Proxy, target: &str) -> (u16, String) {
-    let r = common::send_request(proxy.addr, &get(target)).expect("response");
+    let r = crate::common::send_request(proxy.addr, &get(target)).expect("response");
     (r.status, r.backend().to_string())
 }
 
@@ -398,12 +396,12 @@ fn all_backends_down_is_503_at_once() {
     });
     wt1.kill();
     wt2.kill();
-    let r = common::send_request(proxy.addr, &get("/")).unwrap();
+    let r = crate::common::send_request(proxy.addr, &get("/")).unwrap();
     assert_eq!(r.status, 503);
     assert!(r.header("Retry-After").is_some());
     // Both are now known down: the next 503 comes without a connect attempt.
     let before = proxy.engine().stats();
-    let r = common::send_request(proxy.addr, &get("/")).unwrap();
+    let r = crate::common::send_request(proxy.addr, &get("/")).unwrap();
     assert_eq!(r.status, 503);
     let after = proxy.engine().stats();
     for p in ["wt1", "wt2"] {
