@@ -20,5 +20,4 @@ mod page_loads;
 mod pipelining;
 mod routing;
 mod slow_clients;
-mod smuggling;
 mod websocket;
