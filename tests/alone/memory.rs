@@ -8,7 +8,7 @@
 //! on elapsed time; waits are bounded loops on a readiness signal (a counter that stops moving, a
 //! socket that answers).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,23 +39,20 @@ impl StreamingBackend {
         let w = written.clone();
         let thread = thread::spawn(move || {
             // Health checks connect and close without a byte: skip them, serve the first request.
-            let mut s = loop {
-                let (mut s, _) = listener.accept().unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                if head.ends_with(b"\r\n\r\n") {
-                    break s;
+            let mut conn = loop {
+                let (s, _) = listener.accept().unwrap();
+                let mut c = Wire::new(s);
+                c.stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                c.stream
+                    .set_write_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                if let Ok(Some(_)) = c.read_request_head() {
+                    break c;
                 }
             };
-            s.write_all(
+            conn.write_all(
                 format!("HTTP/1.1 200 OK\r\nX-Backend: stream\r\nContent-Length: {len}\r\n\r\n")
                     .as_bytes(),
             )
@@ -64,14 +61,14 @@ impl StreamingBackend {
             let mut left = len;
             while left > 0 {
                 let n = left.min(BLOCK.len());
-                if s.write_all(&BLOCK[..n]).is_err() {
+                if conn.write_all(&BLOCK[..n]).is_err() {
                     return;
                 }
                 left -= n;
                 w.fetch_add(n, Ordering::SeqCst);
             }
             // Closing ends this test backend; the proxy sees EOF on a pooled connection.
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = conn.stream.shutdown(Shutdown::Both);
         });
         StreamingBackend {
             addr,
