@@ -1,9 +1,17 @@
 //! Unusual or broken responses from a backend (docs/design.md "HTTP/1.1": 502 for a bad or absent
 //! response; RFC 9112 framing rules on the way back to the client).
+//!
+//! | backend sends | client gets | why |
+//! |---|---|---|
+//! | `HTTP/1.1 000 OK` (found by fuzzing), `600` | 502 | status codes are 100..=599 |
+//! | `101` to a request that asked for no upgrade | 502 | a tunnel nobody asked for would desync the client |
+//! | a chunked body with a bad chunk size | the connection ends, no complete response | never a truncated body presented as complete |
 
-mod common;
+use std::io::ErrorKind;
 
-use common::*;
+use crate::common::*;
+
+const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 
 /// Starts one `Raw` backend and the proxy.
 fn raw_backend(bytes: &'static [u8]) -> (TestBackend, Proxy) {
@@ -130,5 +138,57 @@ fn http10_client_never_gets_chunked() {
             r.head
         );
         assert!(r.body == gen_body(5, n), "{n} B body");
+    }
+}
+
+/// Found by the `response_head` fuzz target: httparse reads `000` as status 0.
+#[test]
+fn status_000_from_a_backend_is_502() {
+    expect_502_from(
+        b"HTTP/1.1 000 OK\r\nContent-Length: 0\r\n\r\n",
+        &get(&format!("/?wtd={SID}")),
+    );
+    expect_502_from(
+        b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n",
+        &get(&format!("/?wtd={SID}")),
+    );
+}
+
+/// A `101` to a request that asked for no upgrade: the proxy must not open a tunnel (the client
+/// would read the backend's raw bytes as the next response).
+#[test]
+fn unrequested_101_from_a_backend_is_502() {
+    expect_502_from(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &get(&format!("/?wtd={SID}")),
+    );
+}
+
+/// A chunked response whose second chunk size is garbage: the head and the first chunk may have
+/// gone out, so the client must see its connection end before a complete response.
+#[test]
+fn bad_chunk_size_in_a_response_ends_the_connection() {
+    let b = TestBackend::start(
+        "wt1",
+        Behavior::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"),
+    );
+    let proxy = start_proxy(&[b.spec()], |_| {});
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(&get(&format!("/?wtd={SID}"))).unwrap();
+    match w.read_response(false) {
+        Ok(r) => assert_eq!(
+            r.status,
+            502,
+            "a complete response: {:?} {}",
+            r.head,
+            r.body_str()
+        ),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        ),
     }
 }

@@ -1,9 +1,7 @@
 //! Pipelined requests: written in one go, answered in order, each routed on its own
 //! (docs/design.md "HTTP/1.1": pipelined bytes kept for the next request).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn fifty_pipelined_requests_answered_in_order_by_the_right_backend() {

@@ -1,11 +1,9 @@
 //! Session affinity by the exact `wtd` query parameter, round-robin for the rest, and the headers
 //! the proxy adds or drops on the way (docs/design.md "Routing", "HTTP/1.1").
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 
-use common::*;
+use crate::common::*;
 use wtgate::config::Config;
 
 const PREFIXES: [&str; 3] = ["wt1", "wt2", "wt10"];

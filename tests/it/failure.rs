@@ -1,11 +1,9 @@
 //! Backends that are down, die mid-response or are too slow (docs/design.md "Health", "Routing" 3–5,
 //! "Timeouts").
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// wt1 is down (nothing listens). Session-less requests all succeed on wt2 (connect retried and
 /// redispatched), over keep-alive and over fresh connections, with two shards so the passive
@@ -445,26 +443,20 @@ struct PausingBackend {
 
 impl PausingBackend {
     fn start(name: &'static str) -> PausingBackend {
-        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, stale) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
+                let Ok(conn) = conn else { return };
                 let tx = tx.clone();
                 std::thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
+                    let mut w = Wire::new(conn);
                     for n in 1.. {
-                        while find(&buf, b"\r\n\r\n").is_none() {
-                            match conn.read(&mut chunk) {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                            }
-                        }
-                        let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
-                        buf.drain(..end);
+                        // Each head (no bodies come here), parsed by `wtgate::h1`.
+                        let Ok(Some(_)) = w.read_request_head() else {
+                            return;
+                        };
                         if n == 2 {
                             let (go, wait) = std::sync::mpsc::channel();
                             if tx.send(go).is_ok() {
@@ -475,7 +467,7 @@ impl PausingBackend {
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok"
                         );
-                        if conn.write_all(resp.as_bytes()).is_err() {
+                        if w.write_all(resp.as_bytes()).is_err() {
                             return;
                         }
                     }

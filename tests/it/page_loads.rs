@@ -6,13 +6,11 @@
 //! WebSocket (docs/design.md "Upgrades"). The in-test backends do the same, so a proxy that sends an
 //! upgrade over a pooled connection makes page loads here lose their WebSocket.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr};
 use std::thread;
 
-use common::*;
+use crate::common::*;
 use wtgate_demo::ws::{OP_CLOSE, OP_TEXT};
 
 const PAGE_LOADS: usize = 200;

@@ -1,13 +1,11 @@
 //! WebSocket upgrades through the proxy (docs/design.md "Upgrades"): routed by `wtd`, relayed as a
 //! raw tunnel, half-closes passed on, non-101 answers continue as HTTP, `Accept-Encoding` dropped.
 
-mod common;
-
 use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
 
-use common::*;
+use crate::common::*;
 use wtgate_demo::ws::{OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 
 fn ws_backends(reject: bool, close_after: Option<usize>) -> (TestBackend, TestBackend) {

@@ -8,28 +8,20 @@
 //! taken with the engine and the backends already running; "idle again" is awaited by polling
 //! the fd count in a bounded loop (a readiness signal, not a sleep).
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::alone;
+use crate::common::*;
 use wtgate_demo::ws::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
 const MIB: usize = 1024 * 1024;
-
-/// The tests of this file count the whole process's descriptors: one at a time.
-static ALONE: Mutex<()> = Mutex::new(());
-
-fn alone() -> MutexGuard<'static, ()> {
-    ALONE.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -60,7 +52,6 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 // SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: our caller upholds GlobalAlloc's contract; the call is passed through unchanged.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size(), Ordering::Relaxed);
@@ -68,7 +59,6 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: our caller upholds GlobalAlloc's contract; the call is passed through unchanged.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size(), Ordering::Relaxed);
@@ -76,12 +66,10 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: our caller upholds GlobalAlloc's contract; the call is passed through unchanged.
         unsafe { System.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: our caller upholds GlobalAlloc's contract; the call is passed through unchanged.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
@@ -264,7 +252,7 @@ fn client(t: Targets, seed: u64, actions: usize, done: &AtomicUsize) -> usize {
                         // or a short one from wt1 while wt2 is down (then all of it).
                         let _ = w.write_all(&raw);
                         let want = rng.range(1, 300_000) as usize;
-                        if let Ok(Some(head)) = w.read_head() {
+                        if let Ok(Some(head)) = w.read_response_head(false) {
                             let len = head.header("Content-Length").and_then(|v| v.parse().ok());
                             let _ = w.read_n(len.unwrap_or(want).min(want));
                         }

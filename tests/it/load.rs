@@ -1,10 +1,8 @@
 //! Many clients at once over two shards: every answer right, nothing lost or duplicated.
 
-mod common;
-
 use std::thread;
 
-use common::*;
+use crate::common::*;
 use wtgate_demo::ws::{OP_BINARY, OP_CLOSE};
 
 #[test]

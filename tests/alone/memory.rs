@@ -1,84 +1,27 @@
-//! Slow and flooding clients (issue 5, item 3): a trickled head is cut off at the request-head
-//! timeout, a client that does not read a large response holds back the backend instead of
-//! growing wtgate's memory, and a flood of connection attempts past `maxconn` leaves wtgate
-//! serving afterwards with bounded memory.
+//! This process's memory under large bodies, slow readers and connection floods (issue 5,
+//! item 3): a client that does not read a large response holds back the backend instead of
+//! growing wtgate's memory, a flood of connection attempts past `maxconn` leaves wtgate serving
+//! afterwards with bounded memory, and a large upload streams through in bounded memory.
 //!
-//! The engine runs in this process, so its memory is this process's `VmRSS`. The tests that
-//! measure it take [`MEASURE`] so that no other test of this file allocates meanwhile (each test
-//! file is its own process). Nothing here asserts on elapsed time; waits are bounded loops on a
-//! readiness signal (a counter that stops moving, a socket that answers).
+//! The engine runs in this process, so its memory is this process's `VmRSS`: each test here holds
+//! [`alone`] for its whole run, so that no other test allocates meanwhile. Nothing here asserts
+//! on elapsed time; waits are bounded loops on a readiness signal (a counter that stops moving, a
+//! socket that answers).
 
-mod common;
-
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::alone;
+use crate::common::*;
 
 const SID: &str = "wt1AbCdEfGhIjKlMnOp";
 const MIB: usize = 1024 * 1024;
-
-static MEASURE: Mutex<()> = Mutex::new(());
-
-fn measure_lock() -> MutexGuard<'static, ()> {
-    MEASURE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Slowloris: one byte of head every 100 ms, with `timeouts.request_head` at 1 s. The head would
-/// take 30 s to arrive; the proxy answers 408, closes while the trickle is still going (so the
-/// deadline counts from the first byte, not from the last one), and forwards nothing.
-#[test]
-fn trickled_head_gets_408_at_the_head_timeout() {
-    let b = TestBackend::start("wt1", Behavior::Normal);
-    let proxy = start_proxy(&[b.spec()], |c| {
-        c.timeouts.request_head = Duration::from_secs(1);
-    });
-    let mut head = format!("GET /?wtd={SID} HTTP/1.1\r\nHost: x\r\n").into_bytes();
-    while head.len() < 300 {
-        head.extend_from_slice(b"X-Slow: 1\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-
-    let mut w = Wire::connect(proxy.addr);
-    let mut writer = w.stream.try_clone().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let (stop2, sent2, total) = (stop.clone(), sent.clone(), head.len());
-    let trickle = thread::spawn(move || {
-        for &byte in &head {
-            if stop2.load(Ordering::SeqCst) || writer.write_all(&[byte]).is_err() {
-                return;
-            }
-            sent2.fetch_add(1, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let started = Instant::now();
-    let r = w.read_response(false);
-    let elapsed = started.elapsed();
-    let bytes_sent = sent.load(Ordering::SeqCst);
-    stop.store(true, Ordering::SeqCst);
-    let r = r.expect("an answer to the trickled head");
-    eprintln!(
-        "slowloris: {} after {elapsed:?} and {bytes_sent} of {total} bytes",
-        r.status
-    );
-    assert_eq!(r.status, 408, "{:?} {}", r.head, r.body_str());
-    assert!(r.head.has_token("Connection", "close"), "{:?}", r.head);
-    assert!(
-        bytes_sent < total,
-        "the answer came only after the whole head ({bytes_sent} bytes): the deadline moved with \
-         every byte"
-    );
-    w.expect_closed().unwrap();
-    trickle.join().unwrap();
-    assert_eq!(b.bytes_received(), 0, "{}", b.received_preview());
-}
 
 /// A backend that answers one GET with `len` bytes, written 64 KiB at a time from one static
 /// buffer (so this process's memory does not grow with it); counts what it has written.
@@ -96,23 +39,20 @@ impl StreamingBackend {
         let w = written.clone();
         let thread = thread::spawn(move || {
             // Health checks connect and close without a byte: skip them, serve the first request.
-            let mut s = loop {
-                let (mut s, _) = listener.accept().unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                if head.ends_with(b"\r\n\r\n") {
-                    break s;
+            let mut conn = loop {
+                let (s, _) = listener.accept().unwrap();
+                let mut c = Wire::new(s);
+                c.stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                c.stream
+                    .set_write_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                if let Ok(Some(_)) = c.read_request_head() {
+                    break c;
                 }
             };
-            s.write_all(
+            conn.write_all(
                 format!("HTTP/1.1 200 OK\r\nX-Backend: stream\r\nContent-Length: {len}\r\n\r\n")
                     .as_bytes(),
             )
@@ -121,14 +61,14 @@ impl StreamingBackend {
             let mut left = len;
             while left > 0 {
                 let n = left.min(BLOCK.len());
-                if s.write_all(&BLOCK[..n]).is_err() {
+                if conn.write_all(&BLOCK[..n]).is_err() {
                     return;
                 }
                 left -= n;
                 w.fetch_add(n, Ordering::SeqCst);
             }
             // Closing ends this test backend; the proxy sees EOF on a pooled connection.
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = conn.stream.shutdown(Shutdown::Both);
         });
         StreamingBackend {
             addr,
@@ -173,7 +113,7 @@ fn wait_until_stalled(counter: &AtomicUsize) -> usize {
 #[test]
 fn slow_reader_of_a_large_response_is_backpressured() {
     const LEN: usize = 64 * MIB;
-    let _guard = measure_lock();
+    let _alone = alone();
     let backend = StreamingBackend::start(LEN);
     let proxy = start_proxy(&[("wt1", backend.addr)], |_| {});
     // Warm up the engine's allocations (buffers, executor) with a request to another proxy, so
@@ -208,8 +148,11 @@ fn slow_reader_of_a_large_response_is_backpressured() {
 
     // Now read it all.
     let t0 = Instant::now();
-    let head = w.read_head().unwrap().expect("a response head");
-    assert_eq!(head.parts[1], "200");
+    let head = w
+        .read_response_head(false)
+        .unwrap()
+        .expect("a response head");
+    assert_eq!(head.status, 200);
     assert_eq!(
         head.header("Content-Length"),
         Some(LEN.to_string().as_str())
@@ -258,7 +201,7 @@ fn connect_and_abandon(addr: &SockAddr) -> std::io::Result<()> {
 fn twenty_thousand_connection_attempts_beyond_maxconn() {
     const MAXCONN: usize = 64;
     const ATTEMPTS: usize = 20_000;
-    let _guard = measure_lock();
+    let _alone = alone();
     let b = TestBackend::start("wt1", Behavior::Normal);
     let proxy = start_proxy(&[b.spec()], |c| {
         c.maxconn = MAXCONN;
@@ -340,5 +283,41 @@ fn twenty_thousand_connection_attempts_beyond_maxconn() {
     assert!(
         during < before + 8 * MIB && after < before + 8 * MIB,
         "RSS {before} -> {during} -> {after} bytes"
+    );
+}
+
+/// A large upload streams through in bounded memory: the proxy never holds a body whole.
+/// (The engine runs in this process, so the process's RSS bounds the proxy's.)
+#[test]
+fn a_256_mib_upload_passes_in_bounded_memory() {
+    const SIZE: usize = 256 * MIB;
+    let _alone = alone();
+    let backend = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = start_proxy(&[backend.spec()], |_| {});
+    let before = vm_rss_bytes();
+    let mut w = Wire::connect(proxy.addr);
+    w.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: wt.example\r\nContent-Length: {SIZE}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let chunk = gen_body(42, MIB);
+    let mut f = Fnv::new();
+    for _ in 0..SIZE / MIB {
+        w.write_all(&chunk).unwrap();
+        f.update(&chunk);
+    }
+    let r = w.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-Req-Len"), Some(SIZE.to_string().as_str()));
+    assert_eq!(
+        r.header("X-Req-Fnv"),
+        Some(format!("{:016x}", f.finish()).as_str())
+    );
+    let grown_mib = vm_rss_bytes().saturating_sub(before) / MIB;
+    assert!(
+        grown_mib < 32,
+        "RSS grew by {grown_mib} MiB for a {} MiB body",
+        SIZE / MIB
     );
 }

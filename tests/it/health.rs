@@ -4,9 +4,6 @@
 //! The backends here can be killed for real: the listener closes (connects are refused) and every
 //! open connection is shut down, as when a Wt server process dies.
 
-mod common;
-
-use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
@@ -14,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proxy, Rng, Wire, get, session_id, start_proxy};
+use crate::common::{Proxy, Rng, Wire, get, session_id, start_proxy};
 use wtgate::config::Check;
 use wtgate::health::Admin;
 
@@ -101,21 +98,14 @@ impl Drop for Killable {
     }
 }
 
-fn serve(name: &str, mut s: TcpStream, st: &State) {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
+fn serve(name: &str, s: TcpStream, st: &State) {
+    let mut w = Wire::new(s);
     loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
+        // Parsed by `wtgate::h1`; EOF or a head it refuses ends the connection.
+        let Ok(Some(req)) = w.read_request_head() else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end + 4);
-        let target = head.split(' ').nth(1).unwrap_or("").to_string();
+        let target = req.target;
         if st.stop.load(Ordering::SeqCst) {
             return;
         }
@@ -129,7 +119,7 @@ fn serve(name: &str, mut s: TcpStream, st: &State) {
             "HTTP/1.1 {status} X\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        if s.write_all(resp.as_bytes()).is_err() {
+        if w.write_all(resp.as_bytes()).is_err() {
             return;
         }
     }
@@ -154,7 +144,7 @@ fn wait_for(proxy: &Proxy, what: &str, cond: impl Fn(&wtgate::metrics::Stats) ->
 
 /// One GET on a fresh connection: (status, backend).
 fn fetch(proxy: &Proxy, target: &str) -> (u16, String) {
-    let r = common::send_request(proxy.addr, &get(target)).expect("response");
+    let r = crate::common::send_request(proxy.addr, &get(target)).expect("response");
     (r.status, r.backend().to_string())
 }
 
@@ -398,12 +388,12 @@ fn all_backends_down_is_503_at_once() {
     });
     wt1.kill();
     wt2.kill();
-    let r = common::send_request(proxy.addr, &get("/")).unwrap();
+    let r = crate::common::send_request(proxy.addr, &get("/")).unwrap();
     assert_eq!(r.status, 503);
     assert!(r.header("Retry-After").is_some());
     // Both are now known down: the next 503 comes without a connect attempt.
     let before = proxy.engine().stats();
-    let r = common::send_request(proxy.addr, &get("/")).unwrap();
+    let r = crate::common::send_request(proxy.addr, &get("/")).unwrap();
     assert_eq!(r.status, 503);
     let after = proxy.engine().stats();
     for p in ["wt1", "wt2"] {

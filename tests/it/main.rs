@@ -1,0 +1,23 @@
+//! The integration tests, in one binary (cargo builds `tests/it/main.rs` as the test target
+//! `it`): one link instead of one per file, and one process whose test threads are kept busy
+//! across all modules. Run one module with `cargo test --test it routing::`.
+//!
+//! Each module starts its own backends and proxies on ports of their own, so the modules run
+//! side by side. Tests that measure the whole process (open descriptors, RSS, the live heap)
+//! are not here: they are in `tests/alone/`, a process of their own.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backend_responses;
+mod bad_input;
+mod bodies;
+mod cli;
+mod failure;
+mod health;
+mod load;
+mod page_loads;
+mod pipelining;
+mod routing;
+mod slow_clients;
+mod websocket;
