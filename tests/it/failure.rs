@@ -577,3 +577,34 @@ fn the_first_request_of_a_client_connection_never_meets_a_stale_pooled_connectio
         assert_eq!(r.status, want, "{reuse:?}: {:?} {}", r.head, r.body_str());
     }
 }
+
+/// Every request that does not end with a backend's answer, and every connection refused before
+/// routing, is counted by its kind: what the metrics and the access log will show.
+#[test]
+fn failures_and_rejections_are_counted_by_kind() {
+    let slow = TestBackend::start("wt1", Behavior::Slow(Duration::from_secs(3)));
+    let proxy = start_proxy(&[slow.spec()], |c| {
+        c.timeouts.server = Duration::from_millis(300)
+    });
+    let kind = |list: &[(&str, u64)], name: &str| {
+        list.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no kind {name} in {list:?}"))
+    };
+    assert_eq!(send_request(proxy.addr, &get("/slow")).unwrap().status, 504);
+    let r = send_request(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
+    assert_eq!(r.status, 400);
+    let r = send_request(proxy.addr, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(r.status, 505);
+    let stats = counted(&proxy, 1);
+    assert_eq!(kind(&stats.failures, "upstream_timeout"), 1, "{stats:?}");
+    let others: u64 = stats.failures.iter().map(|(_, v)| v).sum();
+    assert_eq!(others, 1, "{stats:?}");
+    assert_eq!(kind(&stats.rejections, "malformed"), 1, "{stats:?}");
+    assert_eq!(kind(&stats.rejections, "version"), 1, "{stats:?}");
+    assert_eq!(
+        stats.requests, 1,
+        "rejected heads are not requests: {stats:?}"
+    );
+}
