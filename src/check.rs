@@ -10,19 +10,16 @@ use crate::config::Check;
 use crate::h1;
 use crate::health::{Cause, FailReason, Gossip};
 use crate::metrics::ShardStats;
-use crate::net::{BufPool, InBuf, Sock, timeout};
+use crate::net::{BufPool, InBuf, timeout};
 use crate::shard::Shard;
 
 /// `Ok` if the backend passes `check` within `limit`, else why not.
 pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> Result<(), FailReason> {
     let verdict = timeout(limit, async {
-        let stream = glommio::net::TcpStream::connect(addr)
-            .await
-            .map_err(std::io::Error::from)?;
+        let sock = crate::net::connect(addr, limit).await?;
         let Check::Http(path) = check else {
             return Ok(Ok(()));
         };
-        let sock = Sock::new(stream);
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wtgate-check\r\nConnection: close\r\n\r\n"
         );
@@ -57,7 +54,7 @@ pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
     let cfg = shard.cfg.clone();
     let mut last_failure = None;
     loop {
-        glommio::timer::sleep(cfg.check_interval).await;
+        crate::net::sleep(cfg.check_interval).await;
         let addr = shard.addr_of(backend);
         let result = probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
         if let Err(reason) = result {

@@ -1,4 +1,7 @@
-//! The thin I/O shell over glommio sockets: a cloneable socket handle, timeouts, a read buffer.
+//! The thin I/O shell: everything wtgate asks of its async runtime (glommio today) besides
+//! starting executors (`engine/shard_thread.rs`): a cloneable socket handle, connecting, timers,
+//! spawning, blocking work, channels to the other shards, and read buffers. Nothing else in the
+//! crate names the runtime, so replacing it means replacing this file and the shard thread.
 //!
 //! A `Sock` can be read by one task while another writes to it (glommio keeps separate read and
 //! write sources per stream); the `RefCell` is only borrowed inside a single `poll_*` call, never
@@ -15,7 +18,10 @@ use std::time::Duration;
 
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use glommio::channels::channel_mesh::Senders;
+
+/// An accepted or connected TCP stream, as the runtime hands it over.
+pub use glommio::net::TcpStream;
 
 #[derive(Clone)]
 pub struct Sock(Rc<RefCell<TcpStream>>);
@@ -135,10 +141,61 @@ fn socket_shutdown(fd: i32, how: Shutdown) -> io::Result<()> {
 /// Runs `f`, failing with `TimedOut` if it takes longer than `d`.
 pub async fn timeout<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     future::or(f, async {
-        glommio::timer::sleep(d).await;
+        sleep(d).await;
         Err(io::ErrorKind::TimedOut.into())
     })
     .await
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// Runs `f` on this shard's thread, on its own, until it ends.
+pub fn spawn(f: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(f).detach();
+}
+
+/// Runs `f` off the shard's thread (a resolver lookup, say) and waits for its result.
+pub async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Connects to `addr` within `limit`, with Nagle off (a proxy writes whole messages).
+pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<Sock> {
+    let stream = TcpStream::connect_timeout(addr, limit)
+        .await
+        .map_err(io::Error::from)?;
+    let _ = stream.set_nodelay(true);
+    Ok(Sock::new(stream))
+}
+
+/// Channels to every other shard of the engine, for messages of type `T`.
+pub struct Peers<T: Send> {
+    senders: Rc<Senders<T>>,
+}
+
+impl<T: Copy + Send + 'static> Peers<T> {
+    pub fn new(senders: Senders<T>) -> Peers<T> {
+        Peers {
+            senders: Rc::new(senders),
+        }
+    }
+
+    /// Sends `msg` to every other shard. A full channel (a burst of messages) must not lose one:
+    /// that send waits for room in a task of its own.
+    pub fn broadcast(&self, msg: T) {
+        // Mesh numbers are the mesh's own (join order): send to all but ourselves.
+        let me = self.senders.peer_id();
+        for peer in (0..self.senders.nr_consumers()).filter(|&p| p != me) {
+            if self.senders.try_send_to(peer, msg).is_err() {
+                let senders = self.senders.clone();
+                spawn(async move {
+                    let _ = senders.send_to(peer, msg).await;
+                });
+            }
+        }
+    }
 }
 
 /// A shard's spare read buffers, all of one size, so that idle connections hold none: a keep-alive

@@ -13,14 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::Senders;
-
 use crate::config::Config;
 use crate::h1;
 use crate::health::{AdminTable, Gossip, Health};
 use crate::log::RateLimit;
 use crate::metrics::ShardStats;
-use crate::net::{BufPool, Sock};
+use crate::net::{BufPool, Peers, Sock};
 use crate::pool::Pool;
 use crate::route::{Decision, Router};
 use crate::trim::TrimHandle;
@@ -59,9 +57,8 @@ pub struct Shard {
     admin_seen: Cell<u64>,
     /// Read buffers for every connection of this shard.
     pub bufs: Rc<BufPool>,
-    /// Channels to the other shards (none with a single shard), and this shard's number in them.
-    peers: RefCell<Option<Rc<Senders<Gossip>>>>,
-    mesh_peer: Cell<usize>,
+    /// Channels to the other shards (none with a single shard).
+    peers: RefCell<Option<Peers<Gossip>>>,
     /// Every open client connection and tunnel backend, so that stopping can close them all.
     open: RefCell<HashMap<u64, Sock>>,
     next_open: Cell<u64>,
@@ -93,7 +90,6 @@ impl Shard {
             admin: shared.admin,
             admin_seen: Cell::new(0),
             peers: RefCell::new(None),
-            mesh_peer: Cell::new(0),
             open: RefCell::new(HashMap::new()),
             next_open: Cell::new(0),
             log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
@@ -101,9 +97,8 @@ impl Shard {
         }
     }
 
-    pub fn set_peers(&self, peers: Senders<Gossip>) {
-        self.mesh_peer.set(peers.peer_id());
-        *self.peers.borrow_mut() = Some(Rc::new(peers));
+    pub fn set_peers(&self, peers: Peers<Gossip>) {
+        *self.peers.borrow_mut() = Some(peers);
     }
 
     /// The shard that actively checks `backend`, and logs its state changes.
@@ -155,19 +150,8 @@ impl Shard {
     }
 
     fn tell_others(&self, msg: Gossip) {
-        let Some(peers) = self.peers.borrow().clone() else {
-            return;
-        };
-        // Mesh numbers are the mesh's own (join order), not shard ids: send to all but us.
-        for peer in (0..peers.nr_consumers()).filter(|&p| p != self.mesh_peer.get()) {
-            if peers.try_send_to(peer, msg).is_err() {
-                // A full channel (a burst of changes) must not lose this one: wait for room.
-                let peers = peers.clone();
-                glommio::spawn_local(async move {
-                    let _ = peers.send_to(peer, msg).await;
-                })
-                .detach();
-            }
+        if let Some(peers) = self.peers.borrow().as_ref() {
+            peers.broadcast(msg);
         }
     }
 
@@ -196,9 +180,7 @@ impl Shard {
         if host.parse::<SocketAddr>().is_ok() {
             return;
         }
-        let found = glommio::executor()
-            .spawn_blocking(move || crate::config::resolve_backend(&host))
-            .await;
+        let found = crate::net::spawn_blocking(move || crate::config::resolve_backend(&host)).await;
         let old = self.addr_of(backend);
         match found {
             Ok(new) if new != old => {
@@ -263,7 +245,7 @@ impl Shard {
         }
     }
 
-    pub fn log_accept_error(&self, e: &glommio::GlommioError<()>) {
+    pub fn log_accept_error(&self, e: &dyn std::fmt::Display) {
         eprintln!("wtgate[{}]: accept failed: {e}", self.id);
     }
 
@@ -272,7 +254,7 @@ impl Shard {
     pub async fn sweep_pool(shard: Rc<Shard>) {
         let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
         loop {
-            glommio::timer::sleep(every).await;
+            crate::net::sleep(every).await;
             shard.pool.borrow_mut().expire(Instant::now());
             if shard.bufs.take_overflowed() {
                 shard.trim.request();

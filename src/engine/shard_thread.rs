@@ -124,7 +124,7 @@ type Peers = (Senders<Gossip>, Receivers<Gossip>);
 fn start_background(shard: &Rc<Shard>, peers: Option<Peers>) -> Vec<JoinHandle<()>> {
     let mut background = Vec::new();
     if let Some((senders, mut receivers)) = peers {
-        shard.set_peers(senders);
+        shard.set_peers(crate::net::Peers::new(senders));
         for (_, rx) in receivers.streams() {
             let shard = shard.clone();
             let task = glommio::spawn_local(async move {

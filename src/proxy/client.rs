@@ -5,11 +5,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use glommio::net::TcpStream;
-
 use crate::h1::{self, ProxyHeader, RequestHead};
 use crate::metrics::ShardStats;
-use crate::net::{InBuf, Sock, timeout};
+use crate::net::{InBuf, Sock, TcpStream, timeout};
 use crate::proxy::Rejection;
 use crate::proxy::exchange::{self, Next};
 use crate::shard::Shard;

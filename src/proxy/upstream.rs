@@ -3,16 +3,12 @@
 //! answered with a status of our own, or both connections closed ([`verdict`]).
 
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use glommio::net::TcpStream;
 
 use crate::config::Reuse;
 use crate::h1::RequestHead;
 use crate::health::{Cause, FailReason, Gossip};
 use crate::metrics::ShardStats;
-use crate::net::{InBuf, Sock};
+use crate::net::{self, InBuf, Sock};
 use crate::proxy::ProxyError;
 use crate::shard::Shard;
 
@@ -129,7 +125,7 @@ pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstr
             Some(sock) => (Ok(sock), true),
             None => {
                 let addr = shard.addr_of(backend);
-                (connect_to(addr, shard.cfg.timeouts.connect).await, false)
+                (net::connect(addr, shard.cfg.timeouts.connect).await, false)
             }
         };
         match sock {
@@ -160,14 +156,6 @@ fn mark_down(shard: &Shard, backend: usize, e: &io::Error) {
         reason: FailReason::from_io(e),
     };
     shard.on_gossip(Gossip::Down { backend, cause }, true);
-}
-
-async fn connect_to(addr: SocketAddr, limit: Duration) -> io::Result<Sock> {
-    let stream = TcpStream::connect_timeout(addr, limit)
-        .await
-        .map_err(io::Error::from)?;
-    let _ = stream.set_nodelay(true);
-    Ok(Sock::new(stream))
 }
 
 #[cfg(test)]
