@@ -28,6 +28,9 @@ const MIN_BUF: usize = 32 * 1024;
 /// Spare read buffers a shard keeps (8 MiB at the default size): enough for the connections that
 /// are busy at once, so that buffers are recycled rather than allocated per request.
 const SPARE_BUFFERS: usize = 256;
+/// Spare head buffers a shard keeps, and the largest one it keeps.
+const SPARE_HEADS: usize = 256;
+const MAX_SPARE_HEAD: usize = 64 * 1024;
 /// Failure lines a shard writes per second at most.
 const LOG_LINES_PER_SECOND: u32 = 10;
 
@@ -57,6 +60,11 @@ pub struct Shard {
     admin_seen: Cell<u64>,
     /// Read buffers for every connection of this shard.
     pub bufs: Rc<BufPool>,
+    /// Buffers for the heads we write and parsed heads (their header lists), reused so that a
+    /// request allocates nothing once the shard has warmed up.
+    head_bufs: Spares<Vec<u8>>,
+    request_heads: Spares<h1::RequestHead>,
+    response_heads: Spares<h1::ResponseHead>,
     /// Channels to the other shards (none with a single shard).
     peers: RefCell<Option<Peers<Gossip>>>,
     /// Every open client connection and tunnel backend, so that stopping can close them all.
@@ -89,6 +97,9 @@ impl Shard {
             stats: shared.stats,
             admin: shared.admin,
             admin_seen: Cell::new(0),
+            head_bufs: Spares::default(),
+            request_heads: Spares::default(),
+            response_heads: Spares::default(),
             peers: RefCell::new(None),
             open: RefCell::new(HashMap::new()),
             next_open: Cell::new(0),
@@ -237,6 +248,35 @@ impl Shard {
         self.pool.borrow_mut().put(backend, sock, Instant::now());
     }
 
+    /// An empty buffer to write a head into; give it back with [`Shard::give_head_buf`].
+    pub fn take_head_buf(&self) -> Vec<u8> {
+        self.head_bufs.take()
+    }
+
+    pub fn give_head_buf(&self, mut buf: Vec<u8>) {
+        if buf.capacity() <= MAX_SPARE_HEAD {
+            buf.clear();
+            self.head_bufs.give(buf);
+        }
+    }
+
+    /// A request head to parse into (`h1::parse_request_into`), with room from earlier requests.
+    pub fn take_request_head(&self) -> h1::RequestHead {
+        self.request_heads.take()
+    }
+
+    pub fn give_request_head(&self, head: h1::RequestHead) {
+        self.request_heads.give(head);
+    }
+
+    pub fn take_response_head(&self) -> h1::ResponseHead {
+        self.response_heads.take()
+    }
+
+    pub fn give_response_head(&self, head: h1::ResponseHead) {
+        self.response_heads.give(head);
+    }
+
     /// Writes a failure line to stderr unless too many were written this second.
     pub fn log_failure(&self, line: std::fmt::Arguments) {
         if let Some(left_out) = self.log.allow(Instant::now()) {
@@ -281,5 +321,32 @@ impl Shard {
             sock.shutdown_both();
         }
         self.pool.borrow_mut().clear_all();
+    }
+}
+
+/// Values a shard reuses instead of allocating them per request: what they hold on the heap (a
+/// head's header list, a buffer's room) stays with them.
+struct Spares<T> {
+    free: RefCell<Vec<T>>,
+}
+
+impl<T> Default for Spares<T> {
+    fn default() -> Self {
+        Spares {
+            free: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Default> Spares<T> {
+    fn take(&self) -> T {
+        self.free.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn give(&self, value: T) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < SPARE_HEADS {
+            free.push(value);
+        }
     }
 }

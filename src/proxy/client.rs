@@ -136,14 +136,30 @@ async fn read_request_head(
     shard: &Shard,
     client: &mut Client,
 ) -> Result<Option<RequestHead>, Rejection> {
+    let mut head = shard.take_request_head();
+    match fill_request_head(shard, client, &mut head).await {
+        Ok(true) => Ok(Some(head)),
+        other => {
+            shard.give_request_head(head);
+            other.map(|_| None)
+        }
+    }
+}
+
+/// Reads until `head` holds a whole request head (`Ok(true)`) or the client is gone (`Ok(false)`).
+async fn fill_request_head(
+    shard: &Shard,
+    client: &mut Client,
+    head: &mut RequestHead,
+) -> Result<bool, Rejection> {
     let t = &shard.cfg.timeouts;
     let mut started: Option<Instant> = None;
     loop {
         if !client.buf.is_empty() {
-            match h1::parse_request(client.buf.data(), &shard.limits) {
-                Ok(Some(head)) => return Ok(Some(head)),
-                Ok(None) if client.buf.is_full() => return Err(Rejection::HeadTooLarge),
-                Ok(None) => {}
+            match h1::parse_request_into(client.buf.data(), &shard.limits, head) {
+                Ok(true) => return Ok(true),
+                Ok(false) if client.buf.is_full() => return Err(Rejection::HeadTooLarge),
+                Ok(false) => {}
                 Err(e) => return Err(Rejection::from_status(e.status())),
             }
             started.get_or_insert_with(Instant::now);
@@ -154,12 +170,12 @@ async fn read_request_head(
             None => t.keepalive,
         };
         match timeout(wait, client.buf.read_idle(&client.sock)).await {
-            Ok(0) => return Ok(None),
+            Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::TimedOut && started.is_some() => {
                 return Err(Rejection::HeadTimeout);
             }
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(false),
         }
     }
 }

@@ -31,9 +31,10 @@ pub enum Next {
 /// One request on its way.
 struct Request {
     head: RequestHead,
-    target: Vec<u8>,
     /// The head as forwarded, followed by the body bytes that came with it.
     fwd: Vec<u8>,
+    /// Where the request-target is in `fwd` (routing needs it after the client's buffer moved on).
+    target: std::ops::Range<usize>,
     /// Where the rest of the request body ends.
     framer: BodyFramer,
 }
@@ -61,15 +62,24 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
         answer(shard, &client.sock, 400, true).await;
         return Next::Close;
     };
+    let next = send(shard, client, &mut req).await;
+    shard.give_head_buf(req.fwd);
+    shard.give_request_head(req.head);
+    next
+}
+
+/// The tries of a request until one ends it.
+async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
     let reuse = upstream::may_reuse(shard.cfg.reuse, &req.head, client.info.earlier_requests);
     let mut how = Try::first(reuse);
     let mut resends = 0;
     loop {
-        let mut up = match upstream::connect(shard, &req.target, how).await {
+        let target = &req.fwd[req.target.clone()];
+        let mut up = match upstream::connect(shard, target, how).await {
             Ok(up) => up,
-            Err(err) => return no_backend(shard, client, &req, err).await,
+            Err(err) => return no_backend(shard, client, req, err).await,
         };
-        let result = exchange(shard, client, &mut up, &mut req).await;
+        let result = exchange(shard, client, &mut up, req).await;
         let failed = match result {
             Ok(outcome) => return finish(shard, client, up, outcome).await,
             Err(failed) => failed,
@@ -85,7 +95,7 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
             }
             Verdict::Answer(status) => {
                 count_end(shard, &up, Some(failed.err));
-                log_answer(shard, client, &req, status, (Some(up.backend), failed.err));
+                log_answer(shard, client, req, status, (Some(up.backend), failed.err));
                 answer(shard, &client.sock, status, true).await;
             }
             Verdict::Close => count_end(shard, &up, Some(failed.err)),
@@ -97,8 +107,7 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
 /// The forwarded head, with the body bytes that arrived with it (they travel in the same write).
 /// `None`: those body bytes are not valid chunked framing.
 fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Request> {
-    let target = client.buf.data()[head.target.clone()].to_vec();
-    let mut fwd = Vec::with_capacity(head.head_len + 128);
+    let mut fwd = shard.take_head_buf();
     let info = &client.info;
     let opts = ForwardOptions {
         forwarded_for: info.ip.as_deref().filter(|_| shard.cfg.forwarded_headers),
@@ -106,9 +115,20 @@ fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Requ
         trusted: info.trusted,
     };
     h1::write_forward_request(&mut fwd, client.buf.data(), &head, &opts);
+    // The forwarded request line is the client's method and target as they came.
+    let target_at = head.method.len() + 1;
+    let target = target_at..target_at + head.target.len();
+    debug_assert_eq!(
+        &fwd[target.clone()],
+        &client.buf.data()[head.target.clone()]
+    );
     client.buf.consume(head.head_len);
     let mut framer = BodyFramer::new(head.framing);
-    let adv = framer.advance(client.buf.data()).ok()?;
+    let Ok(adv) = framer.advance(client.buf.data()) else {
+        shard.give_head_buf(fwd);
+        shard.give_request_head(head);
+        return None;
+    };
     fwd.extend_from_slice(&client.buf.data()[..adv.consumed]);
     client.buf.consume(adv.consumed);
     Some(Request {
@@ -170,8 +190,9 @@ fn log_answer(
     status: u16,
     (backend, err): (Option<usize>, ProxyError),
 ) {
-    let path_end = req.target.iter().position(|&b| b == b'?');
-    let path = String::from_utf8_lossy(&req.target[..path_end.unwrap_or(req.target.len())]);
+    let target = &req.fwd[req.target.clone()];
+    let path_end = target.iter().position(|&b| b == b'?');
+    let path = String::from_utf8_lossy(&target[..path_end.unwrap_or(target.len())]);
     // The forwarded head starts with the method, as the client sent it.
     let method = String::from_utf8_lossy(&req.fwd[..req.head.method.len()]);
     let ip = client.info.ip.as_deref().unwrap_or("?");
@@ -290,12 +311,20 @@ struct Relay<'a> {
 
 impl Relay<'_> {
     async fn run(mut self) -> Result<Outcome, ProxyError> {
-        let head = self.final_head().await?;
+        let mut head = self.shard.take_response_head();
+        let outcome = self.relay(&mut head).await;
+        self.shard.give_response_head(head);
+        outcome
+    }
+
+    async fn relay(&mut self, head: &mut ResponseHead) -> Result<Outcome, ProxyError> {
+        self.final_head(head).await?;
+        let head = &*head;
         if head.status == 101 {
             if !self.req.upgrade {
                 return Err(ProxyError::UnexpectedUpgrade);
             }
-            self.send_head(&head, true, 0).await?;
+            self.send_head(head, true, 0).await?;
             return Ok(Outcome::Upgraded);
         }
         let client_keep_alive =
@@ -303,7 +332,7 @@ impl Relay<'_> {
         let mut framer = BodyFramer::new(head.framing);
         let first = framer.advance(&self.buf.data()[head.head_len..]);
         let first = first.map_err(|_| ProxyError::BadResponseBody)?.consumed;
-        self.send_head(&head, client_keep_alive, first).await?;
+        self.send_head(head, client_keep_alive, first).await?;
         Ok(Outcome::Complete(
             match self.relay_body(&mut framer).await? {
                 BodyEnd::Framed { clean } => Done {
@@ -318,13 +347,13 @@ impl Relay<'_> {
         ))
     }
 
-    /// The response head after any interim ones (100 Continue, 103 Early Hints), which go to 1.1
-    /// clients as they are.
-    async fn final_head(&mut self) -> Result<ResponseHead, ProxyError> {
+    /// Reads the response head after any interim ones (100 Continue, 103 Early Hints), which go
+    /// to 1.1 clients as they are.
+    async fn final_head(&mut self, head: &mut ResponseHead) -> Result<(), ProxyError> {
         loop {
-            let head = self.read_head().await?;
+            self.read_head(head).await?;
             if !(100..200).contains(&head.status) || head.status == 101 {
-                return Ok(head);
+                return Ok(());
             }
             if self.req.version == h1::Version::Http11 {
                 self.write_client(&self.buf.data()[..head.head_len]).await?;
@@ -333,14 +362,15 @@ impl Relay<'_> {
         }
     }
 
-    async fn read_head(&mut self) -> Result<ResponseHead, ProxyError> {
+    async fn read_head(&mut self, head: &mut ResponseHead) -> Result<(), ProxyError> {
         let limits = &self.shard.limits;
         loop {
             if !self.buf.is_empty() {
-                match h1::parse_response(self.buf.data(), limits, self.req.is_head) {
-                    Ok(Some(head)) => return Ok(head),
-                    Ok(None) if self.buf.is_full() => return Err(ProxyError::BadResponseHead),
-                    Ok(None) => {}
+                let is_head = self.req.is_head;
+                match h1::parse_response_into(self.buf.data(), limits, is_head, head) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) if self.buf.is_full() => return Err(ProxyError::BadResponseHead),
+                    Ok(false) => {}
                     Err(_) => return Err(ProxyError::BadResponseHead),
                 }
             }
@@ -371,13 +401,15 @@ impl Relay<'_> {
         keep_alive: bool,
         first: usize,
     ) -> Result<(), ProxyError> {
-        let mut out = Vec::with_capacity(head.head_len + 64);
+        let mut out = self.shard.take_head_buf();
         let version = self.req.version;
         h1::write_forward_response(&mut out, self.buf.data(), head, keep_alive, version);
         self.buf.consume(head.head_len);
         out.extend_from_slice(&self.buf.data()[..first]);
         self.buf.consume(first);
-        self.write_client(&out).await
+        let written = self.write_client(&out).await;
+        self.shard.give_head_buf(out);
+        written
     }
 
     /// Relays the rest of the body.
