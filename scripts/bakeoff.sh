@@ -9,6 +9,10 @@
 # Options: --rounds N (5)  --duration 4s  --warmup 1s  --conns 64  --msg-size 1024
 #          --proxy-cpu N (default: the last core)  --load-cpus LIST (default: the other cores)
 #          --targets "haproxy glommio monoio uring"  --out DIR (bench/results/bakeoff)  --no-build
+#          --counters  after the rounds, one more WS load per target under `perf stat -p`: syscalls,
+#                      io_uring_enter calls, SQEs, CQEs, poll arms, task-work runs and context
+#                      switches of the proxy, per message (needs perf; a separate pass, so the
+#                      timed rounds run without perf attached)
 #
 # Loads, against each target in turn (the order rotates every round; each target is started fresh
 # for its turn and stopped after it):
@@ -37,6 +41,7 @@ MSG=1024
 TARGETS=(haproxy glommio monoio uring)
 OUT="$ROOT/bench/results/bakeoff"
 BUILD=1
+COUNTERS=0
 BASE_PORT=${BASE_PORT:-28380}
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
@@ -58,10 +63,14 @@ while [ $# -gt 0 ]; do
     --targets) read -r -a TARGETS <<<"$2"; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --counters) COUNTERS=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "bakeoff.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
+done
+for t in "${TARGETS[@]}"; do
+  case "$t" in haproxy|glommio|monoio|uring) ;; *) echo "bakeoff.sh: unknown target $t" >&2; exit 2 ;; esac
 done
 case "$DUR" in *s) DUR_S=${DUR%s} ;; *) echo "bakeoff.sh: --duration takes seconds, e.g. 4s" >&2; exit 2 ;; esac
 
@@ -95,12 +104,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Each target has its own port, so none has to bind where another's connections linger.
 BACKEND_PORT=$BASE_PORT
-PROXY_PORT=$((BASE_PORT + 1))
 BACKEND=127.0.0.1:$BACKEND_PORT
+declare -A PORT
+for i in "${!TARGETS[@]}"; do PORT[${TARGETS[$i]}]=$((BASE_PORT + 1 + i)); done
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$BACKEND_PORT" "$PROXY_PORT"; do
+for p in "$BACKEND_PORT" "${PORT[@]}"; do
   if port_busy "$p"; then
     log "port $p is in use (another bench?); pick others with BASE_PORT=..."; exit 1
   fi
@@ -124,14 +135,16 @@ defaults
   timeout client 60s
   timeout server 60s
 frontend relay
-  bind 127.0.0.1:$PROXY_PORT
+  bind 127.0.0.1:${PORT[haproxy]:-$BASE_PORT}
   default_backend b
 backend b
   server s1 $BACKEND
 EOF
 
 PROXY_PID=
+PROXY_PORT=
 start_proxy() { # target
+  PROXY_PORT=${PORT[$1]}
   case "$1" in
     haproxy)
       taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & ;;
@@ -147,9 +160,6 @@ start_proxy() { # target
 stop_proxy() {
   kill "$PROXY_PID" 2>/dev/null || true
   wait "$PROXY_PID" 2>/dev/null || true
-  # The next target binds the same port: wait until it is free again.
-  for _ in $(seq 100); do port_busy "$PROXY_PORT" || return 0; sleep 0.05; done
-  log "port $PROXY_PORT still busy after stopping pid $PROXY_PID"; return 1
 }
 cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 json_num() { grep -o "\"$1\":[-0-9.e+]*" | head -1 | cut -d: -f2; }
@@ -212,6 +222,43 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 BUSY_AFTER=$(busy_pct)
+
+# --- counters (optional) -------------------------------------------------------------------------
+COUNTER_TABLE=""
+if [ "$COUNTERS" = 1 ]; then
+  if ! command -v perf >/dev/null; then
+    log "--counters: no perf here (Debian: apt-get install linux-perf); skipped"
+  else
+    EV=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_submit_req
+    EV+=,io_uring:io_uring_complete,io_uring:io_uring_poll_arm,io_uring:io_uring_task_work_run
+    EV+=,io_uring:io_uring_local_work_run,context-switches
+    COUNTER_TABLE="| runtime | syscalls | io_uring_enter | SQEs | CQEs | poll arms | task-work runs | context switches |"$'\n'"|---|---:|---:|---:|---:|---:|---:|---:|"
+    for t in "${TARGETS[@]}"; do
+      log "[$((SECONDS - T0))s] counters → $t"
+      start_proxy "$t"
+      timeout $((DUR_S + 30)) perf stat -x, -e "$EV" -p "$PROXY_PID" -o "$WORK/$t.perf" \
+        -- sleep $((DUR_S + 1)) &
+      PERF=$!
+      STARTED+=("$PERF")
+      out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
+        --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$MSG" -d "$DUR" --warmup 0s \
+        --prefixes wt1 --json --quiet) || log "counters: ws load → $t failed"
+      wait "$PERF" || true
+      stop_proxy
+      COUNTER_TABLE+=$'\n'$(awk -F, -v n="$(json_num sent <<<"$out")" -v t="$t" '
+        $1 ~ /^[0-9]+$/ { v[$3] = $1 }
+        END {
+          if (n + 0 == 0) { print "| " t " | – | – | – | – | – | – | – |"; exit }
+          printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f |\n", t,
+            v["raw_syscalls:sys_enter"] / n, v["syscalls:sys_enter_io_uring_enter"] / n,
+            v["io_uring:io_uring_submit_req"] / n, v["io_uring:io_uring_complete"] / n,
+            v["io_uring:io_uring_poll_arm"] / n,
+            (v["io_uring:io_uring_task_work_run"] + v["io_uring:io_uring_local_work_run"]) / n,
+            v["context-switches"] / n
+        }' "$WORK/$t.perf")
+    done
+  fi
+fi
 for t in glommio monoio uring; do
   [ -f "$WORK/$t.log" ] && log "$t: $(grep -m1 "relay-$t:" "$WORK/$t.log" | sed "s/^relay-$t: //")"
 done
@@ -256,5 +303,11 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   echo "- medians over rounds; \"vs HAProxy\" = median over rounds of (runtime's CPU/msg ÷ HAProxy's in the same round)"
   echo
   table
+  if [ -n "$COUNTER_TABLE" ]; then
+    echo
+    echo "Per WebSocket message (one message = client → proxy → backend → proxy → client), counted in the proxy's process by \`perf stat -p\` over one extra $DUR WS load per target, outside the timed rounds:"
+    echo
+    echo "$COUNTER_TABLE"
+  fi
 } | tee "$OUT/report.md"
 log "done in $((SECONDS - T0)) s; rows in $RESULTS"

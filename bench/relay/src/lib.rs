@@ -82,11 +82,14 @@ pub fn pin(core: Option<usize>) -> Result<(), String> {
     }
 }
 
-/// A listening socket (SO_REUSEADDR, as std sets it; backlog 1024) in blocking mode.
+/// A listening socket (backlog 1024) in blocking mode, with SO_REUSEADDR and SO_REUSEPORT as
+/// glommio's, monoio's and HAProxy's listeners have: a relay restarted on the port of one that just
+/// stopped binds despite the old connections still in TIME_WAIT there.
 pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
