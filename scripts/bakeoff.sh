@@ -25,7 +25,7 @@
 # state), then the median over rounds is reported.
 #
 # Output: a line per round and load; then a markdown table of medians (also in DIR/report.md, the
-# raw rows in DIR/rounds.tsv). Everything is on 127.0.0.1, every load has a duration and a
+# raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt). Everything is on 127.0.0.1, every load has a duration and a
 # `timeout`, and every process started here is stopped on exit.
 set -euo pipefail
 
@@ -168,6 +168,7 @@ json_num() { grep -o "\"$1\":[-0-9.e+]*" | head -1 | cut -d: -f2; }
 RESULTS="$OUT/rounds.tsv"
 mkdir -p "$OUT"
 printf 'round\ttarget\tload\trate\tcpu_us_per_msg\terrors\n' >"$RESULTS"
+: >"$OUT/wrk.txt"
 
 run_ws() { # target round
   local out rate cpu errs
@@ -187,6 +188,7 @@ run_ka() { # target round
     "http://127.0.0.1:$PROXY_PORT/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0" 2>&1) \
     || { log "wrk → $1 failed"; return 0; }
   c1=$(cpu_ticks "$PROXY_PID")
+  printf '== round %s, %s\n%s\n' "$2" "$1" "$out" >>"$OUT/wrk.txt"
   rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Socket errors/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i}
@@ -310,4 +312,4 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo "$COUNTER_TABLE"
   fi
 } | tee "$OUT/report.md"
-log "done in $((SECONDS - T0)) s; rows in $RESULTS"
+log "done in $((SECONDS - T0)) s; rows in $RESULTS, wrk output in $OUT/wrk.txt"
