@@ -12,7 +12,8 @@
 #          --counters  after the rounds, one more WS load per target under `perf stat -p`: syscalls,
 #                      io_uring_enter calls, SQEs, CQEs, poll arms, task-work runs and context
 #                      switches of the proxy, per message (needs perf; a separate pass, so the
-#                      timed rounds run without perf attached)
+#                      timed rounds run without perf attached); plus the rescheduling and
+#                      function-call IPIs the proxy core took (/proc/interrupts, whole core)
 #
 # Loads, against each target in turn (the order rotates every round; each target is started fresh
 # for its turn and stopped after it):
@@ -234,7 +235,8 @@ if [ "$COUNTERS" = 1 ]; then
     EV=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_submit_req
     EV+=,io_uring:io_uring_complete,io_uring:io_uring_poll_arm,io_uring:io_uring_task_work_run
     EV+=,io_uring:io_uring_local_work_run,context-switches
-    COUNTER_TABLE="| runtime | syscalls | io_uring_enter | SQEs | CQEs | poll arms | task-work runs | context switches |"$'\n'"|---|---:|---:|---:|---:|---:|---:|---:|"
+    COUNTER_TABLE="| runtime | syscalls | io_uring_enter | SQEs | CQEs | poll arms | task-work runs | context switches | IPIs to the proxy core |"$'\n'"|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    ipis() { awk -v c=$((PROXY_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" {s += $c} END {print s + 0}' /proc/interrupts; }
     for t in "${TARGETS[@]}"; do
       log "[$((SECONDS - T0))s] counters → $t"
       start_proxy "$t"
@@ -242,21 +244,23 @@ if [ "$COUNTERS" = 1 ]; then
         -- sleep $((DUR_S + 1)) &
       PERF=$!
       STARTED+=("$PERF")
+      i0=$(ipis)
       out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
         --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$MSG" -d "$DUR" --warmup 0s \
         --prefixes wt1 --json --quiet) || log "counters: ws load → $t failed"
+      i1=$(ipis)
       wait "$PERF" || true
       stop_proxy
-      COUNTER_TABLE+=$'\n'$(awk -F, -v n="$(json_num sent <<<"$out")" -v t="$t" '
+      COUNTER_TABLE+=$'\n'$(awk -F, -v n="$(json_num sent <<<"$out")" -v t="$t" -v ipi=$((i1 - i0)) '
         $1 ~ /^[0-9]+$/ { v[$3] = $1 }
         END {
-          if (n + 0 == 0) { print "| " t " | – | – | – | – | – | – | – |"; exit }
-          printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f |\n", t,
+          if (n + 0 == 0) { print "| " t " | – | – | – | – | – | – | – | – |"; exit }
+          printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f |\n", t,
             v["raw_syscalls:sys_enter"] / n, v["syscalls:sys_enter_io_uring_enter"] / n,
             v["io_uring:io_uring_submit_req"] / n, v["io_uring:io_uring_complete"] / n,
             v["io_uring:io_uring_poll_arm"] / n,
             (v["io_uring:io_uring_task_work_run"] + v["io_uring:io_uring_local_work_run"]) / n,
-            v["context-switches"] / n
+            v["context-switches"] / n, ipi / n
         }' "$WORK/$t.perf")
     done
   fi
@@ -307,7 +311,7 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   table
   if [ -n "$COUNTER_TABLE" ]; then
     echo
-    echo "Per WebSocket message (one message = client → proxy → backend → proxy → client), counted in the proxy's process by \`perf stat -p\` over one extra $DUR WS load per target, outside the timed rounds:"
+    echo "Per WebSocket message (one message = client → proxy → backend → proxy → client), counted in the proxy's process by \`perf stat -p\` over one extra $DUR WS load per target, outside the timed rounds; IPIs (rescheduling + function-call interrupts) are those of the whole proxy core from /proc/interrupts, so other work on that core adds to them:"
     echo
     echo "$COUNTER_TABLE"
   fi
