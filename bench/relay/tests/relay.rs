@@ -1,0 +1,241 @@
+//! Each relay binary, started as a child against an in-test echo backend on 127.0.0.1: byte-exact
+//! transfer of a few MiB both ways, half-close passed on both ways, a reader that lags (flow
+//! control), many concurrent connections, and a backend that refuses.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+/// What the backend sends after it has read EOF, before its own FIN.
+const TRAILER: &[u8] = b"backend saw EOF\n";
+/// No test waits longer than this for a byte.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Echoes each connection until EOF, then sends `TRAILER` and shuts its write side.
+fn echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            thread::spawn(move || {
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let _ = s.write_all(TRAILER);
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A relay child process, killed when dropped.
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    fn start(bin: &str, backend: SocketAddr) -> Relay {
+        Relay::start_with_env(bin, backend, &[])
+    }
+
+    fn start_with_env(bin: &str, backend: SocketAddr, env: &[(&str, &str)]) -> Relay {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--backend", &backend.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{bin} said {line:?}"))
+            .parse()
+            .unwrap();
+        Relay { child, addr }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `len` bytes of a pattern that differs per seed and per offset.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data` through the relay in odd-sized writes, half-closes, and checks that exactly
+/// `data` + `TRAILER` comes back, then EOF. `lag` delays the first read (the relay must hold
+/// back, not lose or reorder).
+fn round_trip(relay: SocketAddr, data: Vec<u8>, lag: Duration) {
+    let s = TcpStream::connect(relay).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let expected_len = data.len() + TRAILER.len();
+    let writer = thread::spawn(move || {
+        for chunk in data.chunks(7_777) {
+            w.write_all(chunk).unwrap();
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+        data
+    });
+    thread::sleep(lag);
+    let mut got = Vec::with_capacity(expected_len);
+    let mut r = s;
+    r.read_to_end(&mut got).unwrap();
+    let data = writer.join().unwrap();
+    assert_eq!(got.len(), expected_len, "bytes back");
+    assert!(got[..data.len()] == data[..], "echoed bytes differ");
+    assert_eq!(&got[data.len()..], TRAILER);
+}
+
+fn big_transfer(bin: &str) {
+    let relay = Relay::start(bin, echo_backend());
+    round_trip(relay.addr, pattern(1, 4 << 20), Duration::ZERO);
+    // A client that reads nothing for a while: the relay's buffers fill and it must stop reading
+    // (flow control), then resume without losing or reordering a byte.
+    round_trip(relay.addr, pattern(2, 6 << 20), Duration::from_millis(500));
+}
+
+fn half_close_both_ways(bin: &str) {
+    let relay = Relay::start(bin, echo_backend());
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut four = [0u8; 4];
+    s.read_exact(&mut four).unwrap();
+    assert_eq!(&four, b"ping");
+    // Our FIN reaches the backend, which still answers (the trailer) and then sends its own FIN.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, TRAILER);
+}
+
+fn many_connections(bin: &str) {
+    many_connections_through(&Relay::start(bin, echo_backend()));
+}
+
+fn many_connections_through(relay: &Relay) {
+    let addr = relay.addr;
+    let clients: Vec<_> = (0..200u64)
+        .map(|i| {
+            thread::spawn(move || {
+                round_trip(
+                    addr,
+                    pattern(100 + i, 1000 + 997 * i as usize),
+                    Duration::ZERO,
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The relay is still fine afterwards (slots and buffers were given back).
+    round_trip(addr, pattern(7, 1 << 20), Duration::ZERO);
+}
+
+fn backend_refuses(bin: &str) {
+    // A port that was just free: connect is refused, and the client is closed, not left hanging.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = Relay::start(bin, dead);
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(relay.addr).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected EOF or reset, got {other:?}"),
+        }
+    }
+}
+
+macro_rules! relay_tests {
+    ($module:ident, $bin:literal) => {
+        mod $module {
+            const BIN: &str = env!(concat!("CARGO_BIN_EXE_", $bin));
+            #[test]
+            fn big_transfer() {
+                super::big_transfer(BIN);
+            }
+            #[test]
+            fn half_close_both_ways() {
+                super::half_close_both_ways(BIN);
+            }
+            #[test]
+            fn many_connections() {
+                super::many_connections(BIN);
+            }
+            #[test]
+            fn backend_refuses() {
+                super::backend_refuses(BIN);
+            }
+        }
+    };
+}
+
+relay_tests!(glommio, "relay-glommio");
+relay_tests!(monoio, "relay-monoio");
+relay_tests!(uring, "relay-uring");
+
+/// relay-uring with a shared buffer ring of 2 buffers: recvs end with ENOBUFS all the time and
+/// fall back to the connection's own buffer; nothing may stall, be lost or reordered.
+mod uring_starved {
+    const BIN: &str = env!("CARGO_BIN_EXE_relay-uring");
+    const ENV: &[(&str, &str)] = &[("WTGATE_RELAY_URING_BUFS", "2")];
+
+    #[test]
+    fn big_transfer() {
+        let relay = super::Relay::start_with_env(BIN, super::echo_backend(), ENV);
+        super::round_trip(
+            relay.addr,
+            super::pattern(3, 4 << 20),
+            super::Duration::ZERO,
+        );
+        let lag = super::Duration::from_millis(500);
+        super::round_trip(relay.addr, super::pattern(4, 6 << 20), lag);
+    }
+
+    #[test]
+    fn many_connections() {
+        let relay = super::Relay::start_with_env(BIN, super::echo_backend(), ENV);
+        super::many_connections_through(&relay);
+    }
+}

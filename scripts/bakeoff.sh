@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Runtime bake-off (docs/runtime.md): the same minimal L4 relay (bench/relay: accept, connect one
+# backend, copy both ways with 16 KiB buffers, one thread pinned to the proxy core) on glommio,
+# monoio and a raw io-uring loop, with HAProxy `mode tcp` (one thread, same core) as the anchor.
+#
+#   scripts/bakeoff.sh                         5 interleaved rounds × 4 s per load (~4 minutes)
+#   scripts/bakeoff.sh --rounds 1 --duration 2s   a quick look
+#
+# Options: --rounds N (5)  --duration 4s  --warmup 1s  --conns 64  --msg-size 1024
+#          --proxy-cpu N (default: the last core)  --load-cpus LIST (default: the other cores)
+#          --targets "haproxy glommio monoio uring"  --out DIR (bench/results/bakeoff)  --no-build
+#          --counters  after the rounds, one more WS load per target under `perf stat -p`: syscalls,
+#                      io_uring_enter calls, SQEs, CQEs, poll arms, task-work runs and context
+#                      switches of the proxy, per message (needs perf; a separate pass, so the
+#                      timed rounds run without perf attached); plus the rescheduling and
+#                      function-call IPIs the proxy core took (/proc/interrupts, whole core)
+#
+# Loads, against each target in turn (the order rotates every round; each target is started fresh
+# for its turn and stopped after it):
+#   ws  WebSocket echo, 1 KiB messages, 64 connections: `wtgate-bench load --mode ws --pids`
+#       (proxy CPU = utime+stime of the proxy process over the measured window ÷ messages sent)
+#   ka  keep-alive GETs, 64 connections: `wrk -t1 -c64` (proxy CPU = utime+stime from
+#       /proc/PID/stat across the wrk run ÷ requests)
+# The backend is one `wtgate-bench serve` thread; it and the generator share the load CPUs, the
+# proxy has its core to itself. Ratios to HAProxy are taken per round (same round, same machine
+# state), then the median over rounds is reported.
+#
+# Output: a line per round and load; then a markdown table of medians (also in DIR/report.md, the
+# raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt). Everything is on 127.0.0.1, every load has a duration and a
+# `timeout`, and every process started here is stopped on exit.
+set -euo pipefail
+
+ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$ROOT"
+
+ARGV="$*"
+ROUNDS=5
+DUR=4s
+WARM=1s
+CONNS=64
+MSG=1024
+TARGETS=(haproxy glommio monoio uring)
+OUT="$ROOT/bench/results/bakeoff"
+BUILD=1
+COUNTERS=0
+BASE_PORT=${BASE_PORT:-28380}
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+  PROXY_CPU=$((NCPU - 1))
+  LOAD_CPUS=0-$((NCPU - 2))
+else
+  PROXY_CPU=0
+  LOAD_CPUS=0
+fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DUR=$2; shift ;;
+    --warmup) WARM=$2; shift ;;
+    --conns) CONNS=$2; shift ;;
+    --msg-size) MSG=$2; shift ;;
+    --proxy-cpu) PROXY_CPU=$2; shift ;;
+    --load-cpus) LOAD_CPUS=$2; shift ;;
+    --targets) read -r -a TARGETS <<<"$2"; shift ;;
+    --out) OUT=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    --counters) COUNTERS=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) echo "bakeoff.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for t in "${TARGETS[@]}"; do
+  case "$t" in haproxy|glommio|monoio|uring) ;; *) echo "bakeoff.sh: unknown target $t" >&2; exit 2 ;; esac
+done
+case "$DUR" in *s) DUR_S=${DUR%s} ;; *) echo "bakeoff.sh: --duration takes seconds, e.g. 4s" >&2; exit 2 ;; esac
+
+log() { echo "bakeoff.sh: $*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------
+missing=()
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} from apt"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "$BUILD" = 1 ]; then
+  log "building release binaries (wtgate-bench, wtgate-relay)"
+  cargo build --release -q -p wtgate-bench -p wtgate-relay
+fi
+BENCH="$ROOT/target/release/wtgate-bench"
+TCK=$(getconf CLK_TCK)
+
+# --- processes ---------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/wtgate-bakeoff.XXXXXX)
+STARTED=()
+cleanup() {
+  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Each target has its own port, so none has to bind where another's connections linger.
+BACKEND_PORT=$BASE_PORT
+BACKEND=127.0.0.1:$BACKEND_PORT
+declare -A PORT
+for i in "${!TARGETS[@]}"; do PORT[${TARGETS[$i]}]=$((BASE_PORT + 1 + i)); done
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$BACKEND_PORT" "${PORT[@]}"; do
+  if port_busy "$p"; then
+    log "port $p is in use (another bench?); pick others with BASE_PORT=..."; exit 1
+  fi
+done
+wait_port() { # port: up to 5 s
+  for _ in $(seq 100); do
+    port_busy "$1" && return 0
+    sleep 0.05
+  done
+  log "nothing listens on port $1"; return 1
+}
+
+cat >"$WORK/haproxy.cfg" <<EOF
+# The anchor: one thread, plain TCP relay to the one backend (no splicing, no inspection).
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend relay
+  bind 127.0.0.1:${PORT[haproxy]:-$BASE_PORT}
+  default_backend b
+backend b
+  server s1 $BACKEND
+EOF
+
+PROXY_PID=
+PROXY_PORT=
+start_proxy() { # target
+  PROXY_PORT=${PORT[$1]}
+  case "$1" in
+    haproxy)
+      taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & ;;
+    glommio|monoio|uring)
+      taskset -c "$PROXY_CPU" "$ROOT/target/release/relay-$1" --listen "127.0.0.1:$PROXY_PORT" \
+        --backend "$BACKEND" --core "$PROXY_CPU" >"$WORK/$1.log" 2>&1 & ;;
+    *) log "unknown target $1"; exit 2 ;;
+  esac
+  PROXY_PID=$!
+  STARTED+=("$PROXY_PID")
+  wait_port "$PROXY_PORT"
+}
+stop_proxy() {
+  kill "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+}
+cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+json_num() { grep -o "\"$1\":[-0-9.e+]*" | head -1 | cut -d: -f2; }
+
+# --- loads ---------------------------------------------------------------------------------------
+RESULTS="$OUT/rounds.tsv"
+mkdir -p "$OUT"
+printf 'round\ttarget\tload\trate\tcpu_us_per_msg\terrors\n' >"$RESULTS"
+: >"$OUT/wrk.txt"
+
+run_ws() { # target round
+  local out rate cpu errs
+  out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
+    --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$MSG" -d "$DUR" --warmup "$WARM" \
+    --prefixes wt1 --pids "$PROXY_PID" --json --quiet) || { log "ws load → $1 failed"; return 0; }
+  rate=$(json_num rps <<<"$out"); cpu=$(json_num cpu_us_per_req <<<"$out")
+  errs=$(json_num errors_total <<<"$out")
+  printf '%s\t%s\tws\t%.0f\t%.2f\t%s\n' "$2" "$1" "$rate" "$cpu" "$errs" >>"$RESULTS"
+  printf 'round %s  %-8s ws  %9.0f msgs/s  %6.2f µs CPU/msg  errors %s\n' "$2" "$1" "$rate" "$cpu" "$errs"
+}
+
+run_ka() { # target round
+  local c0 c1 out rate reqs errs cpu
+  c0=$(cpu_ticks "$PROXY_PID")
+  out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$DUR" \
+    "http://127.0.0.1:$PROXY_PORT/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0" 2>&1) \
+    || { log "wrk → $1 failed"; return 0; }
+  c1=$(cpu_ticks "$PROXY_PID")
+  printf '== round %s, %s\n%s\n' "$2" "$1" "$out" >>"$OUT/wrk.txt"
+  rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  errs=$(awk '/Socket errors/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i}
+    /Non-2xx/ {s += $NF} END {print s + 0}' <<<"$out")
+  cpu=$(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$TCK" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+  printf '%s\t%s\tka\t%.0f\t%s\t%s\n' "$2" "$1" "$rate" "$cpu" "$errs" >>"$RESULTS"
+  printf 'round %s  %-8s ka  %9.0f req/s   %6.2f µs CPU/req  errors %s\n' "$2" "$1" "$rate" "$cpu" "$errs"
+}
+
+busy_pct() { # all cores, over one second
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  awk -v u=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) )) \
+      -v i=$(( (b[4]+b[5]) - (a[4]+a[5]) )) 'BEGIN { printf "%.0f", 100 * u / (u + i) }'
+}
+
+BUSY_BEFORE=$(busy_pct)
+log "machine busy ${BUSY_BEFORE}% (all cores) before the run; proxy on CPU $PROXY_CPU, backend + generator on CPU $LOAD_CPUS; work dir $WORK"
+taskset -c "$LOAD_CPUS" "$BENCH" serve --listen "$BACKEND" --prefix wt1 >"$WORK/backend.log" 2>&1 &
+STARTED+=("$!")
+wait_port "$BACKEND_PORT"
+
+T0=$SECONDS
+n=${#TARGETS[@]}
+for r in $(seq "$ROUNDS"); do
+  for i in $(seq 0 $((n - 1))); do
+    t=${TARGETS[$(( (i + r - 1) % n ))]}
+    log "[$((SECONDS - T0))s] round $r/$ROUNDS → $t"
+    start_proxy "$t"
+    run_ws "$t" "$r"
+    run_ka "$t" "$r"
+    stop_proxy
+  done
+done
+BUSY_AFTER=$(busy_pct)
+
+# --- counters (optional) -------------------------------------------------------------------------
+COUNTER_TABLE=""
+if [ "$COUNTERS" = 1 ]; then
+  if ! command -v perf >/dev/null; then
+    log "--counters: no perf here (Debian: apt-get install linux-perf); skipped"
+  else
+    EV=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_submit_req
+    EV+=,io_uring:io_uring_complete,io_uring:io_uring_poll_arm,io_uring:io_uring_task_work_run
+    EV+=,io_uring:io_uring_local_work_run,context-switches
+    COUNTER_TABLE="| runtime | syscalls | io_uring_enter | SQEs | CQEs | poll arms | task-work runs | context switches | IPIs to the proxy core |"$'\n'"|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    ipis() { awk -v c=$((PROXY_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" {s += $c} END {print s + 0}' /proc/interrupts; }
+    for t in "${TARGETS[@]}"; do
+      log "[$((SECONDS - T0))s] counters → $t"
+      start_proxy "$t"
+      timeout $((DUR_S + 30)) perf stat -x, -e "$EV" -p "$PROXY_PID" -o "$WORK/$t.perf" \
+        -- sleep $((DUR_S + 1)) &
+      PERF=$!
+      STARTED+=("$PERF")
+      i0=$(ipis)
+      out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
+        --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$MSG" -d "$DUR" --warmup 0s \
+        --prefixes wt1 --json --quiet) || log "counters: ws load → $t failed"
+      i1=$(ipis)
+      wait "$PERF" || true
+      stop_proxy
+      COUNTER_TABLE+=$'\n'$(awk -F, -v n="$(json_num sent <<<"$out")" -v t="$t" -v ipi=$((i1 - i0)) '
+        $1 ~ /^[0-9]+$/ { v[$3] = $1 }
+        END {
+          if (n + 0 == 0) { print "| " t " | – | – | – | – | – | – | – | – |"; exit }
+          printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f |\n", t,
+            v["raw_syscalls:sys_enter"] / n, v["syscalls:sys_enter_io_uring_enter"] / n,
+            v["io_uring:io_uring_submit_req"] / n, v["io_uring:io_uring_complete"] / n,
+            v["io_uring:io_uring_poll_arm"] / n,
+            (v["io_uring:io_uring_task_work_run"] + v["io_uring:io_uring_local_work_run"]) / n,
+            v["context-switches"] / n, ipi / n
+        }' "$WORK/$t.perf")
+    done
+  fi
+fi
+for t in glommio monoio uring; do
+  [ -f "$WORK/$t.log" ] && log "$t: $(grep -m1 "relay-$t:" "$WORK/$t.log" | sed "s/^relay-$t: //")"
+done
+
+# --- report --------------------------------------------------------------------------------------
+table() {
+  awk -F'\t' -v targets="${TARGETS[*]}" '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      if (n == 0) return ""
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NR > 1 { rate[$2, $3] = rate[$2, $3] " " $4; cpu[$2, $3] = cpu[$2, $3] " " $5; c[$1, $2, $3] = $5
+             errs[$2, $3] += $6; rounds[$1] = 1 }
+    END {
+      nt = split(targets, T, " ")
+      print "| runtime | WS echo msgs/s | WS CPU µs/msg | WS CPU vs HAProxy | keep-alive req/s | keep-alive CPU µs/req | keep-alive CPU vs HAProxy | errors |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|"
+      for (k = 1; k <= nt; k++) {
+        t = T[k]; line = "| " t
+        for (li = 1; li <= 2; li++) {
+          l = li == 1 ? "ws" : "ka"
+          ratios = ""
+          for (r in rounds) if ((r, t, l) in c && (r, "haproxy", l) in c && c[r, "haproxy", l] > 0)
+            ratios = ratios " " c[r, t, l] / c[r, "haproxy", l]
+          ratio = median(ratios)
+          line = line sprintf(" | %.0f | %.2f | %s", median(rate[t, l]), median(cpu[t, l]), ratio == "" ? "–" : sprintf("%.2f×", ratio))
+        }
+        print line " | " errs[t, "ws"] + errs[t, "ka"] + 0 " |"
+      }
+    }' "$RESULTS"
+}
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+  echo "## Relay bake-off — $(date -u +%Y-%m-%dT%H:%MZ), commit $REV"
+  echo
+  echo "- machine: $NCPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+  echo "- command: \`scripts/bakeoff.sh $ARGV\` — $ROUNDS interleaved round(s), $DUR per load (ws after $WARM warm-up), $CONNS connections"
+  echo "- pinning: proxy (one thread) on CPU $PROXY_CPU; backend (\`wtgate-bench serve\`, 1 thread) and generator on CPU $LOAD_CPUS"
+  echo "- background: all cores ${BUSY_BEFORE}% busy in the second before the run, ${BUSY_AFTER}% after it"
+  echo "- medians over rounds; \"vs HAProxy\" = median over rounds of (runtime's CPU/msg ÷ HAProxy's in the same round)"
+  echo
+  table
+  if [ -n "$COUNTER_TABLE" ]; then
+    echo
+    echo "Per WebSocket message (one message = client → proxy → backend → proxy → client), counted in the proxy's process by \`perf stat -p\` over one extra $DUR WS load per target, outside the timed rounds; IPIs (rescheduling + function-call interrupts) are those of the whole proxy core from /proc/interrupts, so other work on that core adds to them:"
+    echo
+    echo "$COUNTER_TABLE"
+  fi
+} | tee "$OUT/report.md"
+log "done in $((SECONDS - T0)) s; rows in $RESULTS, wrk output in $OUT/wrk.txt"
