@@ -346,6 +346,11 @@ pub struct Config {
     pub pin: bool,
     /// Characters after the prefix in a Wt session id (Wt's `session-id-length`).
     pub session_id_length: usize,
+    /// A Wt session counts as live this long after its last request (Wt's session timeout), or
+    /// while a WebSocket tunnel of it is open.
+    pub session_idle: Duration,
+    /// Sessions each shard tracks at most (about 20 bytes each); more are counted, not tracked.
+    pub max_sessions: usize,
     pub timeouts: Timeouts,
     /// Client connections served at once by the whole process; more wait in the kernel backlog.
     pub maxconn: usize,
@@ -384,6 +389,8 @@ impl Default for Config {
             threads: 0,
             pin: true,
             session_id_length: 16,
+            session_idle: Duration::from_secs(600),
+            max_sessions: 100_000,
             timeouts: Timeouts::default(),
             maxconn: 4096,
             retries: 3,

@@ -16,6 +16,7 @@
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
 //!   messages; [`check`] runs the active checks.
+//! - [`sessions`]: the live Wt sessions each shard routed to their owners, merged on request.
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
 //!   [`trim`] returns freed memory to the system off the shards.
 //!
@@ -32,6 +33,7 @@ pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod route;
+pub mod sessions;
 pub mod shard;
 pub mod trim;
 

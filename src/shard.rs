@@ -9,8 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -20,7 +20,8 @@ use crate::log::RateLimit;
 use crate::metrics::ShardStats;
 use crate::net::{BufPool, Peers, Sock};
 use crate::pool::Pool;
-use crate::route::{Decision, Router};
+use crate::route::{Decision, Router, find_wtd};
+use crate::sessions::SessionTable;
 use crate::trim::TrimHandle;
 
 /// Read buffer per direction: large enough for any allowed head, and for body bursts.
@@ -38,6 +39,9 @@ const LOG_LINES_PER_SECOND: u32 = 10;
 /// the flag it raises when memory is worth trimming.
 pub struct Shared {
     pub stats: Arc<ShardStats>,
+    /// The sessions this shard routed to their owners; the engine merges the shards' tables when
+    /// asked. Only this shard writes it, so its lock is never contended on the hot path.
+    pub sessions: Arc<Mutex<SessionTable>>,
     pub admin: Arc<AdminTable>,
     pub trim: TrimHandle,
 }
@@ -56,6 +60,7 @@ pub struct Shard {
     /// fail (Wt servers in containers change addresses), spread with the `Up` gossip.
     addrs: RefCell<Vec<SocketAddr>>,
     pub stats: Arc<ShardStats>,
+    sessions: Arc<Mutex<SessionTable>>,
     admin: Arc<AdminTable>,
     admin_seen: Cell<u64>,
     /// Read buffers for every connection of this shard.
@@ -95,6 +100,7 @@ impl Shard {
             addrs: RefCell::new(cfg.backends.iter().map(|b| b.addr).collect()),
             cfg,
             stats: shared.stats,
+            sessions: shared.sessions,
             admin: shared.admin,
             admin_seen: Cell::new(0),
             head_bufs: Spares::default(),
@@ -277,6 +283,29 @@ impl Shard {
         self.response_heads.give(head);
     }
 
+    fn sessions(&self) -> std::sync::MutexGuard<'_, SessionTable> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request with a `wtd` went to its owner: its session is live.
+    pub fn session_seen(&self, target: &[u8], owner: usize) {
+        if let Some(id) = find_wtd(target) {
+            self.sessions().seen(id, owner, Instant::now());
+        }
+    }
+
+    /// A WebSocket tunnel of the session in `target` opened (`open`) or closed.
+    pub fn session_tunnel(&self, target: &[u8], owner: usize, open: bool) {
+        if let Some(id) = find_wtd(target) {
+            let (mut sessions, now) = (self.sessions(), Instant::now());
+            if open {
+                sessions.tunnel_opened(id, owner, now);
+            } else {
+                sessions.tunnel_closed(id, now);
+            }
+        }
+    }
+
     /// Writes a failure line to stderr unless too many were written this second.
     pub fn log_failure(&self, line: std::fmt::Arguments) {
         if let Some(left_out) = self.log.allow(Instant::now()) {
@@ -296,6 +325,9 @@ impl Shard {
         loop {
             crate::net::sleep(every).await;
             shard.pool.borrow_mut().expire(Instant::now());
+            shard
+                .sessions()
+                .expire(Instant::now(), shard.cfg.session_idle);
             if shard.bufs.take_overflowed() {
                 shard.trim.request();
             }

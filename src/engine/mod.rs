@@ -14,9 +14,9 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use socket2::Socket;
 use crate::config::{Config, ConfigError};
 use crate::health::{Admin, AdminTable, Gossip};
 use crate::metrics::{ShardStats, Stats};
+use crate::sessions::{self, BackendSessions, SessionTable};
 use crate::shard::Shared;
 use crate::trim::Trimmer;
 
@@ -133,6 +134,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     cfg: Arc<Config>,
     stats: Vec<Arc<ShardStats>>,
+    sessions: Vec<Arc<Mutex<SessionTable>>>,
     admin: Arc<AdminTable>,
     /// Declared last: dropped after the shards have stopped.
     trimmer: Trimmer,
@@ -152,6 +154,12 @@ impl Engine {
             shards: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
+            sessions: (0..n)
+                .map(|_| {
+                    let table = SessionTable::new(cfg.max_sessions, std::time::Instant::now());
+                    Arc::new(Mutex::new(table))
+                })
+                .collect(),
             admin: Arc::new(AdminTable::new(cfg.backends.len())),
             cfg,
             trimmer: Trimmer::start(),
@@ -189,6 +197,7 @@ impl Engine {
             mesh,
             shared: Shared {
                 stats: self.stats[id].clone(),
+                sessions: self.sessions[id].clone(),
                 admin: self.admin.clone(),
                 trim: self.trimmer.handle(),
             },
@@ -236,6 +245,26 @@ impl Engine {
     /// Counters per backend, summed over shards, and how many shards see each backend up.
     pub fn stats(&self) -> Stats {
         Stats::sum(&self.cfg, &self.stats)
+    }
+
+    /// Live Wt sessions per backend (in the order of `Config::backends`), merged over the shards:
+    /// sessions routed to their owner within `session_idle`, or with a WebSocket open.
+    pub fn sessions(&self) -> Vec<BackendSessions> {
+        let guards: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let now = std::time::Instant::now();
+        let (backends, idle) = (self.cfg.backends.len(), self.cfg.session_idle);
+        sessions::merge(guards.iter().map(|g| &**g), backends, now, idle)
+    }
+
+    /// Sessions not tracked because a shard's table was full (`max_sessions`).
+    pub fn sessions_untracked(&self) -> u64 {
+        let lock =
+            |t: &Arc<Mutex<SessionTable>>| t.lock().unwrap_or_else(|e| e.into_inner()).untracked;
+        self.sessions.iter().map(lock).sum()
     }
 
     /// Sets a backend's admin state (`ready`, `drain`, `maint`) on every shard; the shards pick it

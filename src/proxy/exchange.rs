@@ -79,9 +79,12 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             Ok(up) => up,
             Err(err) => return no_backend(shard, client, req, err).await,
         };
+        if up.affinity {
+            shard.session_seen(&req.fwd[req.target.clone()], up.backend);
+        }
         let result = exchange(shard, client, &mut up, req).await;
         let failed = match result {
-            Ok(outcome) => return finish(shard, client, up, outcome).await,
+            Ok(outcome) => return finish(shard, client, up, req, outcome).await,
             Err(failed) => failed,
         };
         up.sock.shutdown_both();
@@ -159,7 +162,13 @@ async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyErr
 
 /// A completed exchange: the backend connection back to the pool if it can serve another
 /// request, or the connection handed over to a tunnel after `101`.
-async fn finish(shard: &Shard, client: &mut Client, mut up: Upstream, outcome: Outcome) -> Next {
+async fn finish(
+    shard: &Shard,
+    client: &mut Client,
+    mut up: Upstream,
+    req: &Request,
+    outcome: Outcome,
+) -> Next {
     count_end(shard, &up, None);
     match outcome {
         Outcome::Complete(done) => {
@@ -175,7 +184,16 @@ async fn finish(shard: &Shard, client: &mut Client, mut up: Upstream, outcome: O
             }
         }
         Outcome::Upgraded => {
+            // A WebSocket keeps its session live for as long as it is open.
+            let target = &req.fwd[req.target.clone()];
+            let session = up.affinity.then_some(target);
+            if let Some(t) = session {
+                shard.session_tunnel(t, up.backend, true);
+            }
             tunnel::run(shard, client, &mut up).await;
+            if let Some(t) = session {
+                shard.session_tunnel(t, up.backend, false);
+            }
             Next::Close
         }
     }

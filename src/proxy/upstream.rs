@@ -10,6 +10,7 @@ use crate::health::{Cause, FailReason, Gossip};
 use crate::metrics::ShardStats;
 use crate::net::{self, InBuf, Sock};
 use crate::proxy::ProxyError;
+use crate::route::Decision;
 use crate::shard::Shard;
 
 /// Sends of one request after its backend connection closed before answering, at most.
@@ -21,6 +22,8 @@ pub struct Upstream {
     pub sock: Sock,
     /// Taken from the pool (it served requests before) rather than connected for this try.
     pub pooled: bool,
+    /// The backend owns the request's session (routed by affinity).
+    pub affinity: bool,
     pub buf: InBuf,
 }
 
@@ -113,10 +116,9 @@ impl Try {
 pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstream, ProxyError> {
     let mut failed: Option<usize> = None;
     for _ in 0..shard.cfg.retries {
-        let backend = shard
-            .route(target, how.exclude)
-            .backend()
-            .ok_or(ProxyError::NoBackend)?;
+        let decision = shard.route(target, how.exclude);
+        let backend = decision.backend().ok_or(ProxyError::NoBackend)?;
+        let affinity = matches!(decision, Decision::Owner(_));
         if let Some(f) = failed.take() {
             ShardStats::count(&shard.stats.backends[f].retries);
         }
@@ -135,6 +137,7 @@ pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstr
                     backend,
                     sock,
                     pooled,
+                    affinity,
                     buf,
                 });
             }

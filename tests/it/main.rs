@@ -19,5 +19,6 @@ mod load;
 mod page_loads;
 mod pipelining;
 mod routing;
+mod sessions;
 mod slow_clients;
 mod websocket;
