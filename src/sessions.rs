@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(m[0].since_last, Some(Duration::from_secs(5)));
         assert_eq!(m[1].live, 1);
         // Ten minutes after its last request, a session is gone.
-        let later = t0 + Duration::from_secs(601);
+        let later = t0 + Duration::from_secs(603);
         let m = merge([&a, &b], 2, later, IDLE);
         assert_eq!(m[0].live, 1, "the one seen at t0+5 s is still live");
         assert_eq!(m[1], BackendSessions::default());
