@@ -98,6 +98,8 @@ read -ra HAPROXY_CMD <<<"$HAPROXY"
 read -ra NGINX_CMD <<<"$NGINX"
 read -ra WRK_CMD <<<"$WRK"
 read -ra TASKSET_CMD <<<"$TASKSET"
+# Not in the programs' environment: nginx reads $NGINX as a list of inherited sockets.
+export -n WTGATE BENCH HAPROXY NGINX WRK TASKSET
 
 # --- limits and pinning ------------------------------------------------------------------------
 # 10 000 idle client connections need that many descriptors in the generator and in each proxy;
