@@ -5,16 +5,26 @@
 #
 #   scripts/compare.sh            full run: 3 interleaved rounds × 4 s per load (~7 minutes)
 #   scripts/compare.sh --quick    1 round × 2 s per load, no wrk cross-check (~2 minutes)
+#   scripts/compare.sh --proxy-cores 4    proxies on cores 0-3, generator + backends on the rest
 #
 # Options: --rounds N  --duration 4s  --rate 10000  --idle-conns 10000  --out DIR  --no-build
+#          --proxy-cores N
 # Output: DIR (default bench/results) gets results.jsonl, report.md and one SVG per scenario.
 #
-# Pinning (on 2 cores): every proxy runs on PROXY_CPUS (default: the last core) with as many
+# Pinning (default, on 2 cores): every proxy runs on PROXY_CPUS (default: the last core) with as many
 # threads/workers as that set has cores (wtgate --threads, HAProxy nbthread, nginx
 # worker_processes); the load generator and both backends share LOAD_CPUS (default: the other
 # cores). The proxy never competes with the generator for its core, so "proxy CPU µs/request" is its
 # own work; req/s is then bounded by whichever side saturates first, and the "direct" row shows what
 # the generator+backend core alone can do. On a single-core machine everything shares core 0.
+# --proxy-cores N (many cores; scripts/scaling.sh runs a list of N): proxies on cores 0..N-1, one
+# thread/worker per core (HAProxy cpu-map, nginx worker_cpu_affinity, wtgate pins its shards); the
+# generator (--threads R, wrk -tR) and both backends (serve --threads ceil(R/2) each) share the R
+# other cores. With an open-files limit ≤ 20 000 it caps maxconn at 4000 (idle test 3900).
+#
+# Programs: WTGATE, BENCH, HAPROXY, NGINX, WRK and TASKSET each hold the command prefix that starts
+# that program (default: the release builds, then the names on PATH), e.g. for packed binaries
+# WRK="/d/lib/ld-linux-x86-64.so.2 --library-path /d/lib /d/bin/wrk" (no spaces inside paths).
 #
 # Everything is bounded: each load has a fixed duration and `timeout`, all traffic is on 127.0.0.1,
 # and every process started here is stopped on exit.
@@ -32,6 +42,7 @@ RATE=10000
 IDLE_CONNS=10000
 OUT="$ROOT/bench/results"
 BUILD=1
+PROXY_CORES=
 BASE_PORT=${BASE_PORT:-27080}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,7 +53,8 @@ while [ $# -gt 0 ]; do
     --idle-conns) IDLE_CONNS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --proxy-cores) PROXY_CORES=$2; shift ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,11 +63,22 @@ done
 log() { echo "compare.sh: $*" >&2; }
 
 # --- tools -------------------------------------------------------------------------------------
+# Each program is started by a command prefix (an array after word splitting); a given prefix must
+# work as it is, a default name missing from PATH is installed from apt.
 missing=()
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v taskset >/dev/null || missing+=(util-linux)
+prog() { # VAR default apt-package
+  local var=$1 def=$2 pkg=$3 val
+  val=${!var:-$def}
+  if ! command -v "${val%% *}" >/dev/null; then
+    if [ "$val" != "$def" ]; then log "$var=$val: ${val%% *} not found"; exit 2; fi
+    missing+=("$pkg")
+  fi
+  printf -v "$var" '%s' "$val"
+}
+prog HAPROXY haproxy haproxy
+prog NGINX nginx nginx-light
+prog WRK wrk wrk
+prog TASKSET taskset util-linux
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} from apt"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -67,8 +90,16 @@ if [ "$BUILD" = 1 ]; then
   log "building release binaries"
   cargo build --release -q -p wtgate -p wtgate-bench
 fi
-WTGATE="$ROOT/target/release/wtgate"
-BENCH="$ROOT/target/release/wtgate-bench"
+WTGATE=${WTGATE:-$ROOT/target/release/wtgate}
+BENCH=${BENCH:-$ROOT/target/release/wtgate-bench}
+read -ra WTGATE_CMD <<<"$WTGATE"
+read -ra BENCH_CMD <<<"$BENCH"
+read -ra HAPROXY_CMD <<<"$HAPROXY"
+read -ra NGINX_CMD <<<"$NGINX"
+read -ra WRK_CMD <<<"$WRK"
+read -ra TASKSET_CMD <<<"$TASKSET"
+# Not in the programs' environment: nginx reads $NGINX as a list of inherited sockets.
+export -n WTGATE BENCH HAPROXY NGINX WRK TASKSET
 
 # --- limits and pinning ------------------------------------------------------------------------
 # 10 000 idle client connections need that many descriptors in the generator and in each proxy;
@@ -84,14 +115,49 @@ fi
 MAXCONN=$(( IDLE_CONNS + 100 ))
 
 NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
+GEN_THREADS=1   # load generator and wrk threads
+SERVE_THREADS=1 # threads of each backend
+HAPROXY_EXTRA=  # global lines added after nbthread
+NGINX_EXTRA=    # main-context lines added after worker_processes
+if [ -n "$PROXY_CORES" ]; then
+  if ! [[ "$PROXY_CORES" =~ ^[1-9][0-9]*$ ]] || [ "$PROXY_CORES" -ge "$NCPU" ]; then
+    log "--proxy-cores $PROXY_CORES: need 1 ≤ N < $NCPU (the cores left run the generator and backends)"
+    exit 2
+  fi
+  PROXY_CPUS=0-$((PROXY_CORES - 1))
+  LOAD_CPUS=$PROXY_CORES-$((NCPU - 1))
+  R=$((NCPU - PROXY_CORES))
+  GEN_THREADS=$R
+  SERVE_THREADS=$(( (R + 1) / 2 ))
+  # HAProxy: thread i on CPU i-1. nginx: worker i on CPU i (one bit mask per worker).
+  if [ "$PROXY_CORES" = 1 ]; then HAPROXY_EXTRA="cpu-map 1/1 0"
+  else HAPROXY_EXTRA="cpu-map auto:1/1-$PROXY_CORES $PROXY_CPUS"; fi
+  masks=
+  for i in $(seq 0 $((PROXY_CORES - 1))); do
+    m=
+    for j in $(seq $((PROXY_CORES - 1)) -1 0); do if [ "$j" = "$i" ]; then m+=1; else m+=0; fi; done
+    masks+=" $m"
+  done
+  NGINX_EXTRA="worker_cpu_affinity$masks;"
+  # Many HAProxy threads with maxconn near half the open-files limit do not fit in 20 000
+  # descriptors: keep every proxy's maxconn (and the idle test) at 4000 there.
+  if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -le 20000 ] && [ "$MAXCONN" -gt 4000 ]; then
+    log "open-files limit $NOFILE with --proxy-cores: maxconn 4000, idle test 3900 connections"
+    MAXCONN=4000
+    IDLE_CONNS=3900
+  fi
+elif [ "$NCPU" -ge 2 ]; then
   PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
   LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
 else
   PROXY_CPUS=${PROXY_CPUS:-0}
   LOAD_CPUS=${LOAD_CPUS:-0}
 fi
-SHARDS=$(taskset -c "$PROXY_CPUS" nproc)
+SHARDS=$("${TASKSET_CMD[@]}" -c "$PROXY_CPUS" nproc)
+# Started as root, nginx's workers switch to its compiled-in user (www-data on Debian), which a bare
+# machine may lack.
+NGINX_USER=
+if [ "$(id -u)" = 0 ] && ! grep -q '^www-data:' /etc/passwd; then NGINX_USER=" user root root;"; fi
 
 # --- processes ---------------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/wtgate-compare.XXXXXX)
@@ -125,27 +191,29 @@ start() { # name
   local name=$1
   case "$name" in
     wt1|wt2)
-      taskset -c "$LOAD_CPUS" "$BENCH" serve --listen "127.0.0.1:${PORT[$name]}" --prefix "$name" \
-        >"$WORK/$name.log" 2>&1 &
+      "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${BENCH_CMD[@]}" serve --listen "127.0.0.1:${PORT[$name]}" \
+        --prefix "$name" --threads "$SERVE_THREADS" >"$WORK/$name.log" 2>&1 &
       ;;
     wtgate)
-      taskset -c "$PROXY_CPUS" "$WTGATE" --listen "127.0.0.1:${PORT[wtgate]}" \
+      "${TASKSET_CMD[@]}" -c "$PROXY_CPUS" "${WTGATE_CMD[@]}" --listen "127.0.0.1:${PORT[wtgate]}" \
         --backend "wt1=$B1" --backend "wt2=$B2" --threads "$SHARDS" --maxconn "$MAXCONN" \
         >"$WORK/wtgate.log" 2>&1 &
       ;;
     haproxy)
       sed -e "s/@PORT@/${PORT[haproxy]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
         -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/$MAXCONN/g" \
+        -e "${HAPROXY_EXTRA:+/^ *nbthread /a\\  $HAPROXY_EXTRA}" \
         scripts/bench-haproxy.cfg >"$WORK/haproxy.cfg"
-      taskset -c "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+      "${TASKSET_CMD[@]}" -c "$PROXY_CPUS" "${HAPROXY_CMD[@]}" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
       ;;
     nginx)
       mkdir -p "$WORK/nginx-body" "$WORK/nginx-proxy"
       sed -e "s|@DIR@|$WORK|g; s/@PORT@/${PORT[nginx]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
         -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/$MAXCONN/g" \
+        -e "${NGINX_EXTRA:+/^worker_processes /a\\$NGINX_EXTRA}" \
         scripts/bench-nginx.conf >"$WORK/nginx.conf"
-      taskset -c "$PROXY_CPUS" nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' \
-        >"$WORK/nginx.log" 2>&1 &
+      "${TASKSET_CMD[@]}" -c "$PROXY_CPUS" "${NGINX_CMD[@]}" -p "$WORK" -e "$WORK/nginx-error.log" \
+        -c "$WORK/nginx.conf" -g "daemon off;$NGINX_USER" >"$WORK/nginx.log" 2>&1 &
       ;;
   esac
   PID[$name]=$!
@@ -161,10 +229,17 @@ stop() { # name
   PID[$1]=
 }
 
+children_of() { # pid → its child pids, one a line (from /proc: procps may be missing)
+  local f
+  for f in /proc/[0-9]*/stat; do
+    awk -v p="$1" '{ pid = $1; sub(/.*\) /, ""); if ($2 == p) print pid }' "$f" 2>/dev/null || true
+  done
+}
+
 pids_of() { # target → comma-separated pids whose CPU and RSS count as "the proxy"
   case "$1" in
     direct) echo "${PID[wt1]}" ;;
-    nginx) { echo "${PID[nginx]}"; pgrep -P "${PID[nginx]}" || true; } | paste -sd, ;;
+    nginx) { echo "${PID[nginx]}"; children_of "${PID[nginx]}"; } | paste -sd, ;;
     *) echo "${PID[$1]}" ;;
   esac
 }
@@ -198,7 +273,8 @@ run_load() { # scenario target round
   local s=$1 t=$2 r=$3 prefixes=wt1,wt2
   [ "$t" = direct ] && prefixes=wt1  # one backend alone owns only its own sessions
   # shellcheck disable=SC2086
-  if ! timeout 60 taskset -c "$LOAD_CPUS" "$BENCH" load --json --quiet \
+  if ! timeout 60 "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${BENCH_CMD[@]}" load --json --quiet \
+      --threads "$GEN_THREADS" \
       --target "127.0.0.1:${PORT[$t]}" -d "$DUR" --warmup "$WARM" --prefixes "$prefixes" \
       --pids "$(pids_of "$t")" ${ARGS[$s]} \
       --tag "scenario=$s" --tag "target=$t" --tag "round=$r" \
@@ -249,7 +325,7 @@ if [ "$QUICK" = 0 ]; then
     log "[$((SECONDS - T0))s] wrk cross-check → $t"
     pids=$(pids_of "$t")
     c0=$(cpu_ticks "$pids")
-    out=$(timeout 30 taskset -c "$LOAD_CPUS" wrk -t1 -c64 -d3s \
+    out=$(timeout 30 "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${WRK_CMD[@]}" -t"$GEN_THREADS" -c64 -d3s \
       "http://127.0.0.1:${PORT[$t]}/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0" 2>&1 || true)
     c1=$(cpu_ticks "$pids")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -268,7 +344,7 @@ for t in "${TARGETS[@]}"; do
   sleep 0.3
   log "[$((SECONDS - T0))s] idle: $IDLE_CONNS connections → $t"
   prefixes=wt1,wt2; [ "$t" = direct ] && prefixes=wt1
-  timeout 90 taskset -c "$LOAD_CPUS" "$BENCH" idle --json --target "127.0.0.1:${PORT[$t]}" \
+  timeout 90 "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${BENCH_CMD[@]}" idle --json --target "127.0.0.1:${PORT[$t]}" \
     --conns "$IDLE_CONNS" --hold 2s --limit 60s --prefixes "$prefixes" --pids "$(pids_of "$t")" \
     --tag scenario=idle --tag "target=$t" --tag round=1 \
     --tag "title=$IDLE_CONNS idle keep-alive client connections" \
@@ -281,14 +357,14 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "${WTGATE_REV:-u
 {
   echo "## wtgate vs HAProxy vs nginx — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)"
-  echo "- versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), wtgate $REV"
+  echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/^MemTotal:/ {printf "%d", $2 / 1048576}' /proc/meminfo) GiB, kernel $(uname -r)"
+  echo "- versions: $("${HAPROXY_CMD[@]}" -v | head -1 | cut -d' ' -f1-3), $("${NGINX_CMD[@]}" -v 2>&1 | cut -d' ' -f3), wtgate $REV"
   echo "- command: \`scripts/compare.sh $ARGV\` — $ROUNDS round(s), $DUR per load after $WARM warm-up"
-  echo "- pinning: proxies on CPU $PROXY_CPUS with $SHARDS thread(s)/worker(s) each; generator and both backends on CPU $LOAD_CPUS"
+  echo "- pinning: proxies on CPU $PROXY_CPUS with $SHARDS thread(s)/worker(s) each; generator ($GEN_THREADS thread(s)) and both backends ($SERVE_THREADS thread(s) each) on CPU $LOAD_CPUS; maxconn $MAXCONN"
   echo "- background: all cores ${BUSY_BEFORE}% busy in the second before the run (other work on a shared machine adds noise)"
   echo "- \"direct\" = the wt1 backend alone (its CPU/request is the bare-server floor); CPU µs/request = utime+stime of the proxy's processes over the measured window ÷ requests sent"
   echo
-  "$BENCH" report "$RESULTS" --svg-dir "$OUT"
+  "${BENCH_CMD[@]}" report "$RESULTS" --svg-dir "$OUT"
   if [ -n "$WRK_TABLE" ]; then
     echo "### Cross-check with wrk (keep-alive, 64 connections, one Wt URL, 3 s, 1 round)"
     echo
