@@ -231,7 +231,8 @@ impl ProxyArgs {
         if let Some(e) = memlock_error(cfg.shard_count()) {
             errors.push(e.to_string());
         }
-        (cfg, errors, report.warnings)
+        let warnings = report.warnings.iter().map(|w| w.to_string()).collect();
+        (cfg, errors, warnings)
     }
 
     /// `--listen` and `--backend`; true for each kind that parsed entirely.
