@@ -1,7 +1,10 @@
-//! One `Config` for the whole proxy, built from command-line flags, and its validation.
+//! One `Config` for the whole proxy, built from command-line flags and a config file ([`file`]),
+//! and its validation.
 //!
 //! Validation errors are meant to be read by an operator at a terminal: each one says what is wrong
 //! and what to change, naming the setting as the operator gave it (a flag, or a key of the file).
+
+pub mod file;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
