@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds wtgate in release mode and installs the binary as /usr/local/bin/wtgate; with --systemd also
-# the unit scripts/wtgate.service as /etc/systemd/system/wtgate.service (an existing unit, which you
-# may have edited, is left alone).
+# the unit scripts/wtgate.service as /etc/systemd/system/wtgate.service and wtgate.example.toml as
+# its config file /etc/wtgate/wtgate.toml (an existing unit or config file, which you may have
+# edited, is left alone).
 #
 #   scripts/install.sh [--systemd]
 #
@@ -29,8 +30,15 @@ if [ "${1:-}" = "--systemd" ]; then
     $SUDO install -m 0644 scripts/wtgate.service "$UNIT"
     echo "installed $UNIT"
   fi
+  CONF=/etc/wtgate/wtgate.toml
+  if [ -e "$CONF" ]; then
+    echo "kept the existing $CONF (the example is wtgate.example.toml)"
+  else
+    $SUDO install -D -m 0644 wtgate.example.toml "$CONF"
+    echo "installed $CONF (from wtgate.example.toml)"
+  fi
   $SUDO systemctl daemon-reload
-  echo "edit ExecStart in $UNIT (test the options with 'wtgate check ...'), then:"
+  echo "edit $CONF (test it with 'wtgate check --config $CONF'), then:"
   echo "  systemctl enable --now wtgate"
 else
   echo "add --systemd to install the systemd unit too"

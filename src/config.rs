@@ -1,7 +1,10 @@
-//! One `Config` for the whole proxy, built from command-line flags, and its validation.
+//! One `Config` for the whole proxy, built from command-line flags and a config file ([`file`]),
+//! and its validation.
 //!
 //! Validation errors are meant to be read by an operator at a terminal: each one says what is wrong
-//! and what to change.
+//! and what to change, naming the setting as the operator gave it (a flag, or a key of the file).
+
+pub mod file;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -47,7 +50,8 @@ impl fmt::Display for Check {
 }
 
 impl Check {
-    fn parse(s: &str) -> Result<Check, String> {
+    /// Parses `tcp` or an absolute path, as `--check` and `check=` take them.
+    pub fn parse(s: &str) -> Result<Check, String> {
         match s.trim() {
             "tcp" => Ok(Check::Tcp),
             p if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -61,6 +65,9 @@ impl Check {
 }
 
 impl BackendConfig {
+    /// The weight of a backend given none.
+    pub const DEFAULT_WEIGHT: u32 = 1;
+
     /// Parses `PREFIX=HOST:PORT[,weight=N][,check=tcp|/path]`, resolving HOST once, now.
     pub fn parse(spec: &str) -> Result<BackendConfig, ConfigError> {
         let bad = |why: &str| ConfigError::Backend {
@@ -74,15 +81,11 @@ impl BackendConfig {
         if prefix.is_empty() {
             return Err(bad("the session-id prefix before '=' is empty"));
         }
-        if !prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(bad(
-                "a Wt session-id prefix may hold only [0-9A-Za-z] (it is part of the session id)",
-            ));
-        }
+        check_prefix(prefix).map_err(|why| bad(&why))?;
         let mut parts = rest.split(',');
         let hostport = parts.next().unwrap_or("").trim();
         let addr = resolve_backend(hostport).map_err(|why| bad(&why))?;
-        let mut weight = 1;
+        let mut weight = BackendConfig::DEFAULT_WEIGHT;
         let mut check = None;
         for opt in parts {
             let (key, value) = opt
@@ -94,9 +97,11 @@ impl BackendConfig {
                         .trim()
                         .parse::<u32>()
                         .ok()
-                        .filter(|w| *w <= 1000)
+                        .filter(|w| *w <= MAX_WEIGHT)
                         .ok_or_else(|| {
-                            bad(&format!("weight '{value}' is not a whole number 0..=1000"))
+                            bad(&format!(
+                                "weight '{value}' is not a whole number 0..={MAX_WEIGHT}"
+                            ))
                         })?
                 }
                 "check" => check = Some(Check::parse(value).map_err(|why| bad(&why))?),
@@ -115,6 +120,23 @@ impl BackendConfig {
             check,
         })
     }
+}
+
+/// The largest backend weight.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// Why `prefix` cannot be a Wt session-id prefix, if it cannot.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("the session-id prefix is empty".into());
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(
+            "a Wt session-id prefix may hold only [0-9A-Za-z] (it is part of the session id)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Resolves a backend's `HOST:PORT` (`BackendConfig::host`) to its first address. It blocks in the
@@ -206,17 +228,7 @@ pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
         why,
     };
     let mut parts = spec.split(',');
-    let s = parts.next().unwrap_or("").trim();
-    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    // Only a port may follow the ':': `::1:8080` is an unbracketed IPv6 address, not a port.
-    let s = if let Some(port) = s.strip_prefix(':').filter(|p| all_digits(p)) {
-        format!("0.0.0.0:{port}")
-    } else if all_digits(s) {
-        format!("0.0.0.0:{s}")
-    } else {
-        s.to_string()
-    };
-    let mut listen = Listen::from(resolve(&s).map_err(bad)?);
+    let mut listen = Listen::from(parse_listen_addr(parts.next().unwrap_or("")).map_err(bad)?);
     for opt in parts {
         match opt.trim() {
             "proxy-protocol" => listen.proxy_protocol = true,
@@ -230,19 +242,47 @@ pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
     Ok(listen)
 }
 
+/// Parses a listen address without options: `HOST:PORT`, `[::1]:PORT`, `:PORT` or `PORT`.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    // Only a port may follow the ':': `::1:8080` is an unbracketed IPv6 address, not a port.
+    let s = if let Some(port) = s.strip_prefix(':').filter(|p| all_digits(p)) {
+        format!("0.0.0.0:{port}")
+    } else if all_digits(s) {
+        format!("0.0.0.0:{s}")
+    } else {
+        s.to_string()
+    };
+    resolve(&s)
+}
+
+/// Why an operator's listen address cannot be used, beyond what `Config::validate_all` checks.
+/// The library takes port 0 (tests, embedding); a command line or config file that asked for it
+/// would listen where no client could find it.
+pub fn check_operator_listen(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        let why = "port 0 would be a port the kernel picks, unknown to every client: give a port";
+        return Err(why.into());
+    }
+    Ok(())
+}
+
 /// Parses `--trust-forwarded-from`: a CIDR, or a bare IP meaning just that address (/32, /128).
 /// Host bits are dropped (`10.1.2.3/8` is `10.0.0.0/8`), and an IPv4-mapped IPv6 network becomes
 /// the IPv4 one, as `Config::trusts` sees mapped client addresses as IPv4.
 pub fn parse_cidr(spec: &str) -> Result<IpNet, ConfigError> {
+    parse_net(spec)
+        .map_err(|why| ConfigError::Invalid(format!("--trust-forwarded-from '{spec}': {why}")))
+}
+
+/// `parse_cidr` with the reason alone.
+pub fn parse_net(spec: &str) -> Result<IpNet, String> {
     let s = spec.trim();
     let net = s
         .parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            ConfigError::Invalid(format!(
-                "--trust-forwarded-from '{spec}': not an IP address or a CIDR such as 10.0.0.0/8"
-            ))
-        })?;
+        .map_err(|_| "not an IP address or a CIDR such as 10.0.0.0/8".to_string())?;
     let net = match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(
@@ -287,17 +327,22 @@ impl fmt::Display for Reuse {
     }
 }
 
-impl std::str::FromStr for Reuse {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Reuse, ConfigError> {
+impl Reuse {
+    /// Parses `safe`, `always` or `never`; the error names the value and the choices.
+    pub fn parse(s: &str) -> Result<Reuse, String> {
         match s.trim() {
             "safe" => Ok(Reuse::Safe),
             "always" => Ok(Reuse::Always),
             "never" => Ok(Reuse::Never),
-            other => Err(ConfigError::Invalid(format!(
-                "--reuse '{other}': use safe, always or never"
-            ))),
+            other => Err(format!("'{other}': use safe, always or never")),
         }
+    }
+}
+
+impl std::str::FromStr for Reuse {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Reuse, ConfigError> {
+        Reuse::parse(s).map_err(|why| ConfigError::Invalid(format!("--reuse {why}")))
     }
 }
 
@@ -435,70 +480,98 @@ impl Config {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// Every error and warning at once, so that an operator fixes them in one round.
+    /// Every error and warning at once, so that an operator fixes them in one round. Messages
+    /// name settings by their flags.
     pub fn validate_all(&self) -> Report {
+        self.validate_named(&|s: Setting| s.flag().to_string())
+    }
+
+    /// `validate_all`, naming each setting `name(setting)`: a config file's reader names the
+    /// settings it gave by their keys.
+    pub fn validate_named(&self, name: &dyn Fn(Setting) -> String) -> Report {
         let mut r = Report::default();
-        self.check_listeners(&mut r);
-        self.check_backends(&mut r);
-        self.check_limits(&mut r);
-        self.check_timeouts(&mut r);
-        self.check_forwarding(&mut r);
+        self.check_listeners(&mut r, name);
+        self.check_backends(&mut r, name);
+        self.check_limits(&mut r, name);
+        self.check_timeouts(&mut r, name);
+        self.check_forwarding(&mut r, name);
         r
     }
 
-    fn check_listeners(&self, r: &mut Report) {
+    fn check_listeners(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
         if self.listen.is_empty() {
             r.errors.push(ConfigError::NoListen);
         }
         for (i, a) in self.listen.iter().enumerate() {
-            for b in &self.listen[i + 1..] {
+            for (j, b) in self.listen.iter().enumerate().skip(i + 1) {
                 // `8080 8080 127.0.0.1:8080` clashes twice the same way; once is enough.
-                if let Some(why) = listen_clash(a.addr, b.addr)
-                    && !r.errors.contains(&ConfigError::Invalid(why.clone()))
+                if let Some(why) = listen_clash(
+                    a.addr,
+                    b.addr,
+                    &name(Setting::Listen(i)),
+                    &name(Setting::Listen(j)),
+                ) && !r.errors.iter().any(|e| e.to_string() == why)
                 {
-                    r.error(why);
+                    r.error(Setting::Listen(j), why);
                 }
             }
         }
     }
 
-    fn check_backends(&self, r: &mut Report) {
+    fn check_backends(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
         if self.backends.is_empty() {
             r.errors.push(ConfigError::NoBackends);
         }
         if self.session_id_length == 0 || self.session_id_length > 128 {
-            r.error(format!(
-                "--session-id-length {} is out of range: use Wt's session-id-length (default {})",
-                self.session_id_length,
-                Config::default().session_id_length
-            ));
+            r.error(
+                Setting::SessionIdLength,
+                format!(
+                    "{} {} is out of range: use Wt's session-id-length (default {})",
+                    name(Setting::SessionIdLength),
+                    self.session_id_length,
+                    Config::default().session_id_length
+                ),
+            );
         }
-        for b in self.backends.iter().filter(|b| b.addr.port() == 0) {
-            r.error(format!(
-                "--backend {}={}: port 0 is no port a Wt server listens on: give its --http-port",
-                b.prefix, b.addr
-            ));
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.addr.port() == 0 {
+                r.error(
+                    Setting::BackendAddress(i),
+                    format!(
+                        "{} {}={}: port 0 is no port a Wt server listens on: give its --http-port",
+                        name(Setting::BackendAddress(i)),
+                        b.prefix,
+                        b.addr
+                    ),
+                );
+            }
         }
         for (i, a) in self.backends.iter().enumerate() {
-            for b in &self.backends[i + 1..] {
+            for (j, b) in self.backends.iter().enumerate().skip(i + 1) {
                 // Two owners could claim one id only if their prefix + id lengths agree and one
                 // prefix starts with the other; with one id length for all, that means equal
                 // prefixes. `wt1` and `wt10` are fine: `wt1` ids are 19 long, `wt10` ids 20.
                 if a.prefix == b.prefix {
-                    r.error(format!(
-                        "prefix '{}' is given to two backends ({} and {}), so both could claim \
-                         the same session id: start every Wt server with its own \
-                         --session-id-prefix",
-                        a.prefix, a.addr, b.addr
-                    ));
+                    r.error(
+                        Setting::BackendPrefix(j),
+                        format!(
+                            "prefix '{}' is given to two backends ({} and {}), so both could \
+                             claim the same session id: start every Wt server with its own \
+                             --session-id-prefix",
+                            a.prefix, a.addr, b.addr
+                        ),
+                    );
                 }
                 if a.addr == b.addr {
-                    r.error(format!(
-                        "backends {} and {} are both at {}, but a Wt server has one \
-                         --session-id-prefix, so the sessions of one of them would be sent \
-                         where they do not live: give each backend its own server",
-                        a.prefix, b.prefix, a.addr
-                    ));
+                    r.error(
+                        Setting::BackendAddress(j),
+                        format!(
+                            "backends {} and {} are both at {}, but a Wt server has one \
+                             --session-id-prefix, so the sessions of one of them would be sent \
+                             where they do not live: give each backend its own server",
+                            a.prefix, b.prefix, a.addr
+                        ),
+                    );
                 }
             }
         }
@@ -507,82 +580,112 @@ impl Config {
         }
     }
 
-    fn check_limits(&self, r: &mut Report) {
+    fn check_limits(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
         let rules = [
-            (self.maxconn == 0, "--maxconn must be at least 1"),
+            (self.maxconn == 0, Setting::Maxconn, "must be at least 1"),
             (
                 self.retries == 0,
-                "--retries must be at least 1 (it counts connect attempts)",
+                Setting::Retries,
+                "must be at least 1 (it counts connect attempts)",
             ),
             (
                 self.max_head_bytes < 1024,
-                "--max-head-bytes below 1024 would reject ordinary browser requests",
+                Setting::MaxHeadBytes,
+                "below 1024 would reject ordinary browser requests",
             ),
             (
-                self.rise == 0 || self.fall == 0,
-                "--rise and --fall must be at least 1 (they count checks in a row)",
+                self.rise == 0,
+                Setting::Rise,
+                "must be at least 1 (it counts checks in a row)",
+            ),
+            (
+                self.fall == 0,
+                Setting::Fall,
+                "must be at least 1 (it counts checks in a row)",
             ),
             (
                 self.check_interval < Duration::from_millis(10),
-                "--check-interval below 10ms would flood the backends with checks",
+                Setting::CheckInterval,
+                "below 10ms would flood the backends with checks",
             ),
         ];
-        for (broken, why) in rules {
+        for (broken, at, why) in rules {
             if broken {
-                r.error(why.to_string());
+                r.error(at, format!("{} {why}", name(at)));
             }
         }
     }
 
-    fn check_timeouts(&self, r: &mut Report) {
+    fn check_timeouts(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
         let (t, default) = (&self.timeouts, Config::default().timeouts);
-        for (name, d) in [
-            ("--connect-timeout", t.connect),
-            ("--request-head-timeout", t.request_head),
-            ("--client-timeout", t.client),
-            ("--server-timeout", t.server),
-            ("--tunnel-timeout", t.tunnel),
-            ("--keepalive-timeout", t.keepalive),
-            ("--pool-idle-timeout", t.pool_idle),
+        for (at, d) in [
+            (Setting::ConnectTimeout, t.connect),
+            (Setting::RequestHeadTimeout, t.request_head),
+            (Setting::ClientTimeout, t.client),
+            (Setting::ServerTimeout, t.server),
+            (Setting::TunnelTimeout, t.tunnel),
+            (Setting::KeepaliveTimeout, t.keepalive),
+            (Setting::PoolIdleTimeout, t.pool_idle),
         ] {
             if d.is_zero() {
-                r.error(format!("{name} must be above 0"));
+                r.error(at, format!("{} must be above 0", name(at)));
             }
         }
         if t.pool_idle >= WTHTTPD_KEEPALIVE {
-            r.warnings.push(format!(
-                "--pool-idle-timeout {:?} is not below wthttpd's {} s keep-alive timeout: Wt may \
-                 close a pooled connection just as a request is sent on it; use {} (the default) \
-                 or less",
-                t.pool_idle,
-                WTHTTPD_KEEPALIVE.as_secs(),
-                format_duration(default.pool_idle)
-            ));
+            r.warn(
+                Setting::PoolIdleTimeout,
+                format!(
+                    "{} {:?} is not below wthttpd's {} s keep-alive timeout: Wt may close a \
+                     pooled connection just as a request is sent on it; use {} (the default) \
+                     or less",
+                    name(Setting::PoolIdleTimeout),
+                    t.pool_idle,
+                    WTHTTPD_KEEPALIVE.as_secs(),
+                    format_duration(default.pool_idle)
+                ),
+            );
         }
         if !t.server.is_zero() && t.server <= WT_LONG_POLL {
-            r.warnings.push(format!(
-                "--server-timeout {:?} is not above Wt's {} s server-push (long-poll) timeout: \
-                 idle server-push requests would end in 504; use {} (the default) or more",
-                t.server,
-                WT_LONG_POLL.as_secs(),
-                format_duration(default.server)
-            ));
+            r.warn(
+                Setting::ServerTimeout,
+                format!(
+                    "{} {:?} is not above Wt's {} s server-push (long-poll) timeout: idle \
+                     server-push requests would end in 504; use {} (the default) or more",
+                    name(Setting::ServerTimeout),
+                    t.server,
+                    WT_LONG_POLL.as_secs(),
+                    format_duration(default.server)
+                ),
+            );
         }
     }
 
-    fn check_forwarding(&self, r: &mut Report) {
+    fn check_forwarding(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
         if !self.forwarded_headers && !self.trusted_proxies.is_empty() {
-            r.warnings.push(
-                "--trust-forwarded-from does nothing with --no-forwarded-headers, which leaves \
-                 every client's X-Forwarded-* as they come"
-                    .into(),
+            r.warn(
+                Setting::TrustForwardedFrom(0),
+                format!(
+                    "{} does nothing with {} off, which leaves every client's X-Forwarded-* as \
+                     they come",
+                    name(Setting::TrustForwardedFrom(0)),
+                    name(Setting::ForwardedHeaders)
+                ),
             );
         }
-        if let Some(all) = self.trusted_proxies.iter().find(|n| n.prefix_len() == 0) {
-            r.warnings.push(format!(
-                "--trust-forwarded-from {all} trusts every client, so any client can forge \
-                 X-Forwarded-For: give the addresses of your proxies"
-            ));
+        if let Some((i, all)) = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.prefix_len() == 0)
+        {
+            r.warn(
+                Setting::TrustForwardedFrom(i),
+                format!(
+                    "{} {all} trusts every client, so any client can forge X-Forwarded-For: \
+                     give the addresses of your proxies",
+                    name(Setting::TrustForwardedFrom(i))
+                ),
+            );
         }
     }
 
@@ -603,18 +706,19 @@ const WTHTTPD_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Wt answers a server-push long-poll request after at most 50 s without an update.
 const WT_LONG_POLL: Duration = Duration::from_secs(50);
 
-/// Why listening on both `a` and `b` would fail to bind, if it would. Port 0 is a fresh port each
-/// time, so it never clashes. Sockets on `[::]` are v6-only here, so IPv4 and IPv6 never clash.
-fn listen_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
+/// Why listening on both `a` (named `a_name`) and `b` would fail to bind, if it would. Port 0 is a
+/// fresh port each time, so it never clashes. Sockets on `[::]` are v6-only here, so IPv4 and IPv6
+/// never clash.
+fn listen_clash(a: SocketAddr, b: SocketAddr, a_name: &str, b_name: &str) -> Option<String> {
     if a.port() == 0 || a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
         return None;
     }
     if a == b {
-        return Some(format!("--listen {a} is given twice: give it once"));
+        return Some(format!("{b_name} {a} is given twice: give it once"));
     }
     let wildcard = [a, b].into_iter().find(|x| x.ip().is_unspecified())?;
     Some(format!(
-        "--listen {a} and --listen {b} overlap: {} already listens on port {} of every {} \
+        "{a_name} {a} and {b_name} {b} overlap: {} already listens on port {} of every {} \
          address; give one of them",
         wildcard.ip(),
         a.port(),
@@ -622,18 +726,139 @@ fn listen_clash(a: SocketAddr, b: SocketAddr) -> Option<String> {
     ))
 }
 
+/// One setting, as messages name it: by its flag (`--maxconn`) or, when a config file gave it, by
+/// its key there (`limits.maxconn`, `Setting::key`). The index of a list entry counts from 0, in
+/// the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// The address of the i-th listener.
+    Listen(usize),
+    ListenProxyProtocol(usize),
+    BackendPrefix(usize),
+    BackendAddress(usize),
+    BackendWeight(usize),
+    BackendCheck(usize),
+    Threads,
+    Pin,
+    SessionIdLength,
+    ConnectTimeout,
+    RequestHeadTimeout,
+    ClientTimeout,
+    ServerTimeout,
+    TunnelTimeout,
+    KeepaliveTimeout,
+    PoolIdleTimeout,
+    Maxconn,
+    Retries,
+    MaxHeadBytes,
+    MaxHeaders,
+    PoolSize,
+    Reuse,
+    ForwardedHeaders,
+    TrustForwardedFrom(usize),
+    Check,
+    CheckInterval,
+    Rise,
+    Fall,
+}
+
+impl Setting {
+    /// Every setting, list entries as their first.
+    pub const ALL: [Setting; 28] = [
+        Setting::Listen(0),
+        Setting::ListenProxyProtocol(0),
+        Setting::BackendPrefix(0),
+        Setting::BackendAddress(0),
+        Setting::BackendWeight(0),
+        Setting::BackendCheck(0),
+        Setting::Threads,
+        Setting::Pin,
+        Setting::SessionIdLength,
+        Setting::ConnectTimeout,
+        Setting::RequestHeadTimeout,
+        Setting::ClientTimeout,
+        Setting::ServerTimeout,
+        Setting::TunnelTimeout,
+        Setting::KeepaliveTimeout,
+        Setting::PoolIdleTimeout,
+        Setting::Maxconn,
+        Setting::Retries,
+        Setting::MaxHeadBytes,
+        Setting::MaxHeaders,
+        Setting::PoolSize,
+        Setting::Reuse,
+        Setting::ForwardedHeaders,
+        Setting::TrustForwardedFrom(0),
+        Setting::Check,
+        Setting::CheckInterval,
+        Setting::Rise,
+        Setting::Fall,
+    ];
+
+    /// The flag that sets it; a switch is named as given (`--no-pin`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::Listen(_) | Setting::ListenProxyProtocol(_) => "--listen",
+            Setting::BackendPrefix(_)
+            | Setting::BackendAddress(_)
+            | Setting::BackendWeight(_)
+            | Setting::BackendCheck(_) => "--backend",
+            Setting::Threads => "--threads",
+            Setting::Pin => "--no-pin",
+            Setting::SessionIdLength => "--session-id-length",
+            Setting::ConnectTimeout => "--connect-timeout",
+            Setting::RequestHeadTimeout => "--request-head-timeout",
+            Setting::ClientTimeout => "--client-timeout",
+            Setting::ServerTimeout => "--server-timeout",
+            Setting::TunnelTimeout => "--tunnel-timeout",
+            Setting::KeepaliveTimeout => "--keepalive-timeout",
+            Setting::PoolIdleTimeout => "--pool-idle-timeout",
+            Setting::Maxconn => "--maxconn",
+            Setting::Retries => "--retries",
+            Setting::MaxHeadBytes => "--max-head-bytes",
+            Setting::MaxHeaders => "--max-headers",
+            Setting::PoolSize => "--pool-size",
+            Setting::Reuse => "--reuse",
+            Setting::ForwardedHeaders => "--no-forwarded-headers",
+            Setting::TrustForwardedFrom(_) => "--trust-forwarded-from",
+            Setting::Check => "--check",
+            Setting::CheckInterval => "--check-interval",
+            Setting::Rise => "--rise",
+            Setting::Fall => "--fall",
+        }
+    }
+}
+
 /// What `Config::validate_all` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// What makes the config unusable; each names the flag and the fix.
+    /// What makes the config unusable; each names the setting and the fix.
     pub errors: Vec<ConfigError>,
-    /// Settings that work but fight Wt's own timeouts; each names the flag and the fix.
-    pub warnings: Vec<String>,
+    /// Settings that work but fight Wt's own timeouts or do nothing; each names the setting and
+    /// the fix.
+    pub warnings: Vec<Warning>,
 }
 
 impl Report {
-    fn error(&mut self, why: String) {
-        self.errors.push(ConfigError::Invalid(why));
+    fn error(&mut self, at: Setting, why: String) {
+        self.errors.push(ConfigError::At(at, why));
+    }
+
+    fn warn(&mut self, at: Setting, why: String) {
+        self.warnings.push(Warning { at, why });
+    }
+}
+
+/// A setting that works but probably not as meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub at: Setting,
+    pub why: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
     }
 }
 
@@ -735,6 +960,8 @@ pub enum ConfigError {
     /// Every backend has weight 0.
     NoWeight,
     Invalid(String),
+    /// What is wrong with one setting, for a config file's reader to show at its line.
+    At(Setting, String),
     /// Several errors, one per line.
     Several(Vec<ConfigError>),
 }
@@ -746,17 +973,19 @@ impl fmt::Display for ConfigError {
             ConfigError::Listen { spec, why } => write!(f, "--listen '{spec}': {why}"),
             ConfigError::NoListen => write!(
                 f,
-                "no listen address: add --listen {} (several allowed)",
+                "no listen address: add --listen {} (several allowed), or a [[listen]] table \
+                 to the --config file",
                 Config::DEFAULT_LISTEN
             ),
             ConfigError::NoBackends => f.write_str(
                 "no backends: add one --backend PREFIX=HOST:PORT per Wt server, \
-                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
+                 e.g. --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091, or one \
+                 [[backend]] table each to the --config file",
             ),
             ConfigError::NoWeight => f.write_str(
                 "every backend has weight=0: new sessions could go nowhere; give one weight=1 or more",
             ),
-            ConfigError::Invalid(why) => f.write_str(why),
+            ConfigError::Invalid(why) | ConfigError::At(_, why) => f.write_str(why),
             ConfigError::Several(errors) => {
                 for (i, e) in errors.iter().enumerate() {
                     if i > 0 {
@@ -971,7 +1200,9 @@ mod tests {
         let r = c.validate_all();
         assert!(r.errors.is_empty(), "{r:?}");
         assert!(
-            r.warnings.iter().any(|w| w.contains("trusts every client")),
+            r.warnings
+                .iter()
+                .any(|w| w.why.contains("trusts every client")),
             "{r:?}"
         );
         c.trusted_proxies = vec![parse_cidr("10.0.0.0/8").unwrap()];
@@ -981,7 +1212,7 @@ mod tests {
         assert!(
             r.warnings
                 .iter()
-                .any(|w| w.contains("--no-forwarded-headers")),
+                .any(|w| w.why.contains("--no-forwarded-headers")),
             "{r:?}"
         );
     }
@@ -1051,14 +1282,21 @@ mod tests {
         assert!(c.validate().is_ok());
         c.retries = 0;
         assert!(
-            matches!(c.validate(), Err(ConfigError::Invalid(e)) if e.contains("--retries")),
+            matches!(c.validate(), Err(ConfigError::At(Setting::Retries, e)) if e.contains("--retries")),
             "one error is itself, not a list of one"
         );
     }
 
     #[test]
     fn listen_addresses_that_cannot_both_be_bound_clash() {
-        let clash = |a: &str, b: &str| listen_clash(a.parse().unwrap(), b.parse().unwrap());
+        let clash = |a: &str, b: &str| {
+            listen_clash(
+                a.parse().unwrap(),
+                b.parse().unwrap(),
+                "--listen",
+                "--listen",
+            )
+        };
         for (a, b) in [
             ("127.0.0.1:80", "127.0.0.1:80"),
             ("0.0.0.0:80", "127.0.0.1:80"),
@@ -1090,8 +1328,11 @@ mod tests {
         let r = c.validate_all();
         assert!(r.errors.is_empty(), "{r:?}");
         assert_eq!(r.warnings.len(), 2, "{r:?}");
-        assert!(r.warnings[0].contains("--pool-idle-timeout 10s"), "{r:?}");
-        assert!(r.warnings[1].contains("--server-timeout 50s"), "{r:?}");
+        assert!(
+            r.warnings[0].why.contains("--pool-idle-timeout 10s"),
+            "{r:?}"
+        );
+        assert!(r.warnings[1].why.contains("--server-timeout 50s"), "{r:?}");
         c.timeouts.pool_idle = Duration::from_millis(9999);
         c.timeouts.server = Duration::from_millis(50_001);
         assert_eq!(c.validate_all(), Report::default());

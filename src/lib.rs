@@ -1,7 +1,8 @@
 //! wtgate: a reverse proxy for fleets of Wt servers, routing each request by its session id.
 //!
 //! Map of the modules, in the order bytes flow through them:
-//! - [`config`]: one `Config` from flags, validated with messages that name the fix.
+//! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
+//!   messages that name the fix.
 //! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
 //!   starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,

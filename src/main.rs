@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use wtgate::config::file::{ConfigFile, Origins};
 use wtgate::config::{
-    BackendConfig, Config, ConfigError, Reuse, format_duration, memlock_error, parse_check,
-    parse_cidr, parse_duration, parse_listen,
+    BackendConfig, Config, ConfigError, Reuse, Setting, check_operator_listen, format_duration,
+    memlock_error, parse_check, parse_cidr, parse_duration, parse_listen,
 };
 use wtgate::engine::Engine;
 use wtgate_demo::DemoBackend;
@@ -19,9 +20,15 @@ use wtgate_demo::DemoBackend;
 #[argh(
     help_triggers("-h", "--help", "help"),
     example = "wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
-    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds)."
+    example = "wtgate check --config /etc/wtgate/wtgate.toml",
+    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds).\n\nA --config file (TOML; wtgate.example.toml shows every key) can hold every option. An option\ngiven on the command line wins over the file's value, and --listen, --backend and\n--trust-forwarded-from given there replace the file's lists."
 )]
 struct ProxyArgs {
+    /// a TOML config file with any of the settings below (see wtgate.example.toml); the options
+    /// given on the command line win over it
+    #[argh(option)]
+    config: Option<String>,
+
     /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
     /// 0.0.0.0:PORT; ADDR,proxy-protocol expects a PROXY protocol v1/v2 header on every
     /// connection, from a load balancer in front (repeatable)
@@ -179,7 +186,8 @@ impl DemoArgs {
 
 impl ProxyArgs {
     /// Each option's default, as `wtgate --help` lists it: (flag, value), from `Config::default()`.
-    /// Options without one (`--backend`, `--trust-forwarded-from`) and switches are not listed.
+    /// Options without one (`--config`, `--backend`, `--trust-forwarded-from`) and switches are not
+    /// listed.
     fn defaults() -> Vec<(&'static str, String)> {
         let c = Config::default();
         let t = &c.timeouts;
@@ -207,16 +215,39 @@ impl ProxyArgs {
         ]
     }
 
-    /// The config these flags ask for, with every error and warning found, all at once: flags that
-    /// do not parse, what `Config::validate_all` refuses, and what only the command line refuses.
-    /// A flag left out keeps `Config::default()`'s value.
+    /// The config these flags and the `--config` file ask for, with every error and warning
+    /// found, all at once: values that do not parse, what `Config::validate_all` refuses, and what
+    /// only the command line refuses. A setting that neither gives keeps `Config::default()`'s
+    /// value; a flag given wins over the file.
     fn to_config(&self) -> (Config, Vec<String>, Vec<String>) {
         let mut errors = Vec::new();
         let mut cfg = Config::default();
-        let (listen_ok, backends_ok) = self.parse_addresses(&mut cfg, &mut errors);
+        let mut origins = Origins::default();
+        let (mut file_listen, mut file_backends, mut file_ok) = (None, None, true);
+        if let Some(path) = &self.config {
+            match ConfigFile::load(path) {
+                Ok(file) => {
+                    let applied = file.apply(&mut cfg);
+                    errors.extend(applied.errors);
+                    origins = applied.origins;
+                    (file_listen, file_backends) = (applied.listen, applied.backends);
+                }
+                Err(e) => {
+                    errors.extend(e);
+                    file_ok = false;
+                }
+            }
+        }
+        let (listen_ok, backends_ok) =
+            self.parse_addresses(&mut cfg, (file_listen, file_backends), &mut errors);
         self.parse_timeouts(&mut cfg, &mut errors);
         self.parse_options(&mut cfg, &mut errors);
-        let report = cfg.validate_all();
+        origins.forget(|s| self.gives(s));
+        if !file_ok {
+            // Without the file's settings, "no backends" and the like would be wrong.
+            return (cfg, errors, Vec::new());
+        }
+        let report = cfg.validate_named(&|s| origins.name(s));
         for e in report.errors {
             // "No backends" next to "--backend 'x': bad" would contradict the operator.
             let follows_a_parse_error = match e {
@@ -225,43 +256,100 @@ impl ProxyArgs {
                 _ => false,
             };
             if !follows_a_parse_error {
-                errors.push(e.to_string());
+                errors.push(origins.locate(&e));
             }
         }
         if let Some(e) = memlock_error(cfg.shard_count()) {
             errors.push(e.to_string());
         }
-        (cfg, errors, report.warnings)
+        let warnings = report
+            .warnings
+            .iter()
+            .map(|w| origins.locate_warning(w))
+            .collect();
+        (cfg, errors, warnings)
     }
 
-    /// `--listen` and `--backend`; true for each kind that parsed entirely.
-    fn parse_addresses(&self, cfg: &mut Config, errors: &mut Vec<String>) -> (bool, bool) {
-        let listen = if self.listen.is_empty() {
-            vec![Config::DEFAULT_LISTEN.to_string()]
-        } else {
+    /// Whether the command line sets `s`, overriding the config file.
+    fn gives(&self, s: Setting) -> bool {
+        match s {
+            Setting::Listen(_) | Setting::ListenProxyProtocol(_) => !self.listen.is_empty(),
+            Setting::BackendPrefix(_)
+            | Setting::BackendAddress(_)
+            | Setting::BackendWeight(_)
+            | Setting::BackendCheck(_) => !self.backend.is_empty(),
+            Setting::Threads => self.threads.is_some(),
+            Setting::Pin => self.no_pin,
+            Setting::SessionIdLength => self.session_id_length.is_some(),
+            Setting::ConnectTimeout => self.connect_timeout.is_some(),
+            Setting::RequestHeadTimeout => self.request_head_timeout.is_some(),
+            Setting::ClientTimeout => self.client_timeout.is_some(),
+            Setting::ServerTimeout => self.server_timeout.is_some(),
+            Setting::TunnelTimeout => self.tunnel_timeout.is_some(),
+            Setting::KeepaliveTimeout => self.keepalive_timeout.is_some(),
+            Setting::PoolIdleTimeout => self.pool_idle_timeout.is_some(),
+            Setting::Maxconn => self.maxconn.is_some(),
+            Setting::Retries => self.retries.is_some(),
+            Setting::MaxHeadBytes => self.max_head_bytes.is_some(),
+            Setting::MaxHeaders => self.max_headers.is_some(),
+            Setting::PoolSize => self.pool_size.is_some(),
+            Setting::Reuse => self.reuse.is_some(),
+            Setting::ForwardedHeaders => self.no_forwarded_headers,
+            Setting::TrustForwardedFrom(_) => !self.trust_forwarded_from.is_empty(),
+            Setting::Check => self.check.is_some(),
+            Setting::CheckInterval => self.check_interval.is_some(),
+            Setting::Rise => self.rise.is_some(),
+            Setting::Fall => self.fall.is_some(),
+        }
+    }
+
+    /// `--listen` and `--backend`, which replace the config file's lists if given; true for each
+    /// kind that parsed entirely. `file` says, for each, whether the file had a list and whether
+    /// all of it was good.
+    fn parse_addresses(
+        &self,
+        cfg: &mut Config,
+        file: (Option<bool>, Option<bool>),
+        errors: &mut Vec<String>,
+    ) -> (bool, bool) {
+        let listen = if !self.listen.is_empty() {
+            cfg.listen.clear();
             self.listen.clone()
+        } else if file.0.is_some() {
+            Vec::new()
+        } else {
+            vec![Config::DEFAULT_LISTEN.to_string()]
         };
+        let mut listen_ok = file.0.unwrap_or(true) || !self.listen.is_empty();
         for l in &listen {
             match parse_listen(l) {
-                // The library takes port 0 (tests, embedding); here no client could find it.
-                Ok(a) if a.addr.port() == 0 => errors.push(format!(
-                    "--listen '{l}': port 0 would be a port the kernel picks, unknown to every \
-                     client: give a port"
-                )),
-                Ok(a) => cfg.listen.push(a),
-                Err(e) => errors.push(e.to_string()),
+                Ok(a) => match check_operator_listen(a.addr) {
+                    Ok(()) => cfg.listen.push(a),
+                    Err(why) => {
+                        errors.push(format!("--listen '{l}': {why}"));
+                        listen_ok = false;
+                    }
+                },
+                Err(e) => {
+                    errors.push(e.to_string());
+                    listen_ok = false;
+                }
             }
+        }
+        let mut backends_ok = file.1.unwrap_or(true) || !self.backend.is_empty();
+        if !self.backend.is_empty() {
+            cfg.backends.clear();
         }
         for b in &self.backend {
             match BackendConfig::parse(b) {
                 Ok(b) => cfg.backends.push(b),
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    backends_ok = false;
+                }
             }
         }
-        (
-            cfg.listen.len() == listen.len(),
-            cfg.backends.len() == self.backend.len(),
-        )
+        (listen_ok, backends_ok)
     }
 
     fn parse_timeouts(&self, cfg: &mut Config, errors: &mut Vec<String>) {
@@ -307,7 +395,10 @@ impl ProxyArgs {
             }
         }
         set(&mut cfg.threads, self.threads);
-        cfg.pin = !self.no_pin;
+        // A switch can only turn its setting off: left out, it leaves the file's value.
+        if self.no_pin {
+            cfg.pin = false;
+        }
         set(&mut cfg.session_id_length, self.session_id_length);
         set(&mut cfg.maxconn, self.maxconn);
         set(&mut cfg.retries, self.retries);
@@ -316,11 +407,16 @@ impl ProxyArgs {
         set(&mut cfg.pool_size, self.pool_size);
         set(&mut cfg.rise, self.rise);
         set(&mut cfg.fall, self.fall);
-        cfg.forwarded_headers = !self.no_forwarded_headers;
+        if self.no_forwarded_headers {
+            cfg.forwarded_headers = false;
+        }
         match self.reuse.as_deref().map(str::parse) {
             None => {}
             Some(Ok(r)) => cfg.reuse = r,
             Some(Err(e)) => errors.push(e.to_string()),
+        }
+        if !self.trust_forwarded_from.is_empty() {
+            cfg.trusted_proxies.clear();
         }
         for t in &self.trust_forwarded_from {
             match parse_cidr(t) {
@@ -641,6 +737,124 @@ mod tests {
         (format!("{cfg:?}"), errors)
     }
 
+    /// A config file that gives every setting a value other than its default (the switches'
+    /// settings aside: a switch can only turn its setting off).
+    const EVERY_SETTING: &str = r#"
+threads = 3
+pin = true
+session_id_length = 20
+[[listen]]
+address = "127.0.0.1:8081"
+proxy_protocol = true
+[[backend]]
+prefix = "wt9"
+address = "127.0.0.1:9999"
+weight = 2
+check = "/up"
+[timeouts]
+connect = "1s"
+request_head = "1s"
+client = "1s"
+server = "99s"
+tunnel = "1s"
+keepalive = "1s"
+pool_idle = "1s"
+[limits]
+maxconn = 9
+retries = 9
+max_head_bytes = 9999
+max_headers = 9
+[pool]
+size = 9
+reuse = "never"
+[forwarded]
+headers = true
+trusted = ["10.0.0.0/8"]
+[health]
+check = "/health"
+interval = "9s"
+rise = 9
+fall = 9
+"#;
+
+    /// The config and errors of `--config FILE` (holding `text`) plus `flags`.
+    fn with_file(name: &str, text: &str, flags: &[&str]) -> (Config, Vec<String>) {
+        let path = std::env::temp_dir().join(format!("wtgate-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let args = [&["--config", path.to_str().unwrap()], flags].concat();
+        let a = ProxyArgs::from_args(&["wtgate"], &args)
+            .unwrap_or_else(|e| panic!("{args:?}: {}", e.output));
+        let (cfg, errors, _) = a.to_config();
+        std::fs::remove_file(&path).unwrap();
+        (cfg, errors)
+    }
+
+    /// Each flag wins over the file's value, and --listen, --backend and --trust-forwarded-from
+    /// replace the file's lists: with every flag given, the file changes nothing.
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let (file_only, errors) = with_file("file-only", EVERY_SETTING, &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let file_only = format!("{file_only:?}");
+        for (flag, value) in ProxyArgs::defaults() {
+            let flag = format!("--{flag}");
+            let (one_flag, errors) = with_file("one-flag", EVERY_SETTING, &[&flag, &value]);
+            assert!(errors.is_empty(), "{flag}: {errors:?}");
+            assert_ne!(
+                format!("{one_flag:?}"),
+                file_only,
+                "{flag} {value} did not win over the file"
+            );
+        }
+        let mut every_flag = vec![
+            "--backend",
+            "wt1=127.0.0.1:9090",
+            "--no-pin",
+            "--no-forwarded-headers",
+            "--trust-forwarded-from",
+            "192.0.2.1",
+        ];
+        let defaults = ProxyArgs::defaults();
+        let defaults: Vec<String> = defaults
+            .iter()
+            .flat_map(|(f, v)| [format!("--{f}"), v.clone()])
+            .collect();
+        every_flag.extend(defaults.iter().map(String::as_str));
+        let (flags_and_file, errors) = with_file("every-flag", EVERY_SETTING, &every_flag);
+        assert!(errors.is_empty(), "{errors:?}");
+        let a = ProxyArgs::from_args(&["wtgate"], &every_flag).unwrap();
+        assert_eq!(
+            format!("{flags_and_file:?}"),
+            format!("{:?}", a.to_config().0)
+        );
+    }
+
+    /// A switch left out leaves the file's value: it can only turn its setting off.
+    #[test]
+    fn a_switch_left_out_keeps_the_files_value() {
+        let file = "pin = false\n[forwarded]\nheaders = false\n";
+        let (cfg, _) = with_file("switches", file, &["--backend", "wt1=127.0.0.1:1"]);
+        assert!(!cfg.pin && !cfg.forwarded_headers, "{cfg:?}");
+    }
+
+    /// An error about a setting the file gave names its key and line; once a flag sets it, the
+    /// flag.
+    #[test]
+    fn validation_errors_name_the_file_key_unless_a_flag_gave_it() {
+        let file =
+            "[[backend]]\nprefix = \"wt1\"\naddress = \"127.0.0.1:1\"\n[limits]\nmaxconn = 0\n";
+        let (_, errors) = with_file("maxconn", file, &[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with(".toml:5: limits.maxconn must be at least 1"),
+            "{errors:?}"
+        );
+        let (_, errors) = with_file("maxconn-flag", file, &["--maxconn", "0"]);
+        assert_eq!(errors, ["--maxconn must be at least 1"]);
+        let (_, errors) = with_file("maxconn-fixed", file, &["--maxconn", "1"]);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
     /// Each listed default, given as a flag, makes the config that leaving the flag out makes.
     #[test]
     fn the_listed_defaults_are_what_a_left_out_flag_gets() {
@@ -653,7 +867,7 @@ mod tests {
 
     #[test]
     fn every_option_with_a_default_lists_it() {
-        let without = ["backend", "trust-forwarded-from"];
+        let without = ["config", "backend", "trust-forwarded-from"];
         let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
         let options = value_options(&help::<ProxyArgs>());
         assert!(options.len() > 10, "{options:?}");

@@ -625,6 +625,160 @@ fn check_shows_a_backend_host_name_and_its_address() {
     );
 }
 
+/// A config file holding `text`, removed when dropped.
+struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> TempConfig {
+        let path =
+            std::env::temp_dir().join(format!("wtgate-cli-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The example config at the repository root is valid as shipped, and `check` shows its table.
+#[test]
+fn check_accepts_the_example_config_file() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/wtgate.example.toml");
+    let out = wtgate(&["check", "--config", example]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("configuration OK\n"), "{stdout}");
+    assert!(stdout.contains("listen: 0.0.0.0:80\n"), "{stdout}");
+    for (p, a) in [("wt1", "127.0.0.1:9090"), ("wt2", "127.0.0.1:9091")] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(p) && l.contains(a)),
+            "no row for {p} at {a}: {stdout}"
+        );
+    }
+}
+
+/// A misspelt key is exit code 1 and one line naming the file, the line, the key and the keys
+/// that would be right there.
+#[test]
+fn a_typo_in_the_config_file_names_the_key_and_line() {
+    let file = TempConfig::new(
+        "typo",
+        "[[backend]]\nprefix = \"wt1\"\naddress = \"127.0.0.1:9090\"\n\n[limits]\nmaxconnn = 10\n",
+    );
+    let out = wtgate(&["check", "--config", file.path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let want = format!(
+        "wtgate: {}:6: limits.maxconnn: unknown field `maxconnn`, expected one of `maxconn`",
+        file.path()
+    );
+    assert!(err.starts_with(&want), "{err}");
+}
+
+/// Every bad value of a file in one run, each at its line; and what a flag replaces is neither
+/// used nor blamed on the file.
+#[test]
+fn check_reports_every_bad_value_of_the_config_file_at_its_line() {
+    let file = TempConfig::new(
+        "bad-values",
+        "[[listen]]\naddress = \"::1:8080\"\n[[backend]]\nprefix = \"wt1\"\n\
+         address = \"127.0.0.1:9090\"\nweight = \"x\"\n[timeouts]\nconnect = \"5x\"\n\
+         [limits]\nretries = 0\n",
+    );
+    let out = wtgate(&["check", "--config", file.path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let p = file.path();
+    let want = [
+        format!("{p}:2: listen[0].address: an IPv6 address needs brackets: write [::1]:8080"),
+        format!("{p}:6: backend[0].weight: '\"x\"' is not a whole number 0..=1000"),
+        format!("{p}:8: timeouts.connect: '5x': unknown unit 'x'"),
+        format!("{p}:10: limits.retries must be at least 1"),
+    ];
+    for w in &want {
+        assert!(
+            err.lines().any(|l| l.starts_with(&format!("wtgate: {w}"))),
+            "no line {w:?}: {err}"
+        );
+    }
+    // A bad entry draws no "no backends" or "no listen address" besides.
+    assert_eq!(err.lines().count(), want.len(), "{err}");
+
+    let out = wtgate(&["check", "--config", p, "--retries", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l == "wtgate: --retries must be at least 1 (it counts connect attempts)"),
+        "{err}"
+    );
+}
+
+/// A flag wins over the file's value; --listen and --backend replace the file's lists; what no
+/// flag gives stays the file's.
+#[test]
+fn flags_override_the_config_file() {
+    let file = TempConfig::new(
+        "override",
+        "[[listen]]\naddress = \"127.0.0.1:8081\"\n\
+         [[backend]]\nprefix = \"wt7\"\naddress = \"127.0.0.1:9097\"\n\
+         [pool]\nreuse = \"never\"\n\
+         [forwarded]\ntrusted = [\"10.0.0.0/8\"]\n",
+    );
+    let out = wtgate(&["check", "--config", file.path()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for line in [
+        "listen: 127.0.0.1:8081\n",
+        "reuse: never ",
+        "appended to from 10.0.0.0/8\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?}: {stdout}");
+    }
+    assert!(stdout.lines().any(|l| l.starts_with("wt7 ")), "{stdout}");
+
+    let out = wtgate(&[
+        "check",
+        "--config",
+        file.path(),
+        "--listen",
+        "127.0.0.1:8090",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--reuse",
+        "always",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for line in [
+        "listen: 127.0.0.1:8090\n",
+        "reuse: always ",
+        "appended to from 10.0.0.0/8\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?}: {stdout}");
+    }
+    assert!(
+        !stdout.contains("8081"),
+        "the file's listener stayed: {stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("wt1 ")), "{stdout}");
+    assert!(
+        !stdout.contains("wt7"),
+        "the file's backend stayed: {stdout}"
+    );
+}
+
 /// A port where nothing listens (bound, then released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
