@@ -608,6 +608,16 @@ impl Config {
                 Setting::CheckInterval,
                 "below 10ms would flood the backends with checks",
             ),
+            (
+                self.session_idle.is_zero(),
+                Setting::SessionIdle,
+                "must be above 0: give Wt's session timeout (600s unless wt_config.xml says otherwise)",
+            ),
+            (
+                self.max_sessions == 0,
+                Setting::MaxSessions,
+                "must be at least 1 (sessions tracked per shard)",
+            ),
         ];
         for (broken, at, why) in rules {
             if broken {
@@ -760,11 +770,13 @@ pub enum Setting {
     CheckInterval,
     Rise,
     Fall,
+    SessionIdle,
+    MaxSessions,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 28] = [
+    pub const ALL: [Setting; 30] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -793,6 +805,8 @@ impl Setting {
         Setting::CheckInterval,
         Setting::Rise,
         Setting::Fall,
+        Setting::SessionIdle,
+        Setting::MaxSessions,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -825,6 +839,8 @@ impl Setting {
             Setting::CheckInterval => "--check-interval",
             Setting::Rise => "--rise",
             Setting::Fall => "--fall",
+            Setting::SessionIdle => "--session-idle",
+            Setting::MaxSessions => "--max-sessions",
         }
     }
 }

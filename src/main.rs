@@ -136,6 +136,15 @@ struct ProxyArgs {
     #[argh(option)]
     fall: Option<u32>,
 
+    /// a Wt session counts as live this long after its last request (Wt's session timeout), or
+    /// while one of its WebSockets is open
+    #[argh(option)]
+    session_idle: Option<String>,
+
+    /// sessions each shard tracks at most (about 20 bytes each); more are counted, not tracked
+    #[argh(option)]
+    max_sessions: Option<usize>,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -212,6 +221,8 @@ impl ProxyArgs {
             ("check-interval", format_duration(c.check_interval)),
             ("rise", c.rise.to_string()),
             ("fall", c.fall.to_string()),
+            ("session-idle", format_duration(c.session_idle)),
+            ("max-sessions", c.max_sessions.to_string()),
         ]
     }
 
@@ -300,6 +311,8 @@ impl ProxyArgs {
             Setting::CheckInterval => self.check_interval.is_some(),
             Setting::Rise => self.rise.is_some(),
             Setting::Fall => self.fall.is_some(),
+            Setting::SessionIdle => self.session_idle.is_some(),
+            Setting::MaxSessions => self.max_sessions.is_some(),
         }
     }
 
@@ -379,6 +392,7 @@ impl ProxyArgs {
                 &self.check_interval,
                 &mut cfg.check_interval,
             ),
+            ("session-idle", &self.session_idle, &mut cfg.session_idle),
         ] {
             let Some(v) = v else { continue };
             match parse_duration(v) {
@@ -407,6 +421,7 @@ impl ProxyArgs {
         set(&mut cfg.pool_size, self.pool_size);
         set(&mut cfg.rise, self.rise);
         set(&mut cfg.fall, self.fall);
+        set(&mut cfg.max_sessions, self.max_sessions);
         if self.no_forwarded_headers {
             cfg.forwarded_headers = false;
         }
@@ -775,6 +790,9 @@ check = "/health"
 interval = "9s"
 rise = 9
 fall = 9
+[sessions]
+idle = "9s"
+max = 9
 "#;
 
     /// The config and errors of `--config FILE` (holding `text`) plus `flags`.

@@ -44,6 +44,15 @@ struct FileConfig {
     forwarded: ForwardedTable,
     #[serde(default)]
     health: HealthTable,
+    #[serde(default)]
+    sessions: SessionsTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionsTable {
+    idle: Option<Value>,
+    max: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +147,8 @@ impl Setting {
             Setting::CheckInterval => "health.interval",
             Setting::Rise => "health.rise",
             Setting::Fall => "health.fall",
+            Setting::SessionIdle => "sessions.idle",
+            Setting::MaxSessions => "sessions.max",
         };
         fixed.to_string()
     }
@@ -251,6 +262,11 @@ impl ConfigFile {
                 Setting::CheckInterval,
                 &f.health.interval,
             ),
+            (
+                &mut cfg.session_idle,
+                Setting::SessionIdle,
+                &f.sessions.idle,
+            ),
         ] {
             r.set(into, at, v, duration);
         }
@@ -298,6 +314,12 @@ impl ConfigFile {
         r.set(&mut cfg.check, Setting::Check, &h.check, check);
         r.set(&mut cfg.rise, Setting::Rise, &h.rise, whole);
         r.set(&mut cfg.fall, Setting::Fall, &h.fall, whole);
+        r.set(
+            &mut cfg.max_sessions,
+            Setting::MaxSessions,
+            &f.sessions.max,
+            whole,
+        );
         Applied {
             errors: r.errors,
             origins: r.origins,
