@@ -396,6 +396,9 @@ pub struct Config {
     pub session_idle: Duration,
     /// Sessions each shard tracks at most (about 20 bytes each); more are counted, not tracked.
     pub max_sessions: usize,
+    /// On SIGTERM/SIGINT, how long requests in flight and WebSocket tunnels may go on before the
+    /// rest is closed.
+    pub grace: Duration,
     pub timeouts: Timeouts,
     /// Client connections served at once by the whole process; more wait in the kernel backlog.
     pub maxconn: usize,
@@ -436,6 +439,7 @@ impl Default for Config {
             session_id_length: 16,
             session_idle: Duration::from_secs(600),
             max_sessions: 100_000,
+            grace: Duration::from_secs(30),
             timeouts: Timeouts::default(),
             maxconn: 4096,
             retries: 3,
@@ -772,11 +776,12 @@ pub enum Setting {
     Fall,
     SessionIdle,
     MaxSessions,
+    Grace,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 30] = [
+    pub const ALL: [Setting; 31] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -807,6 +812,7 @@ impl Setting {
         Setting::Fall,
         Setting::SessionIdle,
         Setting::MaxSessions,
+        Setting::Grace,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -841,6 +847,7 @@ impl Setting {
             Setting::Fall => "--fall",
             Setting::SessionIdle => "--session-idle",
             Setting::MaxSessions => "--max-sessions",
+            Setting::Grace => "--grace",
         }
     }
 }

@@ -145,6 +145,11 @@ struct ProxyArgs {
     #[argh(option)]
     max_sessions: Option<usize>,
 
+    /// on SIGTERM/SIGINT: stop accepting, let requests in flight finish and WebSockets go on this
+    /// long, then close the rest and exit 0; a second signal stops at once
+    #[argh(option)]
+    grace: Option<String>,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -223,6 +228,7 @@ impl ProxyArgs {
             ("fall", c.fall.to_string()),
             ("session-idle", format_duration(c.session_idle)),
             ("max-sessions", c.max_sessions.to_string()),
+            ("grace", format_duration(c.grace)),
         ]
     }
 
@@ -313,6 +319,7 @@ impl ProxyArgs {
             Setting::Fall => self.fall.is_some(),
             Setting::SessionIdle => self.session_idle.is_some(),
             Setting::MaxSessions => self.max_sessions.is_some(),
+            Setting::Grace => self.grace.is_some(),
         }
     }
 
@@ -393,6 +400,7 @@ impl ProxyArgs {
                 &mut cfg.check_interval,
             ),
             ("session-idle", &self.session_idle, &mut cfg.session_idle),
+            ("grace", &self.grace, &mut cfg.grace),
         ] {
             let Some(v) = v else { continue };
             match parse_duration(v) {
@@ -574,8 +582,41 @@ fn run(args: &ProxyArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    stop_on_signals(&engine, cfg.grace);
     engine.wait();
+    eprint("wtgate: stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGTERM or SIGINT: a graceful stop (no new connections; requests in flight finish; WebSockets
+/// get up to `grace`); a second one: out at once.
+fn stop_on_signals(engine: &Engine, grace: std::time::Duration) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint(&format!(
+                "wtgate: warning: no graceful stop on signals: {e}"
+            ));
+            return;
+        }
+    };
+    let control = engine.control();
+    std::thread::spawn(move || {
+        let mut forever = signals.forever();
+        if forever.next().is_some() {
+            eprint(&format!(
+                "wtgate: stopping: no new connections; requests in flight finish, WebSockets get \
+                 up to {}; signal again to stop at once",
+                format_duration(grace)
+            ));
+            control.drain(grace);
+        }
+        if forever.next().is_some() {
+            eprint("wtgate: stopping at once");
+            std::process::exit(1);
+        }
+    });
 }
 
 fn check(args: &ProxyArgs) -> ExitCode {
@@ -758,6 +799,7 @@ mod tests {
 threads = 3
 pin = true
 session_id_length = 20
+grace = "9s"
 [[listen]]
 address = "127.0.0.1:8081"
 proxy_protocol = true

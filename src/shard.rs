@@ -35,6 +35,9 @@ const MAX_SPARE_HEAD: usize = 64 * 1024;
 /// Failure lines a shard writes per second at most.
 const LOG_LINES_PER_SECOND: u32 = 10;
 
+/// Set while a client connection waits for its next request.
+pub type IdleFlag = Rc<Cell<bool>>;
+
 /// What a shard shares with the engine: the counters it writes, the admin states it reads, and
 /// the flag it raises when memory is worth trimming.
 pub struct Shared {
@@ -72,9 +75,12 @@ pub struct Shard {
     response_heads: Spares<h1::ResponseHead>,
     /// Channels to the other shards (none with a single shard).
     peers: RefCell<Option<Peers<Gossip>>>,
-    /// Every open client connection and tunnel backend, so that stopping can close them all.
-    open: RefCell<HashMap<u64, Sock>>,
+    /// Every open client connection and tunnel backend, so that stopping can close them all, with
+    /// a flag for the client connections that wait for their next request.
+    open: RefCell<HashMap<u64, (Sock, Option<IdleFlag>)>>,
     next_open: Cell<u64>,
+    /// The engine is stopping gracefully: no connection is kept alive after its request.
+    draining: Cell<bool>,
     /// Failure lines (answers of our own, failed checks) are rate-limited per shard.
     log: RateLimit,
     trim: TrimHandle,
@@ -109,6 +115,7 @@ impl Shard {
             peers: RefCell::new(None),
             open: RefCell::new(HashMap::new()),
             next_open: Cell::new(0),
+            draining: Cell::new(false),
             log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
             trim: shared.trim,
         }
@@ -334,11 +341,12 @@ impl Shard {
         }
     }
 
-    /// Registers a socket for `close_all` until [`Shard::untrack`].
-    pub fn track(&self, sock: &Sock) -> u64 {
+    /// Registers a socket for `close_all` until [`Shard::untrack`]; `idle`, for a client
+    /// connection: set while it waits for its next request, so that a drain closes it.
+    pub fn track(&self, sock: &Sock, idle: Option<IdleFlag>) -> u64 {
         let key = self.next_open.get();
         self.next_open.set(key + 1);
-        self.open.borrow_mut().insert(key, sock.clone());
+        self.open.borrow_mut().insert(key, (sock.clone(), idle));
         key
     }
 
@@ -349,10 +357,26 @@ impl Shard {
     /// Closes every client connection, tunnel backend and pooled backend connection of this
     /// shard: the engine is stopping. Each connection's task then sees its socket end and finishes.
     pub fn close_all(&self) {
-        for sock in self.open.borrow().values() {
+        for (sock, _) in self.open.borrow().values() {
             sock.shutdown_both();
         }
         self.pool.borrow_mut().clear_all();
+    }
+
+    /// A graceful stop begins: client connections waiting for a request are closed, the others
+    /// close after the request they carry; pooled backend connections are closed.
+    pub fn begin_drain(&self) {
+        self.draining.set(true);
+        for (sock, idle) in self.open.borrow().values() {
+            if idle.as_ref().is_some_and(|i| i.get()) {
+                sock.shutdown_both();
+            }
+        }
+        self.pool.borrow_mut().clear_all();
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
     }
 }
 

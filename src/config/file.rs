@@ -32,6 +32,7 @@ struct FileConfig {
     threads: Option<Value>,
     pin: Option<Value>,
     session_id_length: Option<Value>,
+    grace: Option<Value>,
     listen: Option<Vec<Spanned<ListenTable>>>,
     backend: Option<Vec<Spanned<BackendTable>>>,
     #[serde(default)]
@@ -149,6 +150,7 @@ impl Setting {
             Setting::Fall => "health.fall",
             Setting::SessionIdle => "sessions.idle",
             Setting::MaxSessions => "sessions.max",
+            Setting::Grace => "grace",
         };
         fixed.to_string()
     }
@@ -267,6 +269,7 @@ impl ConfigFile {
                 Setting::SessionIdle,
                 &f.sessions.idle,
             ),
+            (&mut cfg.grace, Setting::Grace, &f.grace),
         ] {
             r.set(into, at, v, duration);
         }

@@ -14,7 +14,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -120,18 +120,61 @@ impl fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
+/// How the shards are told to stop, shared with whoever may stop the engine (a signal handler).
+pub struct Control {
+    /// Set once the engine stops or drains: the accept loops end.
+    stopping: AtomicBool,
+    /// How long a drain lets connections finish, in milliseconds (0: close everything at once).
+    grace_ms: AtomicU64,
+    /// The engine's own handles on every shard's listening sockets (the shards hold duplicates),
+    /// so that stopping can wake their accepts whatever the shards have done with their copies.
+    listeners: Mutex<Vec<Socket>>,
+}
+
+impl Control {
+    /// Stops accepting; requests in flight finish, idle keep-alive connections are closed, and
+    /// whatever is still open after `grace` (WebSocket tunnels, slow responses) is closed then.
+    /// The shards end after that, and [`Engine::wait`] returns.
+    pub fn drain(&self, grace: Duration) {
+        let ms = grace.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        self.grace_ms.store(ms, Ordering::SeqCst);
+        self.stop_accepting();
+    }
+
+    /// Stops at once: every connection is closed.
+    pub fn stop(&self) {
+        self.grace_ms.store(0, Ordering::SeqCst);
+        self.stop_accepting();
+    }
+
+    fn stop_accepting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for l in listeners.iter() {
+            // Wakes the shard's pending accept with an error; the shard then sees `stopping`.
+            let _ = l.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// How long connections may finish once accepting has stopped (zero: close them at once).
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::SeqCst))
+    }
+}
+
 struct ShardThread {
     thread: Option<JoinHandle<()>>,
-    /// The engine's own handles on the shard's listening sockets (the shard holds duplicates), so
-    /// that stopping can wake the shard's accept whatever the shard has done with its copies.
-    listeners: Vec<Socket>,
 }
 
 /// A running proxy. Dropping it stops every shard and waits for them.
 pub struct Engine {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardThread>,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     cfg: Arc<Config>,
     stats: Vec<Arc<ShardStats>>,
     sessions: Vec<Arc<Mutex<SessionTable>>>,
@@ -152,7 +195,11 @@ impl Engine {
         let mut engine = Engine {
             addrs,
             shards: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
+            control: Arc::new(Control {
+                stopping: AtomicBool::new(false),
+                grace_ms: AtomicU64::new(0),
+                listeners: Mutex::new(Vec::new()),
+            }),
             stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
             sessions: (0..n)
                 .map(|_| {
@@ -187,6 +234,11 @@ impl Engine {
         for s in &listeners {
             fds.push(s.try_clone().map_err(StartError::Thread)?.into_raw_fd());
         }
+        self.control
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(listeners);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let setup = shard_thread::Setup {
             id,
@@ -201,7 +253,7 @@ impl Engine {
                 admin: self.admin.clone(),
                 trim: self.trimmer.handle(),
             },
-            stop: self.stop.clone(),
+            control: self.control.clone(),
             ready,
         };
         let thread = std::thread::Builder::new()
@@ -210,7 +262,6 @@ impl Engine {
             .map_err(StartError::Thread)?;
         Ok(ShardThread {
             thread: Some(thread),
-            listeners,
         })
     }
 
@@ -299,13 +350,15 @@ impl Engine {
         }
     }
 
+    /// What stops the engine from another thread: [`Control::drain`] (a graceful stop) or
+    /// [`Control::stop`].
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     fn stop_all(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for s in &self.shards {
-            for l in &s.listeners {
-                // Wakes the shard's pending accept with an error; the shard then sees `stop`.
-                let _ = l.shutdown(std::net::Shutdown::Both);
-            }
+        if !self.control.stopping() {
+            self.control.stop();
         }
         for s in &mut self.shards {
             if let Some(t) = s.thread.take() {

@@ -4,7 +4,6 @@
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use socket2::Socket;
 
 use crate::config::Config;
-use crate::engine::StartError;
+use crate::engine::{Control, StartError};
 use crate::health::Gossip;
 use crate::shard::{Shard, Shared};
 
@@ -38,7 +37,7 @@ pub struct Setup {
     pub fds: Vec<RawFd>,
     pub mesh: Option<MeshBuilder<Gossip, Full>>,
     pub shared: Shared,
-    pub stop: Arc<AtomicBool>,
+    pub control: Arc<Control>,
     pub ready: mpsc::Sender<Result<(), StartError>>,
 }
 
@@ -73,7 +72,7 @@ async fn shard_main(setup: Setup) {
         fds,
         mesh,
         shared,
-        stop,
+        control,
         ready,
         ..
     } = setup;
@@ -104,7 +103,7 @@ async fn shard_main(setup: Setup) {
                 proxy_protocol,
                 shard: shard.clone(),
                 limit: limit.clone(),
-                stop: stop.clone(),
+                control: control.clone(),
             };
             glommio::spawn_local(accept.run())
         })
@@ -112,6 +111,10 @@ async fn shard_main(setup: Setup) {
     let _ = ready.send(Ok(()));
     for l in loops {
         l.await;
+    }
+    let grace = control.grace();
+    if !grace.is_zero() {
+        drain(&shard, &limit, per_shard_conns, grace).await;
     }
     stop_shard(&shard, &limit, per_shard_conns, background).await;
 }
@@ -143,6 +146,22 @@ fn start_background(shard: &Rc<Shard>, peers: Option<Peers>) -> Vec<JoinHandle<(
     background
 }
 
+/// A graceful stop: idle connections are closed, the others finish their request (and close),
+/// for at most `grace`; every permit back means every connection has ended.
+async fn drain(shard: &Shard, limit: &Semaphore, permits: u64, grace: Duration) {
+    shard.begin_drain();
+    let all_back = limit.acquire(permits);
+    let ended = futures_lite::future::or(async { all_back.await.is_ok() }, async {
+        glommio::timer::sleep(grace).await;
+        false
+    })
+    .await;
+    if ended {
+        // Taken only to see them all back: the stop that follows waits for them too.
+        limit.signal(permits);
+    }
+}
+
 /// Stopping: close what this shard owns, give the connections' tasks a moment to see it (every
 /// permit back means every connection task has ended), then end the background tasks.
 async fn stop_shard(
@@ -171,7 +190,7 @@ struct Accept {
     shard: Rc<Shard>,
     /// The shard's share of `--maxconn`.
     limit: Rc<Semaphore>,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
 }
 
 impl Accept {
@@ -182,7 +201,7 @@ impl Accept {
                 return;
             };
             let stream = self.listener.accept().await;
-            if self.stop.load(Ordering::Relaxed) {
+            if self.control.stopping() {
                 return;
             }
             match stream {

@@ -1,8 +1,10 @@
 //! The client side of a connection: its PROXY protocol header (where the listener takes one),
 //! then request heads one after another, each handed to [`super::exchange::forward`].
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::h1::{self, ProxyHeader, RequestHead};
@@ -19,6 +21,8 @@ pub struct Client {
     /// requests.
     pub buf: InBuf,
     pub info: ClientInfo,
+    /// Set while the connection waits for its next request: a graceful stop closes it then.
+    idle: Rc<Cell<bool>>,
 }
 
 /// What a request knows about the client connection it came on.
@@ -51,11 +55,13 @@ pub async fn serve(shard: &Shard, stream: TcpStream, proxy_protocol: bool) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let sock = Sock::new(stream);
-    let key = shard.track(&sock);
+    let idle = Rc::new(Cell::new(false));
+    let key = shard.track(&sock, Some(idle.clone()));
     let mut client = Client {
         sock,
         buf: InBuf::new(shard.bufs.clone()),
         info: ClientInfo::new(shard, peer, "http"),
+        idle,
     };
     let accepted = !proxy_protocol || accept_proxy_header(shard, &mut client).await;
     if accepted {
@@ -113,7 +119,13 @@ async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<ProxyHe
 /// The requests of one client connection, one after another.
 async fn serve_requests(shard: &Shard, client: &mut Client) {
     loop {
-        let head = match read_request_head(shard, client).await {
+        if shard.draining() {
+            return;
+        }
+        client.idle.set(client.buf.is_empty());
+        let head = read_request_head(shard, client).await;
+        client.idle.set(false);
+        let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(rejection) => {

@@ -345,8 +345,11 @@ impl Relay<'_> {
             self.send_head(head, true, 0).await?;
             return Ok(Outcome::Upgraded);
         }
-        let client_keep_alive =
-            self.req.keep_alive && head.framing != Framing::CloseDelimited && self.body_sent.get();
+        // A graceful stop keeps no connection alive: the client learns it from this response.
+        let client_keep_alive = self.req.keep_alive
+            && head.framing != Framing::CloseDelimited
+            && self.body_sent.get()
+            && !self.shard.draining();
         let mut framer = BodyFramer::new(head.framing);
         let first = framer.advance(&self.buf.data()[head.head_len..]);
         let first = first.map_err(|_| ProxyError::BadResponseBody)?.consumed;

@@ -15,7 +15,7 @@ use crate::shard::Shard;
 /// Relays until both directions are done. Bytes already read on either side (a frame that came
 /// with the 101, say) go first.
 pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) {
-    let key = shard.track(&up.sock);
+    let key = shard.track(&up.sock, None);
     let idle = shard.cfg.timeouts.tunnel;
     let last = Cell::new(Instant::now());
     let to_backend = relay(&client.sock, &up.sock, &mut client.buf, idle, &last);

@@ -897,3 +897,177 @@ fn a_503_of_our_own_is_logged_with_its_cause() {
     assert!(all.contains(want), "no line '{want}' in:\n{all}");
     assert!(!all.contains("secret"), "{all}");
 }
+
+/// A serving wtgate and its stderr, line by line; `ready` once it listens.
+struct Serving {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serving {
+    fn start(args: &[String]) -> Serving {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wtgate");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let s = Serving { child, lines };
+        s.wait_for_line("listening on");
+        s
+    }
+
+    fn wait_for_line(&self, part: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) if l.contains(part) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with '{part}': {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The exit status, waiting at most 10 s.
+    fn exit_code(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("wtgate still running 10 s after the signal");
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM while a response is on its way: no new connection is taken, an idle keep-alive client is
+/// closed at once, the response in flight completes and its connection then closes (its head went
+/// out before the signal, keep-alive), then wtgate exits 0.
+#[test]
+fn sigterm_finishes_the_response_in_flight_then_exits_0() {
+    use crate::common::{Behavior, TestBackend, Wire, get};
+    use std::io::{Read, Write};
+    let b = TestBackend::start(
+        "wt1",
+        Behavior::StallMidResponse(Duration::from_millis(500)),
+    );
+    let listen = free_port();
+    let mut wtgate = Serving::start(&args(&[
+        "--threads",
+        "1",
+        "--no-pin",
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--backend",
+        &format!("wt1={}", b.addr),
+    ]));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let mut idle = Wire::connect(addr);
+    idle.write_all(&get("/?idle=1")).unwrap();
+    assert_eq!(idle.read_response(false).unwrap().status, 200);
+
+    let mut busy = std::net::TcpStream::connect(addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    busy.write_all(&get("/?busy=1")).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The head and the first 10 body bytes come at once; the other 990 after the stall.
+    while !got.ends_with(b"0123456789") {
+        let n = busy.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    wtgate.signal("-TERM");
+    wtgate.wait_for_line("stopping:");
+    idle.expect_closed()
+        .expect("the idle keep-alive client is closed");
+    // Up to EOF: the connection closes after the response.
+    busy.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body.len(), 1000, "{head}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting"
+    );
+    assert_eq!(wtgate.exit_code(), Some(0));
+}
+
+/// An open WebSocket goes on through the grace period, is closed when it ends, and wtgate exits
+/// 0; a second signal stops it at once.
+#[test]
+fn a_tunnel_gets_the_grace_period_then_is_closed() {
+    use crate::common::{Behavior, TestBackend, client_frame, ws_connect, ws_recv};
+    use wtgate_demo::ws::OP_TEXT;
+    let ws = Behavior::WsEcho {
+        reject: false,
+        close_after: None,
+        greet: false,
+    };
+    let b = TestBackend::start("wt1", ws);
+    let listen = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let spec = |grace: &str| {
+        args(&[
+            "--threads",
+            "1",
+            "--no-pin",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--backend",
+            &format!("wt1={}", b.addr),
+            "--grace",
+            grace,
+        ])
+    };
+    let mut wtgate = Serving::start(&spec("1s"));
+    let (mut w, _) = ws_connect(addr, "/app?wtd=wt1AAAAAAAAAAAAAAAA&request=ws");
+    wtgate.signal("-TERM");
+    wtgate.wait_for_line("stopping:");
+    // Still relayed during the grace period.
+    w.write_all(&client_frame(OP_TEXT, b"still there?", [9, 8, 7, 6]))
+        .unwrap();
+    let echo = ws_recv(&mut w).unwrap().expect("an echo");
+    assert_eq!(echo.2, b"still there?");
+    w.expect_closed()
+        .expect("closed at the end of the grace period");
+    assert_eq!(wtgate.exit_code(), Some(0));
+    drop(wtgate);
+
+    // Twice: out at once, without waiting for the tunnel's grace of an hour.
+    let mut wtgate = Serving::start(&spec("1h"));
+    let (_w, _) = ws_connect(addr, "/app?wtd=wt1BBBBBBBBBBBBBBBB&request=ws");
+    wtgate.signal("-TERM");
+    wtgate.wait_for_line("stopping:");
+    wtgate.signal("-INT");
+    assert_eq!(wtgate.exit_code(), Some(1));
+}
