@@ -399,6 +399,8 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long requests in flight and WebSocket tunnels may go on before the
     /// rest is closed.
     pub grace: Duration,
+    /// The user to serve as once the listeners are bound (wtgate started as root for port 80).
+    pub user: Option<String>,
     pub timeouts: Timeouts,
     /// Client connections served at once by the whole process; more wait in the kernel backlog.
     pub maxconn: usize,
@@ -440,6 +442,7 @@ impl Default for Config {
             session_idle: Duration::from_secs(600),
             max_sessions: 100_000,
             grace: Duration::from_secs(30),
+            user: None,
             timeouts: Timeouts::default(),
             maxconn: 4096,
             retries: 3,
@@ -499,6 +502,11 @@ impl Config {
         self.check_limits(&mut r, name);
         self.check_timeouts(&mut r, name);
         self.check_forwarding(&mut r, name);
+        if let Some(user) = &self.user
+            && let Err(why) = crate::privileges::lookup(user)
+        {
+            r.error(Setting::User, format!("{}: {why}", name(Setting::User)));
+        }
         r
     }
 
@@ -777,11 +785,12 @@ pub enum Setting {
     SessionIdle,
     MaxSessions,
     Grace,
+    User,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 31] = [
+    pub const ALL: [Setting; 32] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -813,6 +822,7 @@ impl Setting {
         Setting::SessionIdle,
         Setting::MaxSessions,
         Setting::Grace,
+        Setting::User,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -848,6 +858,7 @@ impl Setting {
             Setting::SessionIdle => "--session-idle",
             Setting::MaxSessions => "--max-sessions",
             Setting::Grace => "--grace",
+            Setting::User => "--user",
         }
     }
 }

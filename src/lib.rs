@@ -2,7 +2,7 @@
 //!
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
-//!   messages that name the fix.
+//!   messages that name the fix; [`privileges`] drops root once the listeners are bound (`--user`).
 //! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
 //!   starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
@@ -32,6 +32,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod privileges;
 pub mod proxy;
 pub mod route;
 pub mod sessions;

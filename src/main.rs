@@ -150,6 +150,10 @@ struct ProxyArgs {
     #[argh(option)]
     grace: Option<String>,
 
+    /// serve as this user once the listeners are bound (start as root to bind port 80)
+    #[argh(option)]
+    user: Option<String>,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -320,6 +324,7 @@ impl ProxyArgs {
             Setting::SessionIdle => self.session_idle.is_some(),
             Setting::MaxSessions => self.max_sessions.is_some(),
             Setting::Grace => self.grace.is_some(),
+            Setting::User => self.user.is_some(),
         }
     }
 
@@ -430,6 +435,9 @@ impl ProxyArgs {
         set(&mut cfg.rise, self.rise);
         set(&mut cfg.fall, self.fall);
         set(&mut cfg.max_sessions, self.max_sessions);
+        if self.user.is_some() {
+            cfg.user = self.user.clone();
+        }
         if self.no_forwarded_headers {
             cfg.forwarded_headers = false;
         }
@@ -582,6 +590,12 @@ fn run(args: &ProxyArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if let Some(user) = &cfg.user {
+        match wtgate::privileges::become_user(user) {
+            Ok(ids) => eprint(&format!("wtgate: serving as {user} (uid {})", ids.uid)),
+            Err(e) => return fail(e),
+        }
+    }
     stop_on_signals(&engine, cfg.grace);
     engine.wait();
     eprint("wtgate: stopped");

@@ -33,6 +33,7 @@ struct FileConfig {
     pin: Option<Value>,
     session_id_length: Option<Value>,
     grace: Option<Value>,
+    user: Option<Value>,
     listen: Option<Vec<Spanned<ListenTable>>>,
     backend: Option<Vec<Spanned<BackendTable>>>,
     #[serde(default)]
@@ -151,6 +152,7 @@ impl Setting {
             Setting::SessionIdle => "sessions.idle",
             Setting::MaxSessions => "sessions.max",
             Setting::Grace => "grace",
+            Setting::User => "user",
         };
         fixed.to_string()
     }
@@ -236,6 +238,9 @@ impl ConfigFile {
         };
         let f = &self.parsed;
         r.set(&mut cfg.threads, Setting::Threads, &f.threads, whole);
+        r.set(&mut cfg.user, Setting::User, &f.user, |v, w| {
+            string(v, w).map(|s| Some(s.to_string()))
+        });
         r.set(&mut cfg.pin, Setting::Pin, &f.pin, boolean);
         r.set(
             &mut cfg.session_id_length,

@@ -1071,3 +1071,49 @@ fn a_tunnel_gets_the_grace_period_then_is_closed() {
     wtgate.signal("-INT");
     assert_eq!(wtgate.exit_code(), Some(1));
 }
+
+/// `--user`: bound as root, served as the user (every thread); an unknown user is a config error.
+#[test]
+fn user_drops_root_after_binding() {
+    let out = wtgate(&[
+        "check",
+        "--backend",
+        "wt1=127.0.0.1:9090",
+        "--user",
+        "no-such-user-x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--user: no user 'no-such-user-x'"),
+        "{}",
+        text(&out)
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: dropping privileges is not tried");
+        return;
+    }
+    let listen = free_port();
+    let wtgate = Serving::start(&args(&[
+        "--threads",
+        "2",
+        "--no-pin",
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--backend",
+        &format!("wt1=127.0.0.1:{}", free_port()),
+        "--user",
+        "nobody",
+    ]));
+    wtgate.wait_for_line("serving as nobody");
+    let tasks = format!("/proc/{}/task", wtgate.child.id());
+    for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{}: {uid}",
+            task.path().display()
+        );
+    }
+}
