@@ -713,6 +713,8 @@ mod tests {
         cfg.backends[0].check = None;
         assert_eq!(cfg.trusted_proxies.len(), 2);
         cfg.trusted_proxies.clear();
+        assert_eq!(cfg.user.as_deref(), Some("nobody"));
+        cfg.user = None;
         let defaults = Config {
             listen: cfg.listen.clone(),
             backends: cfg.backends.clone(),
