@@ -941,7 +941,7 @@ max = 9
 
     #[test]
     fn every_option_with_a_default_lists_it() {
-        let without = ["config", "backend", "trust-forwarded-from"];
+        let without = ["config", "backend", "trust-forwarded-from", "user"];
         let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
         let options = value_options(&help::<ProxyArgs>());
         assert!(options.len() > 10, "{options:?}");
