@@ -376,6 +376,11 @@ pub struct Config {
     pub rise: u32,
     /// Failed checks in a row that take an up backend down.
     pub fall: u32,
+    /// Where the admin HTTP listener (metrics, status page, backend states) listens; off if
+    /// `None`. Anything but a loopback address needs `admin_token`.
+    pub admin: Option<SocketAddr>,
+    /// The bearer token every admin request must carry (`Authorization: Bearer TOKEN`).
+    pub admin_token: Option<String>,
 }
 
 /// The defaults of every setting, the command line's included: a flag left out keeps the value
@@ -404,6 +409,8 @@ impl Default for Config {
             check_interval: Duration::from_secs(2),
             rise: 2,
             fall: 3,
+            admin: None,
+            admin_token: None,
         }
     }
 }
@@ -443,7 +450,36 @@ impl Config {
         self.check_limits(&mut r);
         self.check_timeouts(&mut r);
         self.check_forwarding(&mut r);
+        self.check_admin(&mut r);
         r
+    }
+
+    /// The admin listener can drain backends: from other machines, only with a token.
+    fn check_admin(&self, r: &mut Report) {
+        let token = self.admin_token.as_deref();
+        if token.is_some_and(|t| t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic())) {
+            r.error(
+                "--admin-token must be non-empty printable ASCII without spaces (it travels \
+                 in an Authorization header)"
+                    .into(),
+            );
+        }
+        match self.admin {
+            Some(addr) if !addr.ip().to_canonical().is_loopback() && token.is_none() => {
+                r.error(format!(
+                    "--admin {addr} is reachable from other machines, and the admin listener \
+                     can drain backends: add --admin-token TOKEN, or listen on loopback \
+                     (--admin 127.0.0.1:{})",
+                    addr.port()
+                ));
+            }
+            None if token.is_some() => r.warnings.push(
+                "--admin-token does nothing without --admin ADDR, which starts the admin \
+                 listener"
+                    .into(),
+            ),
+            _ => {}
+        }
     }
 
     fn check_listeners(&self, r: &mut Report) {
@@ -1107,5 +1143,36 @@ mod tests {
         assert!(memlock_verdict(4, 4 << 20, true).is_none());
         assert!(memlock_verdict(4, 5 << 20, false).is_none());
         assert!(memlock_verdict(4, libc::RLIM_INFINITY, false).is_none());
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        for ok in ["127.0.0.1:8404", "[::1]:8404", "127.0.0.2:0"] {
+            c.admin = Some(ok.parse().unwrap());
+            assert_eq!(c.validate_all(), Report::default(), "{ok}");
+        }
+        c.admin = Some("0.0.0.0:8404".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--admin 0.0.0.0:8404") && e.contains("--admin-token"),
+            "{e}"
+        );
+        assert!(e.contains("--admin 127.0.0.1:8404"), "names the fix: {e}");
+        c.admin_token = Some("s3cret".into());
+        assert_eq!(c.validate_all(), Report::default());
+        for bad in ["", "two words", "tab\t"] {
+            c.admin_token = Some(bad.into());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--admin-token"), "{bad:?}: {e}");
+        }
+        c.admin = None;
+        c.admin_token = Some("s3cret".into());
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains("--admin ADDR")),
+            "{r:?}"
+        );
     }
 }
