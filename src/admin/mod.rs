@@ -10,7 +10,8 @@
 //! - [`report`]: one snapshot of everything, as JSON (`/stats`);
 //! - [`prometheus`]: the same as Prometheus text (`/metrics`);
 //! - [`client`]: the blocking client of `wtgate admin`;
-//! - `page.html`: the status page (`/`).
+//! - `page.html`: the status page (`/`): static, self-contained (inline CSS and JS, no external
+//!   asset), it polls `/stats` every 2 s and updates its table in place.
 
 pub mod client;
 pub mod prometheus;
@@ -306,7 +307,18 @@ impl Reply {
 
 /// The answer to one well-formed request.
 fn respond(ctx: &Ctx, req: &Request) -> Reply {
+    let target = req.target();
+    let path = &target[..target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len())];
+    let head = req.method() == b"HEAD";
+    let method = if head { &b"GET"[..] } else { req.method() };
+    // The status page is static and holds no data; a browser, which cannot add the header to a
+    // page it opens, gets it, and the page asks for the token the data behind it needs.
+    let page = method == b"GET" && path == b"/";
     if let Some(token) = &ctx.token
+        && !page
         && !authorized(req.header("authorization"), token)
     {
         let mut r = Reply::error(
@@ -317,13 +329,6 @@ fn respond(ctx: &Ctx, req: &Request) -> Reply {
             .push(("WWW-Authenticate", "Bearer realm=\"wtgate\"".into()));
         return r;
     }
-    let target = req.target();
-    let path = &target[..target
-        .iter()
-        .position(|&b| b == b'?')
-        .unwrap_or(target.len())];
-    let head = req.method() == b"HEAD";
-    let method = if head { &b"GET"[..] } else { req.method() };
     let mut reply = route(ctx, method, path, &req.body);
     reply.head_only = head;
     reply

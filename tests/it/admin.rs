@@ -664,8 +664,10 @@ fn a_token_is_required_when_set() {
     for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
         for (method, path, body) in [
             ("GET", "/metrics", ""),
-            ("GET", "/", ""),
+            ("GET", "/stats", ""),
+            ("GET", "/backends/wt1/sessions", ""),
             ("POST", "/backends/wt1/state", "maint"),
+            ("POST", "/", ""),
         ] {
             let r = call(admin, method, path, body, token);
             assert_eq!(r.status, 401, "{method} {path} with {token:?}");
@@ -688,6 +690,14 @@ fn a_token_is_required_when_set() {
     assert_eq!(
         call(admin, "GET", "/metrics", "", Some("s3cret")).status,
         200
+    );
+    // The status page holds no data, and a browser cannot add the header to a page it opens:
+    // it loads, then asks for the token its /stats polls need.
+    let page = call(admin, "GET", "/", "", None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body_str().contains("Bearer"),
+        "the page sends the token"
     );
 }
 
@@ -876,6 +886,39 @@ fn connections_over_the_limit_get_503_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn the_status_page_is_served_whole_by_wtgate() {
+    let s = start_pair(with_admin);
+    let admin = admin_addr(&s.proxy);
+    let r = call(admin, "GET", "/", "", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let page = r.body_str();
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(
+        page.contains("fetch(") && page.contains("stats"),
+        "polls /stats"
+    );
+    assert!(
+        page.contains("<svg") || page.contains("createElementNS"),
+        "sparklines"
+    );
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(http",
+        "src=\"//",
+    ] {
+        assert!(!page.contains(external), "external asset: {external}");
+    }
+    // The query string is no part of the path.
+    assert_eq!(call(admin, "GET", "/?refresh=1", "", None).status, 200);
+    let r = call(admin, "HEAD", "/", "", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
 }
 
 #[test]
