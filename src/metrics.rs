@@ -115,17 +115,24 @@ impl ShardStats {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Records a completed exchange with `backend`: its first response byte came `first_byte`
-    /// after the request head, its end (`None` for a tunnel, which has none) `total` after it.
-    pub fn record_latency(&self, backend: usize, first_byte: Duration, total: Option<Duration>) {
+    /// Records a completed exchange with `backend`: its request head came at `started`, the first
+    /// response byte at `first_byte`, and its end at `end` (`None` for a tunnel, which has none).
+    /// The latest of them serves as now, to spare the hot path a clock read.
+    pub fn record_latency(
+        &self,
+        backend: usize,
+        started: Instant,
+        first_byte: Instant,
+        end: Option<Instant>,
+    ) {
         let mut l = self.latency[backend]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        l.rotate(now);
-        l.first_byte.record(first_byte);
-        if let Some(total) = total {
-            l.total.record(total);
+        l.rotate(end.unwrap_or(first_byte));
+        l.first_byte
+            .record(first_byte.saturating_duration_since(started));
+        if let Some(end) = end {
+            l.total.record(end.saturating_duration_since(started));
         }
     }
 }

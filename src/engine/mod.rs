@@ -5,6 +5,9 @@
 //!   so a bind error is reported at once;
 //! - [`shard_thread`]: one shard's thread, from pinning to closing what it owns;
 //! - [`limits`]: the process limits io_uring and many connections need.
+//!
+//! With `Config::admin` set, the admin listener ([`crate::admin`]) is bound with the listeners and
+//! started once every shard accepts; it reads the engine through an [`EngineHandle`].
 
 mod limits;
 mod listen;
@@ -151,7 +154,8 @@ pub struct EngineHandle {
 }
 
 impl Engine {
-    /// Validates `cfg`, binds every listener, starts the shards, and returns once all accept.
+    /// Validates `cfg`, binds every listener (the admin one too), starts the shards, and returns
+    /// once all accept, with the admin listener serving.
     pub fn start(cfg: Config) -> Result<Engine, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let n = cfg.shard_count();

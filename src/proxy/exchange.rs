@@ -179,13 +179,12 @@ async fn finish(
     outcome: Outcome,
 ) -> Next {
     count_end(shard, &up, None);
-    let first_byte = req.first_byte.get().unwrap_or(req.started) - req.started;
+    let (started, first_byte) = (req.started, req.first_byte.get().unwrap_or(req.started));
     match outcome {
         Outcome::Complete(done) => {
-            let total = req.started.elapsed();
-            shard
-                .stats
-                .record_latency(up.backend, first_byte, Some(total));
+            let end = Some(Instant::now());
+            let stats = &shard.stats;
+            stats.record_latency(up.backend, started, first_byte, end);
             if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
                 shard.park(up.backend, up.sock);
             } else {
@@ -198,7 +197,9 @@ async fn finish(
             }
         }
         Outcome::Upgraded => {
-            shard.stats.record_latency(up.backend, first_byte, None);
+            shard
+                .stats
+                .record_latency(up.backend, started, first_byte, None);
             let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
             // A WebSocket keeps its session live for as long as it is open.
             let target = &req.fwd[req.target.clone()];
