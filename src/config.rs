@@ -257,6 +257,17 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     resolve(&s)
 }
 
+/// Parses the admin listener's address: as a listen address, except that a bare `PORT` or
+/// `:PORT` is loopback — the control plane stays local unless asked.
+pub fn parse_admin_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let port = s.strip_prefix(':').unwrap_or(s);
+    match port.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => parse_listen_addr(s),
+    }
+}
+
 /// Why an operator's listen address cannot be used, beyond what `Config::validate_all` checks.
 /// The library takes port 0 (tests, embedding); a command line or config file that asked for it
 /// would listen where no client could find it.
@@ -426,6 +437,11 @@ pub struct Config {
     pub rise: u32,
     /// Failed checks in a row that take an up backend down.
     pub fall: u32,
+    /// Where the admin HTTP listener (metrics, status page, backend states) listens; off if
+    /// `None`. Anything but a loopback address needs `admin_token`.
+    pub admin: Option<SocketAddr>,
+    /// The bearer token every admin request must carry (`Authorization: Bearer TOKEN`).
+    pub admin_token: Option<String>,
 }
 
 /// The defaults of every setting, the command line's included: a flag left out keeps the value
@@ -456,6 +472,8 @@ impl Default for Config {
             check_interval: Duration::from_secs(2),
             rise: 2,
             fall: 3,
+            admin: None,
+            admin_token: None,
         }
     }
 }
@@ -502,12 +520,50 @@ impl Config {
         self.check_limits(&mut r, name);
         self.check_timeouts(&mut r, name);
         self.check_forwarding(&mut r, name);
+        self.check_admin(&mut r, name);
         if let Some(user) = &self.user
             && let Err(why) = crate::privileges::lookup(user)
         {
             r.error(Setting::User, format!("{}: {why}", name(Setting::User)));
         }
         r
+    }
+
+    /// The admin listener can drain backends: from other machines, only with a token.
+    fn check_admin(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
+        let token = self.admin_token.as_deref();
+        if token.is_some_and(|t| t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic())) {
+            r.error(
+                Setting::AdminToken,
+                format!(
+                    "{} must be non-empty printable ASCII without spaces (it travels in an \
+                     Authorization header)",
+                    name(Setting::AdminToken)
+                ),
+            );
+        }
+        match self.admin {
+            Some(addr) if !addr.ip().to_canonical().is_loopback() && token.is_none() => {
+                r.error(
+                    Setting::Admin,
+                    format!(
+                        "{} {addr} is reachable from other machines, and the admin listener \
+                         can drain backends: add --admin-token TOKEN, or listen on loopback \
+                         (--admin 127.0.0.1:{})",
+                        name(Setting::Admin),
+                        addr.port()
+                    ),
+                );
+            }
+            None if token.is_some() => r.warn(
+                Setting::AdminToken,
+                format!(
+                    "{} does nothing without --admin ADDR, which starts the admin listener",
+                    name(Setting::AdminToken)
+                ),
+            ),
+            _ => {}
+        }
     }
 
     fn check_listeners(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
@@ -786,11 +842,13 @@ pub enum Setting {
     MaxSessions,
     Grace,
     User,
+    Admin,
+    AdminToken,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 32] = [
+    pub const ALL: [Setting; 34] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -823,6 +881,8 @@ impl Setting {
         Setting::MaxSessions,
         Setting::Grace,
         Setting::User,
+        Setting::Admin,
+        Setting::AdminToken,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -859,6 +919,8 @@ impl Setting {
             Setting::MaxSessions => "--max-sessions",
             Setting::Grace => "--grace",
             Setting::User => "--user",
+            Setting::Admin => "--admin",
+            Setting::AdminToken => "--admin-token",
         }
     }
 }
@@ -1382,5 +1444,36 @@ mod tests {
         assert!(memlock_verdict(4, 4 << 20, true).is_none());
         assert!(memlock_verdict(4, 5 << 20, false).is_none());
         assert!(memlock_verdict(4, libc::RLIM_INFINITY, false).is_none());
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        for ok in ["127.0.0.1:8404", "[::1]:8404", "127.0.0.2:0"] {
+            c.admin = Some(ok.parse().unwrap());
+            assert_eq!(c.validate_all(), Report::default(), "{ok}");
+        }
+        c.admin = Some("0.0.0.0:8404".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--admin 0.0.0.0:8404") && e.contains("--admin-token"),
+            "{e}"
+        );
+        assert!(e.contains("--admin 127.0.0.1:8404"), "names the fix: {e}");
+        c.admin_token = Some("s3cret".into());
+        assert_eq!(c.validate_all(), Report::default());
+        for bad in ["", "two words", "tab\t"] {
+            c.admin_token = Some(bad.into());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--admin-token"), "{bad:?}: {e}");
+        }
+        c.admin = None;
+        c.admin_token = Some("s3cret".into());
+        let r = c.validate_all();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert!(
+            r.warnings.iter().any(|w| w.why.contains("--admin ADDR")),
+            "{r:?}"
+        );
     }
 }

@@ -20,10 +20,13 @@
 //! - [`sessions`]: the live Wt sessions each shard routed to their owners, merged on request.
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
 //!   [`trim`] returns freed memory to the system off the shards.
+//! - [`admin`]: the `--admin` HTTP listener (metrics, status page, backend states), on threads of
+//!   its own outside the shards, and the client of `wtgate admin`.
 //!
 //! The demo backends (`wtgate demo`) and the WebSocket codec the tests and the bench use are the
 //! `wtgate-demo` crate (`demo/`), which needs only `wtgate-h1`.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod engine;

@@ -1,4 +1,4 @@
-//! The `wtgate` command: `run` (the default), `check`, `demo`.
+//! The `wtgate` command: `run` (the default), `check`, `demo`, `admin`.
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
@@ -21,7 +21,7 @@ use wtgate_demo::DemoBackend;
     help_triggers("-h", "--help", "help"),
     example = "wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
     example = "wtgate check --config /etc/wtgate/wtgate.toml",
-    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n\nDurations take ms, s, m or h (a bare number is seconds).\n\nA --config file (TOML; wtgate.example.toml shows every key) can hold every option. An option\ngiven on the command line wins over the file's value, and --listen, --backend and\n--trust-forwarded-from given there replace the file's lists."
+    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n  wtgate admin COMMAND     drain, ready or maint a backend of a running wtgate\n\nDurations take ms, s, m or h (a bare number is seconds).\n\nA --config file (TOML; wtgate.example.toml shows every key) can hold every option. An option\ngiven on the command line wins over the file's value, and --listen, --backend and\n--trust-forwarded-from given there replace the file's lists."
 )]
 struct ProxyArgs {
     /// a TOML config file with any of the settings below (see wtgate.example.toml); the options
@@ -154,6 +154,16 @@ struct ProxyArgs {
     #[argh(option)]
     user: Option<String>,
 
+    /// address of the admin HTTP listener (status page /, /metrics, /stats, backend states for
+    /// 'wtgate admin'), e.g. 127.0.0.1:8404 (a bare PORT is 127.0.0.1:PORT); off unless given.
+    /// Other than loopback it needs --admin-token
+    #[argh(option)]
+    admin: Option<String>,
+
+    /// bearer token every admin request must carry (Authorization: Bearer TOKEN)
+    #[argh(option)]
+    admin_token: Option<String>,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -183,6 +193,80 @@ struct DemoArgs {
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
+}
+
+#[derive(FromArgs)]
+/// Changes or reads the state of a backend of a running wtgate, through its --admin listener.
+#[argh(
+    help_triggers("-h", "--help", "help"),
+    example = "wtgate admin drain wt1 --wait --timeout 30m   # before restarting wt1\nwtgate admin ready wt1                         # once it is back",
+    note = "Exit status 0 on success; 1 on an error, or when --wait times out with sessions left."
+)]
+struct AdminArgs {
+    /// the admin listener: http://HOST:PORT, as wtgate's --admin (default http://127.0.0.1:8404)
+    #[argh(option)]
+    url: Option<String>,
+
+    /// the --admin-token wtgate runs with (default: $WTGATE_ADMIN_TOKEN, which keeps it out of
+    /// the process list)
+    #[argh(option)]
+    token: Option<String>,
+
+    #[argh(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum AdminCommand {
+    Drain(DrainArgs),
+    Ready(ReadyArgs),
+    Maint(MaintArgs),
+    Sessions(SessionsArgs),
+}
+
+#[derive(FromArgs)]
+/// Keep serving the backend's sessions, send it no new ones (before a restart).
+#[argh(subcommand, name = "drain")]
+struct DrainArgs {
+    /// the backend's session-id prefix, e.g. wt1
+    #[argh(positional)]
+    prefix: String,
+
+    /// then wait until it has no live session left (polled every second)
+    #[argh(switch)]
+    wait: bool,
+
+    /// with --wait: give up after this long, exit 1 (default 30m)
+    #[argh(option)]
+    timeout: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Back to normal service.
+#[argh(subcommand, name = "ready")]
+struct ReadyArgs {
+    /// the backend's session-id prefix, e.g. wt1
+    #[argh(positional)]
+    prefix: String,
+}
+
+#[derive(FromArgs)]
+/// No traffic at all: the backend's sessions go to others (and start over there).
+#[argh(subcommand, name = "maint")]
+struct MaintArgs {
+    /// the backend's session-id prefix, e.g. wt1
+    #[argh(positional)]
+    prefix: String,
+}
+
+#[derive(FromArgs)]
+/// The backend's live Wt sessions, and when the last request of one came.
+#[argh(subcommand, name = "sessions")]
+struct SessionsArgs {
+    /// the backend's session-id prefix, e.g. wt1
+    #[argh(positional)]
+    prefix: String,
 }
 
 impl DemoArgs {
@@ -300,6 +384,8 @@ impl ProxyArgs {
             | Setting::BackendWeight(_)
             | Setting::BackendCheck(_) => !self.backend.is_empty(),
             Setting::Threads => self.threads.is_some(),
+            Setting::Admin => self.admin.is_some(),
+            Setting::AdminToken => self.admin_token.is_some(),
             Setting::Pin => self.no_pin,
             Setting::SessionIdLength => self.session_id_length.is_some(),
             Setting::ConnectTimeout => self.connect_timeout.is_some(),
@@ -460,6 +546,18 @@ impl ProxyArgs {
             Some(Ok(c)) => cfg.check = c,
             Some(Err(e)) => errors.push(format!("--check: {e}")),
         }
+        self.parse_admin(cfg, errors);
+    }
+
+    fn parse_admin(&self, cfg: &mut Config, errors: &mut Vec<String>) {
+        if let Some(token) = &self.admin_token {
+            cfg.admin_token = Some(token.clone());
+        }
+        let Some(spec) = &self.admin else { return };
+        match wtgate::config::parse_admin_addr(spec) {
+            Ok(addr) => cfg.admin = Some(addr),
+            Err(why) => errors.push(format!("--admin '{spec}': {why}")),
+        }
     }
 
     /// The config, after printing its warnings; or, after printing every error, exit code 1.
@@ -483,7 +581,7 @@ fn main() -> ExitCode {
     let prog = "wtgate";
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let (cmd, flags) = match rest.first() {
-        Some(&c @ ("run" | "check" | "demo")) => (c, &rest[1..]),
+        Some(&c @ ("run" | "check" | "demo" | "admin")) => (c, &rest[1..]),
         _ => ("run", &rest[..]),
     };
     let name = if cmd == "run" && rest.first() != Some(&"run") {
@@ -495,6 +593,7 @@ fn main() -> ExitCode {
     let result = match cmd {
         "demo" => DemoArgs::from_args(&[&name], flags)
             .map(|a| if a.version { version() } else { demo(&a) }),
+        "admin" => AdminArgs::from_args(&[&name], flags).map(|a| admin(&a)),
         "check" => ProxyArgs::from_args(&[&name], flags)
             .map(|a| if a.version { version() } else { check(&a) }),
         _ => ProxyArgs::from_args(&[&name], flags)
@@ -507,6 +606,8 @@ fn main() -> ExitCode {
             if early.status.is_ok() {
                 let defaults = match cmd {
                     "demo" => DemoArgs::defaults(),
+                    // Its defaults are in its flags' texts: subcommands have flags of their own.
+                    "admin" => return print(&format!("{}\n", early.output), ExitCode::SUCCESS),
                     _ => ProxyArgs::defaults(),
                 };
                 let help = with_defaults(&early.output, &defaults);
@@ -590,6 +691,9 @@ fn run(args: &ProxyArgs) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if let Some(addr) = engine.admin_addr() {
+        eprint(&format!("wtgate: admin listener on http://{addr}/"));
+    }
     if let Some(user) = &cfg.user {
         match wtgate::privileges::become_user(user) {
             Ok(ids) => eprint(&format!("wtgate: serving as {user} (uid {})", ids.uid)),
@@ -672,6 +776,13 @@ fn check(args: &ProxyArgs) -> ExitCode {
         format!("kept and appended to from {}", nets.join(", "))
     };
     let _ = writeln!(out, "X-Forwarded-For/-Proto: {forwarded}");
+    if let Some(addr) = cfg.admin {
+        let auth = match cfg.admin_token {
+            Some(_) => "bearer token required",
+            None => "no token: loopback only",
+        };
+        let _ = writeln!(out, "admin: http://{addr}/ ({auth})");
+    }
     routing_table(&mut out, &cfg);
     print(&out, ExitCode::SUCCESS)
 }
@@ -736,6 +847,88 @@ fn demo(args: &DemoArgs) -> ExitCode {
     );
     engine.wait();
     ExitCode::SUCCESS
+}
+
+/// `wtgate admin`: one request (or a drain's polls) to a running wtgate's admin listener.
+fn admin(args: &AdminArgs) -> ExitCode {
+    use wtgate::admin::client::{AdminClient, DEFAULT_URL, Drained};
+    use wtgate::health::Admin;
+
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("WTGATE_ADMIN_TOKEN").ok());
+    let url = args.url.as_deref().unwrap_or(DEFAULT_URL);
+    let client = match AdminClient::new(url, token) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let (prefix, state) = match &args.command {
+        AdminCommand::Drain(a) => (&a.prefix, Admin::Drain),
+        AdminCommand::Ready(a) => (&a.prefix, Admin::Ready),
+        AdminCommand::Maint(a) => (&a.prefix, Admin::Maint),
+        AdminCommand::Sessions(a) => {
+            return match client.sessions(&a.prefix) {
+                Ok(s) => print(&format!("{}\n", describe_sessions(&s)), ExitCode::SUCCESS),
+                Err(e) => fail(e),
+            };
+        }
+    };
+    let wait = match &args.command {
+        AdminCommand::Drain(a) if a.wait => {
+            match parse_duration(a.timeout.as_deref().unwrap_or("30m")) {
+                Ok(t) => Some(t),
+                Err(e) => return fail(format!("--timeout: {e}")),
+            }
+        }
+        AdminCommand::Drain(a) if a.timeout.is_some() => {
+            return fail("--timeout applies to --wait: add --wait");
+        }
+        _ => None,
+    };
+    match client.set_state(prefix, state) {
+        Ok(c) => say(&format!("{}: {} -> {}", c.backend, c.old, c.new)),
+        Err(e) => return fail(e),
+    }
+    let Some(timeout) = wait else {
+        return ExitCode::SUCCESS;
+    };
+    let mut last = None;
+    let mut progress = |s: &wtgate::admin::client::SessionsInfo| {
+        // One line per change, not one per poll.
+        if last != Some(s.live) {
+            last = Some(s.live);
+            say(&describe_sessions(s));
+        }
+    };
+    let every = std::time::Duration::from_secs(1);
+    match client.wait_drained(prefix, timeout, every, &mut progress) {
+        Ok(Drained::Empty) => print(
+            &format!("{prefix}: drained: no live session left\n"),
+            ExitCode::SUCCESS,
+        ),
+        Ok(Drained::TimedOut(s)) => fail(format!(
+            "{prefix}: {} live session(s) remain after {}: a restart now would end them",
+            s.live,
+            format_duration(timeout)
+        )),
+        Err(e) => fail(e),
+    }
+}
+
+/// A line of a command's output on stdout; a reader gone away is no reason to stop a drain.
+fn say(line: &str) {
+    let _ = print(&format!("{line}\n"), ExitCode::SUCCESS);
+}
+
+/// `wt1: 3 live sessions, last request 2 s ago`.
+fn describe_sessions(s: &wtgate::admin::client::SessionsInfo) -> String {
+    let last = match s.since_last_request {
+        Some(d) => format!(", last request {} s ago", d.as_secs()),
+        None => String::new(),
+    };
+    let plural = if s.live == 1 { "" } else { "s" };
+    format!("{}: {} live session{plural}{last}", s.backend, s.live)
 }
 
 /// Starts the two demo backends; returns them and the address wtgate is to listen on.
@@ -941,7 +1134,14 @@ max = 9
 
     #[test]
     fn every_option_with_a_default_lists_it() {
-        let without = ["config", "backend", "trust-forwarded-from", "user"];
+        let without = [
+            "config",
+            "backend",
+            "trust-forwarded-from",
+            "user",
+            "admin",
+            "admin-token",
+        ];
         let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
         let options = value_options(&help::<ProxyArgs>());
         assert!(options.len() > 10, "{options:?}");

@@ -1,9 +1,18 @@
 //! Counters each shard keeps about its backends, and the sum the engine reports.
 //!
 //! Every shard writes only its own `ShardStats` (relaxed atomics, no sharing between writers), so
-//! counting costs the hot path nothing but an uncontended add; readers sum over shards.
+//! counting costs the hot path nothing but an uncontended add; readers sum over shards. Gauges
+//! (open tunnels, connections) are counters a shard raises and lowers itself, so a shard's own
+//! value never goes below zero and the sum is the gauge.
+//!
+//! Latencies go into HDR histograms, one set per backend per shard behind a `Mutex` that only its
+//! shard locks while serving (uncontended); a scrape locks each briefly to merge them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use crate::config::Config;
 use crate::proxy::{ProxyError, Rejection};
@@ -25,8 +34,40 @@ pub struct BackendCounters {
     pub redispatched: AtomicU64,
     /// Active checks that failed.
     pub checks_failed: AtomicU64,
+    /// Requests routed to this backend because it owns their session.
+    pub affinity_hits: AtomicU64,
+    /// Requests whose last try, on this backend, ended in a failure (a [`ProxyError`]).
+    pub failed: AtomicU64,
+    /// Final response heads relayed from this backend, by status class: 1xx (101) … 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Bytes written to this backend: request heads as forwarded, bodies, tunnel traffic.
+    pub request_bytes: AtomicU64,
+    /// Bytes of this backend's responses written to clients, tunnel traffic included.
+    pub response_bytes: AtomicU64,
+    /// Gauge: WebSocket (upgraded) tunnels open to it.
+    pub tunnels: AtomicU64,
+    /// Gauge: connections to it carrying a request or a tunnel.
+    pub active: AtomicU64,
+    /// Gauge: idle connections to it in this shard's pool.
+    pub pooled: AtomicU64,
     /// Whether this shard currently routes to it as up.
     pub up: AtomicBool,
+}
+
+impl BackendCounters {
+    /// Counts a relayed final response head.
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        ShardStats::count(&self.responses[class]);
+    }
+}
+
+/// One listening address of one shard.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    pub accepted: AtomicU64,
+    /// Gauge: client connections being served.
+    pub open: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -40,6 +81,10 @@ pub struct ShardStats {
     pub failures: [AtomicU64; ProxyError::ALL.len()],
     /// Connections refused before routing, by [`Rejection::index`].
     pub rejections: [AtomicU64; Rejection::ALL.len()],
+    /// One per `Config::listen` address, in order.
+    pub listeners: Vec<ListenerCounters>,
+    /// One per backend.
+    pub latency: Vec<Mutex<Latency>>,
 }
 
 impl ShardStats {
@@ -55,11 +100,198 @@ impl ShardStats {
             no_backend: AtomicU64::new(0),
             failures: Default::default(),
             rejections: Default::default(),
+            listeners: cfg.listen.iter().map(|_| Default::default()).collect(),
+            latency: (0..cfg.backends.len())
+                .map(|_| Mutex::new(Latency::new(Instant::now())))
+                .collect(),
         }
     }
 
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Records a completed exchange with `backend`: its request head came at `started`, the first
+    /// response byte at `first_byte`, and its end at `end` (`None` for a tunnel, which has none).
+    /// The latest of them serves as now, to spare the hot path a clock read.
+    pub fn record_latency(
+        &self,
+        backend: usize,
+        started: Instant,
+        first_byte: Instant,
+        end: Option<Instant>,
+    ) {
+        let mut l = self.latency[backend]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.rotate(end.unwrap_or(first_byte));
+        l.first_byte
+            .record(first_byte.saturating_duration_since(started));
+        if let Some(end) = end {
+            l.total.record(end.saturating_duration_since(started));
+        }
+    }
+}
+
+/// Raises a gauge of one backend for as long as it lives: a connection or a tunnel in use. A
+/// guard rather than paired calls, because a shard that stops drops its connections' futures
+/// wherever they are.
+pub struct Held {
+    stats: Arc<ShardStats>,
+    backend: usize,
+    gauge: fn(&BackendCounters) -> &AtomicU64,
+}
+
+impl Held {
+    pub fn new(
+        stats: &Arc<ShardStats>,
+        backend: usize,
+        gauge: fn(&BackendCounters) -> &AtomicU64,
+    ) -> Held {
+        ShardStats::count(gauge(&stats.backends[backend]));
+        Held {
+            stats: stats.clone(),
+            backend,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.gauge)(&self.stats.backends[self.backend]).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Quantiles are over a window of the last one to two [`LATENCY_WINDOW`]s, so that they show how
+/// a backend answers now rather than since start; counts and sums are since start.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// Latencies are recorded in microseconds up to this; longer ones count as this long.
+const LATENCY_MAX: Duration = Duration::from_secs(600);
+
+/// One backend's latencies on one shard.
+#[derive(Debug)]
+pub struct Latency {
+    /// From the request head to the backend's first response byte.
+    pub first_byte: Window,
+    /// From the request head to the end of the response relayed.
+    pub total: Window,
+    /// When the current window started.
+    started: Instant,
+}
+
+/// Two histograms: the window being filled and the one before.
+#[derive(Debug, Clone)]
+pub struct Window {
+    current: Histogram<u32>,
+    previous: Histogram<u32>,
+    count: u64,
+    sum: Duration,
+}
+
+impl Window {
+    fn new() -> Window {
+        // 2 significant digits (1 % error) over 1 µs..600 s: about 12 KiB per histogram.
+        let max = LATENCY_MAX.as_micros() as u64;
+        let h = Histogram::new_with_bounds(1, max, 2).expect("valid histogram bounds");
+        Window {
+            previous: h.clone(),
+            current: h,
+            count: 0,
+            sum: Duration::ZERO,
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        let us = d.as_micros().clamp(1, LATENCY_MAX.as_micros()) as u64;
+        self.current.saturating_record(us);
+        self.count += 1;
+        self.sum += d;
+    }
+}
+
+impl Latency {
+    pub fn new(now: Instant) -> Latency {
+        Latency {
+            first_byte: Window::new(),
+            total: Window::new(),
+            started: now,
+        }
+    }
+
+    /// Moves to a new window once the current one is [`LATENCY_WINDOW`] old; a window older than
+    /// two is forgotten entirely. Writers and readers both call it, so an idle backend's old
+    /// samples age out without new ones.
+    pub fn rotate(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.started);
+        if age < LATENCY_WINDOW {
+            return;
+        }
+        for w in [&mut self.first_byte, &mut self.total] {
+            if age >= 2 * LATENCY_WINDOW {
+                w.previous.reset();
+            } else {
+                std::mem::swap(&mut w.previous, &mut w.current);
+            }
+            w.current.reset();
+        }
+        self.started = now;
+    }
+}
+
+/// Latencies of one backend merged over shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySummary {
+    /// Samples since start.
+    pub count: u64,
+    /// Sum of all samples since start, in seconds.
+    pub sum_s: f64,
+    /// `(q, seconds)` for each of [`QUANTILES`], over the recent window; `None` when the window
+    /// holds no sample.
+    pub quantiles: Vec<(f64, Option<f64>)>,
+}
+
+/// The quantiles reported.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// First-byte and total latency summaries of `backend`, merged over `shards`.
+pub fn latency(
+    shards: &[Arc<ShardStats>],
+    backend: usize,
+    now: Instant,
+) -> (LatencySummary, LatencySummary) {
+    let mut first = Window::new();
+    let mut total = Window::new();
+    for s in shards {
+        let mut l = s.latency[backend].lock().unwrap_or_else(|e| e.into_inner());
+        l.rotate(now);
+        for (into, from) in [(&mut first, &l.first_byte), (&mut total, &l.total)] {
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = into.current.add(&from.current);
+            let _ = into.current.add(&from.previous);
+            into.count += from.count;
+            into.sum += from.sum;
+        }
+    }
+    (summary(&first), summary(&total))
+}
+
+fn summary(w: &Window) -> LatencySummary {
+    let h = &w.current;
+    LatencySummary {
+        count: w.count,
+        sum_s: w.sum.as_secs_f64(),
+        quantiles: QUANTILES
+            .iter()
+            .map(|&q| {
+                let v = (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1e6);
+                (q, v)
+            })
+            .collect(),
     }
 }
 
@@ -74,8 +306,26 @@ pub struct BackendStats {
     pub connect_failures: u64,
     pub redispatched: u64,
     pub checks_failed: u64,
+    pub affinity_hits: u64,
+    pub failed: u64,
+    /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: [u64; 5],
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub tunnels: u64,
+    /// Connections carrying a request or a tunnel.
+    pub active: u64,
+    /// Idle connections in the shards' pools.
+    pub pooled: u64,
     /// How many shards see it up (all of them, or none, once gossip has settled).
     pub up_on_shards: usize,
+}
+
+/// One listen address, summed over shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerStats {
+    pub accepted: u64,
+    pub open: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +337,9 @@ pub struct Stats {
     pub failures: Vec<(&'static str, u64)>,
     /// Refused connections per [`Rejection`] kind, by name.
     pub rejections: Vec<(&'static str, u64)>,
+    /// One per `Config::listen` address, in order.
+    pub listeners: Vec<ListenerStats>,
+    pub shards: usize,
 }
 
 impl Stats {
@@ -107,6 +360,14 @@ impl Stats {
                 connect_failures: sum(&|s| &s.backends[i].connect_failures),
                 redispatched: sum(&|s| &s.backends[i].redispatched),
                 checks_failed: sum(&|s| &s.backends[i].checks_failed),
+                affinity_hits: sum(&|s| &s.backends[i].affinity_hits),
+                failed: sum(&|s| &s.backends[i].failed),
+                responses: std::array::from_fn(|c| sum(&|s| &s.backends[i].responses[c])),
+                request_bytes: sum(&|s| &s.backends[i].request_bytes),
+                response_bytes: sum(&|s| &s.backends[i].response_bytes),
+                tunnels: sum(&|s| &s.backends[i].tunnels),
+                active: sum(&|s| &s.backends[i].active),
+                pooled: sum(&|s| &s.backends[i].pooled),
                 up_on_shards: shards
                     .iter()
                     .filter(|s| s.backends[i].up.load(Ordering::Relaxed))
@@ -125,11 +386,100 @@ impl Stats {
                 .iter()
                 .map(|r| (r.name(), sum(&|s| &s.rejections[r.index()])))
                 .collect(),
+            listeners: (0..cfg.listen.len())
+                .map(|i| ListenerStats {
+                    accepted: sum(&|s| &s.listeners[i].accepted),
+                    open: sum(&|s| &s.listeners[i].open),
+                })
+                .collect(),
+            shards: shards.len(),
         }
     }
 
     /// The stats of the backend with this prefix.
     pub fn backend(&self, prefix: &str) -> Option<&BackendStats> {
         self.backends.iter().find(|b| b.prefix == prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn quantiles_merge_shards_and_cover_one_to_two_windows() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Latency::new(t0), Latency::new(t0));
+        for i in 1..=90 {
+            a.first_byte.record(ms(i));
+        }
+        for i in 91..=100 {
+            b.first_byte.record(ms(i));
+        }
+        let merged = |a: &Latency, b: &Latency| {
+            let mut w = Window::new();
+            for l in [a, b] {
+                w.current.add(&l.first_byte.current).unwrap();
+                w.current.add(&l.first_byte.previous).unwrap();
+                w.count += l.first_byte.count;
+                w.sum += l.first_byte.sum;
+            }
+            summary(&w)
+        };
+        let s = merged(&a, &b);
+        assert_eq!(s.count, 100);
+        assert!((s.sum_s - 5.050).abs() < 1e-9, "{}", s.sum_s);
+        let q = |s: &LatencySummary, i: usize| s.quantiles[i].1.unwrap();
+        assert!((q(&s, 0) - 0.050).abs() < 0.001, "{s:?}");
+        assert!((q(&s, 2) - 0.099).abs() < 0.001, "{s:?}");
+        // One window later the samples are still there (previous window); two later, gone, but
+        // the count and sum since start stay.
+        a.rotate(t0 + LATENCY_WINDOW);
+        b.rotate(t0 + LATENCY_WINDOW);
+        assert_eq!(merged(&a, &b).quantiles, s.quantiles);
+        a.first_byte.record(ms(7));
+        a.rotate(t0 + 2 * LATENCY_WINDOW);
+        b.rotate(t0 + 2 * LATENCY_WINDOW);
+        let later = merged(&a, &b);
+        assert!((q(&later, 3) - 0.007).abs() < 0.0001, "{later:?}");
+        assert_eq!(later.count, 101);
+        a.rotate(t0 + 5 * LATENCY_WINDOW);
+        let idle = merged(&a, &b);
+        assert!(idle.quantiles.iter().all(|(_, v)| v.is_none()), "{idle:?}");
+    }
+
+    #[test]
+    fn held_gauges_go_back_down_when_dropped() {
+        let cfg = Config {
+            backends: vec![crate::config::BackendConfig::parse("wt1=127.0.0.1:1").unwrap()],
+            ..Config::default()
+        };
+        let stats = Arc::new(ShardStats::new(&cfg));
+        let tunnels = |s: &ShardStats| s.backends[0].tunnels.load(Ordering::Relaxed);
+        let a = Held::new(&stats, 0, |b| &b.tunnels);
+        let b = Held::new(&stats, 0, |b| &b.tunnels);
+        assert_eq!(tunnels(&stats), 2);
+        drop(a);
+        assert_eq!(tunnels(&stats), 1);
+        drop(b);
+        assert_eq!(tunnels(&stats), 0);
+    }
+
+    #[test]
+    fn status_classes() {
+        let c = BackendCounters::default();
+        for s in [101, 200, 204, 302, 404, 503, 599] {
+            c.count_response(s);
+        }
+        let got: Vec<u64> = c
+            .responses
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(got, [1, 2, 1, 1, 2]);
     }
 }

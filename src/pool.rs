@@ -51,6 +51,11 @@ impl Pool {
         }
     }
 
+    /// Idle connections to `backend` held now.
+    pub fn idle_count(&self, backend: usize) -> usize {
+        self.idle[backend].len()
+    }
+
     /// Drops every connection idle for too long (oldest are at the front).
     pub fn expire(&mut self, now: Instant) {
         for list in &mut self.idle {

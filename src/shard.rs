@@ -144,7 +144,9 @@ impl Shard {
         };
         if !up {
             // Connections to a dead backend would only fail one by one; drop them now.
-            self.pool.borrow_mut().clear(backend);
+            let mut pool = self.pool.borrow_mut();
+            pool.clear(backend);
+            self.pool_gauge(&pool, backend);
         }
         self.stats.backends[backend].up.store(up, Ordering::Relaxed);
         if self.checker_of(backend) == self.id {
@@ -229,11 +231,12 @@ impl Shard {
             .borrow_mut()
             .route(target, health.statuses(), exclude);
         match decision {
+            Decision::Owner(b) => ShardStats::count(&self.stats.backends[b].affinity_hits),
             Decision::NoBackend => ShardStats::count(&self.stats.no_backend),
             Decision::Redispatched { owner, .. } => {
                 ShardStats::count(&self.stats.backends[owner].redispatched)
             }
-            _ => {}
+            Decision::Balanced(_) => {}
         }
         decision
     }
@@ -253,12 +256,32 @@ impl Shard {
 
     /// A live pooled connection to `backend`, if there is one.
     pub fn pooled(&self, backend: usize) -> Option<Sock> {
-        self.pool.borrow_mut().take(backend, Instant::now())
+        let mut pool = self.pool.borrow_mut();
+        let sock = pool.take(backend, Instant::now());
+        self.pool_gauge(&pool, backend);
+        sock
     }
 
     /// Parks a backend connection whose last response ended cleanly.
     pub fn park(&self, backend: usize, sock: Sock) {
-        self.pool.borrow_mut().put(backend, sock, Instant::now());
+        let mut pool = self.pool.borrow_mut();
+        pool.put(backend, sock, Instant::now());
+        self.pool_gauge(&pool, backend);
+    }
+
+    /// Publishes the pool's size for `backend` (a store, not an add: the pool drops connections
+    /// in several places, and its own count is the truth).
+    fn pool_gauge(&self, pool: &Pool, backend: usize) {
+        let idle = pool.idle_count(backend) as u64;
+        self.stats.backends[backend]
+            .pooled
+            .store(idle, Ordering::Relaxed);
+    }
+
+    fn pool_gauges(&self, pool: &Pool) {
+        for b in 0..self.cfg.backends.len() {
+            self.pool_gauge(pool, b);
+        }
     }
 
     /// An empty buffer to write a head into; give it back with [`Shard::give_head_buf`].
@@ -331,7 +354,10 @@ impl Shard {
         let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
         loop {
             crate::net::sleep(every).await;
-            shard.pool.borrow_mut().expire(Instant::now());
+            let mut pool = shard.pool.borrow_mut();
+            pool.expire(Instant::now());
+            shard.pool_gauges(&pool);
+            drop(pool);
             shard
                 .sessions()
                 .expire(Instant::now(), shard.cfg.session_idle);
@@ -360,7 +386,9 @@ impl Shard {
         for (sock, _) in self.open.borrow().values() {
             sock.shutdown_both();
         }
-        self.pool.borrow_mut().clear_all();
+        let mut pool = self.pool.borrow_mut();
+        pool.clear_all();
+        self.pool_gauges(&pool);
     }
 
     /// A graceful stop begins: client connections waiting for a request are closed, the others

@@ -48,6 +48,15 @@ struct FileConfig {
     health: HealthTable,
     #[serde(default)]
     sessions: SessionsTable,
+    #[serde(default)]
+    admin: AdminTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AdminTable {
+    listen: Option<Value>,
+    token: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +162,8 @@ impl Setting {
             Setting::MaxSessions => "sessions.max",
             Setting::Grace => "grace",
             Setting::User => "user",
+            Setting::Admin => "admin.listen",
+            Setting::AdminToken => "admin.token",
         };
         fixed.to_string()
     }
@@ -327,6 +338,19 @@ impl ConfigFile {
             Setting::MaxSessions,
             &f.sessions.max,
             whole,
+        );
+        r.set(&mut cfg.admin, Setting::Admin, &f.admin.listen, |v, w| {
+            string(v, w).and_then(|s| {
+                super::parse_admin_addr(s)
+                    .map(Some)
+                    .map_err(|why| format!("'{s}': {why}"))
+            })
+        });
+        r.set(
+            &mut cfg.admin_token,
+            Setting::AdminToken,
+            &f.admin.token,
+            |v, w| string(v, w).map(|s| Some(s.to_string())),
         );
         Applied {
             errors: r.errors,
@@ -715,6 +739,9 @@ mod tests {
         cfg.trusted_proxies.clear();
         assert_eq!(cfg.user.as_deref(), Some("nobody"));
         cfg.user = None;
+        assert_eq!(cfg.admin, Some("127.0.0.1:8404".parse().unwrap()));
+        assert_eq!(cfg.admin_token.as_deref(), Some("change-me"));
+        (cfg.admin, cfg.admin_token) = (None, None);
         let defaults = Config {
             listen: cfg.listen.clone(),
             backends: cfg.backends.clone(),

@@ -5,6 +5,9 @@
 //!   so a bind error is reported at once;
 //! - [`shard_thread`]: one shard's thread, from pinning to closing what it owns;
 //! - [`limits`]: the process limits io_uring and many connections need.
+//!
+//! With `Config::admin` set, the admin listener ([`crate::admin`]) is bound with the listeners and
+//! started once every shard accepts; it reads the engine through an [`EngineHandle`].
 
 mod limits;
 mod listen;
@@ -18,14 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use socket2::Socket;
 
 use crate::config::{Config, ConfigError};
 use crate::health::{Admin, AdminTable, Gossip};
-use crate::metrics::{ShardStats, Stats};
+use crate::metrics::{LatencySummary, ShardStats, Stats};
 use crate::sessions::{self, BackendSessions, SessionTable};
 use crate::shard::Shared;
 use crate::trim::Trimmer;
@@ -172,43 +175,64 @@ struct ShardThread {
 
 /// A running proxy. Dropping it stops every shard and waits for them.
 pub struct Engine {
-    addrs: Vec<SocketAddr>,
     shards: Vec<ShardThread>,
     control: Arc<Control>,
-    cfg: Arc<Config>,
-    stats: Vec<Arc<ShardStats>>,
-    sessions: Vec<Arc<Mutex<SessionTable>>>,
-    admin: Arc<AdminTable>,
+    handle: Arc<EngineHandle>,
+    /// The `--admin` listener's thread, if any; stopped before the shards.
+    admin_server: Option<crate::admin::AdminServer>,
     /// Declared last: dropped after the shards have stopped.
     trimmer: Trimmer,
 }
 
+/// What may be read and set from outside the shards while the engine runs — counters, sessions,
+/// admin states — shareable with threads of their own (the admin listener) that must not depend
+/// on the shards' runtime. It holds only shared state, never a shard: it may outlive the engine.
+pub struct EngineHandle {
+    cfg: Arc<Config>,
+    addrs: Vec<SocketAddr>,
+    stats: Vec<Arc<ShardStats>>,
+    sessions: Vec<Arc<Mutex<SessionTable>>>,
+    admin: Arc<AdminTable>,
+    started: Instant,
+}
+
 impl Engine {
-    /// Validates `cfg`, binds every listener, starts the shards, and returns once all accept.
+    /// Validates `cfg`, binds every listener (the admin one too), starts the shards, and returns
+    /// once all accept, with the admin listener serving.
     pub fn start(cfg: Config) -> Result<Engine, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let n = cfg.shard_count();
         limits::raise_memlock(crate::config::memlock_need(n))?;
         limits::raise_nofile(cfg.maxconn * 2 + 256);
         let (sockets, addrs) = listen::bind_all(&cfg, n)?;
+        let admin_listener = match cfg.admin {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr).map_err(|err| StartError::Bind { addr, err })?,
+            ),
+            None => None,
+        };
         let cfg = Arc::new(cfg);
         let mut engine = Engine {
-            addrs,
             shards: Vec::new(),
             control: Arc::new(Control {
                 stopping: AtomicBool::new(false),
                 grace_ms: AtomicU64::new(0),
                 listeners: Mutex::new(Vec::new()),
             }),
-            stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
-            sessions: (0..n)
-                .map(|_| {
-                    let table = SessionTable::new(cfg.max_sessions, std::time::Instant::now());
-                    Arc::new(Mutex::new(table))
-                })
-                .collect(),
-            admin: Arc::new(AdminTable::new(cfg.backends.len())),
-            cfg,
+            handle: Arc::new(EngineHandle {
+                addrs,
+                stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
+                sessions: (0..n)
+                    .map(|_| {
+                        let table = SessionTable::new(cfg.max_sessions, Instant::now());
+                        Arc::new(Mutex::new(table))
+                    })
+                    .collect(),
+                admin: Arc::new(AdminTable::new(cfg.backends.len())),
+                cfg,
+                started: Instant::now(),
+            }),
+            admin_server: None,
             trimmer: Trimmer::start(),
         };
         // Dropping `engine` on an error below stops the shards started so far.
@@ -220,6 +244,11 @@ impl Engine {
         }
         drop(ready_tx);
         engine.await_ready(&ready_rx)?;
+        if let Some(listener) = admin_listener {
+            let token = engine.handle.cfg.admin_token.clone();
+            let server = crate::admin::AdminServer::start(listener, token, engine.handle.clone());
+            engine.admin_server = Some(server.map_err(StartError::Thread)?);
+        }
         Ok(engine)
     }
 
@@ -240,17 +269,18 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .extend(listeners);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let h = &self.handle;
         let setup = shard_thread::Setup {
             id,
-            shards: self.stats.len(),
+            shards: h.stats.len(),
             core: cores.get(id % cores.len().max(1)).copied(),
-            cfg: self.cfg.clone(),
+            cfg: h.cfg.clone(),
             fds,
             mesh,
             shared: Shared {
-                stats: self.stats[id].clone(),
-                sessions: self.sessions[id].clone(),
-                admin: self.admin.clone(),
+                stats: h.stats[id].clone(),
+                sessions: h.sessions[id].clone(),
+                admin: h.admin.clone(),
                 trim: self.trimmer.handle(),
             },
             control: self.control.clone(),
@@ -290,12 +320,99 @@ impl Engine {
 
     /// The bound listen addresses, one per `--listen`, in order (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.handle.addrs
+    }
+
+    /// Where the `--admin` listener is bound (port 0 resolved), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_server.as_ref().map(|a| a.local_addr())
+    }
+
+    /// The engine's shared state, for a thread of its own.
+    pub fn handle(&self) -> Arc<EngineHandle> {
+        self.handle.clone()
+    }
+
+    /// Counters per backend, summed over shards, and how many shards see each backend up.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// Live Wt sessions per backend: see [`EngineHandle::sessions`].
+    pub fn sessions(&self) -> Vec<BackendSessions> {
+        self.handle.sessions()
+    }
+
+    /// Sessions not tracked because a shard's table was full (`max_sessions`).
+    pub fn sessions_untracked(&self) -> u64 {
+        self.handle.sessions_untracked()
+    }
+
+    /// Sets a backend's admin state: see [`EngineHandle::set_admin`].
+    pub fn set_admin(&self, prefix: &str, admin: Admin) -> Result<Admin, AdminError> {
+        self.handle.set_admin(prefix, admin)
+    }
+
+    /// Blocks until every shard has stopped (they run until `Engine` is dropped or they fail).
+    pub fn wait(mut self) {
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// What stops the engine from another thread: [`Control::drain`] (a graceful stop) or
+    /// [`Control::stop`].
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    fn stop_all(&mut self) {
+        if !self.control.stopping() {
+            self.control.stop();
+        }
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl EngineHandle {
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The bound listen addresses, one per `--listen`, in order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Time since the engine started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Counters per backend, summed over shards, and how many shards see each backend up.
     pub fn stats(&self) -> Stats {
         Stats::sum(&self.cfg, &self.stats)
+    }
+
+    /// First-byte and total latencies per backend (in the order of `Config::backends`), merged
+    /// over the shards.
+    pub fn latency(&self) -> Vec<(LatencySummary, LatencySummary)> {
+        let now = Instant::now();
+        (0..self.cfg.backends.len())
+            .map(|b| crate::metrics::latency(&self.stats, b, now))
+            .collect()
+    }
+
+    /// Every backend's admin state, in the order of `Config::backends`.
+    pub fn admin_states(&self) -> Vec<Admin> {
+        let states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.clone()
     }
 
     /// Live Wt sessions per backend (in the order of `Config::backends`), merged over the shards:
@@ -340,36 +457,12 @@ impl Engine {
         }
         Ok(old)
     }
-
-    /// Blocks until every shard has stopped (they run until `Engine` is dropped or they fail).
-    pub fn wait(mut self) {
-        for s in &mut self.shards {
-            if let Some(t) = s.thread.take() {
-                let _ = t.join();
-            }
-        }
-    }
-
-    /// What stops the engine from another thread: [`Control::drain`] (a graceful stop) or
-    /// [`Control::stop`].
-    pub fn control(&self) -> Arc<Control> {
-        self.control.clone()
-    }
-
-    fn stop_all(&mut self) {
-        if !self.control.stopping() {
-            self.control.stop();
-        }
-        for s in &mut self.shards {
-            if let Some(t) = s.thread.take() {
-                let _ = t.join();
-            }
-        }
-    }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        // The admin listener first: it must not report on shards that are going away.
+        self.admin_server.take();
         self.stop_all();
     }
 }

@@ -4,6 +4,7 @@
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use socket2::Socket;
 use crate::config::Config;
 use crate::engine::{Control, StartError};
 use crate::health::Gossip;
+use crate::metrics::ShardStats;
 use crate::shard::{Shard, Shared};
 
 /// Registered I/O memory per executor. wtgate does no file I/O, so glommio's 10 MiB default would
@@ -97,9 +99,11 @@ async fn shard_main(setup: Setup) {
         // SAFETY: each descriptor is a bound, listening TCP socket owned by this shard alone.
         .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
         .zip(cfg.listen.iter().map(|l| l.proxy_protocol))
-        .map(|(listener, proxy_protocol)| {
+        .enumerate()
+        .map(|(index, (listener, proxy_protocol))| {
             let accept = Accept {
                 listener,
+                index,
                 proxy_protocol,
                 shard: shard.clone(),
                 limit: limit.clone(),
@@ -186,6 +190,8 @@ async fn stop_shard(
 /// One accept loop: one listening socket of one shard.
 struct Accept {
     listener: TcpListener,
+    /// Which `Config::listen` address, for its counters.
+    index: usize,
     proxy_protocol: bool,
     shard: Rc<Shard>,
     /// The shard's share of `--maxconn`.
@@ -207,8 +213,14 @@ impl Accept {
             match stream {
                 Ok(stream) => {
                     let (shard, pp) = (self.shard.clone(), self.proxy_protocol);
+                    let counters = &shard.stats.listeners[self.index];
+                    ShardStats::count(&counters.accepted);
+                    ShardStats::count(&counters.open);
+                    let index = self.index;
                     glommio::spawn_local(async move {
                         crate::proxy::serve(&shard, stream, pp).await;
+                        let open = &shard.stats.listeners[index].open;
+                        open.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     })
                     .detach();

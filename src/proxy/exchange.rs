@@ -8,12 +8,14 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::sync::atomic::AtomicU64;
 use std::task::Poll;
+use std::time::Instant;
 
 use futures_lite::future;
 
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
-use crate::metrics::ShardStats;
+use crate::metrics::{BackendCounters, Held, ShardStats};
 use crate::net::{InBuf, Sock, timeout};
 use crate::proxy::ProxyError;
 use crate::proxy::client::{Client, answer};
@@ -37,6 +39,9 @@ struct Request {
     target: std::ops::Range<usize>,
     /// Where the rest of the request body ends.
     framer: BodyFramer,
+    /// When its head had arrived, and when the first response byte did: latencies start there.
+    started: Instant,
+    first_byte: Cell<Option<Instant>>,
 }
 
 /// How a completed exchange left the two connections.
@@ -139,13 +144,17 @@ fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Requ
         target,
         fwd,
         framer,
+        started: Instant::now(),
+        first_byte: Cell::new(None),
     })
 }
 
 /// Counts a request once, on the backend of its last try, and the failure that ended it.
 fn count_end(shard: &Shard, up: &Upstream, err: Option<ProxyError>) {
-    ShardStats::count(&shard.stats.backends[up.backend].requests);
+    let backend = &shard.stats.backends[up.backend];
+    ShardStats::count(&backend.requests);
     if let Some(err) = err {
+        ShardStats::count(&backend.failed);
         ShardStats::count(&shard.stats.failures[err.index()]);
     }
 }
@@ -170,8 +179,12 @@ async fn finish(
     outcome: Outcome,
 ) -> Next {
     count_end(shard, &up, None);
+    let (started, first_byte) = (req.started, req.first_byte.get().unwrap_or(req.started));
     match outcome {
         Outcome::Complete(done) => {
+            let end = Some(Instant::now());
+            let stats = &shard.stats;
+            stats.record_latency(up.backend, started, first_byte, end);
             if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
                 shard.park(up.backend, up.sock);
             } else {
@@ -184,6 +197,10 @@ async fn finish(
             }
         }
         Outcome::Upgraded => {
+            shard
+                .stats
+                .record_latency(up.backend, started, first_byte, None);
+            let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
             // A WebSocket keeps its session live for as long as it is open.
             let target = &req.fwd[req.target.clone()];
             let session = up.affinity.then_some(target);
@@ -236,8 +253,12 @@ async fn exchange(
         err,
         progress: progress.get(),
     };
+    let counters = &shard.stats.backends[up.backend];
     match timeout(t.server, up.sock.write_all(&req.fwd)).await {
-        Ok(()) => progress.set(Progress::RequestSent),
+        Ok(()) => {
+            ShardStats::add(&counters.request_bytes, req.fwd.len());
+            progress.set(Progress::RequestSent);
+        }
         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
             return Err(fail(ProxyError::UpstreamStoppedReading));
         }
@@ -250,14 +271,17 @@ async fn exchange(
         backend: &up.sock,
         framer: &mut req.framer,
         sent: &body_sent,
+        sent_bytes: &counters.request_bytes,
     };
     let relay = Relay {
         shard,
+        counters,
         client: &client.sock,
         backend: &up.sock,
         buf: &mut up.buf,
         req: &req.head,
         progress: &progress,
+        first_byte: &req.first_byte,
         body_sent: &body_sent,
     };
     match first_failure(pump.run(t), relay.run()).await {
@@ -283,6 +307,7 @@ struct BodyPump<'a> {
     backend: &'a Sock,
     framer: &'a mut BodyFramer,
     sent: &'a Cell<bool>,
+    sent_bytes: &'a AtomicU64,
 }
 
 impl BodyPump<'_> {
@@ -309,6 +334,7 @@ impl BodyPump<'_> {
             {
                 return ProxyError::UpstreamStoppedReading;
             }
+            ShardStats::add(self.sent_bytes, adv.consumed);
             self.buf.consume(adv.consumed);
         }
         self.sent.set(true);
@@ -319,11 +345,13 @@ impl BodyPump<'_> {
 /// Reads the backend's response and relays it to the client.
 struct Relay<'a> {
     shard: &'a Shard,
+    counters: &'a BackendCounters,
     client: &'a Sock,
     backend: &'a Sock,
     buf: &'a mut InBuf,
     req: &'a RequestHead,
     progress: &'a Cell<Progress>,
+    first_byte: &'a Cell<Option<Instant>>,
     body_sent: &'a Cell<bool>,
 }
 
@@ -343,6 +371,7 @@ impl Relay<'_> {
                 return Err(ProxyError::UnexpectedUpgrade);
             }
             self.send_head(head, true, 0).await?;
+            self.counters.count_response(head.status);
             return Ok(Outcome::Upgraded);
         }
         // A graceful stop keeps no connection alive: the client learns it from this response.
@@ -354,6 +383,7 @@ impl Relay<'_> {
         let first = framer.advance(&self.buf.data()[head.head_len..]);
         let first = first.map_err(|_| ProxyError::BadResponseBody)?.consumed;
         self.send_head(head, client_keep_alive, first).await?;
+        self.counters.count_response(head.status);
         Ok(Outcome::Complete(
             match self.relay_body(&mut framer).await? {
                 BodyEnd::Framed { clean } => Done {
@@ -413,6 +443,9 @@ impl Relay<'_> {
         if self.progress.get() < Progress::BackendAnswered {
             self.progress.set(Progress::BackendAnswered);
         }
+        if self.first_byte.get().is_none() {
+            self.first_byte.set(Some(Instant::now()));
+        }
     }
 
     /// Writes the head as forwarded, followed by the `first` body bytes read with it.
@@ -463,7 +496,9 @@ impl Relay<'_> {
         let limit = self.shard.cfg.timeouts.client;
         timeout(limit, self.client.write_all(bytes))
             .await
-            .map_err(|_| ProxyError::ClientGone)
+            .map_err(|_| ProxyError::ClientGone)?;
+        ShardStats::add(&self.counters.response_bytes, bytes.len());
+        Ok(())
     }
 }
 

@@ -3,10 +3,12 @@
 
 use std::cell::Cell;
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
+use crate::metrics::ShardStats;
 use crate::net::{InBuf, Sock, timeout};
 use crate::proxy::client::Client;
 use crate::proxy::upstream::Upstream;
@@ -18,23 +20,37 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) {
     let key = shard.track(&up.sock, None);
     let idle = shard.cfg.timeouts.tunnel;
     let last = Cell::new(Instant::now());
-    let to_backend = relay(&client.sock, &up.sock, &mut client.buf, idle, &last);
-    let to_client = relay(&up.sock, &client.sock, &mut up.buf, idle, &last);
+    let counters = &shard.stats.backends[up.backend];
+    let to_backend = relay(
+        (&client.sock, &up.sock),
+        &mut client.buf,
+        idle,
+        &last,
+        &counters.request_bytes,
+    );
+    let to_client = relay(
+        (&up.sock, &client.sock),
+        &mut up.buf,
+        idle,
+        &last,
+        &counters.response_bytes,
+    );
     let _ = future::zip(to_backend, to_client).await;
     shard.untrack(key);
     up.sock.shutdown_both();
 }
 
 /// One direction: `from` → `to`, then a half-close passed on. `last` is the time of the latest
-/// traffic either way, so that a quiet direction does not end a busy tunnel.
+/// traffic either way, so that a quiet direction does not end a busy tunnel; `bytes` counts what
+/// went through.
 async fn relay(
-    from: &Sock,
-    to: &Sock,
+    (from, to): (&Sock, &Sock),
     buf: &mut InBuf,
     idle: Duration,
     last: &Cell<Instant>,
+    bytes: &AtomicU64,
 ) -> io::Result<()> {
-    let r = relay_until_eof(from, to, buf, idle, last).await;
+    let r = relay_until_eof(from, to, buf, idle, last, bytes).await;
     if r.is_err() {
         // A reset or an idle tunnel ends both directions at once; the other one is woken by this.
         from.shutdown_both();
@@ -49,10 +65,12 @@ async fn relay_until_eof(
     buf: &mut InBuf,
     idle: Duration,
     last: &Cell<Instant>,
+    bytes: &AtomicU64,
 ) -> io::Result<()> {
     loop {
         if !buf.is_empty() {
             to.write_all(buf.data()).await?;
+            ShardStats::add(bytes, buf.data().len());
             buf.consume(buf.data().len());
             last.set(Instant::now());
         }

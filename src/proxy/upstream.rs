@@ -7,7 +7,7 @@ use std::io;
 use crate::config::Reuse;
 use crate::h1::RequestHead;
 use crate::health::{Cause, FailReason, Gossip};
-use crate::metrics::ShardStats;
+use crate::metrics::{Held, ShardStats};
 use crate::net::{self, InBuf, Sock};
 use crate::proxy::ProxyError;
 use crate::route::Decision;
@@ -25,6 +25,8 @@ pub struct Upstream {
     /// The backend owns the request's session (routed by affinity).
     pub affinity: bool,
     pub buf: InBuf,
+    /// Counts the connection as in use until the try is over.
+    pub _in_use: Held,
 }
 
 /// How far an exchange with a backend got: what a failure still allows.
@@ -139,6 +141,7 @@ pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstr
                     pooled,
                     affinity,
                     buf,
+                    _in_use: Held::new(&shard.stats, backend, |b| &b.active),
                 });
             }
             Err(e) => {

@@ -1,0 +1,344 @@
+//! The blocking client of `wtgate admin`: one request per connection to the admin listener,
+//! responses read with the h1 core.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::h1::{self, BodyFramer};
+use crate::health::Admin;
+
+/// Where `wtgate admin` looks when given no `--url`.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8404";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read (the status page is the largest, about 10 KiB).
+const MAX_RESPONSE: usize = 1 << 20;
+
+#[derive(Debug)]
+pub enum ClientError {
+    BadUrl(String),
+    /// Could not connect; `hostport` is what `--admin` would have to be.
+    Connect {
+        url: String,
+        hostport: String,
+        err: io::Error,
+    },
+    Io {
+        url: String,
+        err: io::Error,
+    },
+    /// Not an HTTP answer, or not the JSON expected.
+    BadResponse(String),
+    /// The listener answered with an error; `message` is its `error` field.
+    Status {
+        status: u16,
+        message: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::BadUrl(why) => f.write_str(why),
+            ClientError::Connect { url, hostport, err } => write!(
+                f,
+                "cannot reach the admin listener at {url}: {err}: is wtgate running with \
+                 --admin {hostport}? (give its address with --url)"
+            ),
+            ClientError::Io { url, err } => write!(f, "talking to {url}: {err}"),
+            ClientError::BadResponse(why) => write!(f, "unexpected answer: {why}"),
+            ClientError::Status { status: 401, .. } => f.write_str(
+                "the admin listener wants a token (401): pass the --admin-token wtgate runs \
+                 with as --token TOKEN or in WTGATE_ADMIN_TOKEN",
+            ),
+            ClientError::Status { status, message } => write!(f, "{message} ({status})"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A state change as the listener reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub backend: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// `GET /backends/{prefix}/sessions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionsInfo {
+    pub backend: String,
+    pub live: u64,
+    pub since_last_request: Option<Duration>,
+}
+
+/// How a wait for a drain ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Drained {
+    /// No live session left.
+    Empty,
+    /// The timeout passed with these left.
+    TimedOut(SessionsInfo),
+}
+
+pub struct AdminClient {
+    url: String,
+    hostport: String,
+    host: String,
+    /// Path prefix before the endpoints (a listener behind a path-routing proxy); no final `/`.
+    base: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// `url`: `http://HOST[:PORT][/BASE]`.
+    pub fn new(url: &str, token: Option<String>) -> Result<AdminClient, ClientError> {
+        let bad = |why: &str| ClientError::BadUrl(format!("--url '{url}': {why}"));
+        let rest = match url.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(("https", _)) => {
+                return Err(bad(
+                    "the admin listener speaks plain HTTP: use http:// (reach a remote one \
+                     through a tunnel, e.g. ssh -L 8404:127.0.0.1:8404 host)",
+                ));
+            }
+            Some(_) => return Err(bad("only http:// URLs are spoken")),
+            // The scheme may be left out: `127.0.0.1:8404`.
+            None => url,
+        };
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad("expected http://HOST:PORT, e.g. http://127.0.0.1:8404"));
+        }
+        let has_port = match authority.rfind(']') {
+            Some(close) => authority[close..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let hostport = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(AdminClient {
+            url: url.trim_end_matches('/').to_string(),
+            host: authority.to_string(),
+            hostport,
+            base: base.to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// One request; the status and the body of the answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut stream = self.connect()?;
+        let io = |err| ClientError::Io {
+            url: self.url.clone(),
+            err,
+        };
+        let mut req = format!(
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.base, self.host
+        );
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if method == "POST" || !body.is_empty() {
+            req.push_str(&format!(
+                "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).map_err(io)?;
+        read_response(&mut stream, method == "HEAD").map_err(|e| match e {
+            Failure::Io(err) => io(err),
+            Failure::Bad(why) => ClientError::BadResponse(why),
+        })
+    }
+
+    fn connect(&self) -> Result<TcpStream, ClientError> {
+        let connect_err = |err| ClientError::Connect {
+            url: self.url.clone(),
+            hostport: self.hostport.clone(),
+            err,
+        };
+        let addrs: Vec<SocketAddr> = self
+            .hostport
+            .to_socket_addrs()
+            .map_err(|e| ClientError::BadUrl(format!("--url '{}': {e}", self.url)))?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+                    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(connect_err(last))
+    }
+
+    /// A request whose 2xx answer is JSON; any other answer is a [`ClientError::Status`].
+    fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let (status, bytes) = self.request(method, path, body)?;
+        let value: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
+        if !(200..300).contains(&status) {
+            let message = match &value {
+                Ok(v) => v["error"].as_str().map(str::to_string),
+                Err(_) => None,
+            };
+            let message = message.unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().into());
+            return Err(ClientError::Status { status, message });
+        }
+        value.map_err(|e| ClientError::BadResponse(format!("{method} {path}: not JSON: {e}")))
+    }
+
+    /// Sets a backend's admin state.
+    pub fn set_state(&self, prefix: &str, state: Admin) -> Result<StateChange, ClientError> {
+        let path = format!("/backends/{prefix}/state");
+        let v = self.json("POST", &path, Some(state.as_str()))?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ClientError::BadResponse(format!("POST {path}: no '{k}' in {v}")))
+        };
+        Ok(StateChange {
+            backend: field("backend")?,
+            old: field("old")?,
+            new: field("new")?,
+        })
+    }
+
+    pub fn sessions(&self, prefix: &str) -> Result<SessionsInfo, ClientError> {
+        let path = format!("/backends/{prefix}/sessions");
+        let v = self.json("GET", &path, None)?;
+        let live = v["live"]
+            .as_u64()
+            .ok_or_else(|| ClientError::BadResponse(format!("GET {path}: no 'live' in {v}")))?;
+        Ok(SessionsInfo {
+            backend: v["backend"].as_str().unwrap_or(prefix).to_string(),
+            live,
+            since_last_request: v["since_last_request_s"]
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64),
+        })
+    }
+
+    /// Polls the backend's live sessions every `every` until none is left or `timeout` passed;
+    /// `progress` sees each answer.
+    pub fn wait_drained(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+        every: Duration,
+        progress: &mut dyn FnMut(&SessionsInfo),
+    ) -> Result<Drained, ClientError> {
+        let start = Instant::now();
+        loop {
+            let s = self.sessions(prefix)?;
+            progress(&s);
+            if s.live == 0 {
+                return Ok(Drained::Empty);
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(Drained::TimedOut(s));
+            }
+            std::thread::sleep(every.min(left));
+        }
+    }
+}
+
+enum Failure {
+    Io(io::Error),
+    Bad(String),
+}
+
+/// Reads one response to the end of its body (or to the close, the listener always closes).
+fn read_response(stream: &mut TcpStream, head_request: bool) -> Result<(u16, Vec<u8>), Failure> {
+    let limits = h1::Limits::default();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut eof = false;
+    let head = loop {
+        match h1::parse_response(&buf, &limits, head_request) {
+            Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                buf.drain(..h.head_len);
+                continue;
+            }
+            Ok(Some(h)) => break h,
+            Ok(None) if eof => return Err(Failure::Bad("the connection closed mid-head".into())),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Bad(e.to_string())),
+        }
+        let n = stream.read(&mut chunk).map_err(Failure::Io)?;
+        eof = n == 0;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut framer = BodyFramer::new(head.framing);
+    let mut body = Vec::new();
+    let mut at = head.head_len;
+    loop {
+        let adv = framer
+            .advance_with(&buf[at..], &mut |d: &[u8]| body.extend_from_slice(d))
+            .map_err(|e| Failure::Bad(e.to_string()))?;
+        at += adv.consumed;
+        if adv.done {
+            return Ok((head.status, body));
+        }
+        if body.len() > MAX_RESPONSE {
+            return Err(Failure::Bad("the answer is too large".into()));
+        }
+        let n = stream.read(&mut chunk).map_err(Failure::Io)?;
+        if n == 0 {
+            framer.on_eof().map_err(|e| Failure::Bad(e.to_string()))?;
+            return Ok((head.status, body));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = AdminClient::new("http://127.0.0.1:8404", None).unwrap();
+        assert_eq!((&*c.hostport, &*c.base), ("127.0.0.1:8404", ""));
+        let c = AdminClient::new("http://[::1]:9000/wtgate/", Some(String::new())).unwrap();
+        assert_eq!((&*c.hostport, &*c.base), ("[::1]:9000", "/wtgate"));
+        assert_eq!(c.token, None, "an empty token is no token");
+        let c = AdminClient::new("admin.example", None).unwrap();
+        assert_eq!(c.hostport, "admin.example:80");
+        let c = AdminClient::new("http://[::1]", None).unwrap();
+        assert_eq!(c.hostport, "[::1]:80");
+        for bad in ["https://h:1", "ftp://h", "http://", "http://u@h:1"] {
+            let e = AdminClient::new(bad, None).err().expect(bad).to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

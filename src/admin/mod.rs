@@ -1,0 +1,525 @@
+//! The admin listener (`--admin ADDR`): the control plane, on plain threads of its own.
+//!
+//! It runs outside the shards on purpose: it must answer while the shards are busy, it must not
+//! depend on their I/O runtime, and all it needs is the engine's shared state
+//! ([`EngineHandle`]): counters, sessions, admin states. One thread accepts; each connection gets
+//! a short-lived thread, at most [`MAX_CONNS`] at once, one request each (`Connection: close`).
+//! Requests are parsed by the same sans-IO core as the proxy's ([`crate::h1`]), so bad input is a
+//! 4xx, never a panic.
+//!
+//! - [`report`]: one snapshot of everything, as JSON (`/stats`);
+//! - [`prometheus`]: the same as Prometheus text (`/metrics`);
+//! - [`client`]: the blocking client of `wtgate admin`;
+//! - `page.html`: the status page (`/`): static, self-contained (inline CSS and JS, no external
+//!   asset), it polls `/stats` every 2 s and updates its table in place.
+
+pub mod client;
+pub mod prometheus;
+pub mod report;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::engine::EngineHandle;
+use crate::h1::{self, BodyFramer, RequestHead};
+use crate::health::Admin;
+
+/// Connections served at once; more are answered 503 at once.
+pub const MAX_CONNS: usize = 16;
+/// Time a client gets to send its whole request, and to take the answer.
+const IO_LIMIT: Duration = Duration::from_secs(10);
+/// Largest request body taken (the state endpoint's is a word).
+const MAX_BODY: usize = 4096;
+/// Pause after a failed accept (EMFILE and friends), instead of spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+const PAGE: &str = include_str!("page.html");
+
+/// The running admin listener. Dropping it stops the accepting thread; connections in progress
+/// end on their own within [`IO_LIMIT`].
+pub struct AdminServer {
+    addr: SocketAddr,
+    /// A second handle on the listening socket, to wake the blocked `accept` when stopping.
+    waker: TcpListener,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Serves `listener` until dropped. `token`: every request must carry it as a bearer token.
+    pub fn start(
+        listener: TcpListener,
+        token: Option<String>,
+        engine: Arc<EngineHandle>,
+    ) -> io::Result<AdminServer> {
+        let addr = listener.local_addr()?;
+        let waker = listener.try_clone()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Ctx { engine, token });
+        let thread = std::thread::Builder::new()
+            .name("wtgate-admin".into())
+            .spawn({
+                let stop = stop.clone();
+                move || accept_loop(&listener, &ctx, &stop)
+            })?;
+        Ok(AdminServer {
+            addr,
+            waker,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // On Linux, shutting a listening socket down makes a blocked accept fail at once.
+        let _ = socket2::SockRef::from(&self.waker).shutdown(Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What every connection's thread needs.
+struct Ctx {
+    engine: Arc<EngineHandle>,
+    token: Option<String>,
+}
+
+fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let conn = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match conn {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("wtgate: admin listener: accept failed: {e}");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            refuse_busy(stream);
+            continue;
+        }
+        let (ctx, done) = (ctx.clone(), open.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wtgate-admin-conn".into())
+            .spawn(move || {
+                serve(stream, &ctx);
+                done.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Over [`MAX_CONNS`]: a 503 without reading the request, from the accepting thread, so it must
+/// not block.
+fn refuse_busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&h1::error_response(503, true));
+}
+
+/// One connection: one request, one answer.
+fn serve(mut stream: TcpStream, ctx: &Ctx) {
+    let _ = stream.set_write_timeout(Some(IO_LIMIT));
+    let reply = match read_request(&mut stream) {
+        Ok(Some(req)) => respond(ctx, &req),
+        Ok(None) => return,
+        Err(reply) => reply,
+    };
+    let _ = stream.write_all(&reply.encode());
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// A request as read: its head, the buffer the head's ranges point into, and its body.
+pub struct Request {
+    buf: Vec<u8>,
+    head: RequestHead,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn method(&self) -> &[u8] {
+        &self.buf[self.head.method.clone()]
+    }
+
+    fn target(&self) -> &[u8] {
+        &self.buf[self.head.target.clone()]
+    }
+
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        h1::header_values(&self.buf, &self.head.headers, name).next()
+    }
+}
+
+/// Reads one request, body included. `Ok(None)`: the client went away without one; `Err`: the
+/// answer to a bad one.
+fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Reply> {
+    let deadline = Instant::now() + IO_LIMIT;
+    let limits = h1::Limits::default();
+    let mut buf = Vec::with_capacity(1024);
+    let head = loop {
+        match h1::parse_request(&buf, &limits) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => return Err(Reply::error(e.status(), &e.to_string())),
+        }
+        match read_some(stream, &mut buf, deadline) {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => return Err(Reply::error(400, "the request head was cut short")),
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                return Err(Reply::error(408, "the request took too long"));
+            }
+            Err(_) => return Ok(None),
+        }
+    };
+    let mut framer = BodyFramer::new(head.framing);
+    let mut body = Vec::new();
+    let mut at = head.head_len;
+    let mut continued = false;
+    loop {
+        let mut payload = |data: &[u8]| body.extend_from_slice(data);
+        let adv = framer
+            .advance_with(&buf[at..], &mut payload)
+            .map_err(|e| Reply::error(400, &format!("bad request body: {e}")))?;
+        at += adv.consumed;
+        if body.len() > MAX_BODY {
+            return Err(Reply::error(413, "the request body is too large"));
+        }
+        if adv.done {
+            break;
+        }
+        if head.expect_continue && !continued {
+            continued = true;
+            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        // Bytes the framer has not taken yet (a chunk-size line cut in two) stay in `buf`.
+        if buf.len() - head.head_len > 2 * MAX_BODY {
+            return Err(Reply::error(413, "the request body is too large"));
+        }
+        match read_some(stream, &mut buf, deadline) {
+            Ok(0) => return Err(Reply::error(400, "the request body was cut short")),
+            Ok(_) => {}
+            Err(_) => return Err(Reply::error(408, "the request body took too long")),
+        }
+    }
+    Ok(Some(Request { buf, head, body }))
+}
+
+/// Appends what the socket has to `buf`, waiting until `deadline` at most.
+fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// An answer of the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// A HEAD request: the head says what the body would be, but no body follows.
+    pub head_only: bool,
+}
+
+impl Reply {
+    fn json(status: u16, value: &serde_json::Value) -> Reply {
+        let mut body = value.to_string().into_bytes();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+            head_only: false,
+        }
+    }
+
+    /// An error as JSON: `{"error": "…"}`, which `wtgate admin` prints.
+    fn error(status: u16, why: &str) -> Reply {
+        Reply::json(status, &json!({ "error": why }))
+    }
+
+    fn text(content_type: &'static str, body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            headers: Vec::new(),
+            body: body.into_bytes(),
+            head_only: false,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            401 => "Unauthorized",
+            s => h1::reason_phrase(s),
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+/// The answer to one well-formed request.
+fn respond(ctx: &Ctx, req: &Request) -> Reply {
+    let target = req.target();
+    let path = &target[..target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len())];
+    let head = req.method() == b"HEAD";
+    let method = if head { &b"GET"[..] } else { req.method() };
+    // The status page is static and holds no data; a browser, which cannot add the header to a
+    // page it opens, gets it, and the page asks for the token the data behind it needs.
+    let page = method == b"GET" && path == b"/";
+    if let Some(token) = &ctx.token
+        && !page
+        && !authorized(req.header("authorization"), token)
+    {
+        let mut r = Reply::error(
+            401,
+            "missing or wrong token: send Authorization: Bearer TOKEN",
+        );
+        r.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"wtgate\"".into()));
+        return r;
+    }
+    let mut reply = route(ctx, method, path, &req.body);
+    reply.head_only = head;
+    reply
+}
+
+fn route(ctx: &Ctx, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
+    let engine = &ctx.engine;
+    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').skip(1).collect();
+    let (allowed, reply): (&str, Option<Reply>) = match (method, &segments[..]) {
+        (b"GET", [b""]) => (
+            "GET",
+            Some(Reply::text("text/html; charset=utf-8", PAGE.into())),
+        ),
+        (b"GET", [b"metrics"]) => {
+            let text = prometheus::render(&report::Report::gather(engine));
+            ("GET", Some(Reply::text(prometheus::CONTENT_TYPE, text)))
+        }
+        (b"GET", [b"stats"]) => {
+            let json = report::Report::gather(engine).to_json();
+            ("GET", Some(Reply::json(200, &json)))
+        }
+        (b"POST", [b"backends", prefix, b"state"]) => {
+            ("POST", Some(set_state(engine, prefix, body)))
+        }
+        (b"GET", [b"backends", prefix, b"sessions"]) => ("GET", Some(sessions(engine, prefix))),
+        (_, [b""] | [b"metrics"] | [b"stats"] | [b"backends", _, b"sessions"]) => ("GET", None),
+        (_, [b"backends", _, b"state"]) => ("POST", None),
+        _ => {
+            let path = String::from_utf8_lossy(path);
+            return Reply::error(404, &format!("no such endpoint: {path} (see /)"));
+        }
+    };
+    reply.unwrap_or_else(|| {
+        let mut r = Reply::error(405, &format!("use {allowed} here"));
+        r.headers.push(("Allow", allowed.into()));
+        r
+    })
+}
+
+/// The index of the backend with this prefix.
+fn backend(engine: &EngineHandle, prefix: &[u8]) -> Result<usize, Reply> {
+    engine
+        .config()
+        .backends
+        .iter()
+        .position(|b| b.prefix.as_bytes() == prefix)
+        .ok_or_else(|| {
+            let known: Vec<&str> = engine
+                .config()
+                .backends
+                .iter()
+                .map(|b| &*b.prefix)
+                .collect();
+            let prefix = String::from_utf8_lossy(prefix);
+            Reply::error(
+                404,
+                &format!(
+                    "no backend has prefix '{prefix}' (known: {})",
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+/// `POST /backends/{prefix}/state`, body `drain` or `state=drain`: nothing changes on an error.
+fn set_state(engine: &EngineHandle, prefix: &[u8], body: &[u8]) -> Reply {
+    let i = match backend(engine, prefix) {
+        Ok(i) => i,
+        Err(reply) => return reply,
+    };
+    let Some(new) = parse_state(body) else {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]);
+        return Reply::error(
+            400,
+            &format!("the body '{shown}' is no state: send ready, drain or maint (or state=drain)"),
+        );
+    };
+    let prefix = &engine.config().backends[i].prefix;
+    match engine.set_admin(prefix, new) {
+        Ok(old) => Reply::json(
+            200,
+            &json!({ "backend": prefix, "old": old.as_str(), "new": new.as_str() }),
+        ),
+        Err(e) => Reply::error(404, &e.to_string()),
+    }
+}
+
+/// `ready`, `drain`, `maint`, alone or as the form field `state=…`, surrounding whitespace
+/// ignored (`echo drain | curl --data-binary @-` sends a newline).
+pub fn parse_state(body: &[u8]) -> Option<Admin> {
+    let body = body.trim_ascii();
+    let word = body.strip_prefix(b"state=").unwrap_or(body);
+    match word {
+        b"ready" => Some(Admin::Ready),
+        b"drain" => Some(Admin::Drain),
+        b"maint" => Some(Admin::Maint),
+        _ => None,
+    }
+}
+
+/// `GET /backends/{prefix}/sessions`: what a drain waits for.
+fn sessions(engine: &EngineHandle, prefix: &[u8]) -> Reply {
+    let i = match backend(engine, prefix) {
+        Ok(i) => i,
+        Err(reply) => return reply,
+    };
+    let s = engine.sessions()[i];
+    Reply::json(
+        200,
+        &json!({
+            "backend": engine.config().backends[i].prefix,
+            "live": s.live,
+            "since_last_request_s": s.since_last.map(|d| d.as_secs_f64()),
+        }),
+    )
+}
+
+/// Whether `header` is `Bearer TOKEN`, compared in constant time so that the answer's timing does
+/// not tell how much of a guess was right.
+fn authorized(header: Option<&[u8]>, token: &str) -> bool {
+    let Some(value) = header else { return false };
+    let Some((scheme, given)) = value.split_at_checked(7) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let given = given.trim_ascii();
+    let want = token.as_bytes();
+    let mut diff = u8::from(given.len() != want.len());
+    for (i, &w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(!w);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_from_a_word_or_a_form_field() {
+        assert_eq!(parse_state(b"drain"), Some(Admin::Drain));
+        assert_eq!(parse_state(b"maint\n"), Some(Admin::Maint));
+        assert_eq!(parse_state(b"state=ready"), Some(Admin::Ready));
+        for bad in [
+            &b""[..],
+            b"DRAIN",
+            b"state=",
+            b"drained",
+            b"state=drain&x=1",
+            b"x=drain",
+        ] {
+            assert_eq!(parse_state(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_authorized() {
+        assert!(authorized(Some(b"Bearer s3cret"), "s3cret"));
+        assert!(authorized(Some(b"bearer s3cret"), "s3cret"));
+        for bad in [
+            &b"Bearer s3cre"[..],
+            b"Bearer s3cret2",
+            b"Bearer S3cret",
+            b"Basic s3cret",
+            b"Bearer",
+            b"",
+            b"s3cret",
+        ] {
+            assert!(!authorized(Some(bad), "s3cret"), "{bad:?}");
+        }
+        assert!(!authorized(None, "s3cret"));
+    }
+
+    #[test]
+    fn replies_are_complete_http_responses() {
+        let r = Reply::error(404, "no such endpoint");
+        let out = r.encode();
+        let head = h1::parse_response(&out, &h1::Limits::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status, 404);
+        assert!(!head.keep_alive);
+        let body: serde_json::Value = serde_json::from_slice(&out[head.head_len..]).unwrap();
+        assert_eq!(body["error"], "no such endpoint");
+        let mut r = Reply::text("text/plain", "hello".into());
+        r.head_only = true;
+        let out = r.encode();
+        assert!(String::from_utf8(out).unwrap().ends_with(
+            "Content-Length: 5\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
+    }
+}

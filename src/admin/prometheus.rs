@@ -1,0 +1,371 @@
+//! `/metrics`: the [`Report`] in the Prometheus text exposition format 0.0.4, and the small
+//! encoder that writes it (names are fixed here; label values come from the config and are
+//! escaped).
+
+use std::fmt::Write;
+
+use super::report::{BackendReport, Report, STATUS_CLASSES};
+use crate::health::Admin;
+use crate::metrics::LatencySummary;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+/// Writes metric families: a `# HELP` and `# TYPE` line, then its samples.
+#[derive(Default)]
+pub struct Encoder {
+    out: String,
+}
+
+impl Encoder {
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        debug_assert!(valid_name(name), "{name}");
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+    }
+
+    /// One sample; `value` as Prometheus reads numbers (`NaN`, `+Inf` included).
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        self.labels(labels);
+        let _ = match value {
+            v if v.is_nan() => writeln!(self.out, " NaN"),
+            v if v == f64::INFINITY => writeln!(self.out, " +Inf"),
+            v if v == f64::NEG_INFINITY => writeln!(self.out, " -Inf"),
+            v => writeln!(self.out, " {v}"),
+        };
+    }
+
+    /// A counter or gauge sample, written exactly (an `f64` loses integers above 2⁵³).
+    pub fn int(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        self.labels(labels);
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn labels(&mut self, labels: &[(&str, &str)]) {
+        if labels.is_empty() {
+            return;
+        }
+        self.out.push('{');
+        for (i, (name, value)) in labels.iter().enumerate() {
+            debug_assert!(valid_name(name) && !name.contains(':'), "{name}");
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(name);
+            self.out.push_str("=\"");
+            escape_label_value(&mut self.out, value);
+            self.out.push('"');
+        }
+        self.out.push('}');
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Label values escape `\`, `"` and newline, and nothing else.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// The per-backend counters: name, help, value.
+type BackendCounter = (&'static str, &'static str, fn(&Report, usize) -> u64);
+
+const BACKEND_COUNTERS: [BackendCounter; 10] = [
+    (
+        "wtgate_backend_requests_total",
+        "Client requests this backend got, each counted once however many tries it took.",
+        |r, i| r.counters(i).requests,
+    ),
+    (
+        "wtgate_backend_failed_requests_total",
+        "Requests whose last try, on this backend, ended without its complete answer.",
+        |r, i| r.counters(i).failed,
+    ),
+    (
+        "wtgate_backend_request_bytes_total",
+        "Bytes sent to this backend: request heads as forwarded, bodies, WebSocket traffic.",
+        |r, i| r.counters(i).request_bytes,
+    ),
+    (
+        "wtgate_backend_response_bytes_total",
+        "Bytes of this backend's responses relayed to clients, WebSocket traffic included.",
+        |r, i| r.counters(i).response_bytes,
+    ),
+    (
+        "wtgate_backend_connect_failures_total",
+        "Failed connects of real requests (each marks the backend down).",
+        |r, i| r.counters(i).connect_failures,
+    ),
+    (
+        "wtgate_backend_retries_total",
+        "Requests tried on another backend after a failed connect to this one.",
+        |r, i| r.counters(i).retries,
+    ),
+    (
+        "wtgate_backend_resends_total",
+        "Requests sent again because this backend's connection closed before answering.",
+        |r, i| r.counters(i).resends,
+    ),
+    (
+        "wtgate_backend_affinity_hits_total",
+        "Requests routed to this backend because it owns their session.",
+        |r, i| r.counters(i).affinity_hits,
+    ),
+    (
+        "wtgate_backend_affinity_misses_total",
+        "Requests of this backend's sessions redispatched elsewhere (it was down or in maint).",
+        |r, i| r.counters(i).redispatched,
+    ),
+    (
+        "wtgate_backend_checks_failed_total",
+        "Active health checks of this backend that failed.",
+        |r, i| r.counters(i).checks_failed,
+    ),
+];
+
+const BACKEND_GAUGES: [BackendCounter; 4] = [
+    (
+        "wtgate_backend_sessions",
+        "Live Wt sessions of this backend: a request within the session timeout, or a WebSocket.",
+        |r, i| r.backends[i].sessions.live as u64,
+    ),
+    (
+        "wtgate_backend_tunnels",
+        "WebSocket tunnels open to this backend.",
+        |r, i| r.counters(i).tunnels,
+    ),
+    (
+        "wtgate_backend_open_connections",
+        "Connections open to this backend: in use and pooled.",
+        |r, i| r.counters(i).active + r.counters(i).pooled,
+    ),
+    (
+        "wtgate_backend_pooled_connections",
+        "Idle keep-alive connections to this backend in the pools.",
+        |r, i| r.counters(i).pooled,
+    ),
+];
+
+/// Which of a backend's latencies a summary reports.
+type LatencyOf = fn(&BackendReport) -> &LatencySummary;
+
+/// The whole `/metrics` page.
+pub fn render(r: &Report) -> String {
+    let mut e = Encoder::default();
+    backends(&mut e, r);
+    listeners(&mut e, r);
+    overall(&mut e, r);
+    e.finish()
+}
+
+fn backends(e: &mut Encoder, r: &Report) {
+    e.family(
+        "wtgate_backend_up",
+        Kind::Gauge,
+        "1 if the backend is up (health checks and connects), else 0.",
+    );
+    for b in &r.backends {
+        e.int(
+            "wtgate_backend_up",
+            &[("backend", &b.prefix)],
+            u64::from(b.up),
+        );
+    }
+    e.family(
+        "wtgate_backend_admin_state",
+        Kind::Gauge,
+        "The operator's state for the backend: 1 for the one it is in (ready, drain or maint).",
+    );
+    for b in &r.backends {
+        for state in [Admin::Ready, Admin::Drain, Admin::Maint] {
+            let labels = [("backend", &*b.prefix), ("state", state.as_str())];
+            e.int(
+                "wtgate_backend_admin_state",
+                &labels,
+                u64::from(b.admin == state),
+            );
+        }
+    }
+    for (name, help, value) in BACKEND_COUNTERS {
+        e.family(name, Kind::Counter, help);
+        for (i, b) in r.backends.iter().enumerate() {
+            e.int(name, &[("backend", &b.prefix)], value(r, i));
+        }
+    }
+    let name = "wtgate_backend_responses_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Response heads relayed from the backend, by status class.",
+    );
+    for (i, b) in r.backends.iter().enumerate() {
+        for (class, n) in STATUS_CLASSES.iter().zip(r.counters(i).responses) {
+            e.int(name, &[("backend", &b.prefix), ("code", class)], n);
+        }
+    }
+    for (name, help, value) in BACKEND_GAUGES {
+        e.family(name, Kind::Gauge, help);
+        for (i, b) in r.backends.iter().enumerate() {
+            e.int(name, &[("backend", &b.prefix)], value(r, i));
+        }
+    }
+    let summaries: [(&str, &str, LatencyOf); 2] = [
+        (
+            "wtgate_backend_first_byte_seconds",
+            "Time from a request's head to the backend's first response byte; quantiles over \
+             the last 1-2 minutes.",
+            |b| &b.first_byte,
+        ),
+        (
+            "wtgate_backend_response_seconds",
+            "Time from a request's head to the end of its response; quantiles over the last \
+             1-2 minutes.",
+            |b| &b.total,
+        ),
+    ];
+    for (name, help, get) in summaries {
+        e.family(name, Kind::Summary, help);
+        for b in &r.backends {
+            summary(e, name, &b.prefix, get(b));
+        }
+    }
+}
+
+fn summary(e: &mut Encoder, name: &str, backend: &str, l: &LatencySummary) {
+    for (q, v) in &l.quantiles {
+        let q = q.to_string();
+        e.sample(
+            name,
+            &[("backend", backend), ("quantile", &q)],
+            v.unwrap_or(f64::NAN),
+        );
+    }
+    e.sample(&format!("{name}_sum"), &[("backend", backend)], l.sum_s);
+    e.int(&format!("{name}_count"), &[("backend", backend)], l.count);
+}
+
+fn listeners(e: &mut Encoder, r: &Report) {
+    let name = "wtgate_listener_accepted_connections_total";
+    e.family(name, Kind::Counter, "Client connections accepted.");
+    for (addr, l) in &r.listeners {
+        e.int(name, &[("listener", &addr.to_string())], l.accepted);
+    }
+    let name = "wtgate_listener_open_connections";
+    e.family(name, Kind::Gauge, "Client connections being served.");
+    for (addr, l) in &r.listeners {
+        e.int(name, &[("listener", &addr.to_string())], l.open);
+    }
+}
+
+fn overall(e: &mut Encoder, r: &Report) {
+    let s = &r.stats;
+    e.family(
+        "wtgate_requests_total",
+        Kind::Counter,
+        "Client requests with a valid head.",
+    );
+    e.int("wtgate_requests_total", &[], s.requests);
+    e.family(
+        "wtgate_rejections_total",
+        Kind::Counter,
+        "Client connections or requests refused before routing, by reason.",
+    );
+    for (reason, n) in &s.rejections {
+        e.int("wtgate_rejections_total", &[("reason", reason)], *n);
+    }
+    e.family(
+        "wtgate_failures_total",
+        Kind::Counter,
+        "Requests that did not end with a backend's complete answer, by kind.",
+    );
+    for (kind, n) in &s.failures {
+        e.int("wtgate_failures_total", &[("kind", kind)], *n);
+    }
+    e.family(
+        "wtgate_sessions_untracked_total",
+        Kind::Counter,
+        "Sessions not tracked because a shard's session table was full.",
+    );
+    e.int("wtgate_sessions_untracked_total", &[], r.sessions_untracked);
+    e.family(
+        "wtgate_uptime_seconds",
+        Kind::Gauge,
+        "Time since wtgate started.",
+    );
+    e.sample("wtgate_uptime_seconds", &[], r.uptime.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_numbers_spelled_as_prometheus_reads_them() {
+        let mut e = Encoder::default();
+        e.family("x_total", Kind::Counter, "A help\\text\nover two lines.");
+        e.int("x_total", &[("a", "q\"uo\\te\nd"), ("b", "plain")], 7);
+        e.int("x_total", &[], u64::MAX);
+        e.sample("y", &[("q", "0.5")], f64::NAN);
+        e.sample("y", &[], f64::INFINITY);
+        e.sample("y", &[], 0.000_125);
+        assert_eq!(
+            e.finish(),
+            "# HELP x_total A help\\\\text\\nover two lines.\n\
+             # TYPE x_total counter\n\
+             x_total{a=\"q\\\"uo\\\\te\\nd\",b=\"plain\"} 7\n\
+             x_total 18446744073709551615\n\
+             y{q=\"0.5\"} NaN\n\
+             y +Inf\n\
+             y 0.000125\n"
+        );
+    }
+
+    #[test]
+    fn metric_names() {
+        assert!(valid_name("wtgate_backend_up") && valid_name("a:b_c9"));
+        assert!(!valid_name("9a") && !valid_name("a-b") && !valid_name(""));
+        for (name, _, _) in BACKEND_COUNTERS {
+            assert!(valid_name(name) && name.ends_with("_total"), "{name}");
+        }
+        for (name, _, _) in BACKEND_GAUGES {
+            assert!(valid_name(name) && !name.ends_with("_total"), "{name}");
+        }
+    }
+}
