@@ -942,3 +942,52 @@ fn a_busy_admin_address_is_a_bind_error_and_dropping_the_engine_closes_the_liste
     let refused = TcpStream::connect(admin);
     assert!(refused.is_err(), "still listening after the engine stopped");
 }
+
+/// The status page in a real browser (headless Chromium): every backend with its state, admin
+/// state and live sessions, drawn by the page's own script from /stats. Skipped, saying so, where
+/// no Chromium is installed (`.ci/run` installs it).
+#[test]
+fn the_status_page_shows_every_backend_in_a_browser() {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        eprintln!("no Chromium installed: the status page is not rendered in a browser");
+        return;
+    };
+    let s = start_pair(with_admin);
+    let sid = session_id(&mut Rng::new(31), "wt2");
+    let r = send_request(s.proxy.addr, &get(&format!("/app?wtd={sid}"))).unwrap();
+    assert_eq!(r.status, 200);
+    s.proxy.engine().set_admin("wt1", Admin::Drain).unwrap();
+    let url = format!("http://{}/", admin_addr(&s.proxy));
+    let out = Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &url,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run Chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let row = |prefix: &str| -> String {
+        let start = dom
+            .find(&format!(r#"<div class="name">{prefix}</div>"#))
+            .unwrap_or_else(|| panic!("no row for {prefix} in:\n{dom}"));
+        let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
+        dom[start..end].to_string()
+    };
+    let (wt1, wt2) = (row("wt1"), row("wt2"));
+    assert!(wt1.contains(">up<") && wt1.contains(">drain<"), "{wt1}");
+    assert!(wt2.contains(">up<") && wt2.contains(">ready<"), "{wt2}");
+    assert!(wt2.contains(">1</td>"), "one live session on wt2: {wt2}");
+}
