@@ -17,12 +17,14 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod binary;
 pub mod proxy;
 pub mod util;
 pub mod wire;
 pub mod ws;
 
 pub use backend::*;
+pub use binary::*;
 pub use proxy::*;
 pub use util::*;
 pub use wire::*;

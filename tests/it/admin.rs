@@ -103,18 +103,7 @@ fn fetch_closing(proxy: SocketAddr, target: &str) -> (usize, String) {
 /// Polls `cond` on fresh scrapes until it holds, for what the proxy updates just after a client
 /// can see the result (a gauge lowered once a connection's task ends); fails after 10 s.
 fn scrape_until(addr: SocketAddr, what: &str, cond: impl Fn(&HashMap<String, f64>) -> bool) {
-    let start = Instant::now();
-    loop {
-        let m = scrape(addr);
-        if cond(&m) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(what, || cond(&scrape(addr)).then_some(()));
 }
 
 #[test]
@@ -529,32 +518,7 @@ fn drain_wait_times_out_while_a_websocket_keeps_its_session() {
 
 /// Runs the `wtgate` binary, killing it after 30 s.
 fn wtgate(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
-        .args(args)
-        .env_remove("WTGATE_ADMIN_TOKEN")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wtgate");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("wtgate {args:?} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    run_wtgate(args, env, Duration::from_secs(30))
 }
 
 #[test]
@@ -878,14 +842,9 @@ fn connections_over_the_limit_get_503_at_once() {
     busy.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     drop(idle);
-    let start = Instant::now();
-    while call(admin, "GET", "/stats", "", None).status != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no slot came back"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("a slot to come back", || {
+        (call(admin, "GET", "/stats", "", None).status == 200).then_some(())
+    });
 }
 
 #[test]

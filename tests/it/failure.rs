@@ -421,15 +421,11 @@ fn client_stalling_mid_body_times_out_without_poisoning_the_pool() {
 /// The engine's stats once `n` requests are counted on backends: a request is counted when its
 /// exchange ends, just after the client has its last byte. Bounded: 10 s.
 fn counted(proxy: &Proxy, n: u64) -> wtgate::metrics::Stats {
-    let start = std::time::Instant::now();
-    loop {
+    eventually(&format!("{n} requests counted on backends"), || {
         let stats = proxy.engine().stats();
         let on_backends: u64 = stats.backends.iter().map(|b| b.requests).sum();
-        if on_backends >= n || start.elapsed() > Duration::from_secs(10) {
-            return stats;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        (on_backends >= n).then_some(stats)
+    })
 }
 
 /// A Wt server stand-in whose connections die unanswered at their second request, and which

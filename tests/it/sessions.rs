@@ -2,25 +2,17 @@
 //! however many connections and shards its requests took, only while it is live (a request within
 //! `session_idle`, or an open WebSocket).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use wtgate_demo::ws::OP_CLOSE;
 
 /// Polls `engine.sessions()` until `cond` holds; fails after 10 s.
 fn wait_sessions(proxy: &Proxy, what: &str, cond: impl Fn(&[usize]) -> bool) -> Vec<usize> {
-    let start = Instant::now();
-    loop {
+    eventually(what, || {
         let live: Vec<usize> = proxy.engine().sessions().iter().map(|b| b.live).collect();
-        if cond(&live) {
-            return live;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}: {live:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        cond(&live).then_some(live)
+    })
 }
 
 #[test]
