@@ -614,6 +614,14 @@ impl Config {
                 );
             }
         }
+        self.check_backend_pairs(r);
+        if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
+            r.errors.push(ConfigError::NoWeight);
+        }
+    }
+
+    /// Two backends that could claim one session, or that are one server.
+    fn check_backend_pairs(&self, r: &mut Report) {
         for (i, a) in self.backends.iter().enumerate() {
             for (j, b) in self.backends.iter().enumerate().skip(i + 1) {
                 // Two owners could claim one id only if their prefix + id lengths agree and one
@@ -642,9 +650,6 @@ impl Config {
                     );
                 }
             }
-        }
-        if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
-            r.errors.push(ConfigError::NoWeight);
         }
     }
 

@@ -851,7 +851,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
 
 /// `wtgate admin`: one request (or a drain's polls) to a running wtgate's admin listener.
 fn admin(args: &AdminArgs) -> ExitCode {
-    use wtgate::admin::client::{AdminClient, DEFAULT_URL, Drained};
+    use wtgate::admin::client::{AdminClient, DEFAULT_URL};
     use wtgate::health::Admin;
 
     let token = args
@@ -890,9 +890,19 @@ fn admin(args: &AdminArgs) -> ExitCode {
         Ok(c) => say(&format!("{}: {} -> {}", c.backend, c.old, c.new)),
         Err(e) => return fail(e),
     }
-    let Some(timeout) = wait else {
-        return ExitCode::SUCCESS;
-    };
+    match wait {
+        Some(timeout) => wait_drained(&client, prefix, timeout),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// `admin drain --wait`: polls until `prefix` holds no live session (exit 0) or `timeout` (1).
+fn wait_drained(
+    client: &wtgate::admin::client::AdminClient,
+    prefix: &str,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    use wtgate::admin::client::Drained;
     let mut last = None;
     let mut progress = |s: &wtgate::admin::client::SessionsInfo| {
         // One line per change, not one per poll.

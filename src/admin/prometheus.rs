@@ -246,6 +246,11 @@ fn backends(e: &mut Encoder, r: &Report) {
             e.int(name, &[("backend", &b.prefix)], value(r, i));
         }
     }
+    backend_latencies(e, r);
+}
+
+/// The first-byte and total latency summaries of every backend.
+fn backend_latencies(e: &mut Encoder, r: &Report) {
     let summaries: [(&str, &str, LatencyOf); 2] = [
         (
             "wtgate_backend_first_byte_seconds",

@@ -248,110 +248,13 @@ impl ConfigFile {
             },
         };
         let f = &self.parsed;
-        r.set(&mut cfg.threads, Setting::Threads, &f.threads, whole);
-        r.set(&mut cfg.user, Setting::User, &f.user, |v, w| {
-            string(v, w).map(|s| Some(s.to_string()))
-        });
-        r.set(&mut cfg.pin, Setting::Pin, &f.pin, boolean);
-        r.set(
-            &mut cfg.session_id_length,
-            Setting::SessionIdLength,
-            &f.session_id_length,
-            whole,
-        );
+        apply_top(&mut r, f, cfg);
         let listen = f.listen.as_ref().map(|l| r.listeners(l, cfg));
         let backends = f.backend.as_ref().map(|b| r.backends(b, cfg));
-
-        let (t, to) = (&f.timeouts, &mut cfg.timeouts);
-        for (into, at, v) in [
-            (&mut to.connect, Setting::ConnectTimeout, &t.connect),
-            (
-                &mut to.request_head,
-                Setting::RequestHeadTimeout,
-                &t.request_head,
-            ),
-            (&mut to.client, Setting::ClientTimeout, &t.client),
-            (&mut to.server, Setting::ServerTimeout, &t.server),
-            (&mut to.tunnel, Setting::TunnelTimeout, &t.tunnel),
-            (&mut to.keepalive, Setting::KeepaliveTimeout, &t.keepalive),
-            (&mut to.pool_idle, Setting::PoolIdleTimeout, &t.pool_idle),
-            (
-                &mut cfg.check_interval,
-                Setting::CheckInterval,
-                &f.health.interval,
-            ),
-            (
-                &mut cfg.session_idle,
-                Setting::SessionIdle,
-                &f.sessions.idle,
-            ),
-            (&mut cfg.grace, Setting::Grace, &f.grace),
-        ] {
-            r.set(into, at, v, duration);
-        }
-
-        let l = &f.limits;
-        r.set(&mut cfg.maxconn, Setting::Maxconn, &l.maxconn, whole);
-        r.set(&mut cfg.retries, Setting::Retries, &l.retries, whole);
-        r.set(
-            &mut cfg.max_head_bytes,
-            Setting::MaxHeadBytes,
-            &l.max_head_bytes,
-            whole,
-        );
-        r.set(
-            &mut cfg.max_headers,
-            Setting::MaxHeaders,
-            &l.max_headers,
-            whole,
-        );
-        r.set(&mut cfg.pool_size, Setting::PoolSize, &f.pool.size, whole);
-        r.set(&mut cfg.reuse, Setting::Reuse, &f.pool.reuse, |v, w| {
-            string(v, w).and_then(Reuse::parse)
-        });
-        r.set(
-            &mut cfg.forwarded_headers,
-            Setting::ForwardedHeaders,
-            &f.forwarded.headers,
-            boolean,
-        );
-        if let Some(trusted) = &f.forwarded.trusted {
-            for (i, v) in trusted.iter().enumerate() {
-                let key = Setting::TrustForwardedFrom(i).key();
-                let net = r.read(&key, v, |v, w| {
-                    string(v, w).and_then(|s| parse_net(s).map_err(|why| format!("'{s}': {why}")))
-                });
-                if let Some(net) = net {
-                    let at = Setting::TrustForwardedFrom(cfg.trusted_proxies.len());
-                    r.origin(at, key, v.span());
-                    cfg.trusted_proxies.push(net);
-                }
-            }
-        }
-
-        let h = &f.health;
-        r.set(&mut cfg.check, Setting::Check, &h.check, check);
-        r.set(&mut cfg.rise, Setting::Rise, &h.rise, whole);
-        r.set(&mut cfg.fall, Setting::Fall, &h.fall, whole);
-        r.set(
-            &mut cfg.max_sessions,
-            Setting::MaxSessions,
-            &f.sessions.max,
-            whole,
-        );
-        r.set(&mut cfg.admin, Setting::Admin, &f.admin.listen, |v, w| {
-            string(v, w).and_then(|s| {
-                super::parse_admin_addr(s)
-                    .map(Some)
-                    .map_err(|why| format!("'{s}': {why}"))
-            })
-        });
-        r.set(
-            &mut cfg.admin_token,
-            Setting::AdminToken,
-            &f.admin.token,
-            |v, w| string(v, w).map(|s| Some(s.to_string())),
-        );
+        apply_durations(&mut r, f, cfg);
+        apply_limits(&mut r, f, cfg);
+        apply_forwarded(&mut r, f, cfg);
+        apply_health_and_admin(&mut r, f, cfg);
         Applied {
             errors: r.errors,
             origins: r.origins,
@@ -359,6 +262,121 @@ impl ConfigFile {
             backends,
         }
     }
+}
+
+fn apply_top(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
+    r.set(&mut cfg.threads, Setting::Threads, &f.threads, whole);
+    r.set(&mut cfg.user, Setting::User, &f.user, |v, w| {
+        string(v, w).map(|s| Some(s.to_string()))
+    });
+    r.set(&mut cfg.pin, Setting::Pin, &f.pin, boolean);
+    r.set(
+        &mut cfg.session_id_length,
+        Setting::SessionIdLength,
+        &f.session_id_length,
+        whole,
+    );
+}
+
+fn apply_durations(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
+    let (t, to) = (&f.timeouts, &mut cfg.timeouts);
+    for (into, at, v) in [
+        (&mut to.connect, Setting::ConnectTimeout, &t.connect),
+        (
+            &mut to.request_head,
+            Setting::RequestHeadTimeout,
+            &t.request_head,
+        ),
+        (&mut to.client, Setting::ClientTimeout, &t.client),
+        (&mut to.server, Setting::ServerTimeout, &t.server),
+        (&mut to.tunnel, Setting::TunnelTimeout, &t.tunnel),
+        (&mut to.keepalive, Setting::KeepaliveTimeout, &t.keepalive),
+        (&mut to.pool_idle, Setting::PoolIdleTimeout, &t.pool_idle),
+        (
+            &mut cfg.check_interval,
+            Setting::CheckInterval,
+            &f.health.interval,
+        ),
+        (
+            &mut cfg.session_idle,
+            Setting::SessionIdle,
+            &f.sessions.idle,
+        ),
+        (&mut cfg.grace, Setting::Grace, &f.grace),
+    ] {
+        r.set(into, at, v, duration);
+    }
+}
+
+fn apply_limits(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
+    let l = &f.limits;
+    r.set(&mut cfg.maxconn, Setting::Maxconn, &l.maxconn, whole);
+    r.set(&mut cfg.retries, Setting::Retries, &l.retries, whole);
+    r.set(
+        &mut cfg.max_head_bytes,
+        Setting::MaxHeadBytes,
+        &l.max_head_bytes,
+        whole,
+    );
+    r.set(
+        &mut cfg.max_headers,
+        Setting::MaxHeaders,
+        &l.max_headers,
+        whole,
+    );
+    r.set(&mut cfg.pool_size, Setting::PoolSize, &f.pool.size, whole);
+    r.set(&mut cfg.reuse, Setting::Reuse, &f.pool.reuse, |v, w| {
+        string(v, w).and_then(Reuse::parse)
+    });
+    r.set(
+        &mut cfg.max_sessions,
+        Setting::MaxSessions,
+        &f.sessions.max,
+        whole,
+    );
+}
+
+fn apply_forwarded(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
+    r.set(
+        &mut cfg.forwarded_headers,
+        Setting::ForwardedHeaders,
+        &f.forwarded.headers,
+        boolean,
+    );
+    let Some(trusted) = &f.forwarded.trusted else {
+        return;
+    };
+    for (i, v) in trusted.iter().enumerate() {
+        let key = Setting::TrustForwardedFrom(i).key();
+        let net = r.read(&key, v, |v, w| {
+            string(v, w).and_then(|s| parse_net(s).map_err(|why| format!("'{s}': {why}")))
+        });
+        if let Some(net) = net {
+            let at = Setting::TrustForwardedFrom(cfg.trusted_proxies.len());
+            r.origin(at, key, v.span());
+            cfg.trusted_proxies.push(net);
+        }
+    }
+}
+
+fn apply_health_and_admin(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
+    let h = &f.health;
+    r.set(&mut cfg.check, Setting::Check, &h.check, check);
+    r.set(&mut cfg.rise, Setting::Rise, &h.rise, whole);
+    r.set(&mut cfg.fall, Setting::Fall, &h.fall, whole);
+    r.set(&mut cfg.admin, Setting::Admin, &f.admin.listen, |v, w| {
+        string(v, w).and_then(|s| {
+            super::parse_admin_addr(s)
+                .map(Some)
+                .map_err(|why| format!("'{s}': {why}"))
+        })
+    });
+    r.set(
+        &mut cfg.admin_token,
+        Setting::AdminToken,
+        &f.admin.token,
+        |v, w| string(v, w).map(|s| Some(s.to_string())),
+    );
 }
 
 /// Where the settings a config file gave are, to name them by key and line in messages; a setting
@@ -511,71 +529,75 @@ impl Reader<'_> {
     fn backends(&mut self, list: &[Spanned<BackendTable>], cfg: &mut Config) -> bool {
         let mut ok = true;
         for (i, entry) in list.iter().enumerate() {
-            let b = entry.get_ref();
-            let (Some(prefix_v), Some(address_v)) = (&b.prefix, &b.address) else {
-                self.error(
-                    entry.span(),
-                    &format!("backend[{i}]"),
-                    "a backend needs a prefix (its Wt --session-id-prefix) and an address: \
-                     add prefix = \"wt1\" and address = \"HOST:PORT\"",
-                );
-                ok = false;
-                continue;
-            };
-            let prefix = self.read(&Setting::BackendPrefix(i).key(), prefix_v, |v, w| {
-                let p = string(v, w)?;
-                check_prefix(p).map_err(|why| format!("'{p}': {why}"))?;
-                Ok(p.to_string())
-            });
-            let address = self.read(&Setting::BackendAddress(i).key(), address_v, |v, w| {
-                let host = string(v, w)?.trim();
-                Ok((resolve_backend(host)?, host.to_string()))
-            });
-            let weight = self.optional(Setting::BackendWeight(i), &b.weight, weight);
-            let check = self.optional(Setting::BackendCheck(i), &b.check, check);
-            let (Some(prefix), Some((addr, host)), Some(weight), Some(check)) =
-                (prefix, address, weight, check)
-            else {
-                ok = false;
-                continue;
-            };
-            let n = cfg.backends.len();
-            let fields = [
-                (
-                    Setting::BackendPrefix(n),
-                    Setting::BackendPrefix(i),
-                    Some(prefix_v),
-                ),
-                (
-                    Setting::BackendAddress(n),
-                    Setting::BackendAddress(i),
-                    Some(address_v),
-                ),
-                (
-                    Setting::BackendWeight(n),
-                    Setting::BackendWeight(i),
-                    b.weight.as_ref(),
-                ),
-                (
-                    Setting::BackendCheck(n),
-                    Setting::BackendCheck(i),
-                    b.check.as_ref(),
-                ),
-            ];
-            for (at, key, v) in fields {
-                if let Some(v) = v {
-                    self.origin(at, key.key(), v.span());
-                }
-            }
-            cfg.backends.push(BackendConfig {
-                prefix,
-                addr,
-                host,
-                weight: weight.unwrap_or(BackendConfig::DEFAULT_WEIGHT),
-                check,
-            });
+            ok &= self.backend(i, entry, cfg);
         }
         ok
+    }
+
+    /// The `i`-th `[[backend]]`, added to `cfg` if all its values are good.
+    fn backend(&mut self, i: usize, entry: &Spanned<BackendTable>, cfg: &mut Config) -> bool {
+        let b = entry.get_ref();
+        let (Some(prefix_v), Some(address_v)) = (&b.prefix, &b.address) else {
+            self.error(
+                entry.span(),
+                &format!("backend[{i}]"),
+                "a backend needs a prefix (its Wt --session-id-prefix) and an address: \
+                 add prefix = \"wt1\" and address = \"HOST:PORT\"",
+            );
+            return false;
+        };
+        let prefix = self.read(&Setting::BackendPrefix(i).key(), prefix_v, |v, w| {
+            let p = string(v, w)?;
+            check_prefix(p).map_err(|why| format!("'{p}': {why}"))?;
+            Ok(p.to_string())
+        });
+        let address = self.read(&Setting::BackendAddress(i).key(), address_v, |v, w| {
+            let host = string(v, w)?.trim();
+            Ok((resolve_backend(host)?, host.to_string()))
+        });
+        let weight = self.optional(Setting::BackendWeight(i), &b.weight, weight);
+        let check = self.optional(Setting::BackendCheck(i), &b.check, check);
+        let (Some(prefix), Some((addr, host)), Some(weight), Some(check)) =
+            (prefix, address, weight, check)
+        else {
+            return false;
+        };
+        self.backend_origins(i, cfg.backends.len(), b);
+        cfg.backends.push(BackendConfig {
+            prefix,
+            addr,
+            host,
+            weight: weight.unwrap_or(BackendConfig::DEFAULT_WEIGHT),
+            check,
+        });
+        true
+    }
+
+    /// Where the fields of the file's `i`-th backend, `cfg`'s `n`-th, are.
+    fn backend_origins(&mut self, i: usize, n: usize, b: &BackendTable) {
+        let fields = [
+            (
+                Setting::BackendPrefix(n),
+                Setting::BackendPrefix(i),
+                &b.prefix,
+            ),
+            (
+                Setting::BackendAddress(n),
+                Setting::BackendAddress(i),
+                &b.address,
+            ),
+            (
+                Setting::BackendWeight(n),
+                Setting::BackendWeight(i),
+                &b.weight,
+            ),
+            (Setting::BackendCheck(n), Setting::BackendCheck(i), &b.check),
+        ];
+        for (at, key, v) in fields {
+            if let Some(v) = v {
+                self.origin(at, key.key(), v.span());
+            }
+        }
     }
 }
 
