@@ -38,7 +38,10 @@ for root in roots:
                         found.append((j - i + 1, f"{path}:{i + 1}", m.group(7)))
                         break
 found.sort(reverse=True)
-for n, where, fn in found[:15]:
-    print(f"{n:4} {where} {fn}")
+try:
+    for n, where, fn in found[:15]:
+        print(f"{n:4} {where} {fn}")
+except BrokenPipeError:
+    sys.stderr.close()
 if limit is not None and found and found[0][0] > limit:
     sys.exit(1)
