@@ -9,6 +9,17 @@ pub(crate) struct Response {
     chunked: bool,
 }
 
+/// What the request decides about the bytes of its response.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    /// `Connection: close` goes with it.
+    pub(crate) close: bool,
+    /// A HEAD: the head alone.
+    pub(crate) head_only: bool,
+    /// The client reads chunked bodies.
+    pub(crate) http11: bool,
+}
+
 impl Response {
     pub(crate) fn text(status: u16, content_type: &'static str, body: String) -> Response {
         Response {
@@ -28,14 +39,12 @@ impl Response {
         }
     }
 
-    pub(crate) fn write(
-        &self,
-        out: &mut Vec<u8>,
-        prefix: &str,
-        close: bool,
-        head_only: bool,
-        http11: bool,
-    ) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, prefix: &str, shape: Shape) {
+        let Shape {
+            close,
+            head_only,
+            http11,
+        } = shape;
         let chunked = self.chunked && http11;
         let _ = write!(
             out,

@@ -13,7 +13,7 @@ use wtgate_h1::{
 };
 
 use crate::echo::ws_echo;
-use crate::pages::{Response, error_response, page};
+use crate::pages::{Response, Shape, error_response, page};
 use crate::sessions::Sessions;
 use crate::ws;
 
@@ -261,6 +261,35 @@ impl Head {
             expect_continue: head.expect_continue,
         }
     }
+
+    fn has_body(&self) -> bool {
+        match self.framing {
+            Framing::Length(n) => n > 0,
+            Framing::Chunked => true,
+            Framing::None | Framing::CloseDelimited => false,
+        }
+    }
+}
+
+/// Where a request goes: its target's path and query (fragment dropped), and the session it names.
+struct Route<'t> {
+    path: &'t str,
+    query: &'t str,
+    wtd: &'t str,
+}
+
+impl<'t> Route<'t> {
+    fn of(target: &'t str) -> Route<'t> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, q.split('#').next().unwrap_or("")),
+            None => (target, ""),
+        };
+        Route {
+            path,
+            query,
+            wtd: param(query, "wtd").unwrap_or(""),
+        }
+    }
 }
 
 /// The first value of query parameter `name` in `query` (`a=1&b=2` form; not percent-decoded).
@@ -310,144 +339,166 @@ fn serve(stream: TcpStream, shared: &Shared) {
 /// Reads, answers and returns what to do next for one request. `reused`: the connection has
 /// already served a request.
 fn serve_one(conn: &mut Conn, shared: &Shared, reused: bool) -> Result<Next, Fail> {
-    let limits = Limits {
-        max_head_bytes: MAX_HEAD,
-        max_headers: MAX_HEADERS,
-    };
-    let head = loop {
-        // A head over the limit is an error here (431), so the buffer stays bounded.
-        if let Some(parsed) = h1::parse_request(&conn.buf, &limits).map_err(Fail::Request)? {
-            let head = Head::of(&conn.buf, &parsed);
-            conn.consume(parsed.head_len);
-            break head;
-        }
-        if conn.fill()? == 0 {
-            return Err(Fail::Closed);
-        }
-    };
+    let head = read_head(conn)?;
     shared.requests.fetch_add(1, Ordering::Relaxed);
-
-    let (path, query) = match head.target.split_once('?') {
-        Some((p, q)) => (p, q.split('#').next().unwrap_or("")),
-        None => (head.target.as_str(), ""),
-    };
-    let wtd = param(query, "wtd").unwrap_or("");
-    let has_body = match head.framing {
-        Framing::Length(n) => n > 0,
-        Framing::Chunked => true,
-        Framing::None | Framing::CloseDelimited => false,
-    };
-
-    if param(query, "request") == Some("ws") {
-        if !head.upgrade_ws || head.method != "GET" || has_body {
-            return Err(Fail::Status(
-                400,
-                "request=ws needs a GET with Upgrade: websocket",
-            ));
-        }
-        if shared.sessions.touch(wtd).is_none() {
-            return Err(Fail::Status(403, ""));
-        }
-        let Some(key) = head.ws_key.as_deref().filter(|k| !k.is_empty()) else {
-            return Err(Fail::Status(400, "missing Sec-WebSocket-Key"));
-        };
-        if head.ws_version.as_deref() != Some("13") {
-            return Err(Fail::Status(426, "Sec-WebSocket-Version must be 13"));
-        }
-        let resp = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
-            ws::accept_key(key),
-            shared.prefix
-        );
-        conn.stream.write_all(resp.as_bytes())?;
-        // wthttpd (Wt 4.14.0) does this, per a packet capture (docs/design.md "Upgrades"): a proxy
-        // that upgrades over a reused pooled connection must fail here as it would in production.
-        return Ok(if reused { Next::Close } else { Next::WebSocket });
+    let route = Route::of(&head.target);
+    if param(route.query, "request") == Some("ws") {
+        return accept_websocket(conn, shared, &head, route.wtd, reused);
     }
-
     let head_only = match head.method.as_str() {
         "GET" => false,
         "HEAD" => true,
         "POST" => false,
         _ => return Err(Fail::Status(405, "method not allowed")),
     };
-
     let mut body = BodySink::new();
-    if has_body {
+    if head.has_body() {
         // The core only sets it on HTTP/1.1, where a client may wait for it.
         if head.expect_continue {
             conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         conn.read_body(head.framing, &mut body)?;
     }
-
-    let prefix = shared.prefix.as_str();
-    let session = shared.sessions.touch(wtd).map(|n| (wtd, n));
+    let resp = respond(shared, &head, &route, &body);
     let mut out = Vec::with_capacity(2048);
-    let resp = if path.ends_with("/favicon.ico") {
-        Response::text(404, "text/plain", format!("not found (backend {prefix})\n"))
-    } else if head.method == "POST" {
-        let form = std::str::from_utf8(&body.start).unwrap_or("");
-        let request = param(form, "request")
-            .or_else(|| param(query, "request"))
-            .unwrap_or("");
-        match session {
-            Some((id, n)) => Response::text(
-                200,
-                "text/javascript; charset=UTF-8",
-                format!(
-                    "// backend {prefix}, session {id} (request #{n} of this session): \
-                     request={request}, body {} bytes, fnv1a {:016x}\n",
-                    body.len, body.hash
-                ),
-            ),
-            None => Response::text(
-                200,
-                "text/javascript; charset=UTF-8",
-                format!(
-                    "// backend {prefix}: unknown session, reloading without wtd\n\
-                     window.location.replace(window.location.pathname);\n"
-                ),
-            ),
-        }
-    } else {
-        match (session, param(query, "request")) {
-            (Some((id, n)), Some(request)) => {
-                let line = format!("backend {prefix}, session {id} (request #{n} of this session)");
-                match request {
-                    "style" => Response::text(200, "text/css", format!("/* {line} */\n")),
-                    "script" => Response::text(
-                        200,
-                        "text/javascript; charset=UTF-8",
-                        format!("// {line}\n"),
-                    ),
-                    _ => Response::text(200, "text/plain", format!("{line}, request={request}\n")),
-                }
-            }
-            (Some((id, n)), None) => Response::page(page(
-                prefix,
-                id,
-                &format!("served by backend {prefix}, session {id} (request #{n} of this session)"),
-            )),
-            (None, _) => {
-                let id = shared.sessions.create();
-                let title = format!(
-                    "served by backend {prefix} ({}), new session {id}",
-                    shared.addr
-                );
-                Response::page(page(prefix, &id, &title))
-            }
-        }
-    };
     // HTTP/1.0 clients can't read chunked bodies; they get Content-Length and a close.
-    resp.write(&mut out, prefix, head.close, head_only, head.http11);
+    let shape = Shape {
+        close: head.close,
+        head_only,
+        http11: head.http11,
+    };
+    resp.write(&mut out, &shared.prefix, shape);
     conn.stream.write_all(&out)?;
     Ok(if head.close {
         Next::Close
     } else {
         Next::KeepAlive
     })
+}
+
+/// Reads until a whole request head is in, and consumes it.
+fn read_head(conn: &mut Conn) -> Result<Head, Fail> {
+    let limits = Limits {
+        max_head_bytes: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+    };
+    loop {
+        // A head over the limit is an error here (431), so the buffer stays bounded.
+        if let Some(parsed) = h1::parse_request(&conn.buf, &limits).map_err(Fail::Request)? {
+            let head = Head::of(&conn.buf, &parsed);
+            conn.consume(parsed.head_len);
+            return Ok(head);
+        }
+        if conn.fill()? == 0 {
+            return Err(Fail::Closed);
+        }
+    }
+}
+
+/// Answers `request=ws` with a 101, after which the echo takes the connection, or says why not.
+fn accept_websocket(
+    conn: &mut Conn,
+    shared: &Shared,
+    head: &Head,
+    wtd: &str,
+    reused: bool,
+) -> Result<Next, Fail> {
+    if !head.upgrade_ws || head.method != "GET" || head.has_body() {
+        return Err(Fail::Status(
+            400,
+            "request=ws needs a GET with Upgrade: websocket",
+        ));
+    }
+    if shared.sessions.touch(wtd).is_none() {
+        return Err(Fail::Status(403, ""));
+    }
+    let Some(key) = head.ws_key.as_deref().filter(|k| !k.is_empty()) else {
+        return Err(Fail::Status(400, "missing Sec-WebSocket-Key"));
+    };
+    if head.ws_version.as_deref() != Some("13") {
+        return Err(Fail::Status(426, "Sec-WebSocket-Version must be 13"));
+    }
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
+        ws::accept_key(key),
+        shared.prefix
+    );
+    conn.stream.write_all(resp.as_bytes())?;
+    // wthttpd (Wt 4.14.0) does this, per a packet capture (docs/design.md "Upgrades"): a proxy
+    // that upgrades over a reused pooled connection must fail here as it would in production.
+    Ok(if reused { Next::Close } else { Next::WebSocket })
+}
+
+/// The response to a GET, HEAD or POST whose body has been read.
+fn respond(shared: &Shared, head: &Head, route: &Route, body: &BodySink) -> Response {
+    let prefix = shared.prefix.as_str();
+    // Before the favicon check: a favicon request that names a session counts as one of its own.
+    let session = shared.sessions.touch(route.wtd).map(|n| (route.wtd, n));
+    if route.path.ends_with("/favicon.ico") {
+        Response::text(404, "text/plain", format!("not found (backend {prefix})\n"))
+    } else if head.method == "POST" {
+        post_response(prefix, session, route.query, body)
+    } else {
+        get_response(shared, session, route.query)
+    }
+}
+
+/// A POST is one of Wt's JavaScript updates: name what came, or reload an unknown session.
+fn post_response(
+    prefix: &str,
+    session: Option<(&str, u64)>,
+    query: &str,
+    body: &BodySink,
+) -> Response {
+    let form = std::str::from_utf8(&body.start).unwrap_or("");
+    let request = param(form, "request")
+        .or_else(|| param(query, "request"))
+        .unwrap_or("");
+    let script = match session {
+        Some((id, n)) => format!(
+            "// backend {prefix}, session {id} (request #{n} of this session): \
+             request={request}, body {} bytes, fnv1a {:016x}\n",
+            body.len, body.hash
+        ),
+        None => format!(
+            "// backend {prefix}: unknown session, reloading without wtd\n\
+             window.location.replace(window.location.pathname);\n"
+        ),
+    };
+    Response::text(200, "text/javascript; charset=UTF-8", script)
+}
+
+/// A GET or HEAD: a resource of a known session, its page, or a new session's page.
+fn get_response(shared: &Shared, session: Option<(&str, u64)>, query: &str) -> Response {
+    let prefix = shared.prefix.as_str();
+    match (session, param(query, "request")) {
+        (Some((id, n)), Some(request)) => {
+            let line = format!("backend {prefix}, session {id} (request #{n} of this session)");
+            match request {
+                "style" => Response::text(200, "text/css", format!("/* {line} */\n")),
+                "script" => Response::text(
+                    200,
+                    "text/javascript; charset=UTF-8",
+                    format!("// {line}\n"),
+                ),
+                _ => Response::text(200, "text/plain", format!("{line}, request={request}\n")),
+            }
+        }
+        (Some((id, n)), None) => Response::page(page(
+            prefix,
+            id,
+            &format!("served by backend {prefix}, session {id} (request #{n} of this session)"),
+        )),
+        (None, _) => {
+            let id = shared.sessions.create();
+            let title = format!(
+                "served by backend {prefix} ({}), new session {id}",
+                shared.addr
+            );
+            Response::page(page(prefix, &id, &title))
+        }
+    }
 }
 
 /// Closes after a final response without losing it to a reset: stop writing, then drain what the

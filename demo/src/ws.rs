@@ -211,42 +211,9 @@ pub fn decode_header(buf: &[u8], max_payload: usize) -> Result<Option<FrameHeade
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
     let len7 = b1 & 0x7F;
-    match opcode {
-        OP_CONT | OP_TEXT | OP_BINARY => {}
-        OP_CLOSE | OP_PING | OP_PONG => {
-            if !fin {
-                return Err(WsError::ControlFragmented);
-            }
-            if usize::from(len7) > MAX_CONTROL_PAYLOAD {
-                // 126/127 announce at least 126 bytes; report the real length when we have it.
-                let len = match len7 {
-                    126 if buf.len() >= 4 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
-                    127 if buf.len() >= 10 => u64::from_be_bytes(buf_array(&buf[2..10])),
-                    _ => 126,
-                };
-                return Err(WsError::ControlTooLong(len));
-            }
-        }
-        op => return Err(WsError::UnknownOpcode(op)),
-    }
-    let (len, mut header_len) = match len7 {
-        126 => {
-            if buf.len() < 4 {
-                return Ok(None);
-            }
-            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
-        }
-        127 => {
-            if buf.len() < 10 {
-                return Ok(None);
-            }
-            let len = u64::from_be_bytes(buf_array(&buf[2..10]));
-            if len >> 63 != 0 {
-                return Err(WsError::InvalidLength);
-            }
-            (len, 10)
-        }
-        n => (u64::from(n), 2),
+    check_opcode(buf, opcode, fin, len7)?;
+    let Some((len, mut header_len)) = payload_len(buf, len7)? else {
+        return Ok(None);
     };
     if len > max_payload as u64 {
         return Err(WsError::TooLong {
@@ -270,6 +237,53 @@ pub fn decode_header(buf: &[u8], max_payload: usize) -> Result<Option<FrameHeade
         mask,
         header_len,
         payload_len: len as usize,
+    }))
+}
+
+/// Known opcodes only, and control frames unfragmented and short; `len7` is the 7-bit length.
+fn check_opcode(buf: &[u8], opcode: u8, fin: bool, len7: u8) -> Result<(), WsError> {
+    match opcode {
+        OP_CONT | OP_TEXT | OP_BINARY => Ok(()),
+        OP_CLOSE | OP_PING | OP_PONG => {
+            if !fin {
+                return Err(WsError::ControlFragmented);
+            }
+            if usize::from(len7) > MAX_CONTROL_PAYLOAD {
+                // 126/127 announce at least 126 bytes; report the real length when we have it.
+                let len = match len7 {
+                    126 if buf.len() >= 4 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+                    127 if buf.len() >= 10 => u64::from_be_bytes(buf_array(&buf[2..10])),
+                    _ => 126,
+                };
+                return Err(WsError::ControlTooLong(len));
+            }
+            Ok(())
+        }
+        op => Err(WsError::UnknownOpcode(op)),
+    }
+}
+
+/// The payload length and the header's length up to the masking key; `None` while the extended
+/// length is incomplete.
+fn payload_len(buf: &[u8], len7: u8) -> Result<Option<(u64, usize)>, WsError> {
+    Ok(Some(match len7 {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(None);
+            }
+            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let len = u64::from_be_bytes(buf_array(&buf[2..10]));
+            if len >> 63 != 0 {
+                return Err(WsError::InvalidLength);
+            }
+            (len, 10)
+        }
+        n => (u64::from(n), 2),
     }))
 }
 

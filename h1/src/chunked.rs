@@ -111,82 +111,137 @@ impl ChunkedDecoder {
     }
 
     /// One byte outside of chunk data.
+    #[inline]
     fn step(&mut self, b: u8) -> Result<State, BodyError> {
         match self.state {
-            State::Size { .. } | State::SizeSpace { .. } | State::Extension { .. } => {
-                self.scanned += 1;
-                if self.scanned > MAX_SIZE_LINE {
-                    return Err(BodyError::ChunkLineTooLong);
-                }
+            State::Size { size, digits } => {
+                self.count(MAX_SIZE_LINE, BodyError::ChunkLineTooLong)?;
+                size_byte(size, digits, b)
             }
-            State::TrailerStart
+            State::SizeSpace { size } => {
+                self.count(MAX_SIZE_LINE, BodyError::ChunkLineTooLong)?;
+                size_space_byte(size, b)
+            }
+            State::Extension { size } => {
+                self.count(MAX_SIZE_LINE, BodyError::ChunkLineTooLong)?;
+                extension_byte(size, b)
+            }
+            State::SizeLf { size } => self.size_lf(size, b),
+            state @ (State::DataCr | State::DataLf) => self.data_end(state, b),
+            state @ (State::TrailerStart
             | State::TrailerName
             | State::TrailerValue
             | State::TrailerLf
-            | State::EndLf => {
-                self.scanned += 1;
-                if self.scanned > MAX_TRAILERS {
-                    return Err(BodyError::TrailersTooLarge);
-                }
+            | State::EndLf) => {
+                self.count(MAX_TRAILERS, BodyError::TrailersTooLarge)?;
+                trailer(state, b)
             }
-            _ => {}
+            State::Data { .. } | State::Done => unreachable!("handled in advance"),
         }
-        Ok(match (self.state, b) {
-            (State::Size { size, .. }, b) if b.is_ascii_hexdigit() => {
-                let digit = u64::from(hex_value(b));
-                let size = size
-                    .checked_mul(16)
-                    .and_then(|s| s.checked_add(digit))
-                    .ok_or(BodyError::ChunkSizeOverflow)?;
-                State::Size { size, digits: true }
-            }
-            (State::Size { digits: false, .. }, _) => return Err(BodyError::BadChunkSize),
-            (State::Size { size, .. }, b';') | (State::SizeSpace { size }, b';') => {
-                State::Extension { size }
-            }
-            (State::Size { size, .. }, b' ' | b'\t')
-            | (State::SizeSpace { size }, b' ' | b'\t') => State::SizeSpace { size },
-            (State::Size { size, .. }, b'\r') => State::SizeLf { size },
-            (State::Size { .. } | State::SizeSpace { .. }, b'\n') => {
-                return Err(BodyError::MissingCrlf);
-            }
-            (State::Size { .. } | State::SizeSpace { .. }, _) => {
-                return Err(BodyError::BadChunkSize);
-            }
-            (State::Extension { size }, b'\r') => State::SizeLf { size },
-            (State::Extension { .. }, b'\n') => return Err(BodyError::MissingCrlf),
-            (State::Extension { size }, b) if is_field_byte(b) => State::Extension { size },
-            (State::Extension { .. }, _) => return Err(BodyError::BadChunkSize),
-            (State::SizeLf { size: 0 }, b'\n') => {
+    }
+
+    /// Counts a byte of a size line or of the trailers against its bound.
+    #[inline]
+    fn count(&mut self, limit: usize, too_many: BodyError) -> Result<(), BodyError> {
+        self.scanned += 1;
+        if self.scanned > limit {
+            return Err(too_many);
+        }
+        Ok(())
+    }
+
+    /// The LF that ends a size line: data follows, or the trailers after the last chunk.
+    #[inline]
+    fn size_lf(&mut self, size: u64, b: u8) -> Result<State, BodyError> {
+        match (size, b) {
+            (0, b'\n') => {
                 self.scanned = 0;
-                State::TrailerStart
+                Ok(State::TrailerStart)
             }
-            (State::SizeLf { size }, b'\n') => State::Data { remaining: size },
-            (State::SizeLf { .. }, _) => return Err(BodyError::MissingCrlf),
-            (State::DataCr, b'\r') => State::DataLf,
+            (size, b'\n') => Ok(State::Data { remaining: size }),
+            _ => Err(BodyError::MissingCrlf),
+        }
+    }
+
+    /// A byte of the CRLF after chunk data.
+    #[inline]
+    fn data_end(&mut self, state: State, b: u8) -> Result<State, BodyError> {
+        match (state, b) {
+            (State::DataCr, b'\r') => Ok(State::DataLf),
             (State::DataLf, b'\n') => {
                 self.scanned = 0;
-                State::Size {
+                Ok(State::Size {
                     size: 0,
                     digits: false,
-                }
+                })
             }
-            (State::DataCr | State::DataLf, _) => return Err(BodyError::MissingCrlf),
-            (State::TrailerStart, b'\r') => State::EndLf,
-            // Anything else opening a line (SP/HTAB = obs-fold, ':' = empty name, LF) is bad.
-            (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => State::TrailerName,
-            (State::TrailerName, b':') => State::TrailerValue,
-            (State::TrailerStart | State::TrailerName, _) => return Err(BodyError::BadTrailer),
-            (State::TrailerValue, b'\r') => State::TrailerLf,
-            (State::TrailerValue, b) if is_field_byte(b) => State::TrailerValue,
-            (State::TrailerValue, _) => return Err(BodyError::BadTrailer),
-            (State::TrailerLf, b'\n') => State::TrailerStart,
-            (State::TrailerLf, _) => return Err(BodyError::BadTrailer),
-            (State::EndLf, b'\n') => State::Done,
-            (State::EndLf, _) => return Err(BodyError::MissingCrlf),
-            (State::Data { .. } | State::Done, _) => unreachable!("handled in advance"),
-        })
+            _ => Err(BodyError::MissingCrlf),
+        }
     }
+}
+
+/// A byte where the size's hex digits may go on: another digit or, once there is one, BWS, an
+/// extension or the CR.
+#[inline]
+fn size_byte(size: u64, digits: bool, b: u8) -> Result<State, BodyError> {
+    match b {
+        b if b.is_ascii_hexdigit() => {
+            let digit = u64::from(hex_value(b));
+            let size = size
+                .checked_mul(16)
+                .and_then(|s| s.checked_add(digit))
+                .ok_or(BodyError::ChunkSizeOverflow)?;
+            Ok(State::Size { size, digits: true })
+        }
+        _ if !digits => Err(BodyError::BadChunkSize),
+        b';' => Ok(State::Extension { size }),
+        b' ' | b'\t' => Ok(State::SizeSpace { size }),
+        b'\r' => Ok(State::SizeLf { size }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ => Err(BodyError::BadChunkSize),
+    }
+}
+
+/// A byte after whitespace that follows the size: only more of it or an extension.
+#[inline]
+fn size_space_byte(size: u64, b: u8) -> Result<State, BodyError> {
+    match b {
+        b';' => Ok(State::Extension { size }),
+        b' ' | b'\t' => Ok(State::SizeSpace { size }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        _ => Err(BodyError::BadChunkSize),
+    }
+}
+
+/// A byte of the chunk extensions, which run to the CR.
+#[inline]
+fn extension_byte(size: u64, b: u8) -> Result<State, BodyError> {
+    match b {
+        b'\r' => Ok(State::SizeLf { size }),
+        b'\n' => Err(BodyError::MissingCrlf),
+        b if is_field_byte(b) => Ok(State::Extension { size }),
+        _ => Err(BodyError::BadChunkSize),
+    }
+}
+
+/// A byte of the trailer section or of the final CRLF.
+#[inline]
+fn trailer(state: State, b: u8) -> Result<State, BodyError> {
+    Ok(match (state, b) {
+        (State::TrailerStart, b'\r') => State::EndLf,
+        // Anything else opening a line (SP/HTAB = obs-fold, ':' = empty name, LF) is bad.
+        (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => State::TrailerName,
+        (State::TrailerName, b':') => State::TrailerValue,
+        (State::TrailerStart | State::TrailerName, _) => return Err(BodyError::BadTrailer),
+        (State::TrailerValue, b'\r') => State::TrailerLf,
+        (State::TrailerValue, b) if is_field_byte(b) => State::TrailerValue,
+        (State::TrailerValue, _) => return Err(BodyError::BadTrailer),
+        (State::TrailerLf, b'\n') => State::TrailerStart,
+        (State::TrailerLf, _) => return Err(BodyError::BadTrailer),
+        (State::EndLf, b'\n') => State::Done,
+        (State::EndLf, _) => return Err(BodyError::MissingCrlf),
+        _ => unreachable!("not in the trailers"),
+    })
 }
 
 fn hex_value(b: u8) -> u8 {

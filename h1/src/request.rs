@@ -72,12 +72,61 @@ pub fn parse_request_into(
     let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
         return Ok(false);
     };
-    let bytes = &buf[..head_len];
+    let RequestLine {
+        method,
+        target,
+        version,
+    } = parse_syntax(buf, head_len, limits.max_headers, &mut head.headers)?;
+    if method == "CONNECT" {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    let facts = Facts::gather(buf, &head.headers);
+    check_host(&facts, version)?;
+    let framing = framing(buf, &head.headers, version, &facts)?;
 
-    let (parsed, method, target, minor) = with_header_slots(limits.max_headers, |slots| {
+    let keep_alive = !facts.close
+        && match version {
+            Version::Http11 => true,
+            Version::Http10 => facts.keep_alive,
+        };
+    let no_body = matches!(framing, Framing::None | Framing::Length(0));
+    *head = RequestHead {
+        head_len,
+        method: range_in(buf, method.as_bytes()),
+        target: range_in(buf, target.as_bytes()),
+        version,
+        framing,
+        keep_alive,
+        upgrade: version == Version::Http11 && facts.upgrade_token && facts.has_upgrade,
+        expect_continue: version == Version::Http11 && facts.expect_continue,
+        is_head: method == "HEAD",
+        safe_to_replay: no_body && matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
+        headers: std::mem::take(&mut head.headers),
+    };
+    Ok(true)
+}
+
+/// The request line's parts, borrowed from the buffer.
+struct RequestLine<'b> {
+    method: &'b str,
+    target: &'b str,
+    version: Version,
+}
+
+/// httparse over the scanned head `buf[..head_len]`: the request line, and the headers as
+/// ranges into `headers`.
+#[inline]
+fn parse_syntax<'b>(
+    buf: &'b [u8],
+    head_len: usize,
+    max_headers: usize,
+    headers: &mut Vec<Header>,
+) -> Result<RequestLine<'b>, RequestError> {
+    let bytes = &buf[..head_len];
+    let (parsed, method, target, minor) = with_header_slots(max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         let parsed = req.parse_with_uninit_headers(bytes, slots);
-        header_ranges(buf, req.headers, &mut head.headers);
+        header_ranges(buf, req.headers, headers);
         (parsed, req.method, req.path, req.version)
     });
     match parsed {
@@ -89,40 +138,21 @@ pub fn parse_request_into(
     let (Some(method), Some(target), Some(minor)) = (method, target, minor) else {
         return Err(RequestError::BadRequestLine);
     };
-    let version = Version::from_httparse(minor);
+    Ok(RequestLine {
+        method,
+        target,
+        version: Version::from_httparse(minor),
+    })
+}
 
-    if method == "CONNECT" {
-        return Err(RequestError::MethodNotAllowed);
-    }
-    let facts = Facts::gather(buf, &head.headers);
+/// HTTP/1.1 needs exactly one Host; 1.0 at most one.
+#[inline]
+fn check_host(facts: &Facts, version: Version) -> Result<(), RequestError> {
     match (facts.hosts, version) {
-        (0, Version::Http11) => return Err(RequestError::MissingHost),
-        (2.., _) => return Err(RequestError::DuplicateHost),
-        _ => {}
+        (0, Version::Http11) => Err(RequestError::MissingHost),
+        (2.., _) => Err(RequestError::DuplicateHost),
+        _ => Ok(()),
     }
-    let framing = framing(buf, &head.headers, version, &facts)?;
-
-    let keep_alive = !facts.close
-        && match version {
-            Version::Http11 => true,
-            Version::Http10 => facts.keep_alive,
-        };
-    let is_head = method == "HEAD";
-    let no_body = matches!(framing, Framing::None | Framing::Length(0));
-    *head = RequestHead {
-        head_len,
-        method: range_in(buf, method.as_bytes()),
-        target: range_in(buf, target.as_bytes()),
-        version,
-        framing,
-        keep_alive,
-        upgrade: version == Version::Http11 && facts.upgrade_token && facts.has_upgrade,
-        expect_continue: version == Version::Http11 && facts.expect_continue,
-        is_head,
-        safe_to_replay: no_body && matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
-        headers: std::mem::take(&mut head.headers),
-    };
-    Ok(true)
 }
 
 /// What one pass over the headers tells us.

@@ -2,7 +2,7 @@
 //! client could read differently from us is a 502, never forwarded.
 
 use super::error::{HeadError, ResponseError};
-use super::fields::{self, Name};
+use super::fields::{self, Codings, Name};
 use super::{Framing, Header, Limits, Version, header_ranges, scan, with_header_slots};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +60,49 @@ pub fn parse_response_into(
     let Some(head_len) = scan::head_len(buf, limits.max_head_bytes)? else {
         return Ok(false);
     };
-    let bytes = &buf[..head_len];
+    let (status, version) = parse_syntax(buf, head_len, limits.max_headers, &mut head.headers)?;
+    let headers = &head.headers;
 
-    let (parsed, minor, code) = with_header_slots(limits.max_headers, |slots| {
+    let te = fields::transfer_codings(buf, headers);
+    if te.present && te.codings == 0 {
+        return Err(ResponseError::Head(HeadError::BadTransferEncoding));
+    }
+    // Validated even when TE wins or no body follows: a bad length is a broken backend.
+    let length = fields::content_length(buf, headers)?;
+
+    let bodyless =
+        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = framing(bodyless, &te, length, version);
+    let smuggle_shaped = te.present && length.is_some();
+    let keep_alive =
+        reusable(buf, headers, version) && !smuggle_shaped && framing != Framing::CloseDelimited;
+
+    *head = ResponseHead {
+        head_len,
+        status,
+        version,
+        headers: std::mem::take(&mut head.headers),
+        framing,
+        keep_alive,
+    };
+    Ok(true)
+}
+
+/// httparse over the scanned head `buf[..head_len]`: the status code and version, and the
+/// headers as ranges into `headers`.
+#[inline]
+fn parse_syntax(
+    buf: &[u8],
+    head_len: usize,
+    max_headers: usize,
+    headers: &mut Vec<Header>,
+) -> Result<(u16, Version), ResponseError> {
+    let bytes = &buf[..head_len];
+    let (parsed, minor, code) = with_header_slots(max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, bytes, slots);
-        header_ranges(buf, res.headers, &mut head.headers);
+        header_ranges(buf, res.headers, headers);
         (parsed, res.version, res.code)
     });
     match parsed {
@@ -82,19 +118,13 @@ pub fn parse_response_into(
     if !(100..=599).contains(&status) {
         return Err(ResponseError::BadStatusLine);
     }
-    let version = Version::from_httparse(minor);
-    let headers = &head.headers;
+    Ok((status, Version::from_httparse(minor)))
+}
 
-    let te = fields::transfer_codings(buf, headers);
-    if te.present && te.codings == 0 {
-        return Err(ResponseError::Head(HeadError::BadTransferEncoding));
-    }
-    // Validated even when TE wins or no body follows: a bad length is a broken backend.
-    let length = fields::content_length(buf, headers)?;
-
-    let bodyless =
-        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
-    let framing = if bodyless {
+/// RFC 9112 §6.3 for responses, once the fields themselves are known to be valid.
+#[inline]
+fn framing(bodyless: bool, te: &Codings, length: Option<u64>, version: Version) -> Framing {
+    if bodyless {
         Framing::None
     } else if te.present {
         if te.last_is_chunked && version == Version::Http11 {
@@ -106,27 +136,19 @@ pub fn parse_response_into(
         Framing::Length(n)
     } else {
         Framing::CloseDelimited
-    };
+    }
+}
 
+/// Whether the backend's `Connection` header and version let us send it another request.
+#[inline]
+fn reusable(buf: &[u8], headers: &[Header], version: Version) -> bool {
     let close = fields::has_token(buf, headers, Name::Connection, b"close");
-    let reusable = match version {
+    match version {
         Version::Http11 => !close,
         Version::Http10 => {
             !close && fields::has_token(buf, headers, Name::Connection, b"keep-alive")
         }
-    };
-    let smuggle_shaped = te.present && length.is_some();
-    let keep_alive = reusable && !smuggle_shaped && framing != Framing::CloseDelimited;
-
-    *head = ResponseHead {
-        head_len,
-        status,
-        version,
-        headers: std::mem::take(&mut head.headers),
-        framing,
-        keep_alive,
-    };
-    Ok(true)
+    }
 }
 
 fn httparse_error(e: httparse::Error, head: &[u8]) -> ResponseError {

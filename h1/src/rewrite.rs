@@ -27,31 +27,9 @@ pub fn write_forward_request(
     head: &RequestHead,
     opts: &ForwardOptions,
 ) {
-    out.extend_from_slice(&buf[head.method.clone()]);
-    out.push(b' ');
-    out.extend_from_slice(&buf[head.target.clone()]);
-    out.push(b' ');
-    out.extend_from_slice(head.version.as_str().as_bytes());
-    out.extend_from_slice(b"\r\n");
-
+    write_request_line(out, buf, head);
     let named = connection_named(buf, &head.headers);
-    let adding_forwarded = opts.forwarded_for.is_some();
-    let mut wrote_length = false;
-    for h in &head.headers {
-        let name = fields::name_of(buf, h);
-        let kind = Name::of(name);
-        if drop_as_hop_by_hop(kind, name, &named) {
-            continue;
-        }
-        match kind {
-            Name::ContentLength => write_length_once(out, buf, h, &mut wrote_length),
-            // Wt gzips the whole WebSocket stream when asked to; see docs/design.md "Upgrades".
-            Name::AcceptEncoding if head.upgrade => {}
-            Name::XForwardedFor | Name::XForwardedProto if adding_forwarded => {}
-            _ => write_field(out, name, fields::value_of(buf, h)),
-        }
-    }
-
+    write_end_to_end_fields(out, buf, head, opts, &named);
     if head.upgrade {
         for h in &head.headers {
             if Name::of(fields::name_of(buf, h)) == Name::Upgrade {
@@ -62,7 +40,6 @@ pub fn write_forward_request(
     } else if head.version == Version::Http10 && head.keep_alive {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-
     if let Some(ip) = opts.forwarded_for {
         out.extend_from_slice(b"X-Forwarded-For: ");
         let mut proto = opts.proto.as_bytes();
@@ -84,6 +61,43 @@ pub fn write_forward_request(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+#[inline]
+fn write_request_line(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead) {
+    out.extend_from_slice(&buf[head.method.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(&buf[head.target.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(head.version.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The received fields minus hop-by-hop ones, and minus the ones we write ourselves.
+#[inline]
+fn write_end_to_end_fields(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    opts: &ForwardOptions,
+    named: &ConnectionNamed,
+) {
+    let adding_forwarded = opts.forwarded_for.is_some();
+    let mut wrote_length = false;
+    for h in &head.headers {
+        let name = fields::name_of(buf, h);
+        let kind = Name::of(name);
+        if drop_as_hop_by_hop(kind, name, named) {
+            continue;
+        }
+        match kind {
+            Name::ContentLength => write_length_once(out, buf, h, &mut wrote_length),
+            // Wt gzips the whole WebSocket stream when asked to; see docs/design.md "Upgrades".
+            Name::AcceptEncoding if head.upgrade => {}
+            Name::XForwardedFor | Name::XForwardedProto if adding_forwarded => {}
+            _ => write_field(out, name, fields::value_of(buf, h)),
+        }
+    }
 }
 
 /// Writes the head to send to the client.

@@ -14,10 +14,7 @@ use super::error::HeadError;
 /// a body) and count toward the head's length, as they do for httparse. Bytes after the head
 /// are never looked at: they are body or the next pipelined message.
 pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize>, HeadError> {
-    let mut i = 0;
-    while buf.len() >= i + 2 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
-        i += 2;
-    }
+    let mut i = leading_empty_lines(buf);
     let mut line_start = i;
     let mut in_start_line = true;
     let end = buf.len().min(max_head_bytes);
@@ -25,21 +22,10 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
     // and some other error, or the answer would depend on how the bytes were split into reads.
     let within = &buf[..end];
     while i < end {
-        // Nearly every byte of a head is printable: skip them eight at a time.
-        if i + 8 <= end {
-            let word: [u8; 8] = buf[i..i + 8].try_into().expect("eight bytes");
-            let mask = control_mask(u64::from_le_bytes(word));
-            if mask == 0 {
-                i += 8;
-                continue;
-            }
-            i += (mask.trailing_zeros() / 8) as usize;
-        }
-        let b = buf[i];
-        if b > b'\r' {
-            i += 1;
-            continue;
-        }
+        i = skip_printable(within, i);
+        let Some(&b) = within.get(i) else {
+            break;
+        };
         match b {
             b'\r' => {
                 let Some(&next) = within.get(i + 1) else {
@@ -73,6 +59,35 @@ pub(super) fn head_len(buf: &[u8], max_head_bytes: usize) -> Result<Option<usize
     } else {
         Ok(None)
     }
+}
+
+/// Bytes taken by the CRLFs before the start line.
+#[inline]
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    while buf.len() >= i + 2 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
+        i += 2;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that is `\r` or a control before it, or
+/// `bytes.len()` if there is none.
+#[inline]
+fn skip_printable(bytes: &[u8], mut i: usize) -> usize {
+    // Nearly every byte of a head is printable: skip them eight at a time.
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word: [u8; 8] = chunk.try_into().expect("eight bytes");
+        let mask = control_mask(u64::from_le_bytes(word));
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while bytes.get(i).is_some_and(|&b| b > b'\r') {
+        i += 1;
+    }
+    i
 }
 
 /// High bit set in (at least) the lowest byte of `word` that is below 14 (`\r` and the
