@@ -82,12 +82,9 @@ missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]} from apt"
-  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+apt_install "${missing[@]}"
 if [ "$BUILD" = 1 ]; then
   log "building release binaries (wtgate-bench, wtgate-relay)"
   cargo build --release -q -p wtgate-bench -p wtgate-relay

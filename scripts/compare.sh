@@ -79,12 +79,9 @@ prog HAPROXY haproxy haproxy
 prog NGINX nginx nginx-light
 prog WRK wrk wrk
 prog TASKSET taskset util-linux
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]} from apt"
-  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+apt_install "${missing[@]}"
 
 if [ "$BUILD" = 1 ]; then
   log "building release binaries"

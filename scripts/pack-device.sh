@@ -32,12 +32,9 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]} from apt"
-  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+apt_install "${missing[@]}"
 if [ "$BUILD" = 1 ]; then
   log "building release binaries"
   cargo build --release -q -p wtgate -p wtgate-bench
@@ -68,7 +65,7 @@ gcc_s=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ {print $NF; exit}')
 [ -z "$gcc_s" ] || cp -Ln "$gcc_s" "$D/lib/libgcc_s.so.1"
 [ -e "$D/lib/ld-linux-x86-64.so.2" ] || { log "no ld-linux-x86-64.so.2 among the libraries"; exit 1; }
 
-cp scripts/compare.sh scripts/scaling.sh scripts/bench-haproxy.cfg scripts/bench-nginx.conf "$D/scripts/"
+cp scripts/compare.sh scripts/scaling.sh scripts/lib.sh scripts/bench-haproxy.cfg scripts/bench-nginx.conf "$D/scripts/"
 git rev-parse --short HEAD 2>/dev/null >"$D/REV" || echo unknown >"$D/REV"
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   sed -i 's/$/+dirty/' "$D/REV"
