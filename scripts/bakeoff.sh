@@ -196,13 +196,6 @@ run_ka() { # target round
   printf 'round %s  %-8s ka  %9.0f req/s   %6.2f µs CPU/req  errors %s\n' "$2" "$1" "$rate" "$cpu" "$errs"
 }
 
-busy_pct() { # all cores, over one second
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  awk -v u=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) )) \
-      -v i=$(( (b[4]+b[5]) - (a[4]+a[5]) )) 'BEGIN { printf "%.0f", 100 * u / (u + i) }'
-}
-
 BUSY_BEFORE=$(busy_pct)
 log "machine busy ${BUSY_BEFORE}% (all cores) before the run; proxy on CPU $PROXY_CPU, backend + generator on CPU $LOAD_CPUS; work dir $WORK"
 taskset -c "$LOAD_CPUS" "$BENCH" serve --listen "$BACKEND" --prefix wt1 >"$WORK/backend.log" 2>&1 &

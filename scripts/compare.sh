@@ -281,12 +281,6 @@ run_load() { # scenario target round
 }
 
 # The machine may be shared: say how busy it was just before we started.
-busy_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
-  awk -v u=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) )) \
-      -v i=$(( (b[4]+b[5]) - (a[4]+a[5]) )) 'BEGIN { printf "%.0f", 100 * u / (u + i) }'
-}
 BUSY_BEFORE=$(busy_pct)
 log "machine busy ${BUSY_BEFORE}% (all cores) before the run"
 log "work dir $WORK; proxies on CPU $PROXY_CPUS ($SHARDS thread(s) each), generator + backends on CPU $LOAD_CPUS"

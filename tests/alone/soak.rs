@@ -151,17 +151,7 @@ fn client(t: Targets, seed: u64, actions: usize, done: &AtomicUsize) -> usize {
                     };
                     let len = rng.range(0, 3) as usize * 10_000;
                     let body = rng.bytes(len);
-                    let mut raw = if body.is_empty() {
-                        get(&target)
-                    } else {
-                        format!(
-                            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-                            body.len()
-                        )
-                        .into_bytes()
-                    };
-                    raw.extend_from_slice(&body);
-                    w.write_all(&raw).unwrap();
+                    w.write_all(&get_or_post(&target, &body)).unwrap();
                     let r = w.read_response(false).expect("keep-alive answer");
                     if r.status == 502 && pick != 0 {
                         // wt2 being stopped can close a connection it had already accepted

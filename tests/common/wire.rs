@@ -435,3 +435,17 @@ pub fn get(target: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: wt.example\r\nUser-Agent: wtgate-tests\r\n\r\n")
         .into_bytes()
 }
+
+/// A GET of `target` when `body` is empty, else a POST of `body` with its Content-Length.
+pub fn get_or_post(target: &str, body: &[u8]) -> Vec<u8> {
+    if body.is_empty() {
+        return get(target);
+    }
+    let mut raw = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}

@@ -39,17 +39,7 @@ fn thirty_two_concurrent_clients() {
                 } else {
                     Vec::new()
                 };
-                let mut raw = if body.is_empty() {
-                    format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
-                } else {
-                    format!(
-                        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes()
-                };
-                raw.extend_from_slice(&body);
-                w.write_all(&raw).unwrap();
+                w.write_all(&get_or_post(&target, &body)).unwrap();
                 let r = w
                     .read_response(false)
                     .unwrap_or_else(|e| panic!("client {c} request {i} {target}: {e}"));
