@@ -6,6 +6,7 @@
 //!   according to a [`Behavior`].
 //! - [`ws`]: WebSocket frames for both sides and [`ws_connect`].
 //! - [`proxy`]: the proxy under test ([`start_proxy`], [`proxy_config`], [`start_pair`]).
+//! - [`browser`]: headless Chromium over the DevTools protocol ([`Browser`]).
 //! - [`util`]: [`Rng`], [`Fnv`], [`closed_port`], [`vm_rss_bytes`] and other small helpers.
 //!
 //! Everything is std-only (threads + blocking sockets). Every socket has read and write timeouts
@@ -18,6 +19,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod browser;
 pub mod proxy;
 pub mod util;
 pub mod wire;
@@ -25,6 +27,7 @@ pub mod ws;
 
 pub use backend::*;
 pub use binary::*;
+pub use browser::*;
 pub use proxy::*;
 pub use util::*;
 pub use wire::*;

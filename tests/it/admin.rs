@@ -907,15 +907,7 @@ fn a_busy_admin_address_is_a_bind_error_and_dropping_the_engine_closes_the_liste
 /// no Chromium is installed (`.ci/run` installs it).
 #[test]
 fn the_status_page_shows_every_backend_in_a_browser() {
-    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-    else {
+    let Some(browser) = find_chromium() else {
         eprintln!("no Chromium installed: the status page is not rendered in a browser");
         return;
     };
@@ -938,15 +930,66 @@ fn the_status_page_shows_every_backend_in_a_browser() {
         .output()
         .expect("run Chromium");
     let dom = String::from_utf8_lossy(&out.stdout);
-    let row = |prefix: &str| -> String {
-        let start = dom
-            .find(&format!(r#"<div class="name">{prefix}</div>"#))
-            .unwrap_or_else(|| panic!("no row for {prefix} in:\n{dom}"));
-        let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
-        dom[start..end].to_string()
-    };
-    let (wt1, wt2) = (row("wt1"), row("wt2"));
+    let (wt1, wt2) = (row(&dom, "wt1").unwrap(), row(&dom, "wt2").unwrap());
     assert!(wt1.contains(">up<") && wt1.contains(">drain<"), "{wt1}");
     assert!(wt2.contains(">up<") && wt2.contains(">ready<"), "{wt2}");
     assert!(wt2.contains(">1</td>"), "one live session on wt2: {wt2}");
+}
+
+/// The part of the status page's DOM that draws `prefix`'s row, if there is one.
+fn row(dom: &str, prefix: &str) -> Option<String> {
+    let start = dom.find(&format!(r#"<div class="name">{prefix}</div>"#))?;
+    let end = dom[start..].find("</tr>").map_or(dom.len(), |e| start + e);
+    Some(dom[start..end].to_string())
+}
+
+/// The status page left open in a browser redraws itself from /stats: a state change and a new
+/// session made after it loaded show up in place, without the page being reloaded (a mark set
+/// in the page's JavaScript state survives).
+#[test]
+fn the_open_status_page_updates_in_place_after_a_state_change() {
+    let Some(browser) = find_chromium() else {
+        eprintln!("no Chromium installed: the status page is not rendered in a browser");
+        return;
+    };
+    let s = start_pair(with_admin);
+    let mut rng = Rng::new(37);
+    let live_session = |rng: &mut Rng| {
+        let sid = session_id(rng, "wt2");
+        let r = send_request(s.proxy.addr, &get(&format!("/app?wtd={sid}"))).unwrap();
+        assert_eq!(r.status, 200);
+    };
+    live_session(&mut rng);
+    let url = format!("http://{}/", admin_addr(&s.proxy));
+    let mut page = Browser::open(browser, &url);
+    let dom = |page: &mut Browser| {
+        page.eval("document.body.innerHTML")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    eventually("the page to draw both backends", || {
+        let dom = dom(&mut page);
+        let (wt1, wt2) = (row(&dom, "wt1")?, row(&dom, "wt2")?);
+        (wt1.contains(">ready<") && wt2.contains(">1</td>")).then_some(())
+    });
+    page.eval("window.wtgateTestMark = 'loaded once'");
+
+    s.proxy.engine().set_admin("wt1", Admin::Drain).unwrap();
+    live_session(&mut rng);
+    let (wt1, wt2) = eventually(
+        "the open page to show the drain and the second session",
+        || {
+            let dom = dom(&mut page);
+            let (wt1, wt2) = (row(&dom, "wt1")?, row(&dom, "wt2")?);
+            (wt1.contains(">drain<") && wt2.contains(">2</td>")).then_some((wt1, wt2))
+        },
+    );
+    assert!(wt1.contains(">up<"), "{wt1}");
+    assert!(wt2.contains(">ready<"), "{wt2}");
+    assert_eq!(
+        page.eval("window.wtgateTestMark"),
+        Value::from("loaded once"),
+        "the page was reloaded instead of updated in place"
+    );
 }
