@@ -442,6 +442,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The bearer token every admin request must carry (`Authorization: Bearer TOKEN`).
     pub admin_token: Option<String>,
+    /// Where the access log goes (one line per request and per tunnel): a file, or `-` for
+    /// stdout; off if `None`.
+    pub access_log: Option<String>,
 }
 
 /// The defaults of every setting, the command line's included: a flag left out keeps the value
@@ -474,6 +477,7 @@ impl Default for Config {
             fall: 3,
             admin: None,
             admin_token: None,
+            access_log: None,
         }
     }
 }
@@ -521,6 +525,14 @@ impl Config {
         self.check_timeouts(&mut r, name);
         self.check_forwarding(&mut r, name);
         self.check_admin(&mut r, name);
+        if self
+            .access_log
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            let at = Setting::AccessLog;
+            r.error(at, format!("{} needs a file, or - for stdout", name(at)));
+        }
         if let Some(user) = &self.user
             && let Err(why) = crate::privileges::lookup(user)
         {
@@ -849,11 +861,12 @@ pub enum Setting {
     User,
     Admin,
     AdminToken,
+    AccessLog,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 34] = [
+    pub const ALL: [Setting; 35] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -888,6 +901,7 @@ impl Setting {
         Setting::User,
         Setting::Admin,
         Setting::AdminToken,
+        Setting::AccessLog,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -926,6 +940,7 @@ impl Setting {
             Setting::User => "--user",
             Setting::Admin => "--admin",
             Setting::AdminToken => "--admin-token",
+            Setting::AccessLog => "--access-log",
         }
     }
 }
@@ -1449,6 +1464,18 @@ mod tests {
         assert!(memlock_verdict(4, 4 << 20, true).is_none());
         assert!(memlock_verdict(4, 5 << 20, false).is_none());
         assert!(memlock_verdict(4, libc::RLIM_INFINITY, false).is_none());
+    }
+
+    #[test]
+    fn an_access_log_needs_a_file_or_a_dash() {
+        let mut c = cfg(&["wt1=127.0.0.1:1"]);
+        for ok in ["-", "/var/log/wtgate/access.log", "access.log"] {
+            c.access_log = Some(ok.into());
+            assert_eq!(c.validate_all(), Report::default(), "{ok}");
+        }
+        c.access_log = Some(" ".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert_eq!(e, "--access-log needs a file, or - for stdout");
     }
 
     #[test]

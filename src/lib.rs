@@ -18,6 +18,8 @@
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
 //!   messages; [`check`] runs the active checks.
 //! - [`sessions`]: the live Wt sessions each shard routed to their owners, merged on request.
+//! - [`access_log`]: one line per request and per tunnel, formatted on the shards into buffers of
+//!   their own, written by a thread of its own that never holds a shard up.
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
 //!   [`trim`] returns freed memory to the system off the shards.
 //! - [`admin`]: the `--admin` HTTP listener (metrics, status page, backend states), on threads of
@@ -26,6 +28,7 @@
 //! The demo backends (`wtgate demo`) and the WebSocket codec the tests and the bench use are the
 //! `wtgate-demo` crate (`demo/`), which needs only `wtgate-h1`.
 
+pub mod access_log;
 pub mod admin;
 pub mod check;
 pub mod config;

@@ -164,6 +164,12 @@ struct ProxyArgs {
     #[argh(option)]
     admin_token: Option<String>,
 
+    /// write one line per request and per WebSocket tunnel to this file (appended to, created
+    /// if missing), or to stdout for '-'; off unless given. A slow or full disk never holds
+    /// requests up: lines are dropped then, and counted in /metrics
+    #[argh(option)]
+    access_log: Option<String>,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -411,6 +417,7 @@ impl ProxyArgs {
             Setting::MaxSessions => self.max_sessions.is_some(),
             Setting::Grace => self.grace.is_some(),
             Setting::User => self.user.is_some(),
+            Setting::AccessLog => self.access_log.is_some(),
         }
     }
 
@@ -523,6 +530,9 @@ impl ProxyArgs {
         set(&mut cfg.max_sessions, self.max_sessions);
         if self.user.is_some() {
             cfg.user = self.user.clone();
+        }
+        if self.access_log.is_some() {
+            cfg.access_log = self.access_log.clone();
         }
         if self.no_forwarded_headers {
             cfg.forwarded_headers = false;
@@ -782,6 +792,9 @@ fn check(args: &ProxyArgs) -> ExitCode {
             None => "no token: loopback only",
         };
         let _ = writeln!(out, "admin: http://{addr}/ ({auth})");
+    }
+    if let Some(log) = &cfg.access_log {
+        let _ = writeln!(out, "access log: {log}");
     }
     routing_table(&mut out, &cfg);
     print(&out, ExitCode::SUCCESS)
@@ -1151,6 +1164,7 @@ max = 9
             "user",
             "admin",
             "admin-token",
+            "access-log",
         ];
         let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
         let options = value_options(&help::<ProxyArgs>());

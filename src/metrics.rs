@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::access_log::DROP_REASONS;
 use crate::config::Config;
 use crate::proxy::{ProxyError, Rejection};
 
@@ -85,6 +86,10 @@ pub struct ShardStats {
     pub listeners: Vec<ListenerCounters>,
     /// One per backend.
     pub latency: Vec<Mutex<Latency>>,
+    /// Access-log lines this shard formatted, and those of them lost, by
+    /// [`crate::access_log::DROP_REASONS`].
+    pub access_log_lines: AtomicU64,
+    pub access_log_dropped: [AtomicU64; 2],
 }
 
 impl ShardStats {
@@ -104,6 +109,8 @@ impl ShardStats {
             latency: (0..cfg.backends.len())
                 .map(|_| Mutex::new(Latency::new(Instant::now())))
                 .collect(),
+            access_log_lines: AtomicU64::new(0),
+            access_log_dropped: Default::default(),
         }
     }
 
@@ -340,6 +347,9 @@ pub struct Stats {
     /// One per `Config::listen` address, in order.
     pub listeners: Vec<ListenerStats>,
     pub shards: usize,
+    /// Access-log lines formatted, and those lost, by reason.
+    pub access_log_lines: u64,
+    pub access_log_dropped: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -393,6 +403,10 @@ impl Stats {
                 })
                 .collect(),
             shards: shards.len(),
+            access_log_lines: sum(&|s| &s.access_log_lines),
+            access_log_dropped: (DROP_REASONS.iter().enumerate())
+                .map(|(i, r)| (*r, sum(&|s| &s.access_log_dropped[i])))
+                .collect(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::access_log::ShardLog;
 use crate::config::Config;
 use crate::h1;
 use crate::health::{AdminTable, Gossip, Health};
@@ -47,6 +48,8 @@ pub struct Shared {
     pub sessions: Arc<Mutex<SessionTable>>,
     pub admin: Arc<AdminTable>,
     pub trim: TrimHandle,
+    /// The engine's access log, if it is on.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
 }
 
 /// Everything one shard owns.
@@ -84,6 +87,8 @@ pub struct Shard {
     /// Failure lines (answers of our own, failed checks) are rate-limited per shard.
     log: RateLimit,
     trim: TrimHandle,
+    /// This shard's access-log lines on their way to the writer.
+    pub access_log: ShardLog,
 }
 
 impl Shard {
@@ -94,6 +99,7 @@ impl Shard {
                 (cfg.max_head_bytes + 1024).max(MIN_BUF),
                 SPARE_BUFFERS,
             )),
+            access_log: ShardLog::new(id, shared.access_log, shared.stats.clone()),
             id,
             shards,
             limits: h1::Limits {
@@ -386,6 +392,7 @@ impl Shard {
         for (sock, _) in self.open.borrow().values() {
             sock.shutdown_both();
         }
+        self.access_log.flush();
         let mut pool = self.pool.borrow_mut();
         pool.clear_all();
         self.pool_gauges(&pool);

@@ -192,6 +192,7 @@ pub fn render(r: &Report) -> String {
     backends(&mut e, r);
     listeners(&mut e, r);
     overall(&mut e, r);
+    access_log(&mut e, r);
     e.finish()
 }
 
@@ -335,6 +336,27 @@ fn overall(e: &mut Encoder, r: &Report) {
         "Time since wtgate started.",
     );
     e.sample("wtgate_uptime_seconds", &[], r.uptime.as_secs_f64());
+}
+
+fn access_log(e: &mut Encoder, r: &Report) {
+    let s = &r.stats;
+    let name = "wtgate_access_log_lines_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Access-log lines made (one per request and per tunnel), written or dropped.",
+    );
+    e.int(name, &[], s.access_log_lines);
+    let name = "wtgate_access_log_dropped_lines_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Access-log lines lost: queue_full (the writer was behind; requests never wait for \
+         it), write_error (the write failed).",
+    );
+    for (reason, n) in &s.access_log_dropped {
+        e.int(name, &[("reason", reason)], *n);
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,10 @@ impl Report {
             "failures": by_name(&self.stats.failures),
             "listeners": listeners,
             "backends": backends,
+            "access_log": {
+                "lines": self.stats.access_log_lines,
+                "dropped": by_name(&self.stats.access_log_dropped),
+            },
         })
     }
 

@@ -34,6 +34,7 @@ struct FileConfig {
     session_id_length: Option<Value>,
     grace: Option<Value>,
     user: Option<Value>,
+    access_log: Option<Value>,
     listen: Option<Vec<Spanned<ListenTable>>>,
     backend: Option<Vec<Spanned<BackendTable>>>,
     #[serde(default)]
@@ -164,6 +165,7 @@ impl Setting {
             Setting::User => "user",
             Setting::Admin => "admin.listen",
             Setting::AdminToken => "admin.token",
+            Setting::AccessLog => "access_log",
         };
         fixed.to_string()
     }
@@ -270,6 +272,12 @@ fn apply_top(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
         string(v, w).map(|s| Some(s.to_string()))
     });
     r.set(&mut cfg.pin, Setting::Pin, &f.pin, boolean);
+    r.set(
+        &mut cfg.access_log,
+        Setting::AccessLog,
+        &f.access_log,
+        |v, w| string(v, w).map(|s| Some(s.to_string())),
+    );
     r.set(
         &mut cfg.session_id_length,
         Setting::SessionIdLength,
@@ -764,6 +772,11 @@ mod tests {
         assert_eq!(cfg.admin, Some("127.0.0.1:8404".parse().unwrap()));
         assert_eq!(cfg.admin_token.as_deref(), Some("change-me"));
         (cfg.admin, cfg.admin_token) = (None, None);
+        assert_eq!(
+            cfg.access_log.as_deref(),
+            Some("/var/log/wtgate/access.log")
+        );
+        cfg.access_log = None;
         let defaults = Config {
             listen: cfg.listen.clone(),
             backends: cfg.backends.clone(),
@@ -780,6 +793,7 @@ mod tests {
 threads = 2
 pin = false
 session_id_length = 20
+access_log = "-"
 
 [[listen]]
 address = ":80"
@@ -878,6 +892,7 @@ fall = 5
         assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
         assert_eq!(cfg.check, Check::Http("/health".into()));
         assert_eq!((cfg.check_interval, cfg.rise, cfg.fall), (ms(500), 4, 5));
+        assert_eq!(cfg.access_log.as_deref(), Some("-"));
         assert_eq!(origins.name(Setting::Maxconn), "limits.maxconn");
         assert_eq!(origins.name(Setting::Listen(1)), "listen[1].address");
         let fall = text.lines().position(|l| l == "fall = 5").unwrap() + 1;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use socket2::Socket;
 
+use crate::access_log::{AccessLog, Reopen};
 use crate::config::{Config, ConfigError};
 use crate::health::{Admin, AdminTable, Gossip};
 use crate::metrics::{LatencySummary, ShardStats, Stats};
@@ -180,6 +181,8 @@ pub struct Engine {
     handle: Arc<EngineHandle>,
     /// The `--admin` listener's thread, if any; stopped before the shards.
     admin_server: Option<crate::admin::AdminServer>,
+    /// The `--access-log` writer, if any; dropped after the shards, so it writes their last lines.
+    access_log: Option<AccessLog>,
     /// Declared last: dropped after the shards have stopped.
     trimmer: Trimmer,
 }
@@ -211,6 +214,7 @@ impl Engine {
             ),
             None => None,
         };
+        let access_log = crate::access_log::open(&cfg).map_err(StartError::Config)?;
         let cfg = Arc::new(cfg);
         let mut engine = Engine {
             shards: Vec::new(),
@@ -233,6 +237,7 @@ impl Engine {
                 started: Instant::now(),
             }),
             admin_server: None,
+            access_log,
             trimmer: Trimmer::start(),
         };
         // Dropping `engine` on an error below stops the shards started so far.
@@ -282,6 +287,7 @@ impl Engine {
                 sessions: h.sessions[id].clone(),
                 admin: h.admin.clone(),
                 trim: self.trimmer.handle(),
+                access_log: self.access_log.as_ref().map(AccessLog::sink),
             },
             control: self.control.clone(),
             ready,
@@ -360,6 +366,11 @@ impl Engine {
                 let _ = t.join();
             }
         }
+    }
+
+    /// What makes the access log reopen its file (after log rotation), if it is on.
+    pub fn access_log(&self) -> Option<Reopen> {
+        self.access_log.as_ref().map(AccessLog::reopener)
     }
 
     /// What stops the engine from another thread: [`Control::drain`] (a graceful stop) or

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::access_log::{Kind, Line, Route};
 use crate::h1::{self, ProxyHeader, RequestHead};
 use crate::metrics::ShardStats;
 use crate::net::{InBuf, Sock, TcpStream, timeout};
@@ -27,6 +28,9 @@ pub struct Client {
 
 /// What a request knows about the client connection it came on.
 pub struct ClientInfo {
+    /// The client's address and port (from the PROXY protocol header where the listener takes
+    /// one), for the access log.
+    pub peer: Option<SocketAddr>,
     /// The client's address as text (from the PROXY protocol header where the listener takes
     /// one), for X-Forwarded-For and log lines.
     pub ip: Option<String>,
@@ -41,6 +45,7 @@ pub struct ClientInfo {
 impl ClientInfo {
     fn new(shard: &Shard, peer: Option<SocketAddr>, proto: &'static str) -> ClientInfo {
         ClientInfo {
+            peer,
             ip: peer.map(|p| p.ip().to_canonical().to_string()),
             trusted: peer.is_some_and(|p| shard.cfg.trusts(p.ip())),
             proto,
@@ -130,7 +135,9 @@ async fn serve_requests(shard: &Shard, client: &mut Client) {
             Ok(None) => return,
             Err(rejection) => {
                 ShardStats::count(&shard.stats.rejections[rejection.index()]);
-                answer(shard, &client.sock, rejection.status(), true).await;
+                let (started, read) = (Instant::now(), client.buf.data().len());
+                let sent = answer(shard, &client.sock, rejection.status(), true).await;
+                log_rejection(shard, client, rejection, started, (read, sent));
                 return;
             }
         };
@@ -192,8 +199,37 @@ async fn fill_request_head(
     }
 }
 
-/// Answers a status of the proxy's own. Errors writing it don't matter: we close anyway.
-pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) {
+/// The access-log line of a request refused before routing: no request line (its head is not
+/// valid), `bytes` read from the client and written to it.
+fn log_rejection(
+    shard: &Shard,
+    client: &Client,
+    rejection: Rejection,
+    started: Instant,
+    bytes: (usize, usize),
+) {
+    shard.access_log.write(&Line {
+        kind: Kind::Http,
+        client: client.info.peer,
+        backend: None,
+        route: Route::None,
+        started,
+        connected: None,
+        first_byte: None,
+        status: Some(rejection.status()),
+        bytes_in: bytes.0 as u64,
+        bytes_out: bytes.1 as u64,
+        error: Some(rejection.name()),
+        request: None,
+    });
+}
+
+/// Answers a status of the proxy's own; returns the bytes written (0 if the write failed). Errors
+/// writing it don't matter otherwise: we close anyway.
+pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) -> usize {
     let resp = h1::error_response(status, close);
-    let _ = timeout(shard.cfg.timeouts.client, client.write_all(&resp)).await;
+    match timeout(shard.cfg.timeouts.client, client.write_all(&resp)).await {
+        Ok(()) => resp.len(),
+        Err(_) => 0,
+    }
 }

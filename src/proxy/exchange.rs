@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use futures_lite::future;
 
+use crate::access_log::{Kind, Line, RequestLine, Route};
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
 use crate::metrics::{BackendCounters, Held, ShardStats};
 use crate::net::{InBuf, Sock, timeout};
@@ -42,6 +43,36 @@ struct Request {
     /// When its head had arrived, and when the first response byte did: latencies start there.
     started: Instant,
     first_byte: Cell<Option<Instant>>,
+    tally: Tally,
+}
+
+impl Request {
+    /// The request line, for the access log.
+    fn line(&self) -> RequestLine<'_> {
+        RequestLine {
+            // The forwarded head starts with the method, as the client sent it.
+            method: &self.fwd[..self.head.method.len()],
+            target: &self.fwd[self.target.clone()],
+            version: self.head.version,
+        }
+    }
+}
+
+/// What a request's access-log line says beyond its timings.
+#[derive(Default)]
+struct Tally {
+    /// Bytes read from the client: head and body.
+    bytes_in: Cell<u64>,
+    /// Bytes written to the client.
+    bytes_out: Cell<u64>,
+    /// The status sent to the client.
+    status: Cell<Option<u16>>,
+    /// When the last try's backend connection was ready (measured only with the log on).
+    connected: Cell<Option<Instant>>,
+}
+
+fn tally(cell: &Cell<u64>, n: usize) {
+    cell.set(cell.get() + n as u64);
 }
 
 /// How a completed exchange left the two connections.
@@ -63,11 +94,14 @@ struct Failed {
 
 /// One request, from its parsed head to the end of its response (or its tunnel).
 pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> Next {
-    let Some(mut req) = prepare(shard, client, head) else {
-        answer(shard, &client.sock, 400, true).await;
-        return Next::Close;
+    let (mut req, framed) = prepare(shard, client, head);
+    let next = if framed {
+        send(shard, client, &mut req).await
+    } else {
+        answer_request(shard, client, &req, 400, true).await;
+        log_request(shard, client, &req, None, Some(ProxyError::BadRequestBody));
+        Next::Close
     };
-    let next = send(shard, client, &mut req).await;
     shard.give_head_buf(req.fwd);
     shard.give_request_head(req.head);
     next
@@ -84,12 +118,16 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             Ok(up) => up,
             Err(err) => return no_backend(shard, client, req, err).await,
         };
+        if shard.access_log.enabled() {
+            req.tally.connected.set(Some(Instant::now()));
+        }
         if up.affinity {
             shard.session_seen(&req.fwd[req.target.clone()], up.backend);
         }
         let result = exchange(shard, client, &mut up, req).await;
+        let last = (up.backend, Route::of(up.decision, resends));
         let failed = match result {
-            Ok(outcome) => return finish(shard, client, up, req, outcome).await,
+            Ok(outcome) => return finish(shard, client, (up, last.1), req, outcome).await,
             Err(failed) => failed,
         };
         up.sock.shutdown_both();
@@ -104,17 +142,18 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             Verdict::Answer(status) => {
                 count_end(shard, &up, Some(failed.err));
                 log_answer(shard, client, req, status, (Some(up.backend), failed.err));
-                answer(shard, &client.sock, status, true).await;
+                answer_request(shard, client, req, status, true).await;
             }
             Verdict::Close => count_end(shard, &up, Some(failed.err)),
         }
+        log_request(shard, client, req, Some(last), Some(failed.err));
         return Next::Close;
     }
 }
 
-/// The forwarded head, with the body bytes that arrived with it (they travel in the same write).
-/// `None`: those body bytes are not valid chunked framing.
-fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Request> {
+/// The forwarded head, with the body bytes that arrived with it (they travel in the same write);
+/// false: those body bytes are not valid chunked framing.
+fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> (Request, bool) {
     let mut fwd = shard.take_head_buf();
     let info = &client.info;
     let opts = ForwardOptions {
@@ -131,22 +170,24 @@ fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> Option<Requ
         &client.buf.data()[head.target.clone()]
     );
     client.buf.consume(head.head_len);
-    let mut framer = BodyFramer::new(head.framing);
-    let Ok(adv) = framer.advance(client.buf.data()) else {
-        shard.give_head_buf(fwd);
-        shard.give_request_head(head);
-        return None;
-    };
-    fwd.extend_from_slice(&client.buf.data()[..adv.consumed]);
-    client.buf.consume(adv.consumed);
-    Some(Request {
+    let mut req = Request {
+        framer: BodyFramer::new(head.framing),
+        tally: Tally::default(),
         head,
         target,
         fwd,
-        framer,
         started: Instant::now(),
         first_byte: Cell::new(None),
-    })
+    };
+    tally(&req.tally.bytes_in, req.head.head_len);
+    let Ok(adv) = req.framer.advance(client.buf.data()) else {
+        return (req, false);
+    };
+    req.fwd
+        .extend_from_slice(&client.buf.data()[..adv.consumed]);
+    client.buf.consume(adv.consumed);
+    tally(&req.tally.bytes_in, adv.consumed);
+    (req, true)
 }
 
 /// Counts a request once, on the backend of its last try, and the failure that ended it.
@@ -165,8 +206,44 @@ async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyErr
     ShardStats::count(&shard.stats.failures[err.index()]);
     let close = !req.head.keep_alive || !req.framer.is_done();
     log_answer(shard, client, req, err.status(), (None, err));
-    answer(shard, &client.sock, err.status(), close).await;
+    answer_request(shard, client, req, err.status(), close).await;
+    log_request(shard, client, req, None, Some(err));
     if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// Answers `req` with a status of our own, noting it for the access log.
+async fn answer_request(shard: &Shard, client: &Client, req: &Request, status: u16, close: bool) {
+    req.tally.status.set(Some(status));
+    let sent = answer(shard, &client.sock, status, close).await;
+    tally(&req.tally.bytes_out, sent);
+}
+
+/// The request's access-log line; `last`: the backend of its last try, and how it was chosen.
+fn log_request(
+    shard: &Shard,
+    client: &Client,
+    req: &Request,
+    last: Option<(usize, Route)>,
+    err: Option<ProxyError>,
+) {
+    if !shard.access_log.enabled() {
+        return;
+    }
+    let t = &req.tally;
+    shard.access_log.write(&Line {
+        kind: Kind::Http,
+        client: client.info.peer,
+        backend: last.map(|(b, _)| shard.cfg.backends[b].prefix.as_str()),
+        route: last.map_or(Route::None, |(_, route)| route),
+        started: req.started,
+        connected: last.and(t.connected.get()),
+        first_byte: req.first_byte.get(),
+        status: t.status.get(),
+        bytes_in: t.bytes_in.get(),
+        bytes_out: t.bytes_out.get(),
+        error: err.map(ProxyError::name),
+        request: Some(req.line()),
+    });
 }
 
 /// A completed exchange: the backend connection back to the pool if it can serve another
@@ -174,7 +251,7 @@ async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyErr
 async fn finish(
     shard: &Shard,
     client: &mut Client,
-    mut up: Upstream,
+    (up, route): (Upstream, Route),
     req: &Request,
     outcome: Outcome,
 ) -> Next {
@@ -190,6 +267,7 @@ async fn finish(
             } else {
                 up.sock.shutdown_both();
             }
+            log_request(shard, client, req, Some((up.backend, route)), None);
             if done.client_close {
                 Next::Close
             } else {
@@ -200,20 +278,46 @@ async fn finish(
             shard
                 .stats
                 .record_latency(up.backend, started, first_byte, None);
-            let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
-            // A WebSocket keeps its session live for as long as it is open.
-            let target = &req.fwd[req.target.clone()];
-            let session = up.affinity.then_some(target);
-            if let Some(t) = session {
-                shard.session_tunnel(t, up.backend, true);
-            }
-            tunnel::run(shard, client, &mut up).await;
-            if let Some(t) = session {
-                shard.session_tunnel(t, up.backend, false);
-            }
-            Next::Close
+            log_request(shard, client, req, Some((up.backend, route)), None);
+            upgraded(shard, client, (up, route), req).await
         }
     }
+}
+
+/// After `101`: the tunnel, until both sides have closed; its own access-log line then.
+async fn upgraded(
+    shard: &Shard,
+    client: &mut Client,
+    (mut up, route): (Upstream, Route),
+    req: &Request,
+) -> Next {
+    let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
+    // A WebSocket keeps its session live for as long as it is open.
+    let target = &req.fwd[req.target.clone()];
+    let session = up.affinity.then_some(target);
+    if let Some(t) = session {
+        shard.session_tunnel(t, up.backend, true);
+    }
+    let opened = Instant::now();
+    let (bytes_in, bytes_out) = tunnel::run(shard, client, &mut up).await;
+    if let Some(t) = session {
+        shard.session_tunnel(t, up.backend, false);
+    }
+    shard.access_log.write(&Line {
+        kind: Kind::Tunnel,
+        client: client.info.peer,
+        backend: Some(shard.cfg.backends[up.backend].prefix.as_str()),
+        route,
+        started: opened,
+        connected: None,
+        first_byte: None,
+        status: Some(101),
+        bytes_in,
+        bytes_out,
+        error: None,
+        request: Some(req.line()),
+    });
+    Next::Close
 }
 
 /// Logs why we answer a request ourselves: client, request line without its query (it may hold
@@ -272,6 +376,7 @@ async fn exchange(
         framer: &mut req.framer,
         sent: &body_sent,
         sent_bytes: &counters.request_bytes,
+        read_bytes: &req.tally.bytes_in,
     };
     let relay = Relay {
         shard,
@@ -282,6 +387,7 @@ async fn exchange(
         req: &req.head,
         progress: &progress,
         first_byte: &req.first_byte,
+        tally: &req.tally,
         body_sent: &body_sent,
     };
     match first_failure(pump.run(t), relay.run()).await {
@@ -308,6 +414,8 @@ struct BodyPump<'a> {
     framer: &'a mut BodyFramer,
     sent: &'a Cell<bool>,
     sent_bytes: &'a AtomicU64,
+    /// The request's bytes from the client, for the access log.
+    read_bytes: &'a Cell<u64>,
 }
 
 impl BodyPump<'_> {
@@ -335,6 +443,7 @@ impl BodyPump<'_> {
                 return ProxyError::UpstreamStoppedReading;
             }
             ShardStats::add(self.sent_bytes, adv.consumed);
+            tally(self.read_bytes, adv.consumed);
             self.buf.consume(adv.consumed);
         }
         self.sent.set(true);
@@ -352,6 +461,7 @@ struct Relay<'a> {
     req: &'a RequestHead,
     progress: &'a Cell<Progress>,
     first_byte: &'a Cell<Option<Instant>>,
+    tally: &'a Tally,
     body_sent: &'a Cell<bool>,
 }
 
@@ -455,6 +565,7 @@ impl Relay<'_> {
         keep_alive: bool,
         first: usize,
     ) -> Result<(), ProxyError> {
+        self.tally.status.set(Some(head.status));
         let mut out = self.shard.take_head_buf();
         let version = self.req.version;
         h1::write_forward_response(&mut out, self.buf.data(), head, keep_alive, version);
@@ -498,6 +609,7 @@ impl Relay<'_> {
             .await
             .map_err(|_| ProxyError::ClientGone)?;
         ShardStats::add(&self.counters.response_bytes, bytes.len());
+        tally(&self.tally.bytes_out, bytes.len());
         Ok(())
     }
 }

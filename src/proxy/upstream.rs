@@ -24,6 +24,8 @@ pub struct Upstream {
     pub pooled: bool,
     /// The backend owns the request's session (routed by affinity).
     pub affinity: bool,
+    /// How the backend was chosen.
+    pub decision: Decision,
     pub buf: InBuf,
     /// Counts the connection as in use until the try is over.
     pub _in_use: Held,
@@ -140,6 +142,7 @@ pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstr
                     sock,
                     pooled,
                     affinity,
+                    decision,
                     buf,
                     _in_use: Held::new(&shard.stats, backend, |b| &b.active),
                 });

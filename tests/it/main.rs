@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access_log;
 mod admin;
 mod backend_responses;
 mod bad_input;
