@@ -5,6 +5,7 @@
 //! and what to change, naming the setting as the operator gave it (a flag, or a key of the file).
 
 pub mod file;
+pub mod reload;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -613,6 +614,12 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.backends.len() > reload::MAX_SLOTS {
+            r.error(
+                Setting::BackendPrefix(reload::MAX_SLOTS),
+                format!("more than {} backends", reload::MAX_SLOTS),
+            );
         }
         self.check_backend_pairs(r);
         if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {
