@@ -186,7 +186,7 @@ async fn finish(
             let stats = &shard.stats;
             stats.record_latency(up.backend, started, first_byte, end);
             if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
-                shard.park(up.backend, up.sock);
+                shard.park(up.sock, &up._in_use);
             } else {
                 up.sock.shutdown_both();
             }
@@ -232,7 +232,7 @@ fn log_answer(
     let method = String::from_utf8_lossy(&req.fwd[..req.head.method.len()]);
     let ip = client.info.ip.as_deref().unwrap_or("?");
     let backend = match backend {
-        Some(b) => format!(" (backend {})", shard.cfg.backends[b].prefix),
+        Some(b) => format!(" (backend {})", shard.prefix(b)),
         None => String::new(),
     };
     shard.log_failure(format_args!(
