@@ -484,11 +484,6 @@ impl Config {
     /// listens nowhere: a library user or test gives its own addresses (often port 0).
     pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
-    /// The check that applies to backend `i`.
-    pub fn check_of(&self, i: usize) -> &Check {
-        self.backends[i].check.as_ref().unwrap_or(&self.check)
-    }
-
     /// The number of shards this config asks for, resolving 0 to the available cores.
     pub fn shard_count(&self) -> usize {
         if self.threads > 0 {

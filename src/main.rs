@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use signal_hook::iterator::Signals;
 use wtgate::config::file::{ConfigFile, Origins};
 use wtgate::config::{
     BackendConfig, Config, ConfigError, Reuse, Setting, check_operator_listen, format_duration,
@@ -673,6 +674,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn run(args: &ProxyArgs) -> ExitCode {
+    // Taken over first: from here on, an early SIGHUP (a reload right after start) waits for the
+    // engine instead of killing wtgate, SIGHUP's default.
+    let hup = Signals::new([signal_hook::consts::SIGHUP]);
     let cfg = match args.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -684,7 +688,7 @@ fn run(args: &ProxyArgs) -> ExitCode {
     };
     // Before the "listening" line, which tells scripts (and tests) that signals are handled.
     stop_on_signals(&engine);
-    reload_on_sighup(&engine, args);
+    reload_on_sighup(&engine, args, hup);
     let listen: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     eprint(&format!(
         "wtgate: listening on {} with {shards} shard(s); backends: {}",
@@ -713,7 +717,7 @@ fn run(args: &ProxyArgs) -> ExitCode {
 /// get up to `grace`, as last configured); a second one: out at once.
 fn stop_on_signals(engine: &Engine) {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
             eprint(&format!(
@@ -744,7 +748,7 @@ fn stop_on_signals(engine: &Engine) {
 /// SIGHUP: read the `--config` file again, apply the command line over it as at start, and put
 /// the result in force (the engine logs what changed, or why nothing did). Without `--config`,
 /// each SIGHUP is refused with a line saying so, rather than killing wtgate as SIGHUP would.
-fn reload_on_sighup(engine: &Engine, args: &ProxyArgs) {
+fn reload_on_sighup(engine: &Engine, args: &ProxyArgs, hup: io::Result<Signals>) {
     let handle = engine.handle();
     if args.config.is_some() {
         let args = args.clone();
@@ -757,7 +761,7 @@ fn reload_on_sighup(engine: &Engine, args: &ProxyArgs) {
             }
         }));
     }
-    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+    let mut signals = match hup {
         Ok(s) => s,
         Err(e) => {
             eprint(&format!("wtgate: warning: no reload on SIGHUP: {e}"));

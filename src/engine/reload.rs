@@ -58,6 +58,8 @@ impl EngineHandle {
     /// Reads the config again from its source and puts it in force; logs what changed, or why
     /// nothing did (an invalid config changes nothing).
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        // Held from the read on, so that of two reloads at once the later read is the one in force.
+        let _one_at_a_time = self.running();
         let read = {
             let source = self
                 .reloads
@@ -76,11 +78,17 @@ impl EngineHandle {
 
     /// Puts `cfg` in force, as [`EngineHandle::reload`] does with what it reads.
     pub fn reload_with(&self, cfg: Config) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.running();
         let warnings = cfg.validate_all().warnings;
         let warnings = warnings.iter().map(ToString::to_string).collect();
         let done = self.put_in_force(cfg, warnings);
         self.log(&done);
         done
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, ()> {
+        let running = &self.reloads.running;
+        running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reloads put in force on every shard since start, and reloads refused.
@@ -89,12 +97,8 @@ impl EngineHandle {
         (self.live.applied_everywhere(), failed)
     }
 
+    /// The reload proper; the caller holds `Reloads::running`.
     fn put_in_force(&self, cfg: Config, warnings: Vec<String>) -> Result<Reloaded, ReloadError> {
-        let _one_at_a_time = self
-            .reloads
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
         if self.control.stopping() {
             return Err(ReloadError::Stopping);
         }
