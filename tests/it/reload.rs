@@ -134,7 +134,21 @@ fn sighup_adds_a_backend_while_tunnels_and_keepalive_clients_stay_open() {
     assert_eq!(seen, counts(&[("wt1", 2), ("wt2", 2), ("wt3", 2)]));
     let (mut t3, _) = ws_connect(proxy, "/app?wtd=wt3CCCCCCCCCCCCCCCC&request=ws");
     echoes(&mut t3, "to the new one");
+
+    // A broken file: refused, and everything goes on as it was.
+    file.write("[[backend]]\nprefix = \"wt4\"\n");
+    wtgate.signal("-HUP");
+    let line = wtgate.wait_for_line("reload refused");
+    assert!(line.contains("backend[0]: a backend needs"), "{line}");
+    echoes(&mut t1, "still 1");
+    echoes(&mut t3, "still 3");
+    served(&mut k2, &format!("/app?wtd={s2}&n=3"), "wt2");
+    let seen = spread(proxy, 3, "/new?x=2");
+    assert_eq!(seen, counts(&[("wt1", 1), ("wt2", 1), ("wt3", 1)]));
     let (_, stats) = admin(admin_addr, "GET", "/stats", None);
+    assert_eq!(listed(&stats), ["wt1", "wt2", "wt3"]);
+    let reloads = (stats["reloads"].as_u64(), stats["reloads_refused"].as_u64());
+    assert_eq!(reloads, (Some(1), Some(1)));
     let failures = stats["failures"].as_object().unwrap();
     assert!(failures.values().all(|n| n == 0), "{stats}");
 }
@@ -247,6 +261,14 @@ fn a_removed_backend_keeps_its_tunnel_and_its_sessions_go_elsewhere() {
         wt2["affinity_misses"], 3,
         "its sessions were redispatched: {wt2}"
     );
+    let metrics = send_request(admin_addr, &get("/metrics"))
+        .unwrap()
+        .body_str();
+    assert!(
+        metrics.contains("wtgate_backend_removed{backend=\"wt2\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wtgate_reloads_total 1\n"), "{metrics}");
 
     drop(tunnel);
     eventually("the removed backend gone from /stats once idle", || {
@@ -260,7 +282,8 @@ fn a_removed_backend_keeps_its_tunnel_and_its_sessions_go_elsewhere() {
 /// reload, which completes there; a new weight shapes the round-robin at once.
 #[test]
 fn an_address_change_and_a_new_weight_take_effect() {
-    let slow = Behavior::Slow(std::time::Duration::from_millis(300));
+    // Long enough for the reload to be in force on the shard while the request is under way.
+    let slow = Behavior::Slow(std::time::Duration::from_secs(1));
     let (b1, old, new) = (
         TestBackend::start("wt1", Behavior::Normal),
         TestBackend::start("wt2-old", slow),
@@ -304,12 +327,11 @@ fn an_address_change_and_a_new_weight_take_effect() {
         3,
         "nothing more went to the old address"
     );
-    let stats = proxy.engine().stats();
-    assert_eq!(
-        stats.backend("wt2").unwrap().requests,
-        7,
-        "its counters carried on"
-    );
+    // Counted as each exchange ends, just after its client has the answer.
+    eventually("wt2's counters carried on: 7 requests", || {
+        let requests = proxy.engine().stats().backend("wt2")?.requests;
+        (requests == 7).then_some(())
+    });
 }
 
 /// A backend added by a reload is checked from then on (here: it is down, so it gets nothing);
