@@ -74,6 +74,9 @@ pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
         }
         if let Err(reason) = result {
             on_failure(&shard, backend, reason, last_failure).await;
+            if shard.probe_of(backend, epoch).is_none() {
+                return;
+            }
         }
         last_failure = result.err();
         match (shard.check_result(backend, result.is_ok()), result) {

@@ -263,6 +263,14 @@ impl Shard {
             return;
         }
         let found = crate::net::spawn_blocking(move || crate::config::resolve_backend(&host)).await;
+        // A reload applied meanwhile may have given the backend another host: that one stands.
+        let moved = {
+            let slot = &self.generation.borrow().slots[backend];
+            slot.removed || slot.backend.host != b.host
+        };
+        if moved {
+            return;
+        }
         let old = self.addr_of(backend);
         match found {
             Ok(new) if new != old => {
