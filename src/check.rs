@@ -49,16 +49,34 @@ pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> Result<(
 }
 
 /// Checks `backend` every `check_interval` for as long as the shard runs; `fall` failures in a row
-/// take it down, `rise` successes bring it back, on every shard.
+/// take it down, `rise` successes bring it back, on every shard. The loops the shard starts with.
 pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
-    let cfg = shard.cfg.clone();
-    let mut last_failure = None;
-    loop {
-        crate::net::sleep(cfg.check_interval).await;
+    check_loop_from(shard, backend, 0).await;
+}
+
+/// `check_loop` as started by a reload, at `epoch` (see `Shard::probe_of`): it ends when a later
+/// reload removes the backend or changes its check, and a probe under way then counts for
+/// nothing, so that no result about an old address reaches the shards.
+///
+/// Its first good check is told to the other shards even if it changes nothing here: one of them
+/// may have heard, just before it applied the reload, that the backend's old address was down.
+pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
+    let (mut last_failure, mut announced) = (None, false);
+    while let Some(before) = shard.probe_of(backend, epoch) {
+        crate::net::sleep(before.interval).await;
+        let Some(p) = shard.probe_of(backend, epoch) else {
+            return;
+        };
         let addr = shard.addr_of(backend);
-        let result = probe(addr, cfg.check_of(backend), cfg.timeouts.connect).await;
+        let result = probe(addr, &p.check, p.limit).await;
+        if shard.probe_of(backend, epoch).is_none() {
+            return;
+        }
         if let Err(reason) = result {
             on_failure(&shard, backend, reason, last_failure).await;
+            if shard.probe_of(backend, epoch).is_none() {
+                return;
+            }
         }
         last_failure = result.err();
         match (shard.check_result(backend, result.is_ok()), result) {
@@ -67,8 +85,12 @@ pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
                 let cause = Cause::ChecksFailed { reason };
                 shard.on_gossip(Gossip::Down { backend, cause }, true)
             }
+            (None, Ok(())) if !announced && shard.is_up(backend) => {
+                shard.announce(Gossip::Up { backend, addr })
+            }
             _ => {}
         }
+        announced = true;
     }
 }
 
@@ -77,7 +99,7 @@ async fn on_failure(shard: &Shard, backend: usize, reason: FailReason, last: Opt
     ShardStats::count(&shard.stats.backends[backend].checks_failed);
     // A down backend fails every check; say so only when the reason changes.
     if shard.is_up(backend) || last != Some(reason) {
-        let (prefix, addr) = (&shard.cfg.backends[backend].prefix, shard.addr_of(backend));
+        let (prefix, addr) = (shard.prefix(backend), shard.addr_of(backend));
         shard.log_failure(format_args!(
             "backend {prefix} ({addr}): active check failed: {reason}"
         ));

@@ -5,6 +5,7 @@
 //! and what to change, naming the setting as the operator gave it (a flag, or a key of the file).
 
 pub mod file;
+pub mod reload;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -487,11 +488,6 @@ impl Config {
     /// listens nowhere: a library user or test gives its own addresses (often port 0).
     pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
-    /// The check that applies to backend `i`.
-    pub fn check_of(&self, i: usize) -> &Check {
-        self.backends[i].check.as_ref().unwrap_or(&self.check)
-    }
-
     /// The number of shards this config asks for, resolving 0 to the available cores.
     pub fn shard_count(&self) -> usize {
         if self.threads > 0 {
@@ -625,6 +621,12 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.backends.len() > reload::MAX_SLOTS {
+            r.error(
+                Setting::BackendPrefix(reload::MAX_SLOTS),
+                format!("more than {} backends", reload::MAX_SLOTS),
+            );
         }
         self.check_backend_pairs(r);
         if !self.backends.is_empty() && self.backends.iter().all(|b| b.weight == 0) {

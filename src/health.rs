@@ -30,9 +30,10 @@ impl Admin {
     }
 }
 
-/// Admin states set from outside the shards. Shards compare `generation` (one relaxed load per
-/// routing decision, a cache line written only when an operator changes something) and copy the
-/// table when it moved, so the hot path never takes the lock.
+/// Admin states set from outside the shards, by slot (`config::reload`). Shards compare
+/// `generation` (one relaxed load per routing decision, a cache line written only when an
+/// operator changes something) and copy the table when it moved, so the hot path never takes the
+/// lock. A reload that adds a backend appends its state before any shard can route to it.
 #[derive(Debug)]
 pub struct AdminTable {
     pub generation: std::sync::atomic::AtomicU64,
@@ -53,6 +54,8 @@ impl AdminTable {
 pub struct BackendStatus {
     pub up: bool,
     pub admin: Admin,
+    /// Removed by a reload: its sessions go elsewhere, as in maintenance, for good.
+    pub removed: bool,
 }
 
 impl Default for BackendStatus {
@@ -60,17 +63,18 @@ impl Default for BackendStatus {
         BackendStatus {
             up: true,
             admin: Admin::Ready,
+            removed: false,
         }
     }
 }
 
 impl BackendStatus {
     pub fn serves_own_sessions(&self) -> bool {
-        self.up && self.admin != Admin::Maint
+        self.up && self.admin != Admin::Maint && !self.removed
     }
 
     pub fn takes_new_sessions(&self) -> bool {
-        self.up && self.admin == Admin::Ready
+        self.up && self.admin == Admin::Ready && !self.removed
     }
 }
 
@@ -162,6 +166,32 @@ impl Health {
 
     pub fn statuses(&self) -> &[BackendStatus] {
         &self.status
+    }
+
+    /// Backends (slots) known.
+    pub fn len(&self) -> usize {
+        self.status.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.status.is_empty()
+    }
+
+    /// Makes room for `backends` slots; a new one starts up, as every backend does at start.
+    pub fn grow(&mut self, backends: usize) {
+        if backends > self.status.len() {
+            self.status.resize(backends, BackendStatus::default());
+            self.streak.resize(backends, 0);
+        }
+    }
+
+    /// Forgets the checks counted toward a change: the checks start over (a reload changed them).
+    pub fn reset_streak(&mut self, backend: usize) {
+        self.streak[backend] = 0;
+    }
+
+    pub fn set_removed(&mut self, backend: usize, removed: bool) {
+        self.status[backend].removed = removed;
     }
 
     /// Marks `backend` down; true if it was up. It comes back only through `rise` good checks.
@@ -279,7 +309,12 @@ mod tests {
         assert!(!s.serves_own_sessions() && !s.takes_new_sessions());
         s = BackendStatus {
             up: false,
-            admin: Admin::Ready,
+            ..BackendStatus::default()
+        };
+        assert!(!s.serves_own_sessions() && !s.takes_new_sessions());
+        s = BackendStatus {
+            removed: true,
+            ..BackendStatus::default()
         };
         assert!(!s.serves_own_sessions() && !s.takes_new_sessions());
     }

@@ -2,7 +2,8 @@
 //!
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
-//!   messages that name the fix; [`privileges`] drops root once the listeners are bound (`--user`).
+//!   messages that name the fix; [`config::reload`] turns a re-read file into the next generation
+//!   (backend slots keyed by prefix), which `engine` hands to every shard; [`privileges`] drops root once the listeners are bound (`--user`).
 //! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
 //!   starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,

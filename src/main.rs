@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use signal_hook::iterator::Signals;
 use wtgate::config::file::{ConfigFile, Origins};
 use wtgate::config::{
     BackendConfig, Config, ConfigError, Reuse, Setting, check_operator_listen, format_duration,
@@ -14,7 +15,7 @@ use wtgate::config::{
 use wtgate::engine::Engine;
 use wtgate_demo::DemoBackend;
 
-#[derive(FromArgs)]
+#[derive(FromArgs, Clone)]
 /// wtgate: a reverse proxy for Wt servers that keeps every Wt session on the server that owns it, by
 /// the exact `wtd` session id in the URL (no cookies), and round-robins new sessions over the rest.
 #[argh(
@@ -370,9 +371,6 @@ impl ProxyArgs {
                 errors.push(origins.locate(&e));
             }
         }
-        if let Some(e) = memlock_error(cfg.shard_count()) {
-            errors.push(e.to_string());
-        }
         let warnings = report
             .warnings
             .iter()
@@ -572,7 +570,11 @@ impl ProxyArgs {
 
     /// The config, after printing its warnings; or, after printing every error, exit code 1.
     fn config(&self) -> Result<Config, ExitCode> {
-        let (cfg, errors, warnings) = self.to_config();
+        let (cfg, mut errors, warnings) = self.to_config();
+        // At start only: a reload runs with the shards it has (and may no longer be root).
+        if let Some(e) = memlock_error(cfg.shard_count()) {
+            errors.push(e.to_string());
+        }
         for w in &warnings {
             eprint(&format!("wtgate: warning: {w}"));
         }
@@ -682,6 +684,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn run(args: &ProxyArgs) -> ExitCode {
+    // Taken over first: from here on, an early SIGHUP (a reload right after start) waits for the
+    // engine instead of killing wtgate, SIGHUP's default.
+    let hup = Signals::new([signal_hook::consts::SIGHUP]);
     let cfg = match args.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -691,6 +696,9 @@ fn run(args: &ProxyArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
+    // Before the "listening" line, which tells scripts (and tests) that signals are handled.
+    stop_on_signals(&engine);
+    reload_on_sighup(&engine, args, hup);
     let listen: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     eprint(&format!(
         "wtgate: listening on {} with {shards} shard(s); backends: {}",
@@ -710,17 +718,16 @@ fn run(args: &ProxyArgs) -> ExitCode {
             Err(e) => return fail(e),
         }
     }
-    stop_on_signals(&engine, cfg.grace);
     engine.wait();
     eprint("wtgate: stopped");
     ExitCode::SUCCESS
 }
 
 /// SIGTERM or SIGINT: a graceful stop (no new connections; requests in flight finish; WebSockets
-/// get up to `grace`); a second one: out at once.
-fn stop_on_signals(engine: &Engine, grace: std::time::Duration) {
+/// get up to `grace`, as last configured); a second one: out at once.
+fn stop_on_signals(engine: &Engine) {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
             eprint(&format!(
@@ -729,10 +736,11 @@ fn stop_on_signals(engine: &Engine, grace: std::time::Duration) {
             return;
         }
     };
-    let control = engine.control();
+    let (control, handle) = (engine.control(), engine.handle());
     std::thread::spawn(move || {
         let mut forever = signals.forever();
         if forever.next().is_some() {
+            let grace = handle.config().grace;
             eprint(&format!(
                 "wtgate: stopping: no new connections; requests in flight finish, WebSockets get \
                  up to {}; signal again to stop at once",
@@ -743,6 +751,37 @@ fn stop_on_signals(engine: &Engine, grace: std::time::Duration) {
         if forever.next().is_some() {
             eprint("wtgate: stopping at once");
             std::process::exit(1);
+        }
+    });
+}
+
+/// SIGHUP: read the `--config` file again, apply the command line over it as at start, and put
+/// the result in force (the engine logs what changed, or why nothing did). Without `--config`,
+/// each SIGHUP is refused with a line saying so, rather than killing wtgate as SIGHUP would.
+fn reload_on_sighup(engine: &Engine, args: &ProxyArgs, hup: io::Result<Signals>) {
+    let handle = engine.handle();
+    if args.config.is_some() {
+        let args = args.clone();
+        handle.set_config_source(Box::new(move || {
+            let (cfg, errors, warnings) = args.to_config();
+            if errors.is_empty() {
+                Ok((cfg, warnings))
+            } else {
+                Err(errors)
+            }
+        }));
+    }
+    let mut signals = match hup {
+        Ok(s) => s,
+        Err(e) => {
+            eprint(&format!("wtgate: warning: no reload on SIGHUP: {e}"));
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            // Logged by the engine, whichever way it went.
+            let _ = handle.reload();
         }
     });
 }

@@ -7,6 +7,10 @@
 //!
 //! Latencies go into HDR histograms, one set per backend per shard behind a `Mutex` that only its
 //! shard locks while serving (uncontended); a scrape locks each briefly to merge them.
+//!
+//! Backends are counted by slot (`config::reload`): every shard's tables have room for
+//! [`MAX_SLOTS`] from the start, so that a reload adding a backend needs no lock and no new table
+//! where the shards count; a slot's histograms are allocated when it first records one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,7 @@ use hdrhistogram::Histogram;
 
 use crate::access_log::DROP_REASONS;
 use crate::config::Config;
+use crate::config::reload::{MAX_SLOTS, Slot};
 use crate::proxy::{ProxyError, Rejection};
 
 #[derive(Debug, Default)]
@@ -53,6 +58,9 @@ pub struct BackendCounters {
     pub pooled: AtomicU64,
     /// Whether this shard currently routes to it as up.
     pub up: AtomicBool,
+    /// Reloads that moved it to another address (or brought it back), as its shard applied them:
+    /// a connection taken before the last one ([`Held::moved`]) is not pooled again.
+    pub moves: AtomicU64,
 }
 
 impl BackendCounters {
@@ -73,6 +81,7 @@ pub struct ListenerCounters {
 
 #[derive(Debug)]
 pub struct ShardStats {
+    /// By backend slot, [`MAX_SLOTS`] of them.
     pub backends: Vec<BackendCounters>,
     /// Client requests with a valid head, whatever became of them.
     pub requests: AtomicU64,
@@ -84,8 +93,8 @@ pub struct ShardStats {
     pub rejections: [AtomicU64; Rejection::ALL.len()],
     /// One per `Config::listen` address, in order.
     pub listeners: Vec<ListenerCounters>,
-    /// One per backend.
-    pub latency: Vec<Mutex<Latency>>,
+    /// By backend slot, allocated at its first sample.
+    pub latency: Vec<Mutex<Option<Box<Latency>>>>,
     /// Access-log lines this shard formatted, and those of them lost, by
     /// [`crate::access_log::DROP_REASONS`].
     pub access_log_lines: AtomicU64,
@@ -93,9 +102,10 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// Counters for `cfg`'s listeners, and for as many backends as a reload can add.
     pub fn new(cfg: &Config) -> ShardStats {
         ShardStats {
-            backends: (0..cfg.backends.len())
+            backends: (0..MAX_SLOTS)
                 .map(|_| BackendCounters {
                     up: AtomicBool::new(true),
                     ..BackendCounters::default()
@@ -106,9 +116,7 @@ impl ShardStats {
             failures: Default::default(),
             rejections: Default::default(),
             listeners: cfg.listen.iter().map(|_| Default::default()).collect(),
-            latency: (0..cfg.backends.len())
-                .map(|_| Mutex::new(Latency::new(Instant::now())))
-                .collect(),
+            latency: (0..MAX_SLOTS).map(|_| Mutex::new(None)).collect(),
             access_log_lines: AtomicU64::new(0),
             access_log_dropped: Default::default(),
         }
@@ -135,6 +143,7 @@ impl ShardStats {
         let mut l = self.latency[backend]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let l = l.get_or_insert_with(|| Box::new(Latency::new(started)));
         l.rotate(end.unwrap_or(first_byte));
         l.first_byte
             .record(first_byte.saturating_duration_since(started));
@@ -151,6 +160,8 @@ pub struct Held {
     stats: Arc<ShardStats>,
     backend: usize,
     gauge: fn(&BackendCounters) -> &AtomicU64,
+    /// The backend's `moves` when this was taken.
+    moves: u64,
 }
 
 impl Held {
@@ -159,12 +170,25 @@ impl Held {
         backend: usize,
         gauge: fn(&BackendCounters) -> &AtomicU64,
     ) -> Held {
-        ShardStats::count(gauge(&stats.backends[backend]));
+        let counters = &stats.backends[backend];
+        ShardStats::count(gauge(counters));
         Held {
             stats: stats.clone(),
             backend,
             gauge,
+            moves: counters.moves.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn backend(&self) -> usize {
+        self.backend
+    }
+
+    /// A reload moved the backend to another address since this was taken: what it counts (a
+    /// connection) is to where the backend was.
+    pub fn moved(&self) -> bool {
+        let counters = &self.stats.backends[self.backend];
+        counters.moves.load(Ordering::Relaxed) != self.moves
     }
 }
 
@@ -275,6 +299,7 @@ pub fn latency(
     let mut total = Window::new();
     for s in shards {
         let mut l = s.latency[backend].lock().unwrap_or_else(|e| e.into_inner());
+        let Some(l) = l.as_mut() else { continue };
         l.rotate(now);
         for (into, from) in [(&mut first, &l.first_byte), (&mut total, &l.total)] {
             // Same bounds everywhere, so adding cannot fail.
@@ -306,6 +331,8 @@ fn summary(w: &Window) -> LatencySummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendStats {
     pub prefix: String,
+    /// Removed by a reload; its counters stay, and its gauges count what still runs to it.
+    pub removed: bool,
     pub requests: u64,
     pub attempts: u64,
     pub retries: u64,
@@ -353,16 +380,17 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn sum(cfg: &Config, shards: &[std::sync::Arc<ShardStats>]) -> Stats {
+    /// The shards' counters summed: one entry per backend slot, one per listener.
+    pub fn sum(slots: &[Slot], listeners: usize, shards: &[std::sync::Arc<ShardStats>]) -> Stats {
         let sum = |f: &dyn Fn(&ShardStats) -> &AtomicU64| -> u64 {
             shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
         };
-        let backends = cfg
-            .backends
+        let backends = slots
             .iter()
             .enumerate()
-            .map(|(i, b)| BackendStats {
-                prefix: b.prefix.clone(),
+            .map(|(i, slot)| BackendStats {
+                prefix: slot.backend.prefix.clone(),
+                removed: slot.removed,
                 requests: sum(&|s| &s.backends[i].requests),
                 attempts: sum(&|s| &s.backends[i].attempts),
                 retries: sum(&|s| &s.backends[i].retries),
@@ -396,7 +424,7 @@ impl Stats {
                 .iter()
                 .map(|r| (r.name(), sum(&|s| &s.rejections[r.index()])))
                 .collect(),
-            listeners: (0..cfg.listen.len())
+            listeners: (0..listeners)
                 .map(|i| ListenerStats {
                     accepted: sum(&|s| &s.listeners[i].accepted),
                     open: sum(&|s| &s.listeners[i].open),

@@ -51,6 +51,24 @@ impl Pool {
         }
     }
 
+    /// Makes room for `backends` backends (a reload added some).
+    pub fn grow(&mut self, backends: usize) {
+        if backends > self.idle.len() {
+            self.idle.resize_with(backends, Vec::new);
+        }
+    }
+
+    /// Backends (slots) it has room for.
+    pub fn backends(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// New limits from a reload; connections over them leave as they expire or are taken.
+    pub fn set_limits(&mut self, max_per_backend: usize, max_idle: Duration) {
+        self.max_per_backend = max_per_backend;
+        self.max_idle = max_idle;
+    }
+
     /// Idle connections to `backend` held now.
     pub fn idle_count(&self, backend: usize) -> usize {
         self.idle[backend].len()
@@ -79,5 +97,12 @@ impl Pool {
     /// Forgets every connection to a backend that went down.
     pub fn clear(&mut self, backend: usize) {
         self.idle[backend].clear();
+    }
+
+    /// Closes every idle connection to `backend`: a reload removed it or moved it elsewhere.
+    pub fn close(&mut self, backend: usize) {
+        for (sock, _) in self.idle[backend].drain(..) {
+            sock.shutdown_both();
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Nothing here touches a socket or a clock, so every rule of docs/design.md "Routing" is unit-tested
 //! below on plain data.
 
-use crate::config::Config;
+use crate::config::reload::Slot;
 use crate::health::BackendStatus;
 
 /// The value of the first query parameter named exactly `wtd`, if any.
@@ -50,7 +50,8 @@ impl Decision {
     }
 }
 
-/// Session owners and the round-robin state of one shard.
+/// Session owners and the round-robin state of one shard, by backend slot. A removed backend
+/// keeps its prefix here, so that its sessions are told apart and redispatched.
 #[derive(Debug, Clone)]
 pub struct Router {
     prefixes: Vec<Vec<u8>>,
@@ -61,16 +62,16 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(cfg: &Config) -> Router {
+    /// A router for these slots, whose session ids are a prefix and `id_len` characters.
+    pub fn new(slots: &[Slot], id_len: usize) -> Router {
         Router {
-            prefixes: cfg
-                .backends
+            prefixes: slots
                 .iter()
-                .map(|b| b.prefix.as_bytes().to_vec())
+                .map(|s| s.backend.prefix.as_bytes().to_vec())
                 .collect(),
-            id_len: cfg.session_id_length,
-            weights: cfg.backends.iter().map(|b| b.weight).collect(),
-            current: vec![0; cfg.backends.len()],
+            id_len,
+            weights: slots.iter().map(|s| s.backend.weight).collect(),
+            current: vec![0; slots.len()],
         }
     }
 
@@ -129,7 +130,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendConfig;
+    use crate::config::reload::Generation;
+    use crate::config::{BackendConfig, Config};
     use crate::health::Admin;
 
     fn router(specs: &[&str]) -> Router {
@@ -140,7 +142,8 @@ mod tests {
                 .collect(),
             ..Config::default()
         };
-        Router::new(&cfg)
+        let id_len = cfg.session_id_length;
+        Router::new(&Generation::first(cfg).slots, id_len)
     }
 
     fn up(n: usize) -> Vec<BackendStatus> {
@@ -268,5 +271,20 @@ mod tests {
         let r1 = router(&["wt1=127.0.0.1:1"]);
         let mut r1 = r1;
         assert_eq!(r1.route(b"/", &up(1), Some(0)), Decision::NoBackend);
+    }
+
+    #[test]
+    fn a_removed_backends_sessions_are_redispatched_and_it_takes_no_new_ones() {
+        let mut r = router(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]);
+        let mut st = up(2);
+        st[0].removed = true;
+        let t = format!("/?wtd={ID1}");
+        assert_eq!(
+            r.route(t.as_bytes(), &st, None),
+            Decision::Redispatched { owner: 0, to: 1 }
+        );
+        for _ in 0..3 {
+            assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
+        }
     }
 }

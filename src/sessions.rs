@@ -52,6 +52,11 @@ impl SessionTable {
         }
     }
 
+    /// A reload's new `max_sessions`; a table over it takes no new session until expiry makes room.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
+
     fn secs(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.epoch)
             .as_secs()

@@ -4,6 +4,11 @@
 //! A shard is one thread; everything here is used from that thread only (`Cell`/`RefCell`), and
 //! what other shards need to know travels as [`Gossip`] messages. The per-connection flow that
 //! uses this state lives in [`crate::proxy`].
+//!
+//! Backends are indexed by slot (`config::reload`). A reload reaches a shard through its periodic
+//! task ([`Shard::sweep_pool`], which looks every [`RELOAD_POLL`]) and is applied here, on the
+//! shard's own thread: new slots get room in every table, moved and removed ones lose their
+//! pooled connections, the router is rebuilt, and check loops start, restart or end.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::ShardLog;
 use crate::config::Config;
+use crate::config::reload::{Generation, Live, Probe};
 use crate::h1;
 use crate::health::{AdminTable, Gossip, Health};
 use crate::log::RateLimit;
-use crate::metrics::ShardStats;
+use crate::metrics::{Held, ShardStats};
 use crate::net::{BufPool, Peers, Sock};
 use crate::pool::Pool;
 use crate::route::{Decision, Router, find_wtd};
@@ -35,6 +41,8 @@ const SPARE_HEADS: usize = 256;
 const MAX_SPARE_HEAD: usize = 64 * 1024;
 /// Failure lines a shard writes per second at most.
 const LOG_LINES_PER_SECOND: u32 = 10;
+/// How often a shard looks for a reloaded config: a reload is in force everywhere within this.
+pub const RELOAD_POLL: Duration = Duration::from_millis(200);
 
 /// Set while a client connection waits for its next request.
 pub type IdleFlag = Rc<Cell<bool>>;
@@ -50,6 +58,8 @@ pub struct Shared {
     pub trim: TrimHandle,
     /// The engine's access log, if it is on.
     pub access_log: Option<Arc<crate::access_log::Sink>>,
+    /// The config in force, which reloads replace.
+    pub live: Arc<Live>,
 }
 
 /// Everything one shard owns.
@@ -57,13 +67,23 @@ pub struct Shard {
     /// The shard's index: the one in its thread name, its core, its stats and its log lines.
     pub id: usize,
     shards: usize,
+    /// The config the shard started with, for what a reload does not change (listeners, limits,
+    /// timeouts of client connections). Backends and the settings a reload changes are in
+    /// [`Shard::generation`]; index backends by slot there, never in `cfg.backends`.
     pub cfg: Arc<Config>,
     pub limits: h1::Limits,
+    /// The config in force here, and where newer ones come from.
+    generation: RefCell<Arc<Generation>>,
+    live: Arc<Live>,
+    /// By slot, on the shard that checks it: bumped to end its check loop (see `check.rs`).
+    check_epochs: RefCell<Vec<u64>>,
+    /// The shard is stopping: check loops end.
+    stopped: Cell<bool>,
     router: RefCell<Router>,
     health: RefCell<Health>,
     pool: RefCell<Pool>,
-    /// Where each backend is reached: resolved at start, re-resolved by its checker while checks
-    /// fail (Wt servers in containers change addresses), spread with the `Up` gossip.
+    /// Where each backend is reached: resolved at start or reload, re-resolved by its checker while
+    /// checks fail (Wt servers in containers change addresses), spread with the `Up` gossip.
     addrs: RefCell<Vec<SocketAddr>>,
     pub stats: Arc<ShardStats>,
     sessions: Arc<Mutex<SessionTable>>,
@@ -93,7 +113,9 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(id: usize, shards: usize, cfg: Arc<Config>, shared: Shared) -> Shard {
-        let n = cfg.backends.len();
+        let generation = shared.live.current();
+        let (slots, g) = (&generation.slots, &generation.cfg);
+        let n = slots.len();
         Shard {
             bufs: Rc::new(BufPool::new(
                 (cfg.max_head_bytes + 1024).max(MIN_BUF),
@@ -106,10 +128,14 @@ impl Shard {
                 max_head_bytes: cfg.max_head_bytes,
                 max_headers: cfg.max_headers,
             },
-            router: RefCell::new(Router::new(&cfg)),
+            router: RefCell::new(Router::new(slots, g.session_id_length)),
             health: RefCell::new(Health::new(n)),
-            pool: RefCell::new(Pool::new(n, cfg.pool_size, cfg.timeouts.pool_idle)),
-            addrs: RefCell::new(cfg.backends.iter().map(|b| b.addr).collect()),
+            pool: RefCell::new(Pool::new(n, g.pool_size, g.timeouts.pool_idle)),
+            addrs: RefCell::new(slots.iter().map(|s| s.backend.addr).collect()),
+            check_epochs: RefCell::new(vec![0; n]),
+            stopped: Cell::new(false),
+            generation: RefCell::new(generation.clone()),
+            live: shared.live,
             cfg,
             stats: shared.stats,
             sessions: shared.sessions,
@@ -136,8 +162,36 @@ impl Shard {
         backend % self.shards
     }
 
+    /// The config in force on this shard.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.borrow().clone()
+    }
+
+    /// The prefix of the backend in slot `backend`, for messages.
+    pub fn prefix(&self, backend: usize) -> String {
+        let g = self.generation.borrow();
+        g.slots
+            .get(backend)
+            .map_or_else(|| format!("#{backend}"), |s| s.backend.prefix.clone())
+    }
+
+    /// Runs `f` with the prefix of the backend in slot `backend` (borrowed: the access log writes
+    /// one per request and must not allocate for it).
+    pub fn with_prefix<R>(&self, backend: usize, f: impl FnOnce(&str) -> R) -> R {
+        let g = self.generation.borrow();
+        f(g.slots
+            .get(backend)
+            .map_or("-", |s| s.backend.prefix.as_str()))
+    }
+
     /// Applies a state change to this shard's view; `local`: seen here, so tell the others.
     pub fn on_gossip(&self, msg: Gossip, local: bool) {
+        let (Gossip::Down { backend, .. } | Gossip::Up { backend, .. }) = msg;
+        // From a shard that applied a reload this one has not yet: the next change, or this
+        // shard's own connects and checks, will tell.
+        if backend >= self.health.borrow().len() {
+            return;
+        }
         if !self.health.borrow_mut().apply(msg) {
             return;
         }
@@ -158,25 +212,33 @@ impl Shard {
         if self.checker_of(backend) == self.id {
             self.log_change(msg);
         }
+        // A shard that has not applied the latest reload yet may be telling about a backend's old
+        // address (a connect there just failed): shards that have applied it must not hear it.
+        // What is lost here, the checker or the shards' own connects find out again.
         if local {
+            self.announce(msg);
+        }
+    }
+
+    /// Tells the other shards `msg`, unless this shard has a reload to apply (see `on_gossip`).
+    /// A check loop also tells its first good check this way, changed or not (see `check.rs`).
+    pub fn announce(&self, msg: Gossip) {
+        if self.live.number() == self.generation.borrow().number {
             self.tell_others(msg);
         }
     }
 
     fn log_change(&self, msg: Gossip) {
-        let (id, cfg) = (self.id, &self.cfg);
+        let id = self.id;
         match msg {
             Gossip::Down { backend, cause } => {
-                let b = &cfg.backends[backend];
-                let addr = self.addr_of(backend);
-                eprintln!(
-                    "wtgate[{id}]: backend {} ({addr}) up -> down: {cause}",
-                    b.prefix
-                );
+                let (prefix, addr) = (self.prefix(backend), self.addr_of(backend));
+                eprintln!("wtgate[{id}]: backend {prefix} ({addr}) up -> down: {cause}");
             }
             Gossip::Up { backend, addr } => eprintln!(
                 "wtgate[{id}]: backend {} ({addr}) down -> up: {} good checks",
-                cfg.backends[backend].prefix, cfg.rise
+                self.prefix(backend),
+                self.generation.borrow().cfg.rise
             ),
         }
     }
@@ -198,7 +260,10 @@ impl Shard {
 
     /// Counts one active check of `backend`; `Some(up)` when `rise`/`fall` now call for a change.
     pub fn check_result(&self, backend: usize, ok: bool) -> Option<bool> {
-        let (rise, fall) = (self.cfg.rise, self.cfg.fall);
+        let (rise, fall) = {
+            let g = self.generation.borrow();
+            (g.cfg.rise, g.cfg.fall)
+        };
         self.health
             .borrow_mut()
             .check_result(backend, ok, rise, fall)
@@ -207,12 +272,20 @@ impl Shard {
     /// Looks a backend's host name up again (off the shard, in glommio's blocking pool), so the
     /// next check tries where it is now. Addresses written as IPs are left alone.
     pub async fn re_resolve(&self, backend: usize) {
-        let b = &self.cfg.backends[backend];
+        let b = self.generation.borrow().slots[backend].backend.clone();
         let host = b.host.clone();
         if host.parse::<SocketAddr>().is_ok() {
             return;
         }
         let found = crate::net::spawn_blocking(move || crate::config::resolve_backend(&host)).await;
+        // A reload applied meanwhile may have given the backend another host: that one stands.
+        let moved = {
+            let slot = &self.generation.borrow().slots[backend];
+            slot.removed || slot.backend.host != b.host
+        };
+        if moved {
+            return;
+        }
         let old = self.addr_of(backend);
         match found {
             Ok(new) if new != old => {
@@ -253,7 +326,8 @@ impl Shard {
         if generation != self.admin_seen.get() {
             let states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
             let mut health = self.health.borrow_mut();
-            for (i, a) in states.iter().enumerate() {
+            // The engine adds a slot's state before any shard has room for it.
+            for (i, a) in states.iter().enumerate().take(health.len()) {
                 health.set_admin(i, *a);
             }
             self.admin_seen.set(generation);
@@ -268,8 +342,15 @@ impl Shard {
         sock
     }
 
-    /// Parks a backend connection whose last response ended cleanly.
-    pub fn park(&self, backend: usize, sock: Sock) {
+    /// Parks a backend connection whose last response ended cleanly; `in_use` is what counted
+    /// it as in use. A connection to a backend that a reload removed, or moved since it was taken,
+    /// is closed instead: the pool would hand it out for where the backend no longer is.
+    pub fn park(&self, sock: Sock, in_use: &Held) {
+        let backend = in_use.backend();
+        if in_use.moved() || self.health.borrow().statuses()[backend].removed {
+            sock.shutdown_both();
+            return;
+        }
         let mut pool = self.pool.borrow_mut();
         pool.put(backend, sock, Instant::now());
         self.pool_gauge(&pool, backend);
@@ -285,7 +366,7 @@ impl Shard {
     }
 
     fn pool_gauges(&self, pool: &Pool) {
-        for b in 0..self.cfg.backends.len() {
+        for b in 0..pool.backends() {
             self.pool_gauge(pool, b);
         }
     }
@@ -354,19 +435,28 @@ impl Shard {
         eprintln!("wtgate[{}]: accept failed: {e}", self.id);
     }
 
-    /// Closes pooled connections before the backends' own idle timeouts do, and asks for memory
-    /// that a burst of connections left behind to be handed back to the system.
+    /// The shard's periodic task: applies a reloaded config within [`RELOAD_POLL`]; closes pooled
+    /// connections before the backends' own idle timeouts do; and asks for memory that a burst
+    /// of connections left behind to be handed back to the system.
     pub async fn sweep_pool(shard: Rc<Shard>) {
-        let every = (shard.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
+        let mut swept = Instant::now();
         loop {
-            crate::net::sleep(every).await;
+            crate::net::sleep(RELOAD_POLL).await;
+            if shard.live.number() != shard.generation.borrow().number {
+                shard.apply_reload();
+            }
+            let g = shard.generation();
+            let every = (g.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
+            let now = Instant::now();
+            if now.duration_since(swept) < every {
+                continue;
+            }
+            swept = now;
             let mut pool = shard.pool.borrow_mut();
-            pool.expire(Instant::now());
+            pool.expire(now);
             shard.pool_gauges(&pool);
             drop(pool);
-            shard
-                .sessions()
-                .expire(Instant::now(), shard.cfg.session_idle);
+            shard.sessions().expire(now, g.cfg.session_idle);
             if shard.bufs.take_overflowed() {
                 shard.trim.request();
             }
@@ -389,6 +479,7 @@ impl Shard {
     /// Closes every client connection, tunnel backend and pooled backend connection of this
     /// shard: the engine is stopping. Each connection's task then sees its socket end and finishes.
     pub fn close_all(&self) {
+        self.stopped.set(true);
         for (sock, _) in self.open.borrow().values() {
             sock.shutdown_both();
         }
@@ -412,6 +503,91 @@ impl Shard {
 
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+}
+
+/// Reloads, on the shard's own thread.
+impl Shard {
+    /// Puts the generation in force (`Live`) into effect on this shard.
+    fn apply_reload(self: &Rc<Self>) {
+        let new = self.live.current();
+        let old = self.generation.replace(new.clone());
+        self.apply_slots(&old, &new);
+        *self.router.borrow_mut() = Router::new(&new.slots, new.cfg.session_id_length);
+        self.sessions().set_cap(new.cfg.max_sessions);
+        // New slots take their admin states at the next routing decision.
+        self.admin_seen.set(u64::MAX);
+        self.restart_checks(&old, &new);
+        self.live.applied(self.id, new.number);
+    }
+
+    /// Room for new slots in every table. A backend that is new, back, or at another address is
+    /// a server not seen before: up until shown otherwise (as every backend is at start), and
+    /// no pooled connection to where it was is kept; nor is one to a removed backend.
+    fn apply_slots(&self, old: &Generation, new: &Generation) {
+        let n = new.slots.len();
+        let (mut health, mut pool) = (self.health.borrow_mut(), self.pool.borrow_mut());
+        let mut addrs = self.addrs.borrow_mut();
+        health.grow(n);
+        pool.grow(n);
+        pool.set_limits(new.cfg.pool_size, new.cfg.timeouts.pool_idle);
+        for (i, slot) in new.slots.iter().enumerate() {
+            let b = &slot.backend;
+            let fresh = old.slots.get(i).is_none_or(|o| {
+                (o.removed && !slot.removed) || o.backend.addr != b.addr || o.backend.host != b.host
+            });
+            health.set_removed(i, slot.removed);
+            if i >= addrs.len() {
+                addrs.push(b.addr);
+            }
+            if fresh {
+                addrs[i] = b.addr;
+                health.mark_up(i);
+                let counters = &self.stats.backends[i];
+                counters.up.store(true, Ordering::Relaxed);
+                counters.moves.fetch_add(1, Ordering::Relaxed);
+            }
+            if fresh || slot.removed {
+                pool.close(i);
+            }
+        }
+        self.pool_gauges(&pool);
+    }
+
+    /// On the shard that checks each backend: a backend whose check changed (address, kind,
+    /// interval, time limit) gets a fresh check loop, with a fresh count toward `rise`/`fall`; a
+    /// removed one's loop ends at its next turn.
+    fn restart_checks(self: &Rc<Self>, old: &Generation, new: &Generation) {
+        let mut start = Vec::new();
+        {
+            let mut epochs = self.check_epochs.borrow_mut();
+            epochs.resize(new.slots.len(), 0);
+            for i in (0..new.slots.len()).filter(|&i| self.checker_of(i) == self.id) {
+                let probe = new.probe(i);
+                if probe == old.probe(i) {
+                    continue;
+                }
+                epochs[i] += 1;
+                if probe.is_some() {
+                    self.health.borrow_mut().reset_streak(i);
+                    start.push((i, epochs[i]));
+                }
+            }
+        }
+        // Spawned with no borrow held: a runtime may well poll a new task at once.
+        for (i, epoch) in start {
+            crate::net::spawn(crate::check::check_loop_from(self.clone(), i, epoch));
+        }
+    }
+
+    /// What the check loop of `backend` started at `epoch` is to do next; `None` when it is to
+    /// end: a reload removed the backend or restarted its checks, or the shard is stopping.
+    pub fn probe_of(&self, backend: usize, epoch: u64) -> Option<Probe> {
+        let current = self.check_epochs.borrow().get(backend) == Some(&epoch);
+        if self.stopped.get() || !current {
+            return None;
+        }
+        self.generation.borrow().probe(backend)
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`report`]: one snapshot of everything, as JSON (`/stats`);
 //! - [`prometheus`]: the same as Prometheus text (`/metrics`);
 //! - [`client`]: the blocking client of `wtgate admin`;
+//! - `POST /reload`: reads the config file again and puts it in force, as SIGHUP does, and says
+//!   what changed (`engine::reload`);
 //! - `page.html`: the status page (`/`): static, self-contained (inline CSS and JS, no external
 //!   asset), it polls `/stats` every 2 s and updates its table in place.
 
@@ -283,7 +285,9 @@ impl Reply {
     fn encode(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
+            202 => "Accepted",
             401 => "Unauthorized",
+            409 => "Conflict",
             s => h1::reason_phrase(s),
         };
         let mut out = format!(
@@ -354,8 +358,9 @@ fn route(ctx: &Ctx, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
             ("POST", Some(set_state(engine, prefix, body)))
         }
         (b"GET", [b"backends", prefix, b"sessions"]) => ("GET", Some(sessions(engine, prefix))),
+        (b"POST", [b"reload"]) => ("POST", Some(reload(engine))),
         (_, [b""] | [b"metrics"] | [b"stats"] | [b"backends", _, b"sessions"]) => ("GET", None),
-        (_, [b"backends", _, b"state"]) => ("POST", None),
+        (_, [b"backends", _, b"state"] | [b"reload"]) => ("POST", None),
         _ => {
             let path = String::from_utf8_lossy(path);
             return Reply::error(404, &format!("no such endpoint: {path} (see /)"));
@@ -368,26 +373,18 @@ fn route(ctx: &Ctx, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
     })
 }
 
-/// The index of the backend with this prefix.
-fn backend(engine: &EngineHandle, prefix: &[u8]) -> Result<usize, Reply> {
-    engine
-        .config()
-        .backends
-        .iter()
-        .position(|b| b.prefix.as_bytes() == prefix)
+/// The slot and prefix of the configured backend with this prefix.
+fn backend(engine: &EngineHandle, prefix: &[u8]) -> Result<(usize, String), Reply> {
+    let g = engine.generation();
+    let prefix = String::from_utf8_lossy(prefix);
+    g.slot(&prefix)
+        .map(|i| (i, prefix.to_string()))
         .ok_or_else(|| {
-            let known: Vec<&str> = engine
-                .config()
-                .backends
-                .iter()
-                .map(|b| &*b.prefix)
-                .collect();
-            let prefix = String::from_utf8_lossy(prefix);
             Reply::error(
                 404,
                 &format!(
                     "no backend has prefix '{prefix}' (known: {})",
-                    known.join(", ")
+                    g.prefixes().join(", ")
                 ),
             )
         })
@@ -395,8 +392,8 @@ fn backend(engine: &EngineHandle, prefix: &[u8]) -> Result<usize, Reply> {
 
 /// `POST /backends/{prefix}/state`, body `drain` or `state=drain`: nothing changes on an error.
 fn set_state(engine: &EngineHandle, prefix: &[u8], body: &[u8]) -> Reply {
-    let i = match backend(engine, prefix) {
-        Ok(i) => i,
+    let prefix = match backend(engine, prefix) {
+        Ok((_, prefix)) => prefix,
         Err(reply) => return reply,
     };
     let Some(new) = parse_state(body) else {
@@ -406,13 +403,47 @@ fn set_state(engine: &EngineHandle, prefix: &[u8], body: &[u8]) -> Reply {
             &format!("the body '{shown}' is no state: send ready, drain or maint (or state=drain)"),
         );
     };
-    let prefix = &engine.config().backends[i].prefix;
-    match engine.set_admin(prefix, new) {
+    match engine.set_admin(&prefix, new) {
         Ok(old) => Reply::json(
             200,
             &json!({ "backend": prefix, "old": old.as_str(), "new": new.as_str() }),
         ),
         Err(e) => Reply::error(404, &e.to_string()),
+    }
+}
+
+/// `POST /reload`: 200 with what changed once every shard applied it (202 if some shard had not
+/// yet when the wait ended); 400 with every error of an invalid file, which changes nothing; 409
+/// when there is nothing to reload (no `--config`) or wtgate is stopping.
+fn reload(engine: &EngineHandle) -> Reply {
+    use crate::config::reload::ReloadError;
+    match engine.reload() {
+        Ok(r) => {
+            let c = &r.changes;
+            let changed: Vec<&str> = c.changed.iter().map(|(p, _)| p.as_str()).collect();
+            let status = if r.pending_shards == 0 { 200 } else { 202 };
+            let body = json!({
+                "generation": r.generation,
+                "added": c.added,
+                "removed": c.removed,
+                "changed": changed,
+                "settings": c.settings,
+                "need_restart": c.need_restart,
+                "warnings": r.warnings,
+                "pending_shards": r.pending_shards,
+                "summary": c.summary(),
+            });
+            Reply::json(status, &body)
+        }
+        Err(e) => {
+            let status = match e {
+                ReloadError::Invalid(_) | ReloadError::TooManySlots => 400,
+                ReloadError::NoSource | ReloadError::Stopping => 409,
+            };
+            let why = e.to_string();
+            let errors: Vec<&str> = why.lines().collect();
+            Reply::json(status, &json!({ "error": why, "errors": errors }))
+        }
     }
 }
 
@@ -431,15 +462,15 @@ pub fn parse_state(body: &[u8]) -> Option<Admin> {
 
 /// `GET /backends/{prefix}/sessions`: what a drain waits for.
 fn sessions(engine: &EngineHandle, prefix: &[u8]) -> Reply {
-    let i = match backend(engine, prefix) {
-        Ok(i) => i,
+    let (i, prefix) = match backend(engine, prefix) {
+        Ok(found) => found,
         Err(reply) => return reply,
     };
     let s = engine.sessions()[i];
     Reply::json(
         200,
         &json!({
-            "backend": engine.config().backends[i].prefix,
+            "backend": prefix,
             "live": s.live,
             "since_last_request_s": s.since_last.map(|d| d.as_secs_f64()),
         }),

@@ -196,7 +196,8 @@ pub fn render(r: &Report) -> String {
     e.finish()
 }
 
-fn backends(e: &mut Encoder, r: &Report) {
+/// Whether each backend is up, removed, and in which admin state.
+fn backend_states(e: &mut Encoder, r: &Report) {
     e.family(
         "wtgate_backend_up",
         Kind::Gauge,
@@ -208,6 +209,15 @@ fn backends(e: &mut Encoder, r: &Report) {
             &[("backend", &b.prefix)],
             u64::from(b.up),
         );
+    }
+    e.family(
+        "wtgate_backend_removed",
+        Kind::Gauge,
+        "1 for a backend a reload removed that tunnels or requests still run to, else 0.",
+    );
+    for b in &r.backends {
+        let removed = u64::from(b.removed);
+        e.int("wtgate_backend_removed", &[("backend", &b.prefix)], removed);
     }
     e.family(
         "wtgate_backend_admin_state",
@@ -224,6 +234,10 @@ fn backends(e: &mut Encoder, r: &Report) {
             );
         }
     }
+}
+
+fn backends(e: &mut Encoder, r: &Report) {
+    backend_states(e, r);
     for (name, help, value) in BACKEND_COUNTERS {
         e.family(name, Kind::Counter, help);
         for (i, b) in r.backends.iter().enumerate() {
@@ -336,6 +350,18 @@ fn overall(e: &mut Encoder, r: &Report) {
         "Time since wtgate started.",
     );
     e.sample("wtgate_uptime_seconds", &[], r.uptime.as_secs_f64());
+    e.family(
+        "wtgate_reloads_total",
+        Kind::Counter,
+        "Config reloads (SIGHUP, POST /reload) in force on every shard.",
+    );
+    e.int("wtgate_reloads_total", &[], r.reloads.0);
+    e.family(
+        "wtgate_reloads_refused_total",
+        Kind::Counter,
+        "Config reloads refused (an invalid file): the running config stayed.",
+    );
+    e.int("wtgate_reloads_refused_total", &[], r.reloads.1);
 }
 
 fn access_log(e: &mut Encoder, r: &Report) {

@@ -1,5 +1,10 @@
 //! One snapshot of what the engine knows — counters summed over shards, live sessions, admin
-//! states, latencies — gathered once per scrape, so that `/metrics` and `/stats` say the same.
+//! states, latencies — gathered once per scrape, so that `/metrics`, `/stats` and the status page
+//! say the same.
+//!
+//! They show the configured backends, and a backend a reload removed for as long as tunnels or
+//! requests still run to it (`removed: true`, with its counters): the operator sees when the
+//! server behind it may be stopped. Once idle, it is no longer shown.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,16 +20,21 @@ use crate::sessions::BackendSessions;
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 pub struct Report {
+    /// Its `backends` are those shown, in the order of `backends` below.
     pub stats: Stats,
     pub backends: Vec<BackendReport>,
     pub listeners: Vec<(SocketAddr, ListenerStats)>,
     pub sessions_untracked: u64,
     pub uptime: Duration,
+    /// Reloads in force on every shard, and reloads refused.
+    pub reloads: (u64, u64),
 }
 
 pub struct BackendReport {
     pub prefix: String,
     pub addr: SocketAddr,
+    /// Removed by a reload, shown while tunnels or requests still run to it.
+    pub removed: bool,
     /// Up on every shard (once gossip has settled, shards agree).
     pub up: bool,
     pub admin: Admin,
@@ -35,25 +45,34 @@ pub struct BackendReport {
 
 impl Report {
     pub fn gather(engine: &EngineHandle) -> Report {
-        let stats = engine.stats();
+        let mut stats = engine.stats();
         let sessions = engine.sessions();
         let admin = engine.admin_states();
         let latency = engine.latency();
-        let cfg = engine.config();
-        let backends = stats
-            .backends
+        let g = engine.generation();
+        // Each was read on its own: a reload in between may have added a slot to some.
+        let n = stats.backends.len().min(g.slots.len()).min(latency.len());
+        let shown: Vec<usize> = (0..n)
+            .filter(|&i| {
+                let b = &stats.backends[i];
+                !b.removed || b.tunnels + b.active > 0
+            })
+            .collect();
+        let backends = shown
             .iter()
-            .enumerate()
-            .map(|(i, b)| BackendReport {
-                prefix: b.prefix.clone(),
-                addr: cfg.backends[i].addr,
-                up: b.up_on_shards == stats.shards,
-                admin: admin[i],
-                sessions: sessions[i],
+            .map(|&i| BackendReport {
+                prefix: stats.backends[i].prefix.clone(),
+                addr: g.slots[i].backend.addr,
+                removed: stats.backends[i].removed,
+                up: stats.backends[i].up_on_shards == stats.shards,
+                admin: admin.get(i).copied().unwrap_or_default(),
+                sessions: sessions.get(i).copied().unwrap_or_default(),
                 first_byte: latency[i].0.clone(),
                 total: latency[i].1.clone(),
             })
             .collect();
+        let all = std::mem::take(&mut stats.backends);
+        stats.backends = shown.iter().map(|&i| all[i].clone()).collect();
         let listeners = engine
             .local_addrs()
             .iter()
@@ -65,6 +84,7 @@ impl Report {
             listeners,
             sessions_untracked: engine.sessions_untracked(),
             uptime: engine.uptime(),
+            reloads: engine.reloads(),
             stats,
         }
     }
@@ -97,6 +117,8 @@ impl Report {
             "shards": self.stats.shards,
             "requests": self.stats.requests,
             "sessions_untracked": self.sessions_untracked,
+            "reloads": self.reloads.0,
+            "reloads_refused": self.reloads.1,
             "rejections": by_name(&self.stats.rejections),
             "failures": by_name(&self.stats.failures),
             "listeners": listeners,
@@ -121,6 +143,7 @@ impl Report {
             "up": b.up,
             "up_on_shards": c.up_on_shards,
             "admin": b.admin.as_str(),
+            "removed": b.removed,
             "requests": c.requests,
             "failed": c.failed,
             "responses": responses,

@@ -8,9 +8,12 @@
 //!
 //! With `Config::admin` set, the admin listener ([`crate::admin`]) is bound with the listeners and
 //! started once every shard accepts; it reads the engine through an [`EngineHandle`].
+//!
+//! [`reload`]: a new config (SIGHUP, `POST /reload`) put in force on every shard while they run.
 
 mod limits;
 mod listen;
+pub mod reload;
 mod shard_thread;
 
 use std::fmt;
@@ -27,6 +30,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use socket2::Socket;
 
 use crate::access_log::{AccessLog, Reopen};
+use crate::config::reload::{Generation, Live};
 use crate::config::{Config, ConfigError};
 use crate::health::{Admin, AdminTable, Gossip};
 use crate::metrics::{LatencySummary, ShardStats, Stats};
@@ -188,10 +192,16 @@ pub struct Engine {
 }
 
 /// What may be read and set from outside the shards while the engine runs — counters, sessions,
-/// admin states — shareable with threads of their own (the admin listener) that must not depend
-/// on the shards' runtime. It holds only shared state, never a shard: it may outlive the engine.
+/// admin states, the config in force — shareable with threads of their own (the admin listener,
+/// a signal handler) that must not depend on the shards' runtime. It holds only shared state,
+/// never a shard: it may outlive the engine.
+///
+/// Per-backend lists it returns are by backend slot (`config::reload`): at start, the order of
+/// `Config::backends`; a reload appends new backends and keeps removed ones' places.
 pub struct EngineHandle {
-    cfg: Arc<Config>,
+    live: Arc<Live>,
+    control: Arc<Control>,
+    reloads: reload::Reloads,
     addrs: Vec<SocketAddr>,
     stats: Vec<Arc<ShardStats>>,
     sessions: Vec<Arc<Mutex<SessionTable>>>,
@@ -215,14 +225,14 @@ impl Engine {
             None => None,
         };
         let access_log = crate::access_log::open(&cfg).map_err(StartError::Config)?;
-        let cfg = Arc::new(cfg);
+        let control = Arc::new(Control {
+            stopping: AtomicBool::new(false),
+            grace_ms: AtomicU64::new(0),
+            listeners: Mutex::new(Vec::new()),
+        });
         let mut engine = Engine {
             shards: Vec::new(),
-            control: Arc::new(Control {
-                stopping: AtomicBool::new(false),
-                grace_ms: AtomicU64::new(0),
-                listeners: Mutex::new(Vec::new()),
-            }),
+            control: control.clone(),
             handle: Arc::new(EngineHandle {
                 addrs,
                 stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
@@ -233,7 +243,9 @@ impl Engine {
                     })
                     .collect(),
                 admin: Arc::new(AdminTable::new(cfg.backends.len())),
-                cfg,
+                live: Arc::new(Live::new(Generation::first(cfg), n)),
+                control,
+                reloads: reload::Reloads::default(),
                 started: Instant::now(),
             }),
             admin_server: None,
@@ -250,7 +262,7 @@ impl Engine {
         drop(ready_tx);
         engine.await_ready(&ready_rx)?;
         if let Some(listener) = admin_listener {
-            let token = engine.handle.cfg.admin_token.clone();
+            let token = engine.handle.config().admin_token.clone();
             let server = crate::admin::AdminServer::start(listener, token, engine.handle.clone());
             engine.admin_server = Some(server.map_err(StartError::Thread)?);
         }
@@ -279,7 +291,7 @@ impl Engine {
             id,
             shards: h.stats.len(),
             core: cores.get(id % cores.len().max(1)).copied(),
-            cfg: h.cfg.clone(),
+            cfg: h.config(),
             fds,
             mesh,
             shared: Shared {
@@ -288,6 +300,7 @@ impl Engine {
                 admin: h.admin.clone(),
                 trim: self.trimmer.handle(),
                 access_log: self.access_log.as_ref().map(AccessLog::sink),
+                live: h.live.clone(),
             },
             control: self.control.clone(),
             ready,
@@ -392,8 +405,14 @@ impl Engine {
 }
 
 impl EngineHandle {
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The settings in force: as started, or as the last reload left them.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.current().cfg.clone()
+    }
+
+    /// The config in force with its backend slots.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.live.current()
     }
 
     /// The bound listen addresses, one per `--listen`, in order (port 0 resolved).
@@ -406,28 +425,27 @@ impl EngineHandle {
         self.started.elapsed()
     }
 
-    /// Counters per backend, summed over shards, and how many shards see each backend up.
+    /// Counters per backend slot, summed over shards, and how many shards see each backend up.
     pub fn stats(&self) -> Stats {
-        Stats::sum(&self.cfg, &self.stats)
+        Stats::sum(&self.live.current().slots, self.addrs.len(), &self.stats)
     }
 
-    /// First-byte and total latencies per backend (in the order of `Config::backends`), merged
-    /// over the shards.
+    /// First-byte and total latencies per backend slot, merged over the shards.
     pub fn latency(&self) -> Vec<(LatencySummary, LatencySummary)> {
         let now = Instant::now();
-        (0..self.cfg.backends.len())
+        (0..self.live.current().slots.len())
             .map(|b| crate::metrics::latency(&self.stats, b, now))
             .collect()
     }
 
-    /// Every backend's admin state, in the order of `Config::backends`.
+    /// Every backend slot's admin state.
     pub fn admin_states(&self) -> Vec<Admin> {
         let states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
         states.clone()
     }
 
-    /// Live Wt sessions per backend (in the order of `Config::backends`), merged over the shards:
-    /// sessions routed to their owner within `session_idle`, or with a WebSocket open.
+    /// Live Wt sessions per backend slot, merged over the shards: sessions routed to their owner
+    /// within `session_idle`, or with a WebSocket open.
     pub fn sessions(&self) -> Vec<BackendSessions> {
         let guards: Vec<_> = self
             .sessions
@@ -435,7 +453,8 @@ impl EngineHandle {
             .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
         let now = std::time::Instant::now();
-        let (backends, idle) = (self.cfg.backends.len(), self.cfg.session_idle);
+        let g = self.live.current();
+        let (backends, idle) = (g.slots.len(), g.cfg.session_idle);
         sessions::merge(guards.iter().map(|g| &**g), backends, now, idle)
     }
 
@@ -449,17 +468,15 @@ impl EngineHandle {
     /// Sets a backend's admin state (`ready`, `drain`, `maint`) on every shard; the shards pick it
     /// up at their next routing decision. Returns the previous state.
     pub fn set_admin(&self, prefix: &str, admin: Admin) -> Result<Admin, AdminError> {
-        let i = self
-            .cfg
-            .backends
-            .iter()
-            .position(|b| b.prefix == prefix)
+        let g = self.live.current();
+        let i = g
+            .slot(prefix)
             .ok_or_else(|| AdminError::UnknownPrefix(prefix.to_string()))?;
         let mut states = self.admin.states.lock().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::replace(&mut states[i], admin);
         self.admin.generation.fetch_add(1, Ordering::Release);
         if old != admin {
-            let b = &self.cfg.backends[i];
+            let b = &g.slots[i].backend;
             let (old, new) = (old.as_str(), admin.as_str());
             eprintln!(
                 "wtgate: backend {} ({}) admin {old} -> {new}",

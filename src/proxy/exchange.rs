@@ -230,19 +230,22 @@ fn log_request(
         return;
     }
     let t = &req.tally;
-    shard.access_log.write(&Line {
-        kind: Kind::Http,
-        client: client.info.peer,
-        backend: last.map(|(b, _)| shard.cfg.backends[b].prefix.as_str()),
-        route: last.map_or(Route::None, |(_, route)| route),
-        started: req.started,
-        connected: last.and(t.connected.get()),
-        first_byte: req.first_byte.get(),
-        status: t.status.get(),
-        bytes_in: t.bytes_in.get(),
-        bytes_out: t.bytes_out.get(),
-        error: err.map(ProxyError::name),
-        request: Some(req.line()),
+    let backend = last.map_or(usize::MAX, |(b, _)| b);
+    shard.with_prefix(backend, |prefix| {
+        shard.access_log.write(&Line {
+            kind: Kind::Http,
+            client: client.info.peer,
+            backend: last.map(|_| prefix),
+            route: last.map_or(Route::None, |(_, route)| route),
+            started: req.started,
+            connected: last.and(t.connected.get()),
+            first_byte: req.first_byte.get(),
+            status: t.status.get(),
+            bytes_in: t.bytes_in.get(),
+            bytes_out: t.bytes_out.get(),
+            error: err.map(ProxyError::name),
+            request: Some(req.line()),
+        })
     });
 }
 
@@ -263,7 +266,7 @@ async fn finish(
             let stats = &shard.stats;
             stats.record_latency(up.backend, started, first_byte, end);
             if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
-                shard.park(up.backend, up.sock);
+                shard.park(up.sock, &up._in_use);
             } else {
                 up.sock.shutdown_both();
             }
@@ -303,19 +306,21 @@ async fn upgraded(
     if let Some(t) = session {
         shard.session_tunnel(t, up.backend, false);
     }
-    shard.access_log.write(&Line {
-        kind: Kind::Tunnel,
-        client: client.info.peer,
-        backend: Some(shard.cfg.backends[up.backend].prefix.as_str()),
-        route,
-        started: opened,
-        connected: None,
-        first_byte: None,
-        status: Some(101),
-        bytes_in,
-        bytes_out,
-        error: None,
-        request: Some(req.line()),
+    shard.with_prefix(up.backend, |prefix| {
+        shard.access_log.write(&Line {
+            kind: Kind::Tunnel,
+            client: client.info.peer,
+            backend: Some(prefix),
+            route,
+            started: opened,
+            connected: None,
+            first_byte: None,
+            status: Some(101),
+            bytes_in,
+            bytes_out,
+            error: None,
+            request: Some(req.line()),
+        })
     });
     Next::Close
 }
@@ -336,7 +341,7 @@ fn log_answer(
     let method = String::from_utf8_lossy(&req.fwd[..req.head.method.len()]);
     let ip = client.info.ip.as_deref().unwrap_or("?");
     let backend = match backend {
-        Some(b) => format!(" (backend {})", shard.cfg.backends[b].prefix),
+        Some(b) => format!(" (backend {})", shard.prefix(b)),
         None => String::new(),
     };
     shard.log_failure(format_args!(

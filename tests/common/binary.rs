@@ -1,4 +1,5 @@
-//! Running the `wtgate` binary from a test, and waiting for a condition.
+//! Running the `wtgate` binary from a test — to completion ([`run_wtgate`]) or serving
+//! ([`Serving`], with a [`TempConfig`] file) — and waiting for a condition.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -52,5 +53,118 @@ pub fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A config file holding `text`, removed when dropped.
+pub struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    pub fn new(name: &str, text: &str) -> TempConfig {
+        let path =
+            std::env::temp_dir().join(format!("wtgate-test-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempConfig(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// Replaces the file's text (whole, in one rename, as an editor or config manager would).
+    pub fn write(&self, text: &str) {
+        let tmp = self.0.with_extension("toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.0).unwrap();
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A port where nothing listens (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A serving wtgate and its stderr, line by line; `ready` once it listens.
+pub struct Serving {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serving {
+    pub fn start(args: &[String]) -> Serving {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wtgate");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let s = Serving { child, lines };
+        s.wait_for_line("listening on");
+        s
+    }
+
+    pub fn wait_for_line(&self, part: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) if l.contains(part) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with '{part}': {e}"),
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The exit status, waiting at most 10 s.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("wtgate still running 10 s after the signal");
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -2,9 +2,9 @@
 //! the routing table; `--help` and `--version` work everywhere; nothing panics.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{run_wtgate, text};
+use crate::common::{Serving, TempConfig, free_port, run_wtgate, text};
 
 /// Runs the binary with `args`, killing it if it takes more than 10 s (a `check` must not start
 /// serving).
@@ -597,28 +597,6 @@ fn check_shows_a_backend_host_name_and_its_address() {
     );
 }
 
-/// A config file holding `text`, removed when dropped.
-struct TempConfig(std::path::PathBuf);
-
-impl TempConfig {
-    fn new(name: &str, text: &str) -> TempConfig {
-        let path =
-            std::env::temp_dir().join(format!("wtgate-cli-{}-{name}.toml", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        TempConfig(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The example config at the repository root is valid as shipped, and `check` shows its table.
 #[test]
 fn check_accepts_the_example_config_file() {
@@ -751,15 +729,6 @@ fn flags_override_the_config_file() {
     );
 }
 
-/// A port where nothing listens (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs `wtgate ARGS` (serving), calls `poke` with its stderr lines so far each time one comes,
 /// until `poke` returns true or 10 s pass; then stops it and returns every line.
 fn serve_until(args: &[String], mut poke: impl FnMut(&[String]) -> bool) -> String {
@@ -868,76 +837,6 @@ fn a_503_of_our_own_is_logged_with_its_cause() {
     let want = "wtgate[0]: 503 to 127.0.0.1 for GET /app: no backend is up and ready";
     assert!(all.contains(want), "no line '{want}' in:\n{all}");
     assert!(!all.contains("secret"), "{all}");
-}
-
-/// A serving wtgate and its stderr, line by line; `ready` once it listens.
-struct Serving {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Serving {
-    fn start(args: &[String]) -> Serving {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wtgate");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let s = Serving { child, lines };
-        s.wait_for_line("listening on");
-        s
-    }
-
-    fn wait_for_line(&self, part: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(10)) {
-                Ok(l) if l.contains(part) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no stderr line with '{part}': {e}"),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// The exit status, waiting at most 10 s.
-    fn exit_code(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("wtgate still running 10 s after the signal");
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// SIGTERM while a response is on its way: no new connection is taken, an idle keep-alive client is
@@ -1078,7 +977,7 @@ fn user_drops_root_after_binding() {
         "nobody",
     ]));
     wtgate.wait_for_line("serving as nobody");
-    let tasks = format!("/proc/{}/task", wtgate.child.id());
+    let tasks = format!("/proc/{}/task", wtgate.pid());
     for task in std::fs::read_dir(&tasks).unwrap().flatten() {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");

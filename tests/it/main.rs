@@ -20,6 +20,7 @@ mod health;
 mod load;
 mod page_loads;
 mod pipelining;
+mod reload;
 mod routing;
 mod sessions;
 mod slow_clients;
