@@ -684,9 +684,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn run(args: &ProxyArgs) -> ExitCode {
-    // Taken over first: from here on, an early SIGHUP (a reload right after start) waits for the
-    // engine instead of killing wtgate, SIGHUP's default.
-    let hup = Signals::new([signal_hook::consts::SIGHUP]);
+    // Taken over first: from here on, an early SIGHUP (a reload right after start) or SIGUSR1 (a
+    // log rotation) waits for the engine instead of killing wtgate, their default.
+    let hup = Signals::new([signal_hook::consts::SIGHUP, signal_hook::consts::SIGUSR1]);
     let cfg = match args.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -755,9 +755,10 @@ fn stop_on_signals(engine: &Engine) {
     });
 }
 
-/// SIGHUP: read the `--config` file again, apply the command line over it as at start, and put
-/// the result in force (the engine logs what changed, or why nothing did). Without `--config`,
-/// each SIGHUP is refused with a line saying so, rather than killing wtgate as SIGHUP would.
+/// SIGHUP: reopen the access log, read the `--config` file again, apply the command line over it
+/// as at start, and put the result in force (the engine logs what changed, or why nothing did).
+/// Without `--config`, the reload part is refused with a line saying so, rather than killing
+/// wtgate as SIGHUP would. SIGUSR1: reopen the access log only (nginx's signal for log rotation).
 fn reload_on_sighup(engine: &Engine, args: &ProxyArgs, hup: io::Result<Signals>) {
     let handle = engine.handle();
     if args.config.is_some() {
@@ -778,10 +779,16 @@ fn reload_on_sighup(engine: &Engine, args: &ProxyArgs, hup: io::Result<Signals>)
             return;
         }
     };
+    let access_log = engine.access_log();
     std::thread::spawn(move || {
-        for _ in signals.forever() {
-            // Logged by the engine, whichever way it went.
-            let _ = handle.reload();
+        for signal in signals.forever() {
+            if let Some(log) = &access_log {
+                log.reopen();
+            }
+            if signal == signal_hook::consts::SIGHUP {
+                // Logged by the engine, whichever way it went.
+                let _ = handle.reload();
+            }
         }
     });
 }

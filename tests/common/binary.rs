@@ -94,22 +94,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A serving wtgate and its stderr, line by line; `ready` once it listens.
+/// A serving wtgate: its stderr line by line, and its stdout (the access log's `-`) as a whole.
 pub struct Serving {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Serving {
-    pub fn start(args: &[String]) -> Serving {
-        use std::io::{BufRead, BufReader};
+    /// Starts the binary and waits for its "listening on" line.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Serving {
+        use std::io::{BufRead, BufReader, Read};
         let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn wtgate");
+        let mut out = child.stdout.take().unwrap();
+        // Read all along, so that wtgate never blocks on a full pipe; ends when wtgate exits.
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -117,9 +126,23 @@ impl Serving {
                 let _ = tx.send(line);
             }
         });
-        let s = Serving { child, lines };
+        let s = Serving {
+            child,
+            lines,
+            stdout: Some(stdout),
+        };
         s.wait_for_line("listening on");
         s
+    }
+
+    /// SIGTERM, then the exit code, stdout, and the stderr lines not yet waited for.
+    pub fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
+        self.signal("-TERM");
+        let code = self.exit_code();
+        let out = self.stdout.take().unwrap().join().unwrap();
+        // The stderr reader ends at wtgate's exit too; wait for its last lines.
+        let err = self.lines.iter().collect();
+        (code, out, err)
     }
 
     pub fn wait_for_line(&self, part: &str) -> String {

@@ -6,8 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use wtgate::health::Admin;
@@ -406,67 +405,6 @@ fn a_log_nobody_reads_drops_lines_not_requests() {
     std::fs::remove_file(&fifo).unwrap();
 }
 
-/// A serving wtgate binary: its stdout and stderr lines as they come.
-struct Serving {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Serving {
-    fn start(args: &[&str]) -> Serving {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wtgate");
-        let err = child.stderr.take().unwrap();
-        let (tx, stderr) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let s = Serving { child, stderr };
-        let first = s.stderr.recv_timeout(Duration::from_secs(10));
-        assert!(
-            first.as_deref().is_ok_and(|l| l.contains("listening on")),
-            "{first:?}"
-        );
-        s
-    }
-
-    /// SIGTERM, then the exit code, stdout and every stderr line after the first.
-    fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut out = String::new();
-        let mut stdout = self.child.stdout.take().unwrap();
-        // Ends when wtgate exits; a wtgate that does not is killed by the test's IO limits.
-        let reader = std::thread::spawn(move || {
-            let _ = stdout.read_to_string(&mut out);
-            out
-        });
-        let code = self.child.wait().unwrap().code();
-        let out = reader.join().unwrap();
-        let err = self.stderr.try_iter().collect();
-        (code, out, err)
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// `wtgate … --access-log LOG` with one backend and, if `admin`, an admin listener; its address.
 fn serve(backend: &TestBackend, log: &str, admin: Option<u16>) -> (Serving, SocketAddr) {
     let listen = format!("127.0.0.1:{}", free_port());
@@ -591,5 +529,50 @@ fn reopen_after_rotation_writes_to_a_new_file() {
     assert_eq!(old.lines().count(), 1, "{old}");
     for p in [&path, &rotated] {
         std::fs::remove_file(p).unwrap();
+    }
+}
+
+/// logrotate's way with the binary: rename the file, then SIGUSR1 (or SIGHUP, which also
+/// reloads): the next lines go to a new file at the configured path, the old one keeps its lines.
+#[test]
+fn a_signal_reopens_the_log_after_rotation() {
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    for (n, signal) in ["-USR1", "-HUP"].into_iter().enumerate() {
+        let (path, rotated) = (
+            temp_path(&format!("signal-{n}.log")),
+            temp_path(&format!("signal-{n}.log.1")),
+        );
+        for p in [&path, &rotated] {
+            let _ = std::fs::remove_file(p);
+        }
+        let (wtgate, addr) = serve(&b, path.to_str().unwrap(), None);
+        let in_file = |p: &std::path::Path, want: usize| {
+            eventually(&format!("{want} line(s) in {}", p.display()), || {
+                let text = std::fs::read_to_string(p).ok()?;
+                (text.lines().count() == want).then_some(text)
+            })
+        };
+        assert_eq!(request(addr, &get("/?before=1")).1.status, 200);
+        in_file(&path, 1);
+        std::fs::rename(&path, &rotated).unwrap();
+        wtgate.signal(signal);
+        // The reopen happens at the writer's next write: a request right after the signal may
+        // still land in the old file, so count lines across both files until the new one shows.
+        let new = eventually("a line in the new file", || {
+            assert_eq!(request(addr, &get("/?after=1")).1.status, 200);
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        assert!(
+            new.lines().all(|l| parse(l).request.contains("GET / ")),
+            "{new}"
+        );
+        assert!(in_file(&rotated, 1).contains("GET / "));
+        let (code, _, err) = wtgate.stop();
+        assert_eq!(code, Some(0), "after {signal}: {err:?}");
+        for p in [&path, &rotated] {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 }
