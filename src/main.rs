@@ -230,6 +230,7 @@ enum AdminCommand {
     Ready(ReadyArgs),
     Maint(MaintArgs),
     Sessions(SessionsArgs),
+    Reload(ReloadArgs),
 }
 
 #[derive(FromArgs)]
@@ -275,6 +276,12 @@ struct SessionsArgs {
     #[argh(positional)]
     prefix: String,
 }
+
+#[derive(FromArgs)]
+/// Read the --config file again and put it in force, as SIGHUP does; prints what changed, or
+/// every error of a file that does not validate (exit 1; the running config stays).
+#[argh(subcommand, name = "reload")]
+struct ReloadArgs {}
 
 impl DemoArgs {
     const LISTEN: &str = "127.0.0.1:8080";
@@ -910,7 +917,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
 
 /// `wtgate admin`: one request (or a drain's polls) to a running wtgate's admin listener.
 fn admin(args: &AdminArgs) -> ExitCode {
-    use wtgate::admin::client::{AdminClient, DEFAULT_URL};
+    use wtgate::admin::client::{AdminClient, ClientError, DEFAULT_URL};
     use wtgate::health::Admin;
 
     let token = args
@@ -929,6 +936,15 @@ fn admin(args: &AdminArgs) -> ExitCode {
         AdminCommand::Sessions(a) => {
             return match client.sessions(&a.prefix) {
                 Ok(s) => print(&format!("{}\n", describe_sessions(&s)), ExitCode::SUCCESS),
+                Err(e) => fail(e),
+            };
+        }
+        AdminCommand::Reload(_) => {
+            return match client.reload() {
+                Ok(lines) => print(&format!("{}\n", lines.join("\n")), ExitCode::SUCCESS),
+                Err(e @ ClientError::Status { status: 400, .. }) => {
+                    fail(format!("reload refused, the running config stays: {e}"))
+                }
                 Err(e) => fail(e),
             };
         }

@@ -231,6 +231,40 @@ impl AdminClient {
         })
     }
 
+    /// `POST /reload`: the one-line summary of what changed, and any warnings and settings that
+    /// need a restart, as lines to show. A refused file is a [`ClientError::Status`] whose
+    /// message holds every error, one per line.
+    pub fn reload(&self) -> Result<Vec<String>, ClientError> {
+        let v = self.json("POST", "/reload", None)?;
+        let summary = v["summary"].as_str().unwrap_or("reloaded");
+        let mut lines = vec![format!(
+            "reloaded (generation {}): {summary}",
+            v["generation"]
+        )];
+        let strings = |k: &str| -> Vec<String> {
+            v[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        lines.extend(
+            strings("warnings")
+                .into_iter()
+                .map(|w| format!("warning: {w}")),
+        );
+        let restart = strings("need_restart");
+        if !restart.is_empty() {
+            lines.push(format!("kept until a restart: {}", restart.join(", ")));
+        }
+        if let Some(n) = v["pending_shards"].as_u64().filter(|&n| n > 0) {
+            lines.push(format!(
+                "{n} shard(s) had not applied it yet when wtgate answered"
+            ));
+        }
+        Ok(lines)
+    }
+
     pub fn sessions(&self, prefix: &str) -> Result<SessionsInfo, ClientError> {
         let path = format!("/backends/{prefix}/sessions");
         let v = self.json("GET", &path, None)?;

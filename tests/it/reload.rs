@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde_json::Value;
 use wtgate::config::Config;
@@ -429,4 +430,55 @@ fn sighup_without_a_config_file_is_refused_and_wtgate_serves_on() {
     );
     let proxy: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     assert_eq!(spread(proxy, 1, "/new?x=1"), counts(&[("wt1", 1)]));
+}
+
+/// `wtgate admin reload`: says what changed (exit 0), or every error of a broken file (exit 1,
+/// nothing changes).
+#[test]
+fn the_admin_command_reloads_and_reports_a_broken_file() {
+    let (b1, b2) = (
+        TestBackend::start("wt1", Behavior::Normal),
+        TestBackend::start("wt2", Behavior::Normal),
+    );
+    let (listen, admin_port) = (free_port(), free_port());
+    let good = config_file(listen, admin_port, &[&b1], "");
+    let file = TempConfig::new("reload-admin-command", &good);
+    let _wtgate = Serving::start(&["--config", file.path(), "--threads", "1"]);
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let reload = || {
+        run_wtgate(
+            &["admin", "--url", &url, "reload"],
+            &[],
+            Duration::from_secs(20),
+        )
+    };
+
+    let broken = format!("{good}[[backend]]\nprefix = \"wt2\"\naddress = \"127.0.0.1\"\n");
+    file.write(&broken);
+    let out = reload();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let want = format!(
+        ":{}: backend[1].address: '127.0.0.1' has no port",
+        broken.lines().count()
+    );
+    assert!(
+        text(&out).contains("reload refused, the running config stays")
+            && text(&out).contains(&want),
+        "{}",
+        text(&out)
+    );
+
+    file.write(&config_file(listen, admin_port, &[&b1, &b2], ""));
+    let out = reload();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("reloaded (generation 1): added wt2"),
+        "{}",
+        text(&out)
+    );
+    let proxy: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    assert_eq!(
+        spread(proxy, 2, "/new?x=1"),
+        counts(&[("wt1", 1), ("wt2", 1)])
+    );
 }
