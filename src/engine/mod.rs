@@ -1,16 +1,19 @@
-//! The engine: one glommio executor per core, each pinned, each with its own `SO_REUSEPORT`
+//! The engine: one monoio runtime (its own io_uring ring) per core, each pinned, each with its own `SO_REUSEPORT`
 //! listener on every listen address, so the kernel spreads connections and shards share nothing.
 //!
 //! - [`listen`]: the listening sockets, bound here on the calling thread before any shard starts,
 //!   so a bind error is reported at once;
 //! - [`shard_thread`]: one shard's thread, from pinning to closing what it owns;
-//! - [`limits`]: the process limits io_uring and many connections need.
+//! - [`limits`]: the process limits io_uring and many connections need;
+//! - [`permits`]: a shard's share of `--maxconn`, which also tells a stopping shard when every
+//!   connection has ended.
 //!
 //! With `Config::admin` set, the admin listener ([`crate::admin`]) is bound with the listeners and
 //! started once every shard accepts; it reads the engine through an [`EngineHandle`].
 
 mod limits;
 mod listen;
+mod permits;
 mod shard_thread;
 
 use std::fmt;
@@ -23,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use socket2::Socket;
 
 use crate::config::{Config, ConfigError};
@@ -52,10 +54,8 @@ pub enum StartError {
     },
     /// Duplicating a listening socket for a shard, or starting its thread, failed.
     Thread(io::Error),
-    /// A shard's io_uring executor could not be created.
+    /// A shard's io_uring runtime could not be created, or could not take its listeners.
     Executor(io::Error),
-    /// A shard could not join the gossip channels between shards.
-    Gossip(io::Error),
     /// A shard's thread ended before it was accepting.
     ShardExited,
     /// Some shard was not accepting after this long.
@@ -88,13 +88,7 @@ impl fmt::Display for StartError {
                 need
             ),
             StartError::Thread(e) => write!(f, "a shard failed to start: {e}"),
-            StartError::Executor(e) => write!(f, "a shard failed to start: io_uring executor: {e}"),
-            StartError::Gossip(e) => {
-                write!(
-                    f,
-                    "a shard failed to start: joining the shards' gossip channels: {e}"
-                )
-            }
+            StartError::Executor(e) => write!(f, "a shard failed to start: io_uring runtime: {e}"),
             StartError::ShardExited => f.write_str("a shard failed to start: shard thread exited"),
             StartError::NotReady(after) => write!(
                 f,
@@ -237,9 +231,14 @@ impl Engine {
         };
         // Dropping `engine` on an error below stops the shards started so far.
         let (ready_tx, ready_rx) = mpsc::channel();
-        let mesh = (n > 1).then(|| MeshBuilder::full(n, GOSSIP_CHANNEL));
+        let mut mesh = if n > 1 {
+            crate::net::mesh(n, GOSSIP_CHANNEL)
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         for (id, socks) in sockets.into_iter().enumerate() {
-            let shard = engine.spawn_shard(id, socks, mesh.clone(), ready_tx.clone())?;
+            let shard = engine.spawn_shard(id, socks, mesh.next(), ready_tx.clone())?;
             engine.shards.push(shard);
         }
         drop(ready_tx);
@@ -256,7 +255,7 @@ impl Engine {
         &self,
         id: usize,
         listeners: Vec<Socket>,
-        mesh: Option<MeshBuilder<Gossip, Full>>,
+        mesh: Option<crate::net::MeshEnd<Gossip>>,
         ready: mpsc::Sender<Result<(), StartError>>,
     ) -> Result<ShardThread, StartError> {
         let mut fds = Vec::new();
@@ -306,8 +305,8 @@ impl Engine {
                 Ok(Err(e)) => return Err(e),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(StartError::ShardExited),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // A shard stuck before it could listen (e.g. a peer that never joined the
-                    // gossip mesh): fail loudly rather than hang, and don't wait for the stuck ones.
+                    // A shard stuck before it could listen: fail loudly rather than hang, and
+                    // don't wait for the stuck ones.
                     for s in &mut self.shards {
                         s.thread.take();
                     }

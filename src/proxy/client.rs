@@ -195,5 +195,8 @@ async fn fill_request_head(
 /// Answers a status of the proxy's own. Errors writing it don't matter: we close anyway.
 pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) {
     let resp = h1::error_response(status, close);
-    let _ = timeout(shard.cfg.timeouts.client, client.write_all(&resp)).await;
+    let _ = timeout(shard.cfg.timeouts.client, async {
+        client.write_all(resp).await.0
+    })
+    .await;
 }

@@ -254,7 +254,7 @@ async fn exchange(
         progress: progress.get(),
     };
     let counters = &shard.stats.backends[up.backend];
-    match timeout(t.server, up.sock.write_all(&req.fwd)).await {
+    match timeout(t.server, up.sock.write_vec(&mut req.fwd)).await {
         Ok(()) => {
             ShardStats::add(&counters.request_bytes, req.fwd.len());
             progress.set(Progress::RequestSent);
@@ -327,11 +327,8 @@ impl BodyPump<'_> {
             let Ok(adv) = self.framer.advance(self.buf.data()) else {
                 return ProxyError::BadRequestBody;
             };
-            let body = &self.buf.data()[..adv.consumed];
-            if timeout(t.server, self.backend.write_all(body))
-                .await
-                .is_err()
-            {
+            let body = self.buf.write_to(self.backend, adv.consumed);
+            if timeout(t.server, body).await.is_err() {
                 return ProxyError::UpstreamStoppedReading;
             }
             ShardStats::add(self.sent_bytes, adv.consumed);
@@ -407,7 +404,7 @@ impl Relay<'_> {
                 return Ok(());
             }
             if self.req.version == h1::Version::Http11 {
-                self.write_client(&self.buf.data()[..head.head_len]).await?;
+                self.write_client(Out::Buffered(head.head_len)).await?;
             }
             self.buf.consume(head.head_len);
         }
@@ -461,7 +458,7 @@ impl Relay<'_> {
         self.buf.consume(head.head_len);
         out.extend_from_slice(&self.buf.data()[..first]);
         self.buf.consume(first);
-        let written = self.write_client(&out).await;
+        let written = self.write_client(Out::Head(&mut out)).await;
         self.shard.give_head_buf(out);
         written
     }
@@ -482,7 +479,7 @@ impl Relay<'_> {
             }
             let adv = framer.advance(self.buf.data());
             let adv = adv.map_err(|_| ProxyError::BadResponseBody)?;
-            self.write_client(&self.buf.data()[..adv.consumed]).await?;
+            self.write_client(Out::Buffered(adv.consumed)).await?;
             self.buf.consume(adv.consumed);
         }
         // Bytes after the end of the response are a backend bug; never reuse such a connection.
@@ -491,15 +488,27 @@ impl Relay<'_> {
         Ok(BodyEnd::Framed { clean })
     }
 
-    async fn write_client(&self, bytes: &[u8]) -> Result<(), ProxyError> {
+    async fn write_client(&mut self, out: Out<'_>) -> Result<(), ProxyError> {
         self.progress.set(Progress::ClientGotBytes);
         let limit = self.shard.cfg.timeouts.client;
-        timeout(limit, self.client.write_all(bytes))
-            .await
-            .map_err(|_| ProxyError::ClientGone)?;
-        ShardStats::add(&self.counters.response_bytes, bytes.len());
+        let len = match out {
+            Out::Buffered(n) => n,
+            Out::Head(ref head) => head.len(),
+        };
+        let written = match out {
+            Out::Buffered(n) => timeout(limit, self.buf.write_to(self.client, n)).await,
+            Out::Head(head) => timeout(limit, self.client.write_vec(head)).await,
+        };
+        written.map_err(|_| ProxyError::ClientGone)?;
+        ShardStats::add(&self.counters.response_bytes, len);
         Ok(())
     }
+}
+
+/// What goes to the client: the first `n` unread bytes of the backend's buffer, or a head we wrote.
+enum Out<'a> {
+    Buffered(usize),
+    Head(&'a mut Vec<u8>),
 }
 
 /// How a response body ended.
