@@ -20,8 +20,9 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_lite::future;
@@ -178,10 +179,28 @@ fn socket_shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
 
 /// Runs `f`, failing with `TimedOut` if it takes longer than `d` (`f` is then dropped: see the
 /// module doc on dropped reads). One entry in monoio's timer wheel, nothing allocated.
-pub async fn timeout<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    match monoio::time::timeout(d, f).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+///
+/// Not an `async fn`: that would store `f` twice (as its argument and as the awaited future) in
+/// every connection's task, and a connection task is sized by its largest state.
+pub fn timeout<T, F: Future<Output = io::Result<T>>>(d: Duration, f: F) -> Timeout<F> {
+    Timeout(monoio::time::timeout(d, f))
+}
+
+/// The future of [`timeout`].
+pub struct Timeout<F>(monoio::time::Timeout<F>);
+
+impl<T, F: Future<Output = io::Result<T>>> Future for Timeout<F> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        // SAFETY: structural pinning of the only field: `Timeout` never moves it out, has no
+        // `Drop` of its own, and is `Unpin` only when the field is.
+        let inner = unsafe { self.map_unchecked_mut(|t| &mut t.0) };
+        match inner.poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -267,9 +286,10 @@ pub struct Background {
 impl Background {
     pub fn spawn(&mut self, f: impl Future<Output = ()> + 'static) {
         let stop = self.stop.clone();
-        self.tasks.push(monoio::spawn(
-            async move { future::or(f, stop.wait()).await },
-        ));
+        // `f` goes into the combinator as it is: wrapped in an async block, it would be stored
+        // twice in the task.
+        let stopped = async move { stop.wait().await };
+        self.tasks.push(monoio::spawn(future::or(f, stopped)));
     }
 
     /// Ends every task (each at its next await) and waits until they have.

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::AtomicU64;
 use std::task::Poll;
 use std::time::Instant;
@@ -284,7 +284,9 @@ async fn exchange(
         first_byte: &req.first_byte,
         body_sent: &body_sent,
     };
-    match first_failure(pump.run(t), relay.run()).await {
+    // Pinned here, once: passed by value, each would be stored twice in the state machine.
+    let (pump, relay) = (pin!(pump.run(t)), pin!(relay.run()));
+    match first_failure(pump, relay).await {
         // The client's side of the request failed; the backend is left mid-request.
         Either::Left(err) => Err(fail(err)),
         Either::Right(Ok(Outcome::Complete(mut done))) => {
@@ -525,21 +527,23 @@ enum Either<L, R> {
 }
 
 /// Polls both futures; the first of `left` finishing (it only ever finishes by failing) or `right`
-/// finishing wins, and the other is dropped.
+/// finishing wins, `right` when both finish at once; the other is dropped by the caller.
+///
+/// `left` is polled first all the same: when the body pump's last write and the response head
+/// complete in the same turn of the ring (the backend answers as soon as it has the body; on
+/// io_uring a write completes a turn after it was issued), the pump must mark the body sent
+/// before the relay decides, from that mark, whether the client connection stays open.
 async fn first_failure<L, R>(
-    left: impl Future<Output = L>,
-    right: impl Future<Output = R>,
+    mut left: Pin<&mut impl Future<Output = L>>,
+    mut right: Pin<&mut impl Future<Output = R>>,
 ) -> Either<L, R> {
-    let mut left = pin!(left);
-    let mut right = pin!(right);
     future::poll_fn(|cx| {
+        // Neither is polled again after this call if either finished in it.
+        let left_done = left.as_mut().poll(cx);
         if let Poll::Ready(r) = right.as_mut().poll(cx) {
             return Poll::Ready(Either::Right(r));
         }
-        if let Poll::Ready(l) = left.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(l));
-        }
-        Poll::Pending
+        left_done.map(Either::Left)
     })
     .await
 }

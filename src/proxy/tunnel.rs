@@ -3,10 +3,11 @@
 
 use std::cell::Cell;
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
+use futures_lite::{FutureExt, future};
 
 use crate::metrics::ShardStats;
 use crate::net::{InBuf, Sock};
@@ -33,10 +34,15 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) {
         &last,
         &counters.response_bytes,
     );
-    let both = async {
-        let _ = future::zip(to_backend, to_client).await;
-    };
-    future::or(both, watchdog((&client.sock, &up.sock), idle, &last)).await;
+    // Pinned here, once: moved into a combinator, each would be stored twice in the state machine.
+    let (to_backend, to_client) = (pin!(to_backend), pin!(to_client));
+    let mut watchdog = pin!(watchdog((&client.sock, &up.sock), idle, &last));
+    let _ = future::zip(to_backend, to_client)
+        .or(async {
+            watchdog.as_mut().await;
+            (Ok(()), Ok(()))
+        })
+        .await;
     shard.untrack(key);
     up.sock.shutdown_both();
 }
