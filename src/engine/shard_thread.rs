@@ -256,3 +256,63 @@ impl Accept {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{mesh, spawn_blocking};
+
+    #[test]
+    fn blocking_work_runs_on_a_thread_of_its_own() {
+        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        rt.block_on(async {
+            let here = std::thread::current().id();
+            let there = spawn_blocking(|| std::thread::current().id()).await;
+            assert_ne!(there.expect("a thread for the call"), here);
+        });
+    }
+
+    /// One shard broadcasts far more than the other's inbox holds, faster than it reads: every
+    /// message arrives, in order, woken across threads.
+    #[test]
+    fn gossip_to_a_full_inbox_is_neither_lost_nor_reordered() {
+        const MESSAGES: u32 = 200;
+        let mut ends = mesh::<u32>(2, 4).into_iter();
+        let (Some(sender), Some(receiver)) = (ends.next(), ends.next()) else {
+            panic!("a mesh of two has two ends")
+        };
+        let (done_tx, done_rx) = flume::bounded::<()>(1);
+        let reader = std::thread::spawn(move || {
+            let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+            let (_, inbox) = receiver.split();
+            rt.block_on(async move {
+                for want in 0..MESSAGES {
+                    let got = monoio::time::timeout(Duration::from_secs(10), inbox.recv()).await;
+                    assert_eq!(got, Ok(Some(want)));
+                }
+                let _ = done_tx.send(());
+            });
+        });
+        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        let (peers, _inbox) = sender.split();
+        rt.block_on(async move {
+            for msg in 0..MESSAGES {
+                peers.broadcast(msg);
+            }
+            let all_read = async { done_rx.recv_async().await.is_ok() };
+            let flushing = async {
+                peers.flush_backlogs().await;
+                false
+            };
+            let within = Duration::from_secs(10);
+            let all_read =
+                monoio::time::timeout(within, futures_lite::future::or(all_read, flushing));
+            assert_eq!(
+                all_read.await,
+                Ok(true),
+                "the reader did not get every message"
+            );
+        });
+        reader.join().expect("the reader thread failed");
+    }
+}
