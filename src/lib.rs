@@ -3,8 +3,8 @@
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
 //!   messages that name the fix; [`privileges`] drops root once the listeners are bound (`--user`).
-//! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
-//!   starts and stops the shards.
+//! - [`engine`]: one pinned monoio runtime (its own io_uring ring) per core, each with its own
+//!   `SO_REUSEPORT` listeners; starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
 //!   read buffers, counters, gossip to the other shards.
 //! - [`proxy`]: one client connection's life: client loop → exchange (request and response
@@ -13,7 +13,8 @@
 //!   chunked decoding, the PROXY protocol header, typed errors, and the rewriting of heads on
 //!   their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
-//! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
+//! - [`net`]: the thin runtime (monoio) shell: a socket handle one task reads while another
+//!   writes, timeouts, read buffers lent to the ring, channels between shards.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
 //!   messages; [`check`] runs the active checks.
