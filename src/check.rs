@@ -23,7 +23,7 @@ pub async fn probe(addr: SocketAddr, check: &Check, limit: Duration) -> Result<(
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wtgate-check\r\nConnection: close\r\n\r\n"
         );
-        sock.write_all(req.as_bytes()).await?;
+        sock.write_all(req.into_bytes()).await.0?;
         let limits = h1::Limits::default();
         let mut buf = InBuf::new(Rc::new(BufPool::new(limits.max_head_bytes + 1024, 0)));
         loop {

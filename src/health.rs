@@ -2,8 +2,8 @@
 //! active checks, and the messages shards gossip about state changes.
 //!
 //! Routing reads the copy of the shard it runs on, so no lock is ever taken on the hot path. A
-//! state change travels as a [`Gossip`] message over glommio channels (see `engine.rs`); the
-//! shard that checks a backend is the one that logs its changes, so each is logged once.
+//! state change travels as a [`Gossip`] message over the channels between shards (`net::mesh`);
+//! the shard that checks a backend is the one that logs its changes, so each is logged once.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -3,9 +3,10 @@
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
 //!   messages that name the fix; [`config::reload`] turns a re-read file into the next generation
-//!   (backend slots keyed by prefix), which `engine` hands to every shard; [`privileges`] drops root once the listeners are bound (`--user`).
-//! - [`engine`]: one pinned glommio executor per core, each with its own `SO_REUSEPORT` listeners;
-//!   starts and stops the shards.
+//!   (backend slots keyed by prefix), which `engine` hands to every shard; [`privileges`] drops
+//!   root once the listeners are bound (`--user`).
+//! - [`engine`]: one pinned monoio runtime (its own io_uring ring) per core, each with its own
+//!   `SO_REUSEPORT` listeners; starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
 //!   read buffers, counters, gossip to the other shards.
 //! - [`proxy`]: one client connection's life: client loop → exchange (request and response
@@ -14,7 +15,8 @@
 //!   chunked decoding, the PROXY protocol header, typed errors, and the rewriting of heads on
 //!   their way through.
 //! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
-//! - [`net`]: the thin glommio shell: a shareable socket handle, timeouts, read buffers.
+//! - [`net`]: the thin runtime (monoio) shell: a socket handle one task reads while another
+//!   writes, timeouts, read buffers lent to the ring, channels between shards.
 //! - [`pool`]: per-shard idle keep-alive connections to backends.
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
 //!   messages; [`check`] runs the active checks.

@@ -1,120 +1,164 @@
-//! The thin I/O shell: everything wtgate asks of its async runtime (glommio today) besides
-//! starting executors (`engine/shard_thread.rs`): a cloneable socket handle, connecting, timers,
-//! spawning, blocking work, channels to the other shards, and read buffers. Nothing else in the
-//! crate names the runtime, so replacing it means replacing this file and the shard thread.
+//! The thin I/O shell: everything wtgate asks of its async runtime (monoio on io_uring) besides
+//! starting it (`engine/shard_thread.rs`): a cloneable socket handle, connecting, timers,
+//! spawning, blocking work, channels to the other shards, background tasks, and read buffers.
+//! Nothing else in the crate names the runtime, so replacing it means replacing this file and the
+//! shard thread.
 //!
-//! A `Sock` can be read by one task while another writes to it (glommio keeps separate read and
-//! write sources per stream); the `RefCell` is only borrowed inside a single `poll_*` call, never
-//! across an `.await`, so the two halves never collide.
+//! **Owned buffers.** io_uring reads into and writes from memory the kernel holds on to until the
+//! operation completes, even when the future that started it is dropped; monoio therefore takes
+//! buffers by value and hands them back with the result (a dropped operation keeps its buffer until
+//! the kernel is done, then frees it). [`InBuf`] lends its pooled buffer to each read and write
+//! this way, so nothing is copied, and heads go out as owned `Vec`s ([`Sock::write_vec`]).
+//!
+//! **Dropped reads lose bytes.** A read whose future is dropped may still complete in the kernel,
+//! and what it read is gone. So a pending read is only ever dropped where its connection ends
+//! anyway (see [`crate::proxy`]); in particular, the tunnel's idle limit is a watchdog that shuts
+//! the sockets, not a timeout around each read.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_lite::future;
-use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::channels::channel_mesh::Senders;
+use monoio::buf::{IoBuf, SliceMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 
 /// An accepted or connected TCP stream, as the runtime hands it over.
-pub use glommio::net::TcpStream;
+pub use monoio::net::TcpStream;
 
+type ReadHalf = OwnedReadHalf<TcpStream>;
+type WriteHalf = OwnedWriteHalf<TcpStream>;
+
+/// A TCP connection that one task may read while another writes to it (the client socket: the
+/// body pump reads while the response relay writes), and that other places keep a clone of to
+/// shut it down (the shard's table of open connections, the pool).
+///
+/// monoio's `read` and `write` take `&mut self` for as long as the operation runs, so the stream
+/// is split into its two halves (monoio's own `into_split`, which declares them independent), and
+/// each half sits in a `Cell` of its own. An operation *takes* its half out for its duration and a
+/// [`Lent`] guard puts it back when the operation ends or its future is dropped. No `RefCell` is
+/// borrowed across an `.await`, so no task can ever find a borrow held by another: by
+/// construction, a second reader (or writer) at the same time finds the cell empty and gets an
+/// error, never a panic. The proxy never does that — each socket is read by the one task that owns
+/// its connection, and written by at most one future at a time — so the error is a safety net.
 #[derive(Clone)]
-pub struct Sock(Rc<RefCell<TcpStream>>);
+pub struct Sock(Rc<Halves>);
+
+struct Halves {
+    reader: Cell<Option<ReadHalf>>,
+    writer: Cell<Option<WriteHalf>>,
+    /// The descriptor, for shutdown(2) and peeks. It stays open as long as this struct lives: the
+    /// halves own it, and a lent half always comes back (or is leaked along with its guard).
+    fd: RawFd,
+}
+
+/// A half taken out of its cell for one operation; dropping the guard puts it back.
+struct Lent<'a, H> {
+    home: &'a Cell<Option<H>>,
+    half: Option<H>,
+}
+
+impl<'a, H> Lent<'a, H> {
+    fn take(home: &'a Cell<Option<H>>) -> Lent<'a, H> {
+        Lent {
+            home,
+            half: home.take(),
+        }
+    }
+}
+
+impl<H> Drop for Lent<'_, H> {
+    fn drop(&mut self) {
+        if let Some(half) = self.half.take() {
+            self.home.set(Some(half));
+        }
+    }
+}
+
+fn busy() -> io::Error {
+    io::Error::other("another operation of the same kind is in flight on this socket")
+}
 
 impl Sock {
     pub fn new(stream: TcpStream) -> Sock {
-        Sock(Rc::new(RefCell::new(stream)))
+        let fd = stream.as_raw_fd();
+        let (reader, writer) = stream.into_split();
+        Sock(Rc::new(Halves {
+            reader: Cell::new(Some(reader)),
+            writer: Cell::new(Some(writer)),
+            fd,
+        }))
     }
 
-    /// Reads what is there, or waits for bytes.
-    ///
-    /// glommio's own read, after a read that does not fill the buffer, arms an io_uring poll on
-    /// the socket at once, in case the caller reads again: one submission and one completion per
-    /// message that a proxy (which reads a message, then writes it on) never needs. So: try a plain
-    /// non-blocking recv first; only when nothing is there, let glommio wait, with a one-byte
-    /// buffer (a full buffer arms nothing), then take the rest with a plain recv. Measured on the
-    /// keep-alive bench: ~25 → ~17-22 µs of proxy CPU per request.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.len() < 2 {
-            return self.glommio_read(buf).await;
-        }
-        if let Some(r) = self.try_recv(buf) {
-            return r;
-        }
-        if self.glommio_read(&mut buf[..1]).await? == 0 {
-            return Ok(0);
-        }
-        // An error right after the first byte shows up on the next read.
-        Ok(1 + self
-            .try_recv(&mut buf[1..])
-            .and_then(Result::ok)
-            .unwrap_or(0))
-    }
-
-    async fn glommio_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
-    }
-
-    /// A non-blocking recv: `None` when nothing is there yet.
-    fn try_recv(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        // SAFETY: recv writes at most buf.len() bytes into a buffer we hold exclusively.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
+    /// One read into `buf` (one recv on the ring): what is there, or the next bytes to come.
+    async fn read_into(&self, buf: SliceMut<Box<[u8]>>) -> (io::Result<usize>, Box<[u8]>) {
+        let mut lent = Lent::take(&self.0.reader);
+        let Some(half) = lent.half.as_mut() else {
+            return (Err(busy()), buf.into_inner());
         };
-        if n >= 0 {
-            return Some(Ok(n as usize));
-        }
-        let e = io::Error::last_os_error();
-        let retry = matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        );
-        (!retry).then_some(Err(e))
+        let (r, buf) = half.read(buf).await;
+        (r, buf.into_inner())
     }
 
-    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf))
-                .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            buf = &buf[n..];
-        }
-        Ok(())
+    /// Waits until the socket has bytes to read (or EOF, or an error), without taking any: one poll
+    /// on the ring, and no buffer held meanwhile.
+    async fn readable(&self) -> io::Result<()> {
+        let lent = Lent::take(&self.0.reader);
+        let Some(half) = lent.half.as_ref() else {
+            return Err(busy());
+        };
+        // SAFETY: a shared reference to the stream inside the read half, which this task holds
+        // exclusively (taken out of its cell). The write half may meanwhile be in a write whose
+        // future was made from a `&mut` to the same stream; monoio's ops use that reference only
+        // to clone the descriptor when they are created, and monoio's own halves make the same
+        // shared access (`peer_addr`) while the other half writes.
+        let stream = unsafe { &*half.0.get() };
+        stream.readable(true).await
+    }
+
+    /// Writes all of `buf`, handing it back with the result.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let mut lent = Lent::take(&self.0.writer);
+        let Some(half) = lent.half.as_mut() else {
+            return (Err(busy()), buf);
+        };
+        let (r, buf) = half.write_all(buf).await;
+        (r.map(|_| ()), buf)
+    }
+
+    /// Writes all of `v`, which is lent to the write and comes back; if the write is given up (its
+    /// future dropped, the connection ending), `v` is left empty.
+    pub async fn write_vec(&self, v: &mut Vec<u8>) -> io::Result<()> {
+        let (r, back) = self.write_all(std::mem::take(v)).await;
+        *v = back;
+        r
     }
 
     /// Sends FIN: the peer reads EOF, and can still send to us.
     pub fn shutdown_write(&self) {
-        let _ = socket_shutdown(self.fd(), Shutdown::Write);
+        let _ = socket_shutdown(self.0.fd, libc::SHUT_WR);
     }
 
-    /// Closes both directions at once, even if other clones of this handle are still alive.
+    /// Closes both directions at once, even if other clones of this handle are still alive: a
+    /// pending read on it completes (with EOF), which is how a connection's task learns it is over.
     pub fn shutdown_both(&self) {
-        let _ = socket_shutdown(self.fd(), Shutdown::Both);
-    }
-
-    fn fd(&self) -> i32 {
-        self.0.borrow().as_raw_fd()
+        let _ = socket_shutdown(self.0.fd, libc::SHUT_RDWR);
     }
 
     /// True if the peer has neither closed nor sent anything: a pooled connection fit for reuse.
     pub fn is_idle_and_open(&self) -> bool {
         let mut byte = [0u8; 1];
-        // SAFETY: recv into a valid one-byte buffer owned by this frame.
+        // SAFETY: recv into a valid one-byte buffer owned by this frame, on a descriptor this
+        // handle keeps open.
         let n = unsafe {
             libc::recv(
-                self.fd(),
+                self.0.fd,
                 byte.as_mut_ptr().cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -124,12 +168,7 @@ impl Sock {
     }
 }
 
-fn socket_shutdown(fd: i32, how: Shutdown) -> io::Result<()> {
-    let how = match how {
-        Shutdown::Read => libc::SHUT_RD,
-        Shutdown::Write => libc::SHUT_WR,
-        Shutdown::Both => libc::SHUT_RDWR,
-    };
+fn socket_shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: shutdown(2) on a descriptor; it does not touch memory.
     if unsafe { libc::shutdown(fd, how) } == 0 {
         Ok(())
@@ -138,61 +177,238 @@ fn socket_shutdown(fd: i32, how: Shutdown) -> io::Result<()> {
     }
 }
 
-/// Runs `f`, failing with `TimedOut` if it takes longer than `d`.
-pub async fn timeout<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    future::or(f, async {
-        sleep(d).await;
-        Err(io::ErrorKind::TimedOut.into())
-    })
-    .await
+/// Runs `f`, failing with `TimedOut` if it takes longer than `d` (`f` is then dropped: see the
+/// module doc on dropped reads). One entry in monoio's timer wheel, nothing allocated.
+///
+/// Not an `async fn`: that would store `f` twice (as its argument and as the awaited future) in
+/// every connection's task, and a connection task is sized by its largest state.
+pub fn timeout<T, F: Future<Output = io::Result<T>>>(d: Duration, f: F) -> Timeout<F> {
+    Timeout(monoio::time::timeout(d, f))
+}
+
+/// The future of [`timeout`].
+pub struct Timeout<F>(monoio::time::Timeout<F>);
+
+impl<T, F: Future<Output = io::Result<T>>> Future for Timeout<F> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        // SAFETY: structural pinning of the only field: `Timeout` never moves it out, has no
+        // `Drop` of its own, and is `Unpin` only when the field is.
+        let inner = unsafe { self.map_unchecked_mut(|t| &mut t.0) };
+        match inner.poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 pub async fn sleep(d: Duration) {
-    glommio::timer::sleep(d).await;
+    monoio::time::sleep(d).await;
 }
 
 /// Runs `f` on this shard's thread, on its own, until it ends.
 pub fn spawn(f: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(f).detach();
+    drop(monoio::spawn(f));
 }
 
-/// Runs `f` off the shard's thread (a resolver lookup, say) and waits for its result.
-pub async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    glommio::executor().spawn_blocking(f).await
+/// Runs `f` off the shard's thread (a resolver lookup, say) and waits for its result; an error if
+/// no thread could be started for it.
+pub async fn spawn_blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> io::Result<R> {
+    monoio::spawn_blocking(f)
+        .await
+        .map_err(|_| io::Error::other("no thread could be started for a blocking call"))
+}
+
+/// Where `spawn_blocking` runs its work: a thread per call. Only re-resolutions of backend host
+/// names use it, a few per failing backend and check interval, so a pool of idle threads would
+/// cost more than it saves.
+pub struct ThreadPerCall;
+
+impl monoio::blocking::ThreadPool for ThreadPerCall {
+    fn schedule_task(&self, task: monoio::blocking::BlockingTask) {
+        // If the thread cannot start, the closure and the task in it are dropped, and monoio
+        // hands the waiter `Canceled`.
+        let _ = std::thread::Builder::new()
+            .name("wtgate-blocking".into())
+            .spawn(move || task.run());
+    }
 }
 
 /// Connects to `addr` within `limit`, with Nagle off (a proxy writes whole messages).
 pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<Sock> {
-    let stream = TcpStream::connect_timeout(addr, limit)
-        .await
-        .map_err(io::Error::from)?;
+    let stream = timeout(limit, TcpStream::connect_addr(addr)).await?;
     let _ = stream.set_nodelay(true);
     Ok(Sock::new(stream))
 }
 
-/// Channels to every other shard of the engine, for messages of type `T`.
-pub struct Peers<T: Send> {
-    senders: Rc<Senders<T>>,
+/// A one-shot, shard-local signal that any number of tasks can wait for.
+#[derive(Default)]
+pub struct Signal {
+    fired: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
 }
 
-impl<T: Copy + Send + 'static> Peers<T> {
-    pub fn new(senders: Senders<T>) -> Peers<T> {
-        Peers {
-            senders: Rc::new(senders),
+impl Signal {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.waiters.take() {
+            w.wake();
         }
     }
 
-    /// Sends `msg` to every other shard. A full channel (a burst of messages) must not lose one:
-    /// that send waits for room in a task of its own.
+    pub async fn wait(&self) {
+        future::poll_fn(|cx| {
+            if self.fired.get() {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Tasks that run as long as the shard does (gossip, checks, the pool sweeper) and end, all of
+/// them, when it stops: nothing of a shard outlives its runtime.
+#[derive(Default)]
+pub struct Background {
+    stop: Rc<Signal>,
+    tasks: Vec<monoio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn spawn(&mut self, f: impl Future<Output = ()> + 'static) {
+        let stop = self.stop.clone();
+        // `f` goes into the combinator as it is: wrapped in an async block, it would be stored
+        // twice in the task.
+        let stopped = async move { stop.wait().await };
+        self.tasks.push(monoio::spawn(future::or(f, stopped)));
+    }
+
+    /// Ends every task (each at its next await) and waits until they have.
+    pub async fn stop(self) {
+        self.stop.fire();
+        for task in self.tasks {
+            task.await;
+        }
+    }
+}
+
+/// One shard's end of the channels between shards: its inbox, and a way into every other's.
+pub struct MeshEnd<T> {
+    inbox: flume::Receiver<T>,
+    others: Vec<flume::Sender<T>>,
+}
+
+/// The channels between `n` shards, `room` messages each: one inbox per shard that all the others
+/// send to (bounded, MPSC, woken across threads through monoio's `sync` support).
+pub fn mesh<T>(n: usize, room: usize) -> Vec<MeshEnd<T>> {
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(room)).unzip();
+    inboxes
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| MeshEnd {
+            inbox,
+            others: (senders.iter().enumerate())
+                .filter(|&(peer, _)| peer != me)
+                .map(|(_, s)| s.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+impl<T: Copy + Send + 'static> MeshEnd<T> {
+    /// The sending side, and the receiving one.
+    pub fn split(self) -> (Peers<T>, Inbox<T>) {
+        let peers = self.others.into_iter().map(|tx| Peer {
+            tx,
+            backlog: RefCell::new(VecDeque::new()),
+        });
+        let peers = Peers(Rc::new(PeersInner {
+            peers: peers.collect(),
+            flusher: Cell::new(None),
+        }));
+        (peers, Inbox(self.inbox))
+    }
+}
+
+/// A shard's inbox of messages from the other shards.
+pub struct Inbox<T>(flume::Receiver<T>);
+
+impl<T> Inbox<T> {
+    /// The next message; `None` once no other shard can send any more.
+    pub async fn recv(&self) -> Option<T> {
+        self.0.recv_async().await.ok()
+    }
+}
+
+/// Channels to every other shard of the engine, for messages of type `T`.
+#[derive(Clone)]
+pub struct Peers<T>(Rc<PeersInner<T>>);
+
+struct PeersInner<T> {
+    peers: Vec<Peer<T>>,
+    /// The task of [`Peers::flush_backlogs`], while it waits for a backlog.
+    flusher: Cell<Option<Waker>>,
+}
+
+struct Peer<T> {
+    tx: flume::Sender<T>,
+    /// Messages that found the peer's inbox full, in order; sent before any later one.
+    backlog: RefCell<VecDeque<T>>,
+}
+
+impl<T: Copy + Send + 'static> Peers<T> {
+    /// Sends `msg` to every other shard. A full inbox (a burst of messages) must not lose one, nor
+    /// let a later message overtake it (a stale `Down` after an `Up` would stick): it waits in
+    /// that peer's backlog, which [`Peers::flush_backlogs`] sends on in order as room comes.
     pub fn broadcast(&self, msg: T) {
-        // Mesh numbers are the mesh's own (join order): send to all but ourselves.
-        let me = self.senders.peer_id();
-        for peer in (0..self.senders.nr_consumers()).filter(|&p| p != me) {
-            if self.senders.try_send_to(peer, msg).is_err() {
-                let senders = self.senders.clone();
-                spawn(async move {
-                    let _ = senders.send_to(peer, msg).await;
-                });
+        for peer in &self.0.peers {
+            let mut backlog = peer.backlog.borrow_mut();
+            if !backlog.is_empty() {
+                backlog.push_back(msg);
+                continue;
+            }
+            if let Err(flume::TrySendError::Full(msg)) = peer.tx.try_send(msg) {
+                backlog.push_back(msg);
+                if let Some(w) = self.0.flusher.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Sends the backlogs on as the peers make room, for as long as the shard runs.
+    pub async fn flush_backlogs(&self) {
+        loop {
+            future::poll_fn(|cx| {
+                let pending = self.0.peers.iter().any(|p| !p.backlog.borrow().is_empty());
+                if pending {
+                    return Poll::Ready(());
+                }
+                self.0.flusher.set(Some(cx.waker().clone()));
+                Poll::Pending
+            })
+            .await;
+            for peer in &self.0.peers {
+                loop {
+                    // No borrow is held across the send: `broadcast` appends meanwhile.
+                    let next = peer.backlog.borrow().front().copied();
+                    let Some(msg) = next else { break };
+                    if peer.tx.send_async(msg).await.is_err() {
+                        // That shard has stopped: nothing more reaches it.
+                        peer.backlog.borrow_mut().clear();
+                        break;
+                    }
+                    peer.backlog.borrow_mut().pop_front();
+                }
             }
         }
     }
@@ -205,7 +421,7 @@ pub struct BufPool {
     max_free: usize,
     free: RefCell<Vec<Box<[u8]>>>,
     /// Set when a buffer was freed because the spares were full: memory worth trimming.
-    overflowed: std::cell::Cell<bool>,
+    overflowed: Cell<bool>,
 }
 
 impl BufPool {
@@ -214,7 +430,7 @@ impl BufPool {
             size,
             max_free,
             free: RefCell::new(Vec::new()),
-            overflowed: std::cell::Cell::new(false),
+            overflowed: Cell::new(false),
         }
     }
 
@@ -242,6 +458,10 @@ impl BufPool {
 
 /// A read buffer taken from a [`BufPool`] when bytes come and given back when drained:
 /// bytes `start..end` are unread input.
+///
+/// Reads and writes lend the buffer to the ring for their duration. Meanwhile this `InBuf` is
+/// empty and holds none; should the operation be given up (its connection ending), it stays so —
+/// consistent, its unread bytes gone with the connection.
 pub struct InBuf {
     pool: Rc<BufPool>,
     buf: Option<Box<[u8]>>,
@@ -292,43 +512,55 @@ impl InBuf {
         }
     }
 
+    /// Takes the buffer (and the unread range) out for an operation; `put_back` returns them.
+    fn lend(&mut self) -> (Box<[u8]>, usize, usize) {
+        let buf = self.buf.take().unwrap_or_else(|| self.pool.take());
+        let range = (self.start, self.end);
+        (self.start, self.end) = (0, 0);
+        (buf, range.0, range.1)
+    }
+
+    fn put_back(&mut self, buf: Box<[u8]>, start: usize, end: usize) {
+        self.buf = Some(buf);
+        (self.start, self.end) = (start, end);
+    }
+
     /// Reads once from `sock` after the unread bytes; 0 means EOF (or a full buffer, which callers
     /// rule out with `is_full`).
     pub async fn read_from(&mut self, sock: &Sock) -> io::Result<usize> {
-        let pool = &self.pool;
-        let buf = self.buf.get_or_insert_with(|| pool.take());
-        if self.end == buf.len() && self.start > 0 {
-            buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        let (mut buf, mut start, mut end) = self.lend();
+        if end == buf.len() && start > 0 {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
         }
-        let n = sock.read(&mut buf[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        let len = buf.len();
+        let (r, buf) = sock.read_into(SliceMut::new(buf, end, len)).await;
+        let n = *r.as_ref().unwrap_or(&0);
+        self.put_back(buf, start, end + n);
+        r
     }
 
-    /// Like `read_from` on an empty buffer, but holds no buffer while it waits: the wait is a
-    /// one-byte read (which also arms no extra poll, see [`Sock::read`]); a buffer is taken from
-    /// the pool only once bytes are there.
+    /// Like `read_from` on an empty buffer, but holds no buffer while it waits: it waits for the
+    /// socket to be readable first, and takes a buffer from the pool only once bytes are there.
     pub async fn read_idle(&mut self, sock: &Sock) -> io::Result<usize> {
         if !self.is_empty() {
             return self.read_from(sock).await;
         }
         self.release();
-        let mut first = [0u8; 1];
-        if sock.glommio_read(&mut first).await? == 0 {
-            return Ok(0);
+        sock.readable().await?;
+        self.read_from(sock).await
+    }
+
+    /// Writes the first `n` unread bytes to `sock` (they stay unread: callers `consume` them).
+    pub async fn write_to(&mut self, sock: &Sock, n: usize) -> io::Result<()> {
+        debug_assert!(n <= self.end - self.start);
+        if n == 0 {
+            return Ok(());
         }
-        let mut buf = self.pool.take();
-        buf[0] = first[0];
-        let more = sock
-            .try_recv(&mut buf[1..])
-            .and_then(Result::ok)
-            .unwrap_or(0);
-        self.buf = Some(buf);
-        self.start = 0;
-        self.end = 1 + more;
-        Ok(self.end)
+        let (buf, start, end) = self.lend();
+        let (r, slice) = sock.write_all(buf.slice(start..start + n)).await;
+        self.put_back(slice.into_inner(), start, end);
+        r
     }
 }
 

@@ -269,7 +269,7 @@ impl Shard {
             .check_result(backend, ok, rise, fall)
     }
 
-    /// Looks a backend's host name up again (off the shard, in glommio's blocking pool), so the
+    /// Looks a backend's host name up again (off the shard, on a thread of its own), so the
     /// next check tries where it is now. Addresses written as IPs are left alone.
     pub async fn re_resolve(&self, backend: usize) {
         let b = self.generation.borrow().slots[backend].backend.clone();
@@ -277,7 +277,9 @@ impl Shard {
         if host.parse::<SocketAddr>().is_ok() {
             return;
         }
-        let found = crate::net::spawn_blocking(move || crate::config::resolve_backend(&host)).await;
+        let found = crate::net::spawn_blocking(move || crate::config::resolve_backend(&host))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
         // A reload applied meanwhile may have given the backend another host: that one stands.
         let moved = {
             let slot = &self.generation.borrow().slots[backend];

@@ -57,7 +57,8 @@ fn bind_listener(addr: SocketAddr) -> io::Result<Socket> {
         // `[::]:80` and `0.0.0.0:80` can then both be listed, as with HAProxy's `v6only`.
         s.set_only_v6(true)?;
     }
-    s.set_nonblocking(true)?;
+    // Left blocking: io_uring then waits for connections with a poll of its own, where an
+    // O_NONBLOCK socket would have its accepts fail with EAGAIN.
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s)

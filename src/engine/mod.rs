@@ -1,10 +1,12 @@
-//! The engine: one glommio executor per core, each pinned, each with its own `SO_REUSEPORT`
+//! The engine: one monoio runtime (its own io_uring ring) per core, each pinned, each with its own `SO_REUSEPORT`
 //! listener on every listen address, so the kernel spreads connections and shards share nothing.
 //!
 //! - [`listen`]: the listening sockets, bound here on the calling thread before any shard starts,
 //!   so a bind error is reported at once;
 //! - [`shard_thread`]: one shard's thread, from pinning to closing what it owns;
-//! - [`limits`]: the process limits io_uring and many connections need.
+//! - [`limits`]: the process limits io_uring and many connections need;
+//! - [`permits`]: a shard's share of `--maxconn`, which also tells a stopping shard when every
+//!   connection has ended.
 //!
 //! With `Config::admin` set, the admin listener ([`crate::admin`]) is bound with the listeners and
 //! started once every shard accepts; it reads the engine through an [`EngineHandle`].
@@ -13,6 +15,7 @@
 
 mod limits;
 mod listen;
+mod permits;
 pub mod reload;
 mod shard_thread;
 
@@ -26,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use socket2::Socket;
 
 use crate::access_log::{AccessLog, Reopen};
@@ -57,10 +59,8 @@ pub enum StartError {
     },
     /// Duplicating a listening socket for a shard, or starting its thread, failed.
     Thread(io::Error),
-    /// A shard's io_uring executor could not be created.
+    /// A shard's io_uring runtime could not be created, or could not take its listeners.
     Executor(io::Error),
-    /// A shard could not join the gossip channels between shards.
-    Gossip(io::Error),
     /// A shard's thread ended before it was accepting.
     ShardExited,
     /// Some shard was not accepting after this long.
@@ -93,13 +93,7 @@ impl fmt::Display for StartError {
                 need
             ),
             StartError::Thread(e) => write!(f, "a shard failed to start: {e}"),
-            StartError::Executor(e) => write!(f, "a shard failed to start: io_uring executor: {e}"),
-            StartError::Gossip(e) => {
-                write!(
-                    f,
-                    "a shard failed to start: joining the shards' gossip channels: {e}"
-                )
-            }
+            StartError::Executor(e) => write!(f, "a shard failed to start: io_uring runtime: {e}"),
             StartError::ShardExited => f.write_str("a shard failed to start: shard thread exited"),
             StartError::NotReady(after) => write!(
                 f,
@@ -233,30 +227,21 @@ impl Engine {
         let mut engine = Engine {
             shards: Vec::new(),
             control: control.clone(),
-            handle: Arc::new(EngineHandle {
-                addrs,
-                stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
-                sessions: (0..n)
-                    .map(|_| {
-                        let table = SessionTable::new(cfg.max_sessions, Instant::now());
-                        Arc::new(Mutex::new(table))
-                    })
-                    .collect(),
-                admin: Arc::new(AdminTable::new(cfg.backends.len())),
-                live: Arc::new(Live::new(Generation::first(cfg), n)),
-                control,
-                reloads: reload::Reloads::default(),
-                started: Instant::now(),
-            }),
+            handle: Arc::new(EngineHandle::new(cfg, addrs, control)),
             admin_server: None,
             access_log,
             trimmer: Trimmer::start(),
         };
         // Dropping `engine` on an error below stops the shards started so far.
         let (ready_tx, ready_rx) = mpsc::channel();
-        let mesh = (n > 1).then(|| MeshBuilder::full(n, GOSSIP_CHANNEL));
+        let mut mesh = if n > 1 {
+            crate::net::mesh(n, GOSSIP_CHANNEL)
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         for (id, socks) in sockets.into_iter().enumerate() {
-            let shard = engine.spawn_shard(id, socks, mesh.clone(), ready_tx.clone())?;
+            let shard = engine.spawn_shard(id, socks, mesh.next(), ready_tx.clone())?;
             engine.shards.push(shard);
         }
         drop(ready_tx);
@@ -273,7 +258,7 @@ impl Engine {
         &self,
         id: usize,
         listeners: Vec<Socket>,
-        mesh: Option<MeshBuilder<Gossip, Full>>,
+        mesh: Option<crate::net::MeshEnd<Gossip>>,
         ready: mpsc::Sender<Result<(), StartError>>,
     ) -> Result<ShardThread, StartError> {
         let mut fds = Vec::new();
@@ -325,8 +310,8 @@ impl Engine {
                 Ok(Err(e)) => return Err(e),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(StartError::ShardExited),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // A shard stuck before it could listen (e.g. a peer that never joined the
-                    // gossip mesh): fail loudly rather than hang, and don't wait for the stuck ones.
+                    // A shard stuck before it could listen: fail loudly rather than hang, and
+                    // don't wait for the stuck ones.
                     for s in &mut self.shards {
                         s.thread.take();
                     }
@@ -405,6 +390,26 @@ impl Engine {
 }
 
 impl EngineHandle {
+    /// What the engine shares with its shards and the admin listener, for `cfg`'s shards.
+    fn new(cfg: Config, addrs: Vec<SocketAddr>, control: Arc<Control>) -> EngineHandle {
+        let n = cfg.shard_count();
+        EngineHandle {
+            addrs,
+            stats: (0..n).map(|_| Arc::new(ShardStats::new(&cfg))).collect(),
+            sessions: (0..n)
+                .map(|_| {
+                    let table = SessionTable::new(cfg.max_sessions, Instant::now());
+                    Arc::new(Mutex::new(table))
+                })
+                .collect(),
+            admin: Arc::new(AdminTable::new(cfg.backends.len())),
+            live: Arc::new(Live::new(Generation::first(cfg), n)),
+            control,
+            reloads: reload::Reloads::default(),
+            started: Instant::now(),
+        }
+    }
+
     /// The settings in force: as started, or as the last reload left them.
     pub fn config(&self) -> Arc<Config> {
         self.live.current().cfg.clone()

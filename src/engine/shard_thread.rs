@@ -1,5 +1,6 @@
-//! One shard's thread: pinned to its core, one glommio executor, its gossip channels, its active
-//! checks, its accept loops; and, when the engine stops, the closing of all it owns.
+//! One shard's thread: pinned to its core, one monoio runtime on its own io_uring ring, its gossip
+//! channels, its active checks, its accept loops; and, when the engine stops, the closing of all
+//! it owns.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
@@ -8,36 +9,51 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::net::TcpListener;
-use glommio::sync::Semaphore;
-use glommio::task::JoinHandle;
-use glommio::{LocalExecutorBuilder, Placement};
+use monoio::net::TcpListener;
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 use socket2::Socket;
 
 use crate::config::Config;
+use crate::engine::permits::Permits;
 use crate::engine::{Control, StartError};
 use crate::health::Gossip;
 use crate::metrics::ShardStats;
+use crate::net::{Background, MeshEnd};
 use crate::shard::{Shard, Shared};
 
-/// Registered I/O memory per executor. wtgate does no file I/O, so glommio's 10 MiB default would
-/// only pin memory; keep what it needs for its slab.
-const IO_MEMORY: usize = 256 * 1024;
 /// How long a stopping shard waits for its connections' tasks to see their sockets closed.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (EMFILE and friends), instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Submission queue entries per ring (monoio's default). Operations in flight are not bounded by
+/// it, only how many are handed to the kernel at once; monoio submits early when it fills.
+const RING_ENTRIES: u32 = 1024;
 
-/// What a shard thread gets: its place, its listening sockets, its way into the gossip mesh, what
-/// it shares with the engine, and the channel on which it says it is accepting (or why not).
+/// The ring setups tried in order, best first, with the name logged for the one taken.
+/// `COOP_TASKRUN` (5.19) runs completions' task work when the thread next enters the kernel
+/// instead of interrupting it (glommio's rings lacked it: an IPI per completion from another
+/// core); `SINGLE_ISSUER` (6.0) and `DEFER_TASKRUN` (6.1) go further: completions are processed
+/// only when this thread asks for them, in one batch per turn of the runtime.
+const RING_SETUPS: [(&str, bool, bool, bool); 4] = [
+    // (name, coop_taskrun, single_issuer, defer_taskrun)
+    ("COOP_TASKRUN|SINGLE_ISSUER|DEFER_TASKRUN", true, true, true),
+    ("COOP_TASKRUN|SINGLE_ISSUER", true, true, false),
+    ("COOP_TASKRUN", true, false, false),
+    ("no setup flags", false, false, false),
+];
+
+type ShardRuntime = Runtime<TimeDriver<IoUringDriver>>;
+
+/// What a shard thread gets: its place, its listening sockets, its end of the gossip channels,
+/// what it shares with the engine, and the channel on which it says it is accepting (or why not).
 pub struct Setup {
     pub id: usize,
     pub shards: usize,
     pub core: Option<core_affinity::CoreId>,
     pub cfg: Arc<Config>,
     pub fds: Vec<RawFd>,
-    pub mesh: Option<MeshBuilder<Gossip, Full>>,
+    pub mesh: Option<MeshEnd<Gossip>>,
     pub shared: Shared,
     pub control: Arc<Control>,
     pub ready: mpsc::Sender<Result<(), StartError>>,
@@ -50,20 +66,50 @@ pub fn run(mut setup: Setup) {
     {
         core_affinity::set_for_current(core);
     }
-    let made = LocalExecutorBuilder::new(Placement::Unbound)
-        .name(&format!("wtgate-{}", setup.id))
-        .io_memory(IO_MEMORY)
-        .make();
-    match made {
-        Ok(ex) => ex.run(shard_main(setup)),
+    match build_runtime() {
+        Ok((mut rt, flags)) => {
+            if setup.id == 0 {
+                eprintln!("wtgate: io_uring rings set up {flags} ({RING_ENTRIES} entries)");
+            }
+            rt.block_on(shard_main(setup));
+        }
         Err(e) => {
             for fd in setup.fds.drain(..) {
                 // SAFETY: these descriptors were handed to this thread and are used nowhere else.
                 drop(unsafe { Socket::from_raw_fd(fd) });
             }
-            let _ = setup.ready.send(Err(StartError::Executor(e.into())));
+            let _ = setup.ready.send(Err(StartError::Executor(e)));
         }
     }
+}
+
+/// This thread's runtime, on the best ring setup the kernel takes, and that setup's name.
+fn build_runtime() -> std::io::Result<(ShardRuntime, &'static str)> {
+    let mut last_err = None;
+    for (name, coop, single, defer) in RING_SETUPS {
+        // monoio 0.2 builds on io-uring 0.6, hence the renamed dependency.
+        let mut ring = io_uring_06::IoUring::builder();
+        if coop {
+            ring.setup_coop_taskrun();
+        }
+        if single {
+            ring.setup_single_issuer();
+        }
+        if defer {
+            ring.setup_defer_taskrun();
+        }
+        let built = RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .uring_builder(ring)
+            .attach_thread_pool(Box::new(crate::net::ThreadPerCall))
+            .enable_timer()
+            .build();
+        match built {
+            Ok(rt) => return Ok((rt, name)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no io_uring setup worked")))
 }
 
 async fn shard_main(setup: Setup) {
@@ -78,26 +124,19 @@ async fn shard_main(setup: Setup) {
         ready,
         ..
     } = setup;
-    // Shards number themselves by `id` (thread name, core, stats, logs, checks); the mesh numbers
-    // its peers by join order, which only the gossip sender needs to know.
-    let peers = match mesh {
-        Some(mesh) => match mesh.join().await {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                let _ = ready.send(Err(StartError::Gossip(e.into())));
-                return;
-            }
-        },
-        None => None,
+    let listeners = match listeners(fds) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Executor(e)));
+            return;
+        }
     };
     let shard = Rc::new(Shard::new(id, shards, cfg.clone(), shared));
-    let background = start_background(&shard, peers);
-    let per_shard_conns = cfg.maxconn.div_ceil(shards).max(1) as u64;
-    let limit = Rc::new(Semaphore::new(per_shard_conns));
-    let loops: Vec<_> = fds
+    let background = start_background(&shard, mesh);
+    let per_shard_conns = cfg.maxconn.div_ceil(shards).max(1);
+    let limit = Permits::new(per_shard_conns);
+    let loops: Vec<_> = listeners
         .into_iter()
-        // SAFETY: each descriptor is a bound, listening TCP socket owned by this shard alone.
-        .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
         .zip(cfg.listen.iter().map(|l| l.proxy_protocol))
         .enumerate()
         .map(|(index, (listener, proxy_protocol))| {
@@ -109,7 +148,7 @@ async fn shard_main(setup: Setup) {
                 limit: limit.clone(),
                 control: control.clone(),
             };
-            glommio::spawn_local(accept.run())
+            monoio::spawn(accept.run())
         })
         .collect();
     let _ = ready.send(Ok(()));
@@ -123,68 +162,55 @@ async fn shard_main(setup: Setup) {
     stop_shard(&shard, &limit, per_shard_conns, background).await;
 }
 
-type Peers = (Senders<Gossip>, Receivers<Gossip>);
+/// The shard's listening sockets, handed to its ring.
+fn listeners(fds: Vec<RawFd>) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for fd in fds {
+        // SAFETY: each descriptor is a bound, listening TCP socket owned by this shard alone.
+        let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        listeners.push(TcpListener::from_std(std_listener)?);
+    }
+    Ok(listeners)
+}
 
-/// Tasks that run as long as the shard does — gossip receivers, the active checks of the backends
-/// this shard checks, the pool sweeper — cancelled when it stops, so that nothing of the shard
-/// (its executor's descriptors included) outlives it.
-fn start_background(shard: &Rc<Shard>, peers: Option<Peers>) -> Vec<JoinHandle<()>> {
-    let mut background = Vec::new();
-    if let Some((senders, mut receivers)) = peers {
-        shard.set_peers(crate::net::Peers::new(senders));
-        for (_, rx) in receivers.streams() {
-            let shard = shard.clone();
-            let task = glommio::spawn_local(async move {
-                while let Some(msg) = rx.recv().await {
-                    shard.on_gossip(msg, false);
-                }
-            });
-            background.push(task.detach());
-        }
+/// Tasks that run as long as the shard does — the gossip inbox and the backlogs to full peers, the
+/// active checks of the backends this shard checks, the pool sweeper — ended when it stops, so that
+/// nothing of the shard outlives its runtime.
+fn start_background(shard: &Rc<Shard>, mesh: Option<MeshEnd<Gossip>>) -> Background {
+    let mut background = Background::default();
+    if let Some(mesh) = mesh {
+        let (peers, inbox) = mesh.split();
+        shard.set_peers(peers.clone());
+        background.spawn(async move { peers.flush_backlogs().await });
+        let shard = shard.clone();
+        background.spawn(async move {
+            while let Some(msg) = inbox.recv().await {
+                shard.on_gossip(msg, false);
+            }
+        });
     }
     for backend in (0..shard.cfg.backends.len()).filter(|&b| shard.checker_of(b) == shard.id) {
-        let check = crate::check::check_loop(shard.clone(), backend);
-        background.push(glommio::spawn_local(check).detach());
+        background.spawn(crate::check::check_loop(shard.clone(), backend));
     }
-    background.push(glommio::spawn_local(Shard::sweep_pool(shard.clone())).detach());
+    background.spawn(Shard::sweep_pool(shard.clone()));
     background
 }
 
 /// A graceful stop: idle connections are closed, the others finish their request (and close),
 /// for at most `grace`; every permit back means every connection has ended.
-async fn drain(shard: &Shard, limit: &Semaphore, permits: u64, grace: Duration) {
+async fn drain(shard: &Shard, limit: &Rc<Permits>, permits: usize, grace: Duration) {
     shard.begin_drain();
-    let all_back = limit.acquire(permits);
-    let ended = futures_lite::future::or(async { all_back.await.is_ok() }, async {
-        glommio::timer::sleep(grace).await;
-        false
-    })
-    .await;
-    if ended {
-        // Taken only to see them all back: the stop that follows waits for them too.
-        limit.signal(permits);
-    }
+    // Taken only to see them all back (and given back at once): the stop that follows waits too.
+    let _ = monoio::time::timeout(grace, limit.acquire(permits)).await;
 }
 
 /// Stopping: close what this shard owns, give the connections' tasks a moment to see it (every
 /// permit back means every connection task has ended), then end the background tasks.
-async fn stop_shard(
-    shard: &Shard,
-    limit: &Semaphore,
-    permits: u64,
-    background: Vec<JoinHandle<()>>,
-) {
+async fn stop_shard(shard: &Shard, limit: &Rc<Permits>, permits: usize, background: Background) {
     shard.close_all();
-    let all_back = limit.acquire(permits);
-    let _ = futures_lite::future::or(async { all_back.await.is_ok() }, async {
-        glommio::timer::sleep(STOP_LIMIT).await;
-        false
-    })
-    .await;
+    let _ = monoio::time::timeout(STOP_LIMIT, limit.acquire(permits)).await;
     shard.close_all();
-    for task in background {
-        task.cancel();
-    }
+    background.stop().await;
 }
 
 /// One accept loop: one listening socket of one shard.
@@ -195,7 +221,7 @@ struct Accept {
     proxy_protocol: bool,
     shard: Rc<Shard>,
     /// The shard's share of `--maxconn`.
-    limit: Rc<Semaphore>,
+    limit: Rc<Permits>,
     control: Arc<Control>,
 }
 
@@ -203,33 +229,90 @@ impl Accept {
     async fn run(self) {
         loop {
             // Past maxconn we stop accepting; new connections wait in the kernel backlog.
-            let Ok(permit) = self.limit.acquire_static_permit(1).await else {
-                return;
-            };
+            let permit = self.limit.acquire(1).await;
             let stream = self.listener.accept().await;
             if self.control.stopping() {
                 return;
             }
             match stream {
-                Ok(stream) => {
+                Ok((stream, _)) => {
                     let (shard, pp) = (self.shard.clone(), self.proxy_protocol);
                     let counters = &shard.stats.listeners[self.index];
                     ShardStats::count(&counters.accepted);
                     ShardStats::count(&counters.open);
                     let index = self.index;
-                    glommio::spawn_local(async move {
+                    crate::net::spawn(async move {
                         crate::proxy::serve(&shard, stream, pp).await;
                         let open = &shard.stats.listeners[index].open;
                         open.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
-                    })
-                    .detach();
+                    });
                 }
                 Err(e) => {
                     self.shard.log_accept_error(&e);
-                    glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                    crate::net::sleep(ACCEPT_BACKOFF).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{mesh, spawn_blocking};
+
+    #[test]
+    fn blocking_work_runs_on_a_thread_of_its_own() {
+        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        rt.block_on(async {
+            let here = std::thread::current().id();
+            let there = spawn_blocking(|| std::thread::current().id()).await;
+            assert_ne!(there.expect("a thread for the call"), here);
+        });
+    }
+
+    /// One shard broadcasts far more than the other's inbox holds, faster than it reads: every
+    /// message arrives, in order, woken across threads.
+    #[test]
+    fn gossip_to_a_full_inbox_is_neither_lost_nor_reordered() {
+        const MESSAGES: u32 = 200;
+        let mut ends = mesh::<u32>(2, 4).into_iter();
+        let (Some(sender), Some(receiver)) = (ends.next(), ends.next()) else {
+            panic!("a mesh of two has two ends")
+        };
+        let (done_tx, done_rx) = flume::bounded::<()>(1);
+        let reader = std::thread::spawn(move || {
+            let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+            let (_, inbox) = receiver.split();
+            rt.block_on(async move {
+                for want in 0..MESSAGES {
+                    let got = monoio::time::timeout(Duration::from_secs(10), inbox.recv()).await;
+                    assert_eq!(got, Ok(Some(want)));
+                }
+                let _ = done_tx.send(());
+            });
+        });
+        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        let (peers, _inbox) = sender.split();
+        rt.block_on(async move {
+            for msg in 0..MESSAGES {
+                peers.broadcast(msg);
+            }
+            let all_read = async { done_rx.recv_async().await.is_ok() };
+            let flushing = async {
+                peers.flush_backlogs().await;
+                false
+            };
+            let within = Duration::from_secs(10);
+            let all_read =
+                monoio::time::timeout(within, futures_lite::future::or(all_read, flushing));
+            assert_eq!(
+                all_read.await,
+                Ok(true),
+                "the reader did not get every message"
+            );
+        });
+        reader.join().expect("the reader thread failed");
     }
 }

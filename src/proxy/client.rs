@@ -228,8 +228,10 @@ fn log_rejection(
 /// writing it don't matter otherwise: we close anyway.
 pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) -> usize {
     let resp = h1::error_response(status, close);
-    match timeout(shard.cfg.timeouts.client, client.write_all(&resp)).await {
-        Ok(()) => resp.len(),
-        Err(_) => 0,
-    }
+    let len = resp.len();
+    let written = timeout(shard.cfg.timeouts.client, async {
+        client.write_all(resp).await.0
+    })
+    .await;
+    if written.is_ok() { len } else { 0 }
 }

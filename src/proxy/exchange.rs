@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::AtomicU64;
 use std::task::Poll;
 use std::time::Instant;
@@ -363,16 +363,8 @@ async fn exchange(
         progress: progress.get(),
     };
     let counters = &shard.stats.backends[up.backend];
-    match timeout(t.server, up.sock.write_all(&req.fwd)).await {
-        Ok(()) => {
-            ShardStats::add(&counters.request_bytes, req.fwd.len());
-            progress.set(Progress::RequestSent);
-        }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            return Err(fail(ProxyError::UpstreamStoppedReading));
-        }
-        Err(_) => return Err(fail(ProxyError::UpstreamClosed)),
-    }
+    send_head(up, req, counters, t.server).await.map_err(fail)?;
+    progress.set(Progress::RequestSent);
     let body_sent = Cell::new(req.framer.is_done());
     let pump = BodyPump {
         client: &client.sock,
@@ -395,7 +387,9 @@ async fn exchange(
         tally: &req.tally,
         body_sent: &body_sent,
     };
-    match first_failure(pump.run(t), relay.run()).await {
+    // Pinned here, once: passed by value, each would be stored twice in the state machine.
+    let (pump, relay) = (pin!(pump.run(t)), pin!(relay.run()));
+    match first_failure(pump, relay).await {
         // The client's side of the request failed; the backend is left mid-request.
         Either::Left(err) => Err(fail(err)),
         Either::Right(Ok(Outcome::Complete(mut done))) => {
@@ -408,6 +402,23 @@ async fn exchange(
         }
         Either::Right(Ok(upgraded)) => Ok(upgraded),
         Either::Right(Err(err)) => Err(fail(err)),
+    }
+}
+
+/// Writes the forwarded request head to the backend.
+async fn send_head(
+    up: &Upstream,
+    req: &mut Request,
+    counters: &BackendCounters,
+    limit: std::time::Duration,
+) -> Result<(), ProxyError> {
+    match timeout(limit, up.sock.write_vec(&mut req.fwd)).await {
+        Ok(()) => {
+            ShardStats::add(&counters.request_bytes, req.fwd.len());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ProxyError::UpstreamStoppedReading),
+        Err(_) => Err(ProxyError::UpstreamClosed),
     }
 }
 
@@ -440,11 +451,8 @@ impl BodyPump<'_> {
             let Ok(adv) = self.framer.advance(self.buf.data()) else {
                 return ProxyError::BadRequestBody;
             };
-            let body = &self.buf.data()[..adv.consumed];
-            if timeout(t.server, self.backend.write_all(body))
-                .await
-                .is_err()
-            {
+            let body = self.buf.write_to(self.backend, adv.consumed);
+            if timeout(t.server, body).await.is_err() {
                 return ProxyError::UpstreamStoppedReading;
             }
             ShardStats::add(self.sent_bytes, adv.consumed);
@@ -522,7 +530,7 @@ impl Relay<'_> {
                 return Ok(());
             }
             if self.req.version == h1::Version::Http11 {
-                self.write_client(&self.buf.data()[..head.head_len]).await?;
+                self.write_client(Out::Buffered(head.head_len)).await?;
             }
             self.buf.consume(head.head_len);
         }
@@ -577,7 +585,7 @@ impl Relay<'_> {
         self.buf.consume(head.head_len);
         out.extend_from_slice(&self.buf.data()[..first]);
         self.buf.consume(first);
-        let written = self.write_client(&out).await;
+        let written = self.write_client(Out::Head(&mut out)).await;
         self.shard.give_head_buf(out);
         written
     }
@@ -598,7 +606,7 @@ impl Relay<'_> {
             }
             let adv = framer.advance(self.buf.data());
             let adv = adv.map_err(|_| ProxyError::BadResponseBody)?;
-            self.write_client(&self.buf.data()[..adv.consumed]).await?;
+            self.write_client(Out::Buffered(adv.consumed)).await?;
             self.buf.consume(adv.consumed);
         }
         // Bytes after the end of the response are a backend bug; never reuse such a connection.
@@ -607,16 +615,28 @@ impl Relay<'_> {
         Ok(BodyEnd::Framed { clean })
     }
 
-    async fn write_client(&self, bytes: &[u8]) -> Result<(), ProxyError> {
+    async fn write_client(&mut self, out: Out<'_>) -> Result<(), ProxyError> {
         self.progress.set(Progress::ClientGotBytes);
         let limit = self.shard.cfg.timeouts.client;
-        timeout(limit, self.client.write_all(bytes))
-            .await
-            .map_err(|_| ProxyError::ClientGone)?;
-        ShardStats::add(&self.counters.response_bytes, bytes.len());
-        tally(&self.tally.bytes_out, bytes.len());
+        let len = match out {
+            Out::Buffered(n) => n,
+            Out::Head(ref head) => head.len(),
+        };
+        let written = match out {
+            Out::Buffered(n) => timeout(limit, self.buf.write_to(self.client, n)).await,
+            Out::Head(head) => timeout(limit, self.client.write_vec(head)).await,
+        };
+        written.map_err(|_| ProxyError::ClientGone)?;
+        ShardStats::add(&self.counters.response_bytes, len);
+        tally(&self.tally.bytes_out, len);
         Ok(())
     }
+}
+
+/// What goes to the client: the first `n` unread bytes of the backend's buffer, or a head we wrote.
+enum Out<'a> {
+    Buffered(usize),
+    Head(&'a mut Vec<u8>),
 }
 
 /// How a response body ended.
@@ -633,21 +653,23 @@ enum Either<L, R> {
 }
 
 /// Polls both futures; the first of `left` finishing (it only ever finishes by failing) or `right`
-/// finishing wins, and the other is dropped.
+/// finishing wins, `right` when both finish at once; the other is dropped by the caller.
+///
+/// `left` is polled first all the same: when the body pump's last write and the response head
+/// complete in the same turn of the ring (the backend answers as soon as it has the body; on
+/// io_uring a write completes a turn after it was issued), the pump must mark the body sent
+/// before the relay decides, from that mark, whether the client connection stays open.
 async fn first_failure<L, R>(
-    left: impl Future<Output = L>,
-    right: impl Future<Output = R>,
+    mut left: Pin<&mut impl Future<Output = L>>,
+    mut right: Pin<&mut impl Future<Output = R>>,
 ) -> Either<L, R> {
-    let mut left = pin!(left);
-    let mut right = pin!(right);
     future::poll_fn(|cx| {
+        // Neither is polled again after this call if either finished in it.
+        let left_done = left.as_mut().poll(cx);
         if let Poll::Ready(r) = right.as_mut().poll(cx) {
             return Poll::Ready(Either::Right(r));
         }
-        if let Poll::Ready(l) = left.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(l));
-        }
-        Poll::Pending
+        left_done.map(Either::Left)
     })
     .await
 }

@@ -3,13 +3,14 @@
 
 use std::cell::Cell;
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
+use futures_lite::{FutureExt, future};
 
 use crate::metrics::ShardStats;
-use crate::net::{InBuf, Sock, timeout};
+use crate::net::{InBuf, Sock};
 use crate::proxy::client::Client;
 use crate::proxy::upstream::Upstream;
 use crate::shard::Shard;
@@ -25,18 +26,24 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64,
     let to_backend = relay(
         (&client.sock, &up.sock),
         &mut client.buf,
-        idle,
         &last,
         (&counters.request_bytes, &in_bytes),
     );
     let to_client = relay(
         (&up.sock, &client.sock),
         &mut up.buf,
-        idle,
         &last,
         (&counters.response_bytes, &out_bytes),
     );
-    let _ = future::zip(to_backend, to_client).await;
+    // Pinned here, once: moved into a combinator, each would be stored twice in the state machine.
+    let (to_backend, to_client) = (pin!(to_backend), pin!(to_client));
+    let mut watchdog = pin!(watchdog((&client.sock, &up.sock), idle, &last));
+    let _ = future::zip(to_backend, to_client)
+        .or(async {
+            watchdog.as_mut().await;
+            (Ok(()), Ok(()))
+        })
+        .await;
     shard.untrack(key);
     up.sock.shutdown_both();
     (in_bytes.get(), out_bytes.get())
@@ -45,19 +52,34 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64,
 /// Where one direction's bytes are counted: the backend's counter, and this tunnel's.
 type Bytes<'a> = (&'a AtomicU64, &'a Cell<u64>);
 
+/// Ends a tunnel silent both ways for `idle`. It shuts both sockets down, so that both directions'
+/// pending reads complete (with EOF) and the relays end on their own: a read is never dropped
+/// while its tunnel lives, as a timeout around each read would (a dropped io_uring read may have
+/// taken bytes). One timer per tunnel, re-armed only when it fires, instead of one per read.
+async fn watchdog((a, b): (&Sock, &Sock), idle: Duration, last: &Cell<Instant>) {
+    loop {
+        let quiet = last.get().elapsed();
+        if quiet >= idle {
+            a.shutdown_both();
+            b.shutdown_both();
+            return future::pending().await;
+        }
+        crate::net::sleep(idle - quiet).await;
+    }
+}
+
 /// One direction: `from` → `to`, then a half-close passed on. `last` is the time of the latest
 /// traffic either way, so that a quiet direction does not end a busy tunnel; `bytes` counts what
 /// went through.
 async fn relay(
     (from, to): (&Sock, &Sock),
     buf: &mut InBuf,
-    idle: Duration,
     last: &Cell<Instant>,
     bytes: Bytes<'_>,
 ) -> io::Result<()> {
-    let r = relay_until_eof(from, to, buf, idle, last, bytes).await;
+    let r = relay_until_eof(from, to, buf, last, bytes).await;
     if r.is_err() {
-        // A reset or an idle tunnel ends both directions at once; the other one is woken by this.
+        // A reset ends both directions at once; the other one is woken by this.
         from.shutdown_both();
         to.shutdown_both();
     }
@@ -68,31 +90,21 @@ async fn relay_until_eof(
     from: &Sock,
     to: &Sock,
     buf: &mut InBuf,
-    idle: Duration,
     last: &Cell<Instant>,
     (counter, tunnel): Bytes<'_>,
 ) -> io::Result<()> {
     loop {
         if !buf.is_empty() {
-            to.write_all(buf.data()).await?;
-            ShardStats::add(counter, buf.data().len());
-            tunnel.set(tunnel.get() + buf.data().len() as u64);
-            buf.consume(buf.data().len());
+            let n = buf.data().len();
+            buf.write_to(to, n).await?;
+            ShardStats::add(counter, n);
+            tunnel.set(tunnel.get() + n as u64);
+            buf.consume(n);
             last.set(Instant::now());
         }
-        let wait = idle.saturating_sub(last.get().elapsed());
-        match timeout(wait, buf.read_from(from)).await {
-            Ok(0) => {
-                to.shutdown_write();
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                if last.get().elapsed() >= idle {
-                    return Err(e);
-                }
-            }
-            Err(e) => return Err(e),
+        if buf.read_from(from).await? == 0 {
+            to.shutdown_write();
+            return Ok(());
         }
     }
 }
