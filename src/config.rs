@@ -391,6 +391,18 @@ impl Default for Timeouts {
     }
 }
 
+/// The proxy-side settings, as each request and connection reads them from the shard's
+/// generation in force when it starts using them (`Shard::settings`): `Copy`, so that a request
+/// keeps its own copy across its awaits while a reload changes them for the ones after it. The
+/// trusted proxies, a list, are asked through `Shard::trusts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub timeouts: Timeouts,
+    pub retries: u32,
+    pub reuse: Reuse,
+    pub forwarded_headers: bool,
+}
+
 /// Everything the engine needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -496,6 +508,16 @@ impl Config {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    }
+
+    /// The settings each request copies out of the config in force (see [`ProxySettings`]).
+    pub fn proxy_settings(&self) -> ProxySettings {
+        ProxySettings {
+            timeouts: self.timeouts,
+            retries: self.retries,
+            reuse: self.reuse,
+            forwarded_headers: self.forwarded_headers,
+        }
     }
 
     /// True if `ip` is in a `trusted_proxies` network. An IPv4 client of a dual-stack socket

@@ -8,19 +8,22 @@
 //! Backends are indexed by slot (`config::reload`). A reload reaches a shard through its periodic
 //! task ([`Shard::sweep_pool`], which looks every [`RELOAD_POLL`]) and is applied here, on the
 //! shard's own thread: new slots get room in every table, moved and removed ones lose their
-//! pooled connections, the router is rebuilt, and check loops start, restart or end.
+//! pooled connections, the router is rebuilt, and check loops start, restart or end. The
+//! proxy-side settings (timeouts, retries, reuse, forwarded headers) are copied out of the new
+//! generation ([`Shard::settings`]): each request and connection takes them as it starts using
+//! them, so a reload changes them for what comes after it and not for what is under way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::access_log::ShardLog;
-use crate::config::Config;
 use crate::config::reload::{Generation, Live, Probe};
+use crate::config::{Config, ProxySettings, Reuse};
 use crate::h1;
 use crate::health::{AdminTable, Gossip, Health};
 use crate::log::RateLimit;
@@ -67,13 +70,17 @@ pub struct Shard {
     /// The shard's index: the one in its thread name, its core, its stats and its log lines.
     pub id: usize,
     shards: usize,
-    /// The config the shard started with, for what a reload does not change (listeners, limits,
-    /// timeouts of client connections). Backends and the settings a reload changes are in
-    /// [`Shard::generation`]; index backends by slot there, never in `cfg.backends`.
+    /// The config the shard started with, for what a reload does not change (listeners, head
+    /// limits, maxconn). Backends and the settings a reload changes are in [`Shard::generation`]
+    /// (the proxy-side ones in [`Shard::settings`]); index backends by slot there, never in
+    /// `cfg.backends`.
     pub cfg: Arc<Config>,
     pub limits: h1::Limits,
     /// The config in force here, and where newer ones come from.
     generation: RefCell<Arc<Generation>>,
+    /// The proxy-side settings of `generation`, copied out so that a request reads them with a
+    /// `Cell::get`: no borrow to hold across an await.
+    settings: Cell<ProxySettings>,
     live: Arc<Live>,
     /// By slot, on the shard that checks it: bumped to end its check loop (see `check.rs`).
     check_epochs: RefCell<Vec<u64>>,
@@ -134,6 +141,7 @@ impl Shard {
             addrs: RefCell::new(slots.iter().map(|s| s.backend.addr).collect()),
             check_epochs: RefCell::new(vec![0; n]),
             stopped: Cell::new(false),
+            settings: Cell::new(g.proxy_settings()),
             generation: RefCell::new(generation.clone()),
             live: shared.live,
             cfg,
@@ -165,6 +173,18 @@ impl Shard {
     /// The config in force on this shard.
     pub fn generation(&self) -> Arc<Generation> {
         self.generation.borrow().clone()
+    }
+
+    /// The proxy-side settings in force: a request or connection copies them as it starts using
+    /// them and keeps its copy, so that a reload changes them for the ones that start after it.
+    pub fn settings(&self) -> ProxySettings {
+        self.settings.get()
+    }
+
+    /// Whether a client at `ip` is a trusted proxy (`--trust-forwarded-from`), as the generation
+    /// in force says.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.generation.borrow().cfg.trusts(ip)
     }
 
     /// The prefix of the backend in slot `backend`, for messages.
@@ -514,6 +534,7 @@ impl Shard {
     fn apply_reload(self: &Rc<Self>) {
         let new = self.live.current();
         let old = self.generation.replace(new.clone());
+        self.settings.set(new.cfg.proxy_settings());
         self.apply_slots(&old, &new);
         *self.router.borrow_mut() = Router::new(&new.slots, new.cfg.session_id_length);
         self.sessions().set_cap(new.cfg.max_sessions);
@@ -533,6 +554,10 @@ impl Shard {
         health.grow(n);
         pool.grow(n);
         pool.set_limits(new.cfg.pool_size, new.cfg.timeouts.pool_idle);
+        if new.cfg.reuse == Reuse::Never {
+            // No request takes a pooled connection any more: close them now, not as they idle out.
+            pool.clear_all();
+        }
         for (i, slot) in new.slots.iter().enumerate() {
             let b = &slot.backend;
             let fresh = old.slots.get(i).is_none_or(|o| {

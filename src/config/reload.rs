@@ -9,10 +9,12 @@
 //! held anywhere can come to mean another backend.
 //!
 //! A reload applies the backends and the settings around them (health checks, pool, sessions,
-//! grace); the settings a running engine cannot change — its sockets, threads, identity, admin
-//! listener and the per-connection limits and timeouts its shards started with — stay as they
-//! are, and the reload says that they need a restart. The engine's half is
-//! `engine/reload.rs`, the shards' is `Shard::apply_reload`.
+//! grace) and the proxy-side ones (timeouts, retries, reuse, forwarded headers and trusted
+//! proxies), which each request and connection takes as it starts (`Shard::settings`); the
+//! settings a running engine cannot change — its sockets, threads, identity, admin listener,
+//! maxconn and the head limits its read buffers were sized for — stay as they are, and the reload
+//! says that they need a restart. The engine's half is `engine/reload.rs`, the shards' is
+//! `Shard::apply_reload`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,40 +173,19 @@ fn backend_changes(old: &BackendConfig, new: &BackendConfig) -> Vec<String> {
 fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
     let mut cfg = running.clone();
     cfg.backends = new.backends.clone();
-    let live = [
-        (
-            Setting::SessionIdLength,
-            running.session_id_length != new.session_id_length,
-        ),
-        (
-            Setting::SessionIdle,
-            running.session_idle != new.session_idle,
-        ),
-        (
-            Setting::MaxSessions,
-            running.max_sessions != new.max_sessions,
-        ),
-        (Setting::Grace, running.grace != new.grace),
-        (Setting::PoolSize, running.pool_size != new.pool_size),
-        (
-            Setting::PoolIdleTimeout,
-            running.timeouts.pool_idle != new.timeouts.pool_idle,
-        ),
-        (Setting::Check, running.check != new.check),
-        (
-            Setting::CheckInterval,
-            running.check_interval != new.check_interval,
-        ),
-        (Setting::Rise, running.rise != new.rise),
-        (Setting::Fall, running.fall != new.fall),
-    ];
-    changes.settings = names(&live);
+    changes.settings = names(&live(running, new));
     cfg.session_id_length = new.session_id_length;
     cfg.session_idle = new.session_idle;
     cfg.max_sessions = new.max_sessions;
     cfg.grace = new.grace;
     cfg.pool_size = new.pool_size;
-    cfg.timeouts.pool_idle = new.timeouts.pool_idle;
+    cfg.reuse = new.reuse;
+    // Every timeout: each request, connection and tunnel takes them from the shard's generation
+    // as it starts using them (`Shard::settings`).
+    cfg.timeouts = new.timeouts;
+    cfg.retries = new.retries;
+    cfg.forwarded_headers = new.forwarded_headers;
+    cfg.trusted_proxies = new.trusted_proxies.clone();
     cfg.check = new.check.clone();
     cfg.check_interval = new.check_interval;
     cfg.rise = new.rise;
@@ -213,9 +194,50 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
     cfg
 }
 
-/// The settings that differ between `kept` (what runs) and `new`: each needs a restart.
+/// The settings a reload applies, each flagged when it differs between `running` and `new`.
+fn live(running: &Config, new: &Config) -> [(Setting, bool); 20] {
+    let (a, b) = (running, new);
+    let (t, u) = (&a.timeouts, &b.timeouts);
+    [
+        (
+            Setting::SessionIdLength,
+            a.session_id_length != b.session_id_length,
+        ),
+        (Setting::SessionIdle, a.session_idle != b.session_idle),
+        (Setting::MaxSessions, a.max_sessions != b.max_sessions),
+        (Setting::Grace, a.grace != b.grace),
+        (Setting::PoolSize, a.pool_size != b.pool_size),
+        (Setting::PoolIdleTimeout, t.pool_idle != u.pool_idle),
+        (Setting::Reuse, a.reuse != b.reuse),
+        (Setting::ConnectTimeout, t.connect != u.connect),
+        (
+            Setting::RequestHeadTimeout,
+            t.request_head != u.request_head,
+        ),
+        (Setting::ClientTimeout, t.client != u.client),
+        (Setting::ServerTimeout, t.server != u.server),
+        (Setting::TunnelTimeout, t.tunnel != u.tunnel),
+        (Setting::KeepaliveTimeout, t.keepalive != u.keepalive),
+        (Setting::Retries, a.retries != b.retries),
+        (
+            Setting::ForwardedHeaders,
+            a.forwarded_headers != b.forwarded_headers,
+        ),
+        (
+            Setting::TrustForwardedFrom(0),
+            a.trusted_proxies != b.trusted_proxies,
+        ),
+        (Setting::Check, a.check != b.check),
+        (Setting::CheckInterval, a.check_interval != b.check_interval),
+        (Setting::Rise, a.rise != b.rise),
+        (Setting::Fall, a.fall != b.fall),
+    ]
+}
+
+/// The settings that differ between `kept` (what runs) and `new`: each needs a restart. They are
+/// bound to sockets or threads (listeners, threads, pin, user, admin listener and its token), or
+/// sized once at start (maxconn's permits, the head limits' read buffers).
 fn restart_only(kept: &Config, new: &Config) -> Vec<String> {
-    let (a, b) = (&kept.timeouts, &new.timeouts);
     let named = [
         (Setting::Listen(0), kept.listen != new.listen),
         (Setting::Threads, kept.threads != new.threads),
@@ -224,30 +246,11 @@ fn restart_only(kept: &Config, new: &Config) -> Vec<String> {
         (Setting::Admin, kept.admin != new.admin),
         (Setting::AdminToken, kept.admin_token != new.admin_token),
         (Setting::Maxconn, kept.maxconn != new.maxconn),
-        (Setting::Retries, kept.retries != new.retries),
         (
             Setting::MaxHeadBytes,
             kept.max_head_bytes != new.max_head_bytes,
         ),
         (Setting::MaxHeaders, kept.max_headers != new.max_headers),
-        (Setting::Reuse, kept.reuse != new.reuse),
-        (
-            Setting::ForwardedHeaders,
-            kept.forwarded_headers != new.forwarded_headers,
-        ),
-        (
-            Setting::TrustForwardedFrom(0),
-            kept.trusted_proxies != new.trusted_proxies,
-        ),
-        (Setting::ConnectTimeout, a.connect != b.connect),
-        (
-            Setting::RequestHeadTimeout,
-            a.request_head != b.request_head,
-        ),
-        (Setting::ClientTimeout, a.client != b.client),
-        (Setting::ServerTimeout, a.server != b.server),
-        (Setting::TunnelTimeout, a.tunnel != b.tunnel),
-        (Setting::KeepaliveTimeout, a.keepalive != b.keepalive),
     ];
     let mut need = names(&named);
     // A setting added to `Config` but to neither list above still shows, unnamed: it is kept
@@ -485,13 +488,13 @@ mod tests {
         let mut new = old.clone();
         new.listen = vec!["127.0.0.1:81".parse().unwrap()];
         new.threads = 7;
-        new.timeouts.client = Duration::from_secs(1);
+        new.max_headers = 10;
         new.check_interval = Duration::from_millis(100);
         new.rise = 5;
         new.check = Check::Http("/up".into());
         new.timeouts.pool_idle = Duration::from_secs(2);
         let (g, c) = g.next(&new).unwrap();
-        assert_eq!(c.need_restart, ["listen", "threads", "timeouts.client"]);
+        assert_eq!(c.need_restart, ["listen", "threads", "limits.max_headers"]);
         assert_eq!(
             c.settings,
             [
@@ -502,10 +505,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            (g.cfg.listen.clone(), g.cfg.threads),
-            (old.listen, old.threads)
+            (g.cfg.listen.clone(), g.cfg.threads, g.cfg.max_headers),
+            (old.listen, old.threads, old.max_headers)
         );
-        assert_eq!(g.cfg.timeouts.client, old.timeouts.client);
         assert_eq!(g.cfg.rise, 5);
         let p = g.probe(0).unwrap();
         assert_eq!(
@@ -519,10 +521,48 @@ mod tests {
         );
         assert!(
             s.ends_with(
-                "kept listen, threads, timeouts.client as running (changing it needs a restart)"
+                "kept listen, threads, limits.max_headers as running (changing it needs a restart)"
             ),
             "{s}"
         );
+    }
+
+    #[test]
+    fn the_proxy_side_settings_are_applied() {
+        let old = cfg(&["wt1=127.0.0.1:1"]);
+        let g = Generation::first(old.clone());
+        let mut new = old.clone();
+        new.timeouts.connect = Duration::from_millis(300);
+        new.timeouts.request_head = Duration::from_secs(3);
+        new.timeouts.client = Duration::from_secs(4);
+        new.timeouts.server = Duration::from_secs(5);
+        new.timeouts.tunnel = Duration::from_secs(6);
+        new.timeouts.keepalive = Duration::from_secs(7);
+        new.retries = 1;
+        new.reuse = crate::config::Reuse::Never;
+        new.forwarded_headers = false;
+        new.trusted_proxies = vec![crate::config::parse_cidr("10.0.0.0/8").unwrap()];
+        let (g, c) = g.next(&new).unwrap();
+        assert!(c.need_restart.is_empty(), "{c:?}");
+        assert_eq!(
+            c.settings,
+            [
+                "pool.reuse",
+                "timeouts.connect",
+                "timeouts.request_head",
+                "timeouts.client",
+                "timeouts.server",
+                "timeouts.tunnel",
+                "timeouts.keepalive",
+                "limits.retries",
+                "forwarded.headers",
+                "forwarded.trusted"
+            ]
+        );
+        assert_eq!(g.cfg.proxy_settings(), new.proxy_settings());
+        assert!(g.cfg.trusts("10.1.2.3".parse().unwrap()));
+        assert_eq!(g.probe(0).unwrap().limit, new.timeouts.connect);
+        assert_eq!(format!("{:?}", g.cfg), format!("{new:?}"));
     }
 
     #[test]

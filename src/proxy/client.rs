@@ -34,8 +34,6 @@ pub struct ClientInfo {
     /// The client's address as text (from the PROXY protocol header where the listener takes
     /// one), for X-Forwarded-For and log lines.
     pub ip: Option<String>,
-    /// Whether the client's own X-Forwarded-* are believed (`--trust-forwarded-from`).
-    pub trusted: bool,
     /// The scheme the client used: `https` when a PROXY v2 header says it spoke TLS.
     pub proto: &'static str,
     /// Requests this connection carried before the current one.
@@ -43,11 +41,10 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn new(shard: &Shard, peer: Option<SocketAddr>, proto: &'static str) -> ClientInfo {
+    fn new(peer: Option<SocketAddr>, proto: &'static str) -> ClientInfo {
         ClientInfo {
             peer,
             ip: peer.map(|p| p.ip().to_canonical().to_string()),
-            trusted: peer.is_some_and(|p| shard.cfg.trusts(p.ip())),
             proto,
             earlier_requests: 0,
         }
@@ -65,7 +62,7 @@ pub async fn serve(shard: &Shard, stream: TcpStream, proxy_protocol: bool) {
     let mut client = Client {
         sock,
         buf: InBuf::new(shard.bufs.clone()),
-        info: ClientInfo::new(shard, peer, "http"),
+        info: ClientInfo::new(peer, "http"),
         idle,
     };
     let accepted = !proxy_protocol || accept_proxy_header(shard, &mut client).await;
@@ -86,7 +83,7 @@ async fn accept_proxy_header(shard: &Shard, client: &mut Client) -> bool {
     };
     let proto = if header.ssl { "https" } else { "http" };
     if let Some(source) = header.source {
-        client.info = ClientInfo::new(shard, Some(source), proto);
+        client.info = ClientInfo::new(Some(source), proto);
     } else {
         client.info.proto = proto;
     }
@@ -94,7 +91,7 @@ async fn accept_proxy_header(shard: &Shard, client: &mut Client) -> bool {
 }
 
 async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<ProxyHeader> {
-    let started = Instant::now();
+    let (started, limit) = (Instant::now(), shard.settings().timeouts.request_head);
     loop {
         if !client.buf.is_empty() {
             match h1::parse_proxy_header(client.buf.data()) {
@@ -109,11 +106,7 @@ async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<ProxyHe
                 }
             }
         }
-        let wait = shard
-            .cfg
-            .timeouts
-            .request_head
-            .saturating_sub(started.elapsed());
+        let wait = limit.saturating_sub(started.elapsed());
         match timeout(wait, client.buf.read_idle(&client.sock)).await {
             Ok(n) if n > 0 => {}
             _ => return None,
@@ -166,12 +159,13 @@ async fn read_request_head(
 }
 
 /// Reads until `head` holds a whole request head (`Ok(true)`) or the client is gone (`Ok(false)`).
+/// The timeouts are those in force when the wait began: a reload meanwhile applies to the next.
 async fn fill_request_head(
     shard: &Shard,
     client: &mut Client,
     head: &mut RequestHead,
 ) -> Result<bool, Rejection> {
-    let t = &shard.cfg.timeouts;
+    let t = shard.settings().timeouts;
     let mut started: Option<Instant> = None;
     loop {
         if !client.buf.is_empty() {
@@ -229,7 +223,7 @@ fn log_rejection(
 pub async fn answer(shard: &Shard, client: &Sock, status: u16, close: bool) -> usize {
     let resp = h1::error_response(status, close);
     let len = resp.len();
-    let written = timeout(shard.cfg.timeouts.client, async {
+    let written = timeout(shard.settings().timeouts.client, async {
         client.write_all(resp).await.0
     })
     .await;

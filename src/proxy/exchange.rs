@@ -15,6 +15,7 @@ use std::time::Instant;
 use futures_lite::future;
 
 use crate::access_log::{Kind, Line, RequestLine, Route};
+use crate::config::{ProxySettings, Reuse, Timeouts};
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
 use crate::metrics::{BackendCounters, Held, ShardStats};
 use crate::net::{InBuf, Sock, timeout};
@@ -44,6 +45,9 @@ struct Request {
     started: Instant,
     first_byte: Cell<Option<Instant>>,
     tally: Tally,
+    /// The proxy-side settings in force when its head arrived: every try of it keeps them, while
+    /// a reload changes them for the requests after it.
+    settings: ProxySettings,
 }
 
 impl Request {
@@ -109,12 +113,12 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
 
 /// The tries of a request until one ends it.
 async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
-    let reuse = upstream::may_reuse(shard.cfg.reuse, &req.head, client.info.earlier_requests);
+    let reuse = upstream::may_reuse(req.settings.reuse, &req.head, client.info.earlier_requests);
     let mut how = Try::first(reuse);
     let mut resends = 0;
     loop {
         let target = &req.fwd[req.target.clone()];
-        let mut up = match upstream::connect(shard, target, how).await {
+        let mut up = match upstream::connect(shard, target, how, &req.settings).await {
             Ok(up) => up,
             Err(err) => return no_backend(shard, client, req, err).await,
         };
@@ -154,12 +158,14 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
 /// The forwarded head, with the body bytes that arrived with it (they travel in the same write);
 /// false: those body bytes are not valid chunked framing.
 fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> (Request, bool) {
-    let mut fwd = shard.take_head_buf();
+    let (mut fwd, settings) = (shard.take_head_buf(), shard.settings());
     let info = &client.info;
+    let forwarded_for = info.ip.as_deref().filter(|_| settings.forwarded_headers);
     let opts = ForwardOptions {
-        forwarded_for: info.ip.as_deref().filter(|_| shard.cfg.forwarded_headers),
+        forwarded_for,
         proto: info.proto,
-        trusted: info.trusted,
+        // Asked per request, so that a reload applies to keep-alive connections too.
+        trusted: forwarded_for.is_some() && info.peer.is_some_and(|p| shard.trusts(p.ip())),
     };
     h1::write_forward_request(&mut fwd, client.buf.data(), &head, &opts);
     // The forwarded request line is the client's method and target as they came.
@@ -178,6 +184,7 @@ fn prepare(shard: &Shard, client: &mut Client, head: RequestHead) -> (Request, b
         fwd,
         started: Instant::now(),
         first_byte: Cell::new(None),
+        settings,
     };
     tally(&req.tally.bytes_in, req.head.head_len);
     let Ok(adv) = req.framer.advance(client.buf.data()) else {
@@ -265,7 +272,8 @@ async fn finish(
             let end = Some(Instant::now());
             let stats = &shard.stats;
             stats.record_latency(up.backend, started, first_byte, end);
-            if done.backend_reusable && shard.cfg.reuse != crate::config::Reuse::Never {
+            // The policy in force now: after a reload to `never` nothing would take it.
+            if done.backend_reusable && shard.settings().reuse != Reuse::Never {
                 shard.park(up.sock, &up._in_use);
             } else {
                 up.sock.shutdown_both();
@@ -356,7 +364,7 @@ async fn exchange(
     up: &mut Upstream,
     req: &mut Request,
 ) -> Result<Outcome, Failed> {
-    let t = shard.cfg.timeouts;
+    let t = req.settings.timeouts;
     let progress = Cell::new(Progress::NothingSent);
     let fail = |err| Failed {
         err,
@@ -377,6 +385,7 @@ async fn exchange(
     };
     let relay = Relay {
         shard,
+        timeouts: t,
         counters,
         client: &client.sock,
         backend: &up.sock,
@@ -436,7 +445,7 @@ struct BodyPump<'a> {
 
 impl BodyPump<'_> {
     /// Ends only by failing: once the body is through, only the response matters.
-    async fn run(self, t: crate::config::Timeouts) -> ProxyError {
+    async fn run(self, t: Timeouts) -> ProxyError {
         while !self.framer.is_done() {
             if self.buf.is_empty() {
                 match timeout(t.client, self.buf.read_from(self.client)).await {
@@ -467,6 +476,8 @@ impl BodyPump<'_> {
 /// Reads the backend's response and relays it to the client.
 struct Relay<'a> {
     shard: &'a Shard,
+    /// The request's.
+    timeouts: Timeouts,
     counters: &'a BackendCounters,
     client: &'a Sock,
     backend: &'a Sock,
@@ -548,7 +559,7 @@ impl Relay<'_> {
                     Err(_) => return Err(ProxyError::BadResponseHead),
                 }
             }
-            let limit = self.shard.cfg.timeouts.server;
+            let limit = self.timeouts.server;
             match timeout(limit, self.buf.read_from(self.backend)).await {
                 Ok(n) if n > 0 => self.answered(),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -592,7 +603,7 @@ impl Relay<'_> {
 
     /// Relays the rest of the body.
     async fn relay_body(&mut self, framer: &mut BodyFramer) -> Result<BodyEnd, ProxyError> {
-        let limit = self.shard.cfg.timeouts.server;
+        let limit = self.timeouts.server;
         while !framer.is_done() {
             match timeout(limit, self.buf.read_from(self.backend)).await {
                 // EOF ends a close-delimited body; any other body is truncated, and the client
@@ -617,7 +628,7 @@ impl Relay<'_> {
 
     async fn write_client(&mut self, out: Out<'_>) -> Result<(), ProxyError> {
         self.progress.set(Progress::ClientGotBytes);
-        let limit = self.shard.cfg.timeouts.client;
+        let limit = self.timeouts.client;
         let len = match out {
             Out::Buffered(n) => n,
             Out::Head(ref head) => head.len(),

@@ -19,7 +19,8 @@ use crate::shard::Shard;
 /// with the 101, say) go first. Returns the bytes relayed to the backend and to the client.
 pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64, u64) {
     let key = shard.track(&up.sock, None);
-    let idle = shard.cfg.timeouts.tunnel;
+    // The one in force as the tunnel opens, for its whole life: a reload changes it for later ones.
+    let idle = shard.settings().timeouts.tunnel;
     let last = Cell::new(Instant::now());
     let counters = &shard.stats.backends[up.backend];
     let (in_bytes, out_bytes) = (Cell::new(0), Cell::new(0));

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::config::Reuse;
+use crate::config::{ProxySettings, Reuse};
 use crate::h1::RequestHead;
 use crate::health::{Cause, FailReason, Gossip};
 use crate::metrics::{Held, ShardStats};
@@ -116,10 +116,15 @@ impl Try {
 
 /// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, tried up
 /// to `retries` times; a backend whose connect fails is marked down (on every shard), so every
-/// later try goes elsewhere.
-pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstream, ProxyError> {
+/// later try goes elsewhere. `s`: the request's settings (`retries`, the connect timeout).
+pub async fn connect(
+    shard: &Shard,
+    target: &[u8],
+    mut how: Try,
+    s: &ProxySettings,
+) -> Result<Upstream, ProxyError> {
     let mut failed: Option<usize> = None;
-    for _ in 0..shard.cfg.retries {
+    for _ in 0..s.retries {
         let decision = shard.route(target, how.exclude);
         let backend = decision.backend().ok_or(ProxyError::NoBackend)?;
         let affinity = matches!(decision, Decision::Owner(_));
@@ -131,7 +136,7 @@ pub async fn connect(shard: &Shard, target: &[u8], mut how: Try) -> Result<Upstr
             Some(sock) => (Ok(sock), true),
             None => {
                 let addr = shard.addr_of(backend);
-                (net::connect(addr, shard.cfg.timeouts.connect).await, false)
+                (net::connect(addr, s.timeouts.connect).await, false)
             }
         };
         match sock {

@@ -482,3 +482,129 @@ fn the_admin_command_reloads_and_reports_a_broken_file() {
         counts(&[("wt1", 1), ("wt2", 1)])
     );
 }
+
+/// A GET for `target` that says it was forwarded for `ip` already.
+fn get_forwarded_for(target: &str, ip: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {ip}\r\n\r\n").into_bytes()
+}
+
+/// The proxy-side settings are live: after a reload that shortens the server timeout, stops
+/// reusing backend connections and trusts the client's address as a proxy, the next requests of a
+/// keep-alive connection opened before it get a 504 from a backend slower than the new timeout
+/// (200 before), a backend connection of their own each (pooled before), and their
+/// X-Forwarded-For kept and appended to (replaced before).
+#[test]
+fn a_reload_applies_timeouts_reuse_and_trust_to_the_next_requests() {
+    let slow = Behavior::Slow(Duration::from_millis(800));
+    let (b1, b2) = (
+        TestBackend::start("wt1", Behavior::Normal),
+        TestBackend::start("wt2", slow),
+    );
+    let proxy = start_proxy(&[b1.spec(), b2.spec()], |_| {});
+    let (to_wt1, to_wt2) = (
+        "/app?wtd=wt1AAAAAAAAAAAAAAAA",
+        "/app?wtd=wt2BBBBBBBBBBBBBBBB",
+    );
+    let mut w = Wire::connect(proxy.addr);
+    let mut ask = |raw: &[u8]| {
+        w.write_all(raw).unwrap();
+        w.read_response(false).unwrap()
+    };
+    for _ in 0..2 {
+        let r = ask(&get_forwarded_for(to_wt1, "192.0.2.9"));
+        assert_eq!((r.status, r.backend()), (200, "wt1"), "{}", r.body_str());
+    }
+    assert_eq!(ask(&get(to_wt2)).status, 200, "slower than 60 s? no");
+    let seen = b1.requests();
+    let before: Vec<_> = seen.iter().map(|r| r.header("X-Forwarded-For")).collect();
+    assert_eq!(
+        before,
+        [Some("127.0.0.1"); 2],
+        "an untrusted client's is replaced"
+    );
+    assert_eq!(
+        seen[0].conn, seen[1].conn,
+        "the second went on the pooled connection"
+    );
+
+    let live = |c: &mut Config| {
+        c.timeouts.server = Duration::from_millis(100);
+        c.reuse = wtgate::config::Reuse::Never;
+        c.trusted_proxies = vec![wtgate::config::parse_cidr("127.0.0.0/8").unwrap()];
+    };
+    let done = proxy
+        .engine()
+        .handle()
+        .reload_with(proxy_config(&[b1.spec(), b2.spec()], live))
+        .unwrap();
+    let applied = ["pool.reuse", "timeouts.server", "forwarded.trusted"];
+    assert_eq!(done.changes.settings, applied, "{:?}", done.changes);
+    assert!(done.changes.need_restart.is_empty(), "{:?}", done.changes);
+    assert_eq!(done.pending_shards, 0);
+
+    for _ in 0..2 {
+        let r = ask(&get_forwarded_for(to_wt1, "192.0.2.9"));
+        assert_eq!((r.status, r.backend()), (200, "wt1"), "{}", r.body_str());
+    }
+    let seen = b1.requests();
+    let after: Vec<_> = seen[2..]
+        .iter()
+        .map(|r| r.header("X-Forwarded-For"))
+        .collect();
+    assert_eq!(
+        after,
+        [Some("192.0.2.9, 127.0.0.1"); 2],
+        "a trusted proxy's is kept"
+    );
+    let conns: Vec<_> = seen.iter().map(|r| r.conn).collect();
+    assert!(
+        conns[2] != conns[1] && conns[3] != conns[2],
+        "no reuse after the reload: {conns:?}"
+    );
+    let r = ask(&get(to_wt2));
+    assert_eq!(r.status, 504, "{}", r.body_str());
+}
+
+/// Through the file and `POST /reload`: the proxy-side settings are listed as applied, a
+/// restart-only one (maxconn) as kept. A tunnel opened after the reload takes the new
+/// `timeouts.tunnel` and is closed once quiet that long; one opened before keeps its own.
+#[test]
+fn post_reload_applies_the_proxy_side_settings_and_new_tunnels_take_them() {
+    let b1 = TestBackend::start("wt1", WS);
+    let (listen, admin_port) = (free_port(), free_port());
+    let file = TempConfig::new(
+        "reload-proxy-side",
+        &config_file(listen, admin_port, &[&b1], ""),
+    );
+    let _wtgate = Serving::start(&["--config", file.path()]);
+    let proxy: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let target = "/app?wtd=wt1AAAAAAAAAAAAAAAA&request=ws";
+    let (mut before, _) = ws_connect(proxy, target);
+    echoes(&mut before, "before");
+
+    let more = "[timeouts]\ntunnel = \"300ms\"\nconnect = \"2s\"\n[limits]\nretries = 2\n\
+                maxconn = 100\n[pool]\nreuse = \"always\"\n[forwarded]\n\
+                trusted = [\"127.0.0.1\"]\n";
+    file.write(&config_file(listen, admin_port, &[&b1], more));
+    let (status, answer) = admin(admin_addr, "POST", "/reload", None);
+    assert_eq!(status, 200, "{answer}");
+    let applied = [
+        "pool.reuse",
+        "timeouts.connect",
+        "timeouts.tunnel",
+        "limits.retries",
+        "forwarded.trusted",
+    ];
+    assert_eq!(answer["settings"], serde_json::json!(applied), "{answer}");
+    let kept = serde_json::json!(["limits.maxconn"]);
+    assert_eq!(answer["need_restart"], kept, "{answer}");
+    assert_eq!(answer["pending_shards"], 0, "{answer}");
+
+    let (mut after, _) = ws_connect(proxy, target);
+    echoes(&mut after, "after");
+    after
+        .expect_closed()
+        .expect("a tunnel quiet for its new timeout is closed");
+    echoes(&mut before, "still open");
+}
