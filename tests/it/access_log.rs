@@ -392,11 +392,11 @@ fn a_log_nobody_reads_drops_lines_not_requests() {
         assert_eq!(r.status, 200, "request {n}");
     }
     let engine = pair.proxy.engine();
-    let stats = eventually("lines dropped for a full queue", || {
+    // A request's line is made just after its answer is out: the last one may still be coming.
+    let stats = eventually("every line made, some dropped for a full queue", || {
         let s = engine.stats();
-        (dropped(&s, "queue_full") > 0).then_some(s)
+        (dropped(&s, "queue_full") > 0 && s.access_log_lines == requests).then_some(s)
     });
-    assert_eq!(stats.access_log_lines, requests);
     assert!(dropped(&stats, "queue_full") < requests, "{stats:?}");
     // The writer's pending write now fails (EPIPE), and the writer ends with the engine.
     drop(reader);
@@ -546,29 +546,25 @@ fn a_signal_reopens_the_log_after_rotation() {
             let _ = std::fs::remove_file(p);
         }
         let (wtgate, addr) = serve(&b, path.to_str().unwrap(), None);
-        let in_file = |p: &std::path::Path, want: usize| {
-            eventually(&format!("{want} line(s) in {}", p.display()), || {
-                let text = std::fs::read_to_string(p).ok()?;
-                (text.lines().count() == want).then_some(text)
-            })
-        };
+        let lines_in =
+            |p: &std::path::Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
         assert_eq!(request(addr, &get("/?before=1")).1.status, 200);
-        in_file(&path, 1);
+        eventually("the first line written", || {
+            (lines_in(&path) == 1).then_some(())
+        });
         std::fs::rename(&path, &rotated).unwrap();
         wtgate.signal(signal);
-        // The reopen happens at the writer's next write: a request right after the signal may
-        // still land in the old file, so count lines across both files until the new one shows.
-        let new = eventually("a line in the new file", || {
+        // The signal is handled on a thread of wtgate's own: a request right after it may still
+        // land in the old file. Send until one lands in the new file; none may be lost.
+        let mut sent = 1;
+        eventually("a line in the new file", || {
             assert_eq!(request(addr, &get("/?after=1")).1.status, 200);
-            std::fs::read_to_string(&path)
-                .ok()
-                .filter(|t| !t.is_empty())
+            sent += 1;
+            (lines_in(&path) > 0).then_some(())
         });
-        assert!(
-            new.lines().all(|l| parse(l).request.contains("GET / ")),
-            "{new}"
-        );
-        assert!(in_file(&rotated, 1).contains("GET / "));
+        eventually("every line in one of the two files", || {
+            (lines_in(&path) + lines_in(&rotated) == sent).then_some(())
+        });
         let (code, _, err) = wtgate.stop();
         assert_eq!(code, Some(0), "after {signal}: {err:?}");
         for p in [&path, &rotated] {
