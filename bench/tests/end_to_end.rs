@@ -191,3 +191,56 @@ fn a_backend_alone_cannot_answer_for_the_other_prefix() {
     assert_eq!(n(&v, "ok"), 300, "{v}");
     assert_eq!(v["errors"]["misrouted"], 300, "{v}");
 }
+
+/// Reads from `s` until the peer closes (bounded by a read timeout).
+fn read_to_close(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all
+}
+
+#[test]
+fn serve_answers_pipelined_requests_in_order_and_refuses_a_huge_head() {
+    use std::io::Write;
+    let (_kid, addr) = serve("wt1");
+    // Four requests in one write: a small body, a POST whose body must be skipped, a HEAD, and a
+    // body larger than the pattern buffer (written straight from it), the last closing.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET /a?size=5 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+          HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /d?size=300000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let all = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&all);
+    let lengths: Vec<&str> = text
+        .match_indices("Content-Length: ")
+        .map(|(i, _)| text[i + 16..].split("\r\n").next().unwrap())
+        .collect();
+    assert_eq!(lengths, ["5", "64", "64", "300000"], "{}", &text[..400]);
+    assert!(
+        text.contains("\r\n\r\nabcdeHTTP/1.1 200"),
+        "{}",
+        &text[..400]
+    );
+    // The 256 KiB pattern, then its start again.
+    let last_body = &all[all.len() - 300000..];
+    let pattern = |i: usize| b'a' + (i % (256 * 1024) % 26) as u8;
+    assert!(last_body.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+
+    // A head that fills 64 KiB without ending: 431, then the close.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut head = b"GET /".to_vec();
+    head.resize(64 * 1024, b'a');
+    s.write_all(&head).unwrap();
+    let all = read_to_close(&mut s);
+    assert!(
+        all.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+}
