@@ -1,4 +1,4 @@
-//! The load generator: N connections on one (or a few) glommio executors, closed or open loop.
+//! The load generator: N connections on one (or a few) monoio runtimes, closed or open loop.
 //!
 //! Closed loop: every connection sends its next request as soon as the previous answer is in;
 //! latency is measured from the actual send. Open loop (`rate`): every connection follows a
@@ -10,7 +10,7 @@
 //! error kind; requests still unanswered `grace` after the window are counted as timeouts and their
 //! connections dropped, so `sent == ok + errors` always holds and a run always ends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -20,12 +20,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use wtgate_demo::ws;
 
 use crate::stats::{self, Counts, ErrorKind, Schedule};
+use crate::timer::Timer;
 use crate::wire::{self, BodyLen, Prepared, RequestSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,7 @@ struct Ctx {
     start_ns: u64,
     end_ns: u64,
     stats: RefCell<ThreadStats>,
+    timer: Rc<Timer>,
 }
 
 enum Admit {
@@ -196,10 +199,13 @@ impl Ctx {
     }
 
     async fn sleep_until(&self, at_ns: u64) {
-        let now = self.now_ns();
-        if at_ns > now {
-            glommio::timer::sleep(Duration::from_nanos(at_ns - now)).await;
-        }
+        self.timer.sleep_until(at_ns).await;
+    }
+
+    /// Do not spin on a refusing or broken target: 5 ms, or to the window's end.
+    async fn pause_after_failure(&self) {
+        let pause = self.now_ns() + 5_000_000;
+        self.sleep_until(pause.min(self.end_ns)).await;
     }
 }
 
@@ -233,78 +239,85 @@ pub fn raise_limits() {
     }
 }
 
-/// A glommio executor for the generator or the backend: no file I/O, so little registered memory.
-pub fn executor(name: &str) -> io::Result<glommio::LocalExecutor> {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name(name)
-        .io_memory(256 * 1024)
-        .make()
-        .map_err(|e| io::Error::other(format!("io_uring executor: {e}")))
-}
-
 fn run_thread(
     cfg: Arc<LoadConfig>,
     t0: Instant,
     live: Arc<Live>,
     conns: Vec<usize>,
 ) -> io::Result<ThreadResult> {
-    let ex = executor("wtgate-bench-load")?;
-    ex.run(async move {
-        let start_ns = cfg.warmup.as_nanos() as u64;
-        let end_ns = start_ns + cfg.duration.as_nanos() as u64;
-        let ctx = Rc::new(Ctx {
-            cfg: cfg.clone(),
-            t0,
-            live,
-            start_ns,
-            end_ns,
-            stats: RefCell::new(ThreadStats {
-                hist: stats::new_histogram(),
-                counts: Counts::default(),
-                inflight: 0,
-                last_done_ns: 0,
-            }),
-        });
-        let tasks: Vec<_> = conns
-            .iter()
-            .map(|&c| {
-                let ctx = ctx.clone();
-                glommio::spawn_local(async move {
-                    match ctx.cfg.mode {
-                        Mode::Ws => ws_conn(ctx, c).await,
-                        _ => http_conn(ctx, c).await,
-                    }
-                })
+    let mut rt = crate::rt::runtime()?;
+    rt.block_on(thread_main(cfg, t0, live, conns))
+}
+
+/// One thread's connections until they are done or the grace after the window is over.
+async fn thread_main(
+    cfg: Arc<LoadConfig>,
+    t0: Instant,
+    live: Arc<Live>,
+    conns: Vec<usize>,
+) -> io::Result<ThreadResult> {
+    let timer = Timer::new(t0)?;
+    monoio::spawn(timer.clone().drive());
+    let start_ns = cfg.warmup.as_nanos() as u64;
+    let end_ns = start_ns + cfg.duration.as_nanos() as u64;
+    let ctx = Rc::new(Ctx {
+        cfg: cfg.clone(),
+        t0,
+        live,
+        start_ns,
+        end_ns,
+        stats: RefCell::new(ThreadStats {
+            hist: stats::new_histogram(),
+            counts: Counts::default(),
+            inflight: 0,
+            last_done_ns: 0,
+        }),
+        timer,
+    });
+    let tasks: Vec<_> = conns
+        .iter()
+        .map(|&c| {
+            let ctx = ctx.clone();
+            monoio::spawn(async move {
+                match ctx.cfg.mode {
+                    Mode::Ws => ws_conn(ctx, c).await,
+                    _ => http_conn(ctx, c).await,
+                }
             })
-            .collect();
-        let deadline = end_ns + cfg.grace.as_nanos() as u64;
-        let all = async {
-            for t in tasks {
-                t.await;
-            }
-            true
-        };
-        let finished = future::or(all, async {
-            ctx.sleep_until(deadline).await;
-            false
         })
-        .await;
-        // Dropping the unfinished tasks cancels them; what they had in flight timed out.
-        let mut s = ctx.stats.borrow_mut();
-        if !finished {
-            let stuck = s.inflight;
-            for _ in 0..stuck {
-                s.counts.error(ErrorKind::Timeout);
-            }
-            ctx.live.errors.fetch_add(stuck, Ordering::Relaxed);
-            s.inflight = 0;
+        .collect();
+    let deadline = end_ns + cfg.grace.as_nanos() as u64;
+    let all = async {
+        for t in tasks {
+            t.await;
         }
-        Ok(ThreadResult {
-            hist: std::mem::replace(&mut s.hist, stats::new_histogram()),
-            counts: std::mem::take(&mut s.counts),
-            last_done_ns: s.last_done_ns,
-        })
+        true
+    };
+    let finished = future::or(all, async {
+        ctx.sleep_until(deadline).await;
+        false
     })
+    .await;
+    Ok(thread_result(&ctx, finished))
+}
+
+/// The thread's counts; if its connections did not all finish, what they had in flight timed out
+/// (they never run again: the runtime ends with the thread's main future).
+fn thread_result(ctx: &Ctx, finished: bool) -> ThreadResult {
+    let mut s = ctx.stats.borrow_mut();
+    if !finished {
+        let stuck = s.inflight;
+        for _ in 0..stuck {
+            s.counts.error(ErrorKind::Timeout);
+        }
+        ctx.live.errors.fetch_add(stuck, Ordering::Relaxed);
+        s.inflight = 0;
+    }
+    ThreadResult {
+        hist: std::mem::replace(&mut s.hist, stats::new_histogram()),
+        counts: std::mem::take(&mut s.counts),
+        last_done_ns: s.last_done_ns,
+    }
 }
 
 /// Per-connection open-loop schedule, if the run has a rate.
@@ -335,58 +348,70 @@ async fn next_slot(ctx: &Ctx, sched: &mut Option<Schedule>) -> (u64, Admit) {
     }
 }
 
-/// A read buffer: `data[start..end]` is unread.
+/// A read buffer: `data[start..]` is unread. The ring reads into the spare capacity after
+/// `data.len()`, so the buffer is owned and lent to each read.
 struct RBuf {
     data: Vec<u8>,
     start: usize,
-    end: usize,
+    cap: usize,
 }
 
 impl RBuf {
     fn new(cap: usize) -> RBuf {
         RBuf {
-            data: vec![0; cap],
+            data: Vec::with_capacity(cap),
             start: 0,
-            end: 0,
+            cap,
         }
     }
     fn unread(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start..]
     }
     fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+        if self.start == self.data.len() {
+            self.clear();
         }
     }
     fn clear(&mut self) {
         self.start = 0;
-        self.end = 0;
+        self.data.clear();
     }
     /// Reads once after the unread bytes; `Eof` on 0 bytes, `BadResponse` if full.
     async fn fill(&mut self, s: &mut TcpStream) -> Result<usize, ErrorKind> {
-        if self.end == self.data.len() {
+        if self.data.capacity() == 0 {
+            // A read dropped in flight (a timeout) kept the buffer: start afresh.
+            *self = RBuf::new(self.cap);
+        }
+        let end = self.data.len();
+        if end == self.data.capacity() {
             if self.start == 0 {
                 return Err(ErrorKind::BadResponse);
             }
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.data.copy_within(self.start..end, 0);
+            self.data.truncate(end - self.start);
             self.start = 0;
         }
-        match s.read(&mut self.data[self.end..]).await {
+        let data = std::mem::take(&mut self.data);
+        let (end, cap) = (data.len(), data.capacity());
+        let (r, slice) = s.read(data.slice_mut(end..cap)).await;
+        self.data = slice.into_inner();
+        match r {
             Ok(0) => Err(ErrorKind::Eof),
-            Ok(n) => {
-                self.end += n;
-                Ok(n)
-            }
+            Ok(n) => Ok(n),
             Err(_) => Err(ErrorKind::Io),
         }
     }
 }
 
+/// Sends all of `bytes` (shared, so that the ring can hold them while the write is in flight).
+async fn send(s: &mut TcpStream, bytes: &Rc<Vec<u8>>) -> Result<(), ErrorKind> {
+    let (r, _) = s.write_all(bytes.clone()).await;
+    r.map(|_| ()).map_err(|_| ErrorKind::Io)
+}
+
 async fn connect(ctx: &Ctx) -> Result<TcpStream, ErrorKind> {
-    match TcpStream::connect(ctx.cfg.target).await {
+    match TcpStream::connect_addr(ctx.cfg.target).await {
         Ok(s) => {
             ctx.connected();
             let _ = s.set_nodelay(true);
@@ -477,6 +502,29 @@ fn judge(head: &wire::RespHead, expect: Option<&str>) -> Result<(), ErrorKind> {
     Ok(())
 }
 
+/// One request and its answer on the connection in `stream` (opened first if there is none); the
+/// bytes of the answer if it is a success from the right backend.
+async fn http_exchange(
+    ctx: &Ctx,
+    stream: &mut Option<TcpStream>,
+    buf: &mut RBuf,
+    heads: &mut wire::HeadReader,
+    req: &Prepared,
+) -> Result<u64, ErrorKind> {
+    let s = match stream {
+        Some(s) => s,
+        None => stream.insert(connect(ctx).await?),
+    };
+    buf.clear();
+    send(s, &req.bytes).await?;
+    let (head, bytes) = read_response(s, buf, heads).await?;
+    if head.close && ctx.cfg.mode != Mode::Connect {
+        // The server ends the connection after this answer: reconnect next time.
+        *stream = None;
+    }
+    judge(&head, req.expect.as_deref()).map(|_| bytes)
+}
+
 async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
     let cfg = &ctx.cfg;
     let reqs: Vec<Prepared> = wire::prepare(&cfg.spec, conn, 60);
@@ -501,21 +549,7 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
         let req = &reqs[i % reqs.len()];
         i += 1;
         let from = if sched.is_some() { due } else { ctx.now_ns() };
-        let outcome = async {
-            let s = match stream.as_mut() {
-                Some(s) => s,
-                None => stream.insert(connect(&ctx).await?),
-            };
-            buf.clear();
-            s.write_all(&req.bytes).await.map_err(|_| ErrorKind::Io)?;
-            let (head, bytes) = read_response(s, &mut buf, &mut heads).await?;
-            if head.close && !per_request {
-                // The server ends the connection after this answer: reconnect next time.
-                stream = None;
-            }
-            judge(&head, req.expect.as_deref()).map(|_| bytes)
-        }
-        .await;
+        let outcome = http_exchange(&ctx, &mut stream, &mut buf, &mut heads, req).await;
         let failed = outcome.is_err();
         if measured {
             ctx.finish(from, outcome);
@@ -526,9 +560,7 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
             close_hard(s);
         }
         if failed {
-            // Do not spin on a refusing or broken target.
-            let pause = ctx.now_ns() + 5_000_000;
-            ctx.sleep_until(pause.min(ctx.end_ns)).await;
+            ctx.pause_after_failure().await;
         }
     }
     if let Some(s) = stream.take() {
@@ -544,7 +576,7 @@ async fn ws_handshake(
     up: &Prepared,
 ) -> Result<(), ErrorKind> {
     let _ = ctx;
-    s.write_all(&up.bytes).await.map_err(|_| ErrorKind::Io)?;
+    send(s, &up.bytes).await?;
     let head = loop {
         match wire::parse_response_head(buf.unread()) {
             Ok(Some(h)) => break h,
@@ -566,13 +598,9 @@ async fn ws_handshake(
     Ok(())
 }
 
-async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
-    use wtgate_demo::ws;
-    let cfg = &ctx.cfg;
-    let prefix = (!cfg.spec.prefixes.is_empty())
-        .then(|| cfg.spec.prefixes[conn % cfg.spec.prefixes.len()].as_str());
-    let up = wire::ws_upgrade(&cfg.spec.host, prefix, conn);
-    let payload: Vec<u8> = (0..cfg.msg_size).map(|i| (i * 31 + conn) as u8).collect();
+/// One connection's WebSocket message: the payload and the masked frame that carries it.
+fn ws_message(conn: usize, msg_size: usize) -> (Vec<u8>, Rc<Vec<u8>>) {
+    let payload: Vec<u8> = (0..msg_size).map(|i| (i * 31 + conn) as u8).collect();
     let mut frame = Vec::new();
     ws::encode_frame(
         &mut frame,
@@ -581,6 +609,71 @@ async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
         &payload,
         Some([0x12, 0x34, 0x56, conn as u8]),
     );
+    (payload, Rc::new(frame))
+}
+
+/// Opens a tunnel: connects and reads the upgrade's answer.
+async fn ws_open(ctx: &Ctx, buf: &mut RBuf, up: &Prepared) -> Result<TcpStream, ErrorKind> {
+    let mut s = connect(ctx).await?;
+    buf.clear();
+    ws_handshake(ctx, &mut s, buf, up).await?;
+    Ok(s)
+}
+
+/// Sends one message and reads its echo; the bytes of the echo frame if it is the same payload.
+async fn ws_echo(
+    s: &mut TcpStream,
+    buf: &mut RBuf,
+    frame: &Rc<Vec<u8>>,
+    payload: &[u8],
+) -> Result<u64, ErrorKind> {
+    send(s, frame).await?;
+    loop {
+        match ws::decode_header(buf.unread(), payload.len().max(125)) {
+            Ok(Some(h)) if buf.unread().len() >= h.frame_len() => {
+                let data = &buf.unread()[h.header_len..h.frame_len()];
+                let good = h.opcode == ws::OP_BINARY && h.mask.is_none() && data == payload;
+                let n = h.frame_len();
+                buf.consume(n);
+                return if good {
+                    Ok(n as u64)
+                } else {
+                    Err(ErrorKind::BadEcho)
+                };
+            }
+            Ok(_) => {
+                buf.fill(s).await?;
+            }
+            Err(_) => return Err(ErrorKind::BadResponse),
+        }
+    }
+}
+
+/// A polite close frame (the echo server answers and closes), given at most 100 ms.
+async fn ws_close(mut s: TcpStream) {
+    let mut close = Vec::new();
+    ws::encode_frame(
+        &mut close,
+        true,
+        ws::OP_CLOSE,
+        &1000u16.to_be_bytes(),
+        Some([1, 2, 3, 4]),
+    );
+    let _ = future::or(
+        async {
+            let _ = s.write_all(close).await;
+        },
+        monoio::time::sleep(Duration::from_millis(100)),
+    )
+    .await;
+}
+
+async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
+    let cfg = &ctx.cfg;
+    let prefix = (!cfg.spec.prefixes.is_empty())
+        .then(|| cfg.spec.prefixes[conn % cfg.spec.prefixes.len()].as_str());
+    let up = wire::ws_upgrade(&cfg.spec.host, prefix, conn);
+    let (payload, frame) = ws_message(conn, cfg.msg_size);
     let mut buf = RBuf::new((cfg.msg_size + 64).max(64 * 1024));
     let mut sched = schedule_for(&ctx, conn);
     let mut stream: Option<TcpStream> = None;
@@ -588,27 +681,16 @@ async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
         if stream.is_none() {
             // Open (or reopen) the tunnel; the handshake itself is not a measured message, but
             // its failure is counted when the next message cannot be sent.
-            let attempt = async {
-                let mut s = connect(&ctx).await?;
-                buf.clear();
-                ws_handshake(&ctx, &mut s, &mut buf, &up).await?;
-                Ok::<_, ErrorKind>(s)
-            }
-            .await;
-            match attempt {
+            match ws_open(&ctx, &mut buf, &up).await {
                 Ok(s) => stream = Some(s),
                 Err(kind) => {
                     let (due, admit) = next_slot(&ctx, &mut sched).await;
                     match admit {
                         Admit::Stop => break,
                         Admit::Warmup => {}
-                        Admit::Measured => {
-                            let _ = due;
-                            ctx.finish(due, Err(kind));
-                        }
+                        Admit::Measured => ctx.finish(due, Err(kind)),
                     }
-                    let pause = ctx.now_ns() + 5_000_000;
-                    ctx.sleep_until(pause.min(ctx.end_ns)).await;
+                    ctx.pause_after_failure().await;
                     continue;
                 }
             }
@@ -621,57 +703,18 @@ async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
         };
         let from = if sched.is_some() { due } else { ctx.now_ns() };
         let s = stream.as_mut().expect("connected above");
-        let outcome = async {
-            s.write_all(&frame).await.map_err(|_| ErrorKind::Io)?;
-            loop {
-                match ws::decode_header(buf.unread(), cfg.msg_size.max(125)) {
-                    Ok(Some(h)) if buf.unread().len() >= h.frame_len() => {
-                        let data = &buf.unread()[h.header_len..h.frame_len()];
-                        let good = h.opcode == ws::OP_BINARY && h.mask.is_none() && data == payload;
-                        let n = h.frame_len();
-                        buf.consume(n);
-                        return if good {
-                            Ok(n as u64)
-                        } else {
-                            Err(ErrorKind::BadEcho)
-                        };
-                    }
-                    Ok(_) => {
-                        buf.fill(s).await?;
-                    }
-                    Err(_) => return Err(ErrorKind::BadResponse),
-                }
-            }
-        }
-        .await;
+        let outcome = ws_echo(s, &mut buf, &frame, &payload).await;
         let failed = outcome.is_err();
         if measured {
             ctx.finish(from, outcome);
         }
         if failed {
             stream = None;
-            let pause = ctx.now_ns() + 5_000_000;
-            ctx.sleep_until(pause.min(ctx.end_ns)).await;
+            ctx.pause_after_failure().await;
         }
     }
     if let Some(s) = stream.take() {
-        // A polite close frame; the echo server answers and closes.
-        let mut close = Vec::new();
-        ws::encode_frame(
-            &mut close,
-            true,
-            ws::OP_CLOSE,
-            &1000u16.to_be_bytes(),
-            Some([1, 2, 3, 4]),
-        );
-        let mut s = s;
-        let _ = future::or(
-            async {
-                let _ = s.write_all(&close).await;
-            },
-            glommio::timer::sleep(Duration::from_millis(100)),
-        )
-        .await;
+        ws_close(s).await;
     }
 }
 
@@ -698,74 +741,92 @@ pub fn run_idle(
     limit: Duration,
     pids: Vec<u32>,
 ) -> io::Result<IdleResult> {
-    let ex = executor("wtgate-bench-idle")?;
-    ex.run(async move {
-        let t0 = Instant::now();
+    let mut rt = crate::rt::runtime()?;
+    rt.block_on(async move {
         let rss_before_kib = crate::procfs::rss_kib(&pids);
-        let kept: Rc<RefCell<Vec<TcpStream>>> = Rc::new(RefCell::new(Vec::with_capacity(conns)));
-        let failed = Rc::new(RefCell::new((0usize, 0usize)));
-        let next = Rc::new(std::cell::Cell::new(0usize));
-        let spec = Rc::new(spec);
+        let sh = Rc::new(Idle {
+            target,
+            spec,
+            conns,
+            limit,
+            t0: Instant::now(),
+            next: Cell::new(0),
+            kept: RefCell::new(Vec::with_capacity(conns)),
+            failed: Cell::new(0),
+            misrouted: Cell::new(0),
+        });
         let workers: Vec<_> = (0..parallel.max(1))
-            .map(|_| {
-                let kept = kept.clone();
-                let failed = failed.clone();
-                let next = next.clone();
-                let spec = spec.clone();
-                glommio::spawn_local(async move {
-                    let mut buf = RBuf::new(16 * 1024);
-                    let mut heads = wire::HeadReader::default();
-                    loop {
-                        let i = next.get();
-                        if i >= conns || t0.elapsed() > limit {
-                            break;
-                        }
-                        next.set(i + 1);
-                        let req = &wire::prepare(&spec, i, 1)[0];
-                        let attempt = async {
-                            let mut s = TcpStream::connect(target)
-                                .await
-                                .map_err(|_| ErrorKind::Connect)?;
-                            buf.clear();
-                            s.write_all(&req.bytes).await.map_err(|_| ErrorKind::Io)?;
-                            let (head, _) = read_response(&mut s, &mut buf, &mut heads).await?;
-                            judge(&head, req.expect.as_deref())?;
-                            Ok::<_, ErrorKind>(s)
-                        };
-                        // A connection parked in a full backlog must not hold the run past its limit.
-                        let left = limit.saturating_sub(t0.elapsed());
-                        let r = future::or(attempt, async {
-                            glommio::timer::sleep(left).await;
-                            Err(ErrorKind::Timeout)
-                        })
-                        .await;
-                        match r {
-                            Ok(s) => kept.borrow_mut().push(s),
-                            Err(ErrorKind::Misrouted) => failed.borrow_mut().1 += 1,
-                            Err(_) => failed.borrow_mut().0 += 1,
-                        }
-                    }
-                })
-            })
+            .map(|_| monoio::spawn(idle_worker(sh.clone())))
             .collect();
         for w in workers {
             w.await;
         }
-        let open_s = t0.elapsed().as_secs_f64();
+        let open_s = sh.t0.elapsed().as_secs_f64();
         // Let the proxy settle (freed request buffers, pooled backend connections), then measure.
-        let settle = hold.min(limit.saturating_sub(t0.elapsed()));
-        glommio::timer::sleep(settle).await;
+        let settle = hold.min(limit.saturating_sub(sh.t0.elapsed()));
+        monoio::time::sleep(settle).await;
         let rss_after_kib = crate::procfs::rss_kib(&pids);
-        let opened = kept.borrow().len();
-        kept.borrow_mut().clear();
-        let (f, m) = *failed.borrow();
+        let opened = sh.kept.borrow().len();
+        sh.kept.borrow_mut().clear();
         Ok(IdleResult {
             opened,
-            failed: f,
-            misrouted: m,
+            failed: sh.failed.get(),
+            misrouted: sh.misrouted.get(),
             rss_before_kib,
             rss_after_kib,
             open_s,
         })
     })
+}
+
+/// What the workers of an idle run share.
+struct Idle {
+    target: SocketAddr,
+    spec: RequestSpec,
+    conns: usize,
+    limit: Duration,
+    t0: Instant,
+    /// The next connection to open.
+    next: Cell<usize>,
+    kept: RefCell<Vec<TcpStream>>,
+    failed: Cell<usize>,
+    misrouted: Cell<usize>,
+}
+
+/// Opens connections one after another until all are open or the time is up.
+async fn idle_worker(sh: Rc<Idle>) {
+    let mut buf = RBuf::new(16 * 1024);
+    let mut heads = wire::HeadReader::default();
+    loop {
+        let i = sh.next.get();
+        if i >= sh.conns || sh.t0.elapsed() > sh.limit {
+            break;
+        }
+        sh.next.set(i + 1);
+        let Some(req) = wire::prepare(&sh.spec, i, 1).pop() else {
+            break;
+        };
+        let attempt = async {
+            let mut s = TcpStream::connect_addr(sh.target)
+                .await
+                .map_err(|_| ErrorKind::Connect)?;
+            buf.clear();
+            send(&mut s, &req.bytes).await?;
+            let (head, _) = read_response(&mut s, &mut buf, &mut heads).await?;
+            judge(&head, req.expect.as_deref())?;
+            Ok::<_, ErrorKind>(s)
+        };
+        // A connection parked in a full backlog must not hold the run past its limit.
+        let left = sh.limit.saturating_sub(sh.t0.elapsed());
+        let r = future::or(attempt, async {
+            monoio::time::sleep(left).await;
+            Err(ErrorKind::Timeout)
+        })
+        .await;
+        match r {
+            Ok(s) => sh.kept.borrow_mut().push(s),
+            Err(ErrorKind::Misrouted) => sh.misrouted.set(sh.misrouted.get() + 1),
+            Err(_) => sh.failed.set(sh.failed.get() + 1),
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! wtgate-bench: the benchmark instrument of wtgate.
 //!
-//! - `load`: a latency load generator (glommio + HdrHistogram), closed loop or open loop at a fixed
+//! - `load`: a latency load generator (monoio + HdrHistogram), closed loop or open loop at a fixed
 //!   rate with coordinated-omission correction; keep-alive GETs with Wt-like URLs, a connection per
 //!   request, POST bodies, large responses, WebSocket echo. Checks routing on every answer.
 //! - `serve`: a fast backend answering fixed-size bodies and WebSocket echo, naming itself in
@@ -10,14 +10,17 @@
 //!   (used by `scripts/compare.sh`).
 //!
 //! Modules: [`stats`] (schedule, CO correction, percentiles), [`wire`] (requests, response heads),
-//! [`load`] (the generator), [`serve`], [`procfs`] (CPU/RSS of the proxy), [`report`] + [`svg`].
+//! [`load`] (the generator), [`serve`], [`rt`] (one monoio runtime per thread) and [`timer`]
+//! (sleeps to the microsecond), [`procfs`] (CPU/RSS of the proxy), [`report`] + [`svg`].
 
 mod load;
 mod procfs;
 mod report;
+mod rt;
 mod serve;
 mod stats;
 mod svg;
+mod timer;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -6,16 +6,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use wtgate::h1::{self, Framing, Limits, RequestHead};
 use wtgate_demo::ws;
-
-use crate::load::executor;
 
 /// Largest body a request may ask for with `size=` (64 MiB).
 pub const MAX_SIZE: usize = 64 << 20;
@@ -35,7 +34,8 @@ pub struct ServeConfig {
 struct Shared {
     prefix: String,
     size: usize,
-    pattern: Vec<u8>,
+    /// Shared, so that the ring can hold it while a large body is being written.
+    pattern: Rc<Vec<u8>>,
 }
 
 /// Binds, prints `listening on ADDR` on stdout, and serves forever (until killed).
@@ -54,31 +54,15 @@ pub fn run(cfg: ServeConfig) -> io::Result<()> {
     let mut handles = Vec::new();
     for (t, sock) in socks.into_iter().enumerate() {
         let cfg = cfg.clone();
-        let fd = sock.into_raw_fd();
-        handles.push(std::thread::spawn(move || -> io::Result<()> {
-            let ex = executor(&format!("serve-{t}"))?;
-            ex.run(async move {
-                // SAFETY: `fd` is a bound, listening TCP socket handed to this thread alone.
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                let shared = Rc::new(Shared {
-                    prefix: cfg.prefix.clone(),
-                    size: cfg.size,
-                    pattern: (0..PATTERN).map(|i| b'a' + (i % 26) as u8).collect(),
-                });
-                loop {
-                    match listener.accept().await {
-                        Ok(s) => {
-                            let shared = shared.clone();
-                            glommio::spawn_local(async move {
-                                let _ = serve_conn(s, shared).await;
-                            })
-                            .detach();
-                        }
-                        Err(_) => glommio::timer::sleep(std::time::Duration::from_millis(20)).await,
-                    }
-                }
-            })
-        }));
+        let std_listener = std::net::TcpListener::from(sock);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("serve-{t}"))
+                .spawn(move || -> io::Result<()> {
+                    let mut rt = crate::rt::runtime()?;
+                    rt.block_on(accept_loop(std_listener, cfg))
+                })?,
+        );
     }
     // Every thread has bound once its executor runs; a short pause makes "listening" true.
     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -90,6 +74,28 @@ pub fn run(cfg: ServeConfig) -> io::Result<()> {
             .map_err(|_| io::Error::other("serve thread panicked"))??;
     }
     Ok(())
+}
+
+/// Accepts connections on one thread's listener and serves each on a task of its own, forever.
+async fn accept_loop(listener: std::net::TcpListener, cfg: ServeConfig) -> io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let shared = Rc::new(Shared {
+        prefix: cfg.prefix,
+        size: cfg.size,
+        pattern: Rc::new((0..PATTERN).map(|i| b'a' + (i % 26) as u8).collect()),
+    });
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let shared = shared.clone();
+                monoio::spawn(async move {
+                    let _ = serve_conn(s, shared).await;
+                });
+            }
+            // Out of descriptors, most likely: let some connections end first.
+            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// A listening socket with SO_REUSEADDR (restart over TIME_WAIT) and SO_REUSEPORT (one per thread).
@@ -193,182 +199,236 @@ fn response_head(out: &mut Vec<u8>, prefix: &str, len: usize, close: bool) {
     );
 }
 
-async fn serve_conn(mut s: TcpStream, sh: Rc<Shared>) -> io::Result<()> {
+/// What a connection does once the requests read so far are answered.
+enum Next {
+    Read,
+    Close,
+    /// Switch to WebSocket echo; the request's `Sec-WebSocket-Key`.
+    Upgrade(String),
+}
+
+/// One HTTP connection. The buffers are owned and lent to the ring for each read and write.
+struct Conn {
+    s: TcpStream,
+    sh: Rc<Shared>,
+    /// Bytes read; `buf[start..]` not yet handled. Reads go to the spare capacity.
+    buf: Vec<u8>,
+    start: usize,
+    /// Answers not yet written.
+    out: Vec<u8>,
+    /// Body bytes of the current request still to be skipped.
+    skip: usize,
+    requests: RequestReader,
+}
+
+async fn serve_conn(s: TcpStream, sh: Rc<Shared>) -> io::Result<()> {
     let _ = s.set_nodelay(true);
-    let mut buf = vec![0u8; 16 * 1024];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
-    // Body bytes of the current request still to be skipped.
-    let mut skip = 0usize;
-    let mut requests = RequestReader::default();
+    let mut c = Conn {
+        s,
+        sh,
+        buf: Vec::with_capacity(16 * 1024),
+        start: 0,
+        out: Vec::with_capacity(16 * 1024),
+        skip: 0,
+        requests: RequestReader::default(),
+    };
     loop {
-        // Answer every complete request already read, in order.
-        let mut close = false;
-        let mut upgrade: Option<String> = None;
-        loop {
-            if skip > 0 {
-                let k = skip.min(end - start);
-                skip -= k;
-                start += k;
-                if skip > 0 {
-                    break;
-                }
-            }
-            if start == end {
-                break;
-            }
-            let ask = match requests.parse(&buf[start..end]) {
-                Ok(Some(a)) => a,
-                Ok(None) => break,
-                Err(BadRequest::Chunked) => {
-                    out.extend_from_slice(
-                        b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    close = true;
-                    break;
-                }
-                Err(BadRequest::Parse) => {
-                    out.extend_from_slice(
-                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    close = true;
-                    break;
-                }
-            };
-            start += ask.head_len;
-            skip = ask.body_len;
-            if let Some(key) = ask.ws_key {
-                upgrade = Some(key);
-                break;
-            }
-            let len = ask.size.unwrap_or(sh.size);
-            response_head(&mut out, &sh.prefix, len, ask.close);
-            if !ask.head_only {
-                if len <= 16 * 1024 {
-                    out.extend_from_slice(&sh.pattern[..len]);
-                } else {
-                    // A large body goes straight from the pattern, after what is queued.
-                    s.write_all(&out).await?;
-                    out.clear();
-                    let mut left = len;
-                    while left > 0 {
-                        let k = left.min(PATTERN);
-                        s.write_all(&sh.pattern[..k]).await?;
-                        left -= k;
-                    }
-                }
-            }
-            if ask.close {
-                close = true;
-                break;
-            }
-        }
-        if !out.is_empty() {
-            s.write_all(&out).await?;
-            out.clear();
-        }
-        if close {
-            let _ = s.shutdown(std::net::Shutdown::Write).await;
-            return Ok(());
-        }
-        if let Some(key) = upgrade {
-            let head = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
-                ws::accept_key(&key),
-                sh.prefix
-            );
-            s.write_all(head.as_bytes()).await?;
-            let rest = buf[start..end].to_vec();
-            return ws_echo(s, rest).await;
-        }
-        // Need more bytes: make room, then read.
-        if start == end {
-            start = 0;
-            end = 0;
-        } else if end == buf.len() {
-            if start > 0 {
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-            } else if buf.len() < MAX_HEAD {
-                buf.resize(buf.len() * 2, 0);
-            } else {
-                s.write_all(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
-                .await?;
+        let next = c.answer_all().await?;
+        c.flush().await?;
+        match next {
+            Next::Read => {}
+            Next::Close => {
+                let _ = c.s.shutdown().await;
                 return Ok(());
             }
+            Next::Upgrade(key) => return c.upgrade(&key).await,
         }
-        let n = s.read(&mut buf[end..]).await?;
-        if n == 0 {
+        if !c.read_more().await? {
             return Ok(());
         }
-        end += n;
     }
+}
+
+impl Conn {
+    /// Answers every complete request already read, in order (all into `out`, but for large bodies).
+    async fn answer_all(&mut self) -> io::Result<Next> {
+        loop {
+            if self.skip > 0 {
+                let k = self.skip.min(self.buf.len() - self.start);
+                self.skip -= k;
+                self.start += k;
+                if self.skip > 0 {
+                    return Ok(Next::Read);
+                }
+            }
+            if self.start == self.buf.len() {
+                return Ok(Next::Read);
+            }
+            let ask = match self.requests.parse(&self.buf[self.start..]) {
+                Ok(Some(a)) => a,
+                Ok(None) => return Ok(Next::Read),
+                Err(BadRequest::Chunked) => {
+                    self.out.extend_from_slice(
+                        b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return Ok(Next::Close);
+                }
+                Err(BadRequest::Parse) => {
+                    self.out.extend_from_slice(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return Ok(Next::Close);
+                }
+            };
+            self.start += ask.head_len;
+            self.skip = ask.body_len;
+            if let Some(key) = ask.ws_key {
+                return Ok(Next::Upgrade(key));
+            }
+            self.answer(&ask).await?;
+            if ask.close {
+                return Ok(Next::Close);
+            }
+        }
+    }
+
+    /// One answer: a small body is queued in `out`; a large one goes straight from the pattern,
+    /// after what is queued.
+    async fn answer(&mut self, ask: &Ask) -> io::Result<()> {
+        let len = ask.size.unwrap_or(self.sh.size);
+        response_head(&mut self.out, &self.sh.prefix, len, ask.close);
+        if ask.head_only {
+            return Ok(());
+        }
+        if len <= 16 * 1024 {
+            self.out.extend_from_slice(&self.sh.pattern[..len]);
+            return Ok(());
+        }
+        self.flush().await?;
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(PATTERN);
+            let (r, _) = self.s.write_all(self.sh.pattern.clone().slice(..k)).await;
+            r?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// Writes what `out` holds.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let (r, out) = self.s.write_all(std::mem::take(&mut self.out)).await;
+        self.out = out;
+        self.out.clear();
+        r.map(|_| ())
+    }
+
+    /// Makes room and reads once; `false` when the connection is over (EOF, or a head too large
+    /// answered with a 431).
+    async fn read_more(&mut self) -> io::Result<bool> {
+        if self.start == self.buf.len() {
+            self.start = 0;
+            self.buf.clear();
+        } else if self.buf.len() == self.buf.capacity() {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            } else if self.buf.capacity() < MAX_HEAD {
+                self.buf.reserve_exact(self.buf.capacity());
+            } else {
+                self.out.extend_from_slice(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                self.flush().await?;
+                return Ok(false);
+            }
+        }
+        let (r, buf) = read_spare(&mut self.s, std::mem::take(&mut self.buf)).await;
+        self.buf = buf;
+        Ok(r? > 0)
+    }
+
+    /// Accepts the upgrade and echoes from then on.
+    async fn upgrade(mut self, key: &str) -> io::Result<()> {
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nX-Backend: {}\r\n\r\n",
+            ws::accept_key(key),
+            self.sh.prefix
+        );
+        self.out.extend_from_slice(head.as_bytes());
+        self.flush().await?;
+        let rest = self.buf[self.start..].to_vec();
+        ws_echo(self.s, rest).await
+    }
+}
+
+/// Reads once into the spare capacity of `buf`, after its bytes.
+async fn read_spare(s: &mut TcpStream, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (r, slice) = s.read(buf.slice_mut(len..cap)).await;
+    (r, slice.into_inner())
 }
 
 /// Echoes every data frame back unmasked; answers pings, and a close with a close.
 async fn ws_echo(mut s: TcpStream, initial: Vec<u8>) -> io::Result<()> {
-    const MAX_PAYLOAD: usize = 16 << 20;
     let mut buf = initial;
-    buf.reserve(64 * 1024);
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut used = 0;
-        let mut closing = false;
-        loop {
-            match ws::decode_header(&buf[used..], MAX_PAYLOAD) {
-                Ok(Some(h)) if buf.len() - used >= h.frame_len() => {
-                    let p = used + h.header_len..used + h.frame_len();
-                    if let Some(key) = h.mask {
-                        ws::apply_mask(&mut buf[p.clone()], key);
-                    }
-                    let op = match h.opcode {
-                        ws::OP_PING => ws::OP_PONG,
-                        ws::OP_PONG => {
-                            used += h.frame_len();
-                            continue;
-                        }
-                        op => op,
-                    };
-                    ws::encode_frame(&mut out, h.fin, op, &buf[p], None);
-                    used += h.frame_len();
-                    if op == ws::OP_CLOSE {
-                        closing = true;
-                        break;
-                    }
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    ws::encode_frame(
-                        &mut out,
-                        true,
-                        ws::OP_CLOSE,
-                        &e.close_code().to_be_bytes(),
-                        None,
-                    );
-                    closing = true;
-                    break;
-                }
-            }
-        }
+        let (used, closing) = ws_answers(&mut buf, &mut out);
         buf.drain(..used);
         if !out.is_empty() {
-            s.write_all(&out).await?;
+            let (r, o) = s.write_all(out).await;
+            out = o;
             out.clear();
+            r?;
         }
         if closing {
-            let _ = s.shutdown(std::net::Shutdown::Write).await;
+            let _ = s.shutdown().await;
             return Ok(());
         }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
+        buf.reserve(64 * 1024);
+        let (r, b) = read_spare(&mut s, buf).await;
+        buf = b;
+        if r? == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Encodes into `out` the answers to the whole frames at the start of `buf` (unmasking them in
+/// place); returns how many bytes they took and whether the connection is closing.
+fn ws_answers(buf: &mut [u8], out: &mut Vec<u8>) -> (usize, bool) {
+    const MAX_PAYLOAD: usize = 16 << 20;
+    let mut used = 0;
+    loop {
+        match ws::decode_header(&buf[used..], MAX_PAYLOAD) {
+            Ok(Some(h)) if buf.len() - used >= h.frame_len() => {
+                let p = used + h.header_len..used + h.frame_len();
+                if let Some(key) = h.mask {
+                    ws::apply_mask(&mut buf[p.clone()], key);
+                }
+                used += h.frame_len();
+                let op = match h.opcode {
+                    ws::OP_PING => ws::OP_PONG,
+                    ws::OP_PONG => continue,
+                    op => op,
+                };
+                ws::encode_frame(out, h.fin, op, &buf[p], None);
+                if op == ws::OP_CLOSE {
+                    return (used, true);
+                }
+            }
+            Ok(_) => return (used, false),
+            Err(e) => {
+                let code = e.close_code().to_be_bytes();
+                ws::encode_frame(out, true, ws::OP_CLOSE, &code, None);
+                return (used, true);
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Sans-IO pieces of the generator's HTTP: building Wt-like requests and reading response heads
 //! (with the proxy's own h1 core). No sockets here; `load.rs` feeds bytes in.
 
+use std::rc::Rc;
+
 use wtgate::h1::{self, Framing, Limits, ResponseHead};
 
 /// What the generator needs from a response head.
@@ -90,7 +92,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<RespHead>, BadHead> {
 /// A prepared request: its bytes and the backend whose `X-Backend` must answer it, if any.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub bytes: Vec<u8>,
+    /// Shared, so that the ring can hold them while a write is in flight without a copy.
+    pub bytes: Rc<Vec<u8>>,
     pub expect: Option<String>,
 }
 
@@ -180,7 +183,7 @@ pub fn prepare(spec: &RequestSpec, conn: usize, count: usize) -> Vec<Prepared> {
                 bytes = head.into_bytes();
             }
             Prepared {
-                bytes,
+                bytes: Rc::new(bytes),
                 expect: owner.map(str::to_string),
             }
         })
@@ -213,7 +216,7 @@ pub fn ws_upgrade(host: &str, prefix: Option<&str>, conn: usize) -> Prepared {
     )
     .into_bytes();
     Prepared {
-        bytes,
+        bytes: Rc::new(bytes),
         expect: prefix.map(str::to_string),
     }
 }
@@ -314,10 +317,10 @@ mod tests {
                 None
             ]
         );
-        let first = String::from_utf8(reqs[0].bytes.clone()).unwrap();
+        let first = String::from_utf8(reqs[0].bytes.to_vec()).unwrap();
         assert!(first.starts_with("GET /app?wtd=wt1"), "{first}");
         assert!(first.contains("&size=100 HTTP/1.1\r\n"), "{first}");
-        let plain = String::from_utf8(reqs[2].bytes.clone()).unwrap();
+        let plain = String::from_utf8(reqs[2].bytes.to_vec()).unwrap();
         assert!(plain.starts_with("GET /app?size=100 HTTP/1.1"), "{plain}");
 
         let post = RequestSpec {
@@ -327,7 +330,7 @@ mod tests {
             ..spec
         };
         let r = &prepare(&post, 0, 1)[0];
-        let text = String::from_utf8(r.bytes.clone()).unwrap();
+        let text = String::from_utf8(r.bytes.to_vec()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("Content-Length: 300"));
         assert!(head.contains("Connection: close"));
