@@ -193,7 +193,9 @@ mod tests {
             let timer = Timer::new(t0).unwrap();
             monoio::spawn(timer.clone().drive());
             let woke = Rc::new(RefCell::new(Vec::new()));
-            let deadlines_us = [3000u64, 1000, 2000, 1000, 500, 2500];
+            // Tens of milliseconds apart: every sleeper is set before the first deadline passes,
+            // even on a loaded machine (one set after its deadline would wake at once, out of order).
+            let deadlines_us = [60_000u64, 20_000, 40_000, 20_000, 10_000, 50_000];
             let tasks: Vec<_> = deadlines_us
                 .iter()
                 .map(|&us| {
@@ -222,7 +224,7 @@ mod tests {
             );
             let woke = woke.take();
             let order: Vec<u64> = woke.iter().map(|w| w.0).collect();
-            assert_eq!(order, [500, 1000, 1000, 2000, 2500, 3000]);
+            assert_eq!(order, [10_000, 20_000, 20_000, 40_000, 50_000, 60_000]);
             assert!(woke.iter().all(|w| w.1), "{woke:?}");
             // A deadline already passed is ready at once.
             timer.sleep_until(0).await;
