@@ -9,6 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use wtgate::config::reload::Generation;
 use wtgate::config::{BackendConfig, Config};
 use wtgate::health::{Admin, BackendStatus};
 use wtgate::route::{Decision, Router, find_wtd};
@@ -50,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
         session_id_length: 1 + usize::from(sel & 7),
         ..Config::default()
     };
-    let mut router = Router::new(&cfg);
+    let generation = Generation::first(cfg.clone());
+    let mut router = Router::new(&generation.slots, cfg.session_id_length);
     let states: Vec<BackendStatus> = (0..PREFIXES.len())
         .map(|i| {
             let bits = (sel.rotate_left(i as u32 * 2) >> 4) & 3;
@@ -61,6 +63,8 @@ fuzz_target!(|data: &[u8]| {
                     3 if i % 2 == 0 => Admin::Maint,
                     _ => Admin::Ready,
                 },
+                // Removed by a reload (the odd backends' fourth state).
+                removed: bits == 3 && i % 2 == 1,
             }
         })
         .collect();
