@@ -28,6 +28,8 @@ use std::time::Duration;
 use futures_lite::future;
 use monoio::buf::{IoBuf, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
 /// An accepted or connected TCP stream, as the runtime hands it over.
 pub use monoio::net::TcpStream;
@@ -570,6 +572,54 @@ impl Drop for InBuf {
             self.pool.give(b);
         }
     }
+}
+
+/// Submission queue entries per ring (monoio's default). Operations in flight are not bounded by
+/// it, only how many are handed to the kernel at once; monoio submits early when it fills.
+pub const RING_ENTRIES: u32 = 1024;
+
+/// The ring setups tried in order, best first, with the name logged for the one taken.
+/// `COOP_TASKRUN` (5.19) runs completions' task work when the thread next enters the kernel
+/// instead of interrupting it (glommio's rings lacked it: an IPI per completion from another
+/// core); `SINGLE_ISSUER` (6.0) and `DEFER_TASKRUN` (6.1) go further: completions are processed
+/// only when this thread asks for them, in one batch per turn of the runtime.
+const RING_SETUPS: [(&str, bool, bool, bool); 4] = [
+    // (name, coop_taskrun, single_issuer, defer_taskrun)
+    ("COOP_TASKRUN|SINGLE_ISSUER|DEFER_TASKRUN", true, true, true),
+    ("COOP_TASKRUN|SINGLE_ISSUER", true, true, false),
+    ("COOP_TASKRUN", true, false, false),
+    ("no setup flags", false, false, false),
+];
+
+pub type ShardRuntime = Runtime<TimeDriver<IoUringDriver>>;
+
+/// A runtime for this thread (a shard's, or the bench's generator and backend), on the best ring setup the kernel takes, and that setup's name.
+pub fn runtime() -> std::io::Result<(ShardRuntime, &'static str)> {
+    let mut last_err = None;
+    for (name, coop, single, defer) in RING_SETUPS {
+        // monoio 0.2 builds on io-uring 0.6, hence the renamed dependency.
+        let mut ring = io_uring_06::IoUring::builder();
+        if coop {
+            ring.setup_coop_taskrun();
+        }
+        if single {
+            ring.setup_single_issuer();
+        }
+        if defer {
+            ring.setup_defer_taskrun();
+        }
+        let built = RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .uring_builder(ring)
+            .attach_thread_pool(Box::new(ThreadPerCall))
+            .enable_timer()
+            .build();
+        match built {
+            Ok(rt) => return Ok((rt, name)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no io_uring setup worked")))
 }
 
 #[cfg(test)]

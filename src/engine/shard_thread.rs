@@ -10,8 +10,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use monoio::net::TcpListener;
-use monoio::time::TimeDriver;
-use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 use socket2::Socket;
 
 use crate::config::Config;
@@ -19,31 +17,13 @@ use crate::engine::permits::Permits;
 use crate::engine::{Control, StartError};
 use crate::health::Gossip;
 use crate::metrics::ShardStats;
-use crate::net::{Background, MeshEnd};
+use crate::net::{Background, MeshEnd, RING_ENTRIES};
 use crate::shard::{Shard, Shared};
 
 /// How long a stopping shard waits for its connections' tasks to see their sockets closed.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (EMFILE and friends), instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Submission queue entries per ring (monoio's default). Operations in flight are not bounded by
-/// it, only how many are handed to the kernel at once; monoio submits early when it fills.
-const RING_ENTRIES: u32 = 1024;
-
-/// The ring setups tried in order, best first, with the name logged for the one taken.
-/// `COOP_TASKRUN` (5.19) runs completions' task work when the thread next enters the kernel
-/// instead of interrupting it (glommio's rings lacked it: an IPI per completion from another
-/// core); `SINGLE_ISSUER` (6.0) and `DEFER_TASKRUN` (6.1) go further: completions are processed
-/// only when this thread asks for them, in one batch per turn of the runtime.
-const RING_SETUPS: [(&str, bool, bool, bool); 4] = [
-    // (name, coop_taskrun, single_issuer, defer_taskrun)
-    ("COOP_TASKRUN|SINGLE_ISSUER|DEFER_TASKRUN", true, true, true),
-    ("COOP_TASKRUN|SINGLE_ISSUER", true, true, false),
-    ("COOP_TASKRUN", true, false, false),
-    ("no setup flags", false, false, false),
-];
-
-type ShardRuntime = Runtime<TimeDriver<IoUringDriver>>;
 
 /// What a shard thread gets: its place, its listening sockets, its end of the gossip channels,
 /// what it shares with the engine, and the channel on which it says it is accepting (or why not).
@@ -66,7 +46,7 @@ pub fn run(mut setup: Setup) {
     {
         core_affinity::set_for_current(core);
     }
-    match build_runtime() {
+    match crate::net::runtime() {
         Ok((mut rt, flags)) => {
             if setup.id == 0 {
                 eprintln!("wtgate: io_uring rings set up {flags} ({RING_ENTRIES} entries)");
@@ -81,35 +61,6 @@ pub fn run(mut setup: Setup) {
             let _ = setup.ready.send(Err(StartError::Executor(e)));
         }
     }
-}
-
-/// This thread's runtime, on the best ring setup the kernel takes, and that setup's name.
-fn build_runtime() -> std::io::Result<(ShardRuntime, &'static str)> {
-    let mut last_err = None;
-    for (name, coop, single, defer) in RING_SETUPS {
-        // monoio 0.2 builds on io-uring 0.6, hence the renamed dependency.
-        let mut ring = io_uring_06::IoUring::builder();
-        if coop {
-            ring.setup_coop_taskrun();
-        }
-        if single {
-            ring.setup_single_issuer();
-        }
-        if defer {
-            ring.setup_defer_taskrun();
-        }
-        let built = RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .uring_builder(ring)
-            .attach_thread_pool(Box::new(crate::net::ThreadPerCall))
-            .enable_timer()
-            .build();
-        match built {
-            Ok(rt) => return Ok((rt, name)),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("no io_uring setup worked")))
 }
 
 async fn shard_main(setup: Setup) {
@@ -264,7 +215,7 @@ mod tests {
 
     #[test]
     fn blocking_work_runs_on_a_thread_of_its_own() {
-        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        let (mut rt, _) = crate::net::runtime().expect("an io_uring runtime");
         rt.block_on(async {
             let here = std::thread::current().id();
             let there = spawn_blocking(|| std::thread::current().id()).await;
@@ -283,7 +234,7 @@ mod tests {
         };
         let (done_tx, done_rx) = flume::bounded::<()>(1);
         let reader = std::thread::spawn(move || {
-            let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+            let (mut rt, _) = crate::net::runtime().expect("an io_uring runtime");
             let (_, inbox) = receiver.split();
             rt.block_on(async move {
                 for want in 0..MESSAGES {
@@ -293,7 +244,7 @@ mod tests {
                 let _ = done_tx.send(());
             });
         });
-        let (mut rt, _) = build_runtime().expect("an io_uring runtime");
+        let (mut rt, _) = crate::net::runtime().expect("an io_uring runtime");
         let (peers, _inbox) = sender.split();
         rt.block_on(async move {
             for msg in 0..MESSAGES {
