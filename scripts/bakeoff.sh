@@ -14,7 +14,7 @@
 #          --targets "haproxy glommio monoio uring"  --loads "ws:1024 ka"  --bulk-conns 16
 #          --out DIR (bench/results/bakeoff)  --no-build
 #          --splice    the splice bake-off: --targets "haproxy haproxy-splice haproxy-spauto monoio
-#                      splice splice-uring splice-auto" --loads "ws:1024 ws:16384 ws:65536
+#                      splice splice-uring splice-auto" --loads "ws:1024 ws:4096 ws:16384 ws:65536
 #                      bulk:1048576" --out bench/results/bakeoff/splice (later options override)
 #          --counters  after the rounds, one more WS load per target under `perf stat -p`: syscalls,
 #                      io_uring_enter calls, SQEs, CQEs, poll arms, task-work runs and context
@@ -27,8 +27,8 @@
 # buffer); relay-glommio, relay-monoio and relay-uring as `glommio`, `monoio`, `uring` (all copy);
 # `splice`, `splice-uring`, `splice-auto` = relay-monoio --splice poll|uring|auto.
 #
-# Loads, against each target in turn (the order rotates every round; each target is started fresh
-# for its turn and stopped after it):
+# Loads, one after the other, each against every target in turn (the order of the targets rotates
+# every round; a target is started fresh for each load and stopped after it):
 #   ws:N    WebSocket echo, N-byte messages, --conns connections: `wtgate-bench load --mode ws
 #           --pids` (proxy CPU = utime+stime of the proxy process over the measured window ÷
 #           messages sent); --msg-size N sets the default ws:N
@@ -83,12 +83,12 @@ while [ $# -gt 0 ]; do
     --bulk-conns) BULK_CONNS=$2; shift ;;
     --splice)
       TARGETS=(haproxy haproxy-splice haproxy-spauto monoio splice splice-uring splice-auto)
-      LOADS=(ws:1024 ws:16384 ws:65536 bulk:1048576)
+      LOADS=(ws:1024 ws:4096 ws:16384 ws:65536 bulk:1048576)
       OUT="$ROOT/bench/results/bakeoff/splice" ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --counters) COUNTERS=1 ;;
-    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "bakeoff.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -267,13 +267,17 @@ wait_port "$BACKEND_PORT"
 
 T0=$SECONDS
 n=${#TARGETS[@]}
+# Load-major: within a round, each load runs against all targets back to back, so the runs whose
+# CPU is compared are seconds apart, not a whole round (the machine may be shared).
 for r in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((n - 1))); do
-    t=${TARGETS[$(( (i + r - 1) % n ))]}
-    log "[$((SECONDS - T0))s] round $r/$ROUNDS → $t"
-    start_proxy "$t"
-    for l in "${LOADS[@]}"; do run_load "$t" "$r" "$l"; done
-    stop_proxy
+  for l in "${LOADS[@]}"; do
+    for i in $(seq 0 $((n - 1))); do
+      t=${TARGETS[$(( (i + r - 1) % n ))]}
+      log "[$((SECONDS - T0))s] round $r/$ROUNDS, $l → $t"
+      start_proxy "$t"
+      run_load "$t" "$r" "$l"
+      stop_proxy
+    done
   done
 done
 BUSY_AFTER=$(busy_pct)

@@ -31,9 +31,9 @@ use crate::{BUF_SIZE, Splice};
 /// Bytes asked of one splice into the pipe: a default pipe's capacity.
 const PIPE_LEN: usize = 64 * 1024;
 
-/// `auto`: a read of at least this many bytes turns splicing on (below it a splice costs more
-/// than the copy it saves: docs/splice.md).
-const AUTO_MIN: usize = 4096;
+/// `auto`: a read of at least this many bytes (one that fills the buffer) turns splicing on;
+/// below it a splice saves less than its extra syscall costs (docs/splice.md).
+const AUTO_MIN: usize = BUF_SIZE;
 /// `auto`: this many splices in a row under `AUTO_MIN` turn it off again. More than one, so that
 /// a stream of messages a little over a buffer (a full read, then a short tail) stays spliced.
 const AUTO_SMALL: u32 = 3;
