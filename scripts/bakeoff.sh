@@ -40,9 +40,10 @@
 # proxy has its core to itself. Ratios to HAProxy (and to the monoio copy relay, when it runs) are
 # taken per round (same round, same machine state), then the median over rounds is reported.
 #
-# Output: a line per round and load; then a markdown table of medians (also in DIR/report.md, the
-# raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt). Everything is on 127.0.0.1, every load has a duration and a
-# `timeout`, and every process started here is stopped on exit.
+# Output: a line per round and load; then a markdown table of medians per load (also in
+# DIR/report.md; the raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt, wtgate-bench's
+# in DIR/ws.jsonl). Everything is on 127.0.0.1, every load has a duration and a `timeout`, and
+# every process started here is stopped on exit.
 set -euo pipefail
 
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -88,7 +89,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --counters) COUNTERS=1 ;;
-    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "bakeoff.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -221,12 +222,14 @@ RESULTS="$OUT/rounds.tsv"
 mkdir -p "$OUT"
 printf 'round\ttarget\tload\trate\tcpu_us_per_msg\terrors\n' >"$RESULTS"
 : >"$OUT/wrk.txt"
+: >"$OUT/ws.jsonl"
 
 run_ws() { # target round load size
   local out rate cpu errs
   out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
     --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$4" -d "$DUR" --warmup "$WARM" \
     --prefixes wt1 --pids "$PROXY_PID" --json --quiet) || { log "$3 load → $1 failed"; return 0; }
+  printf '{"round":%s,"target":"%s","load":"%s","result":%s}\n' "$2" "$1" "$3" "$out" >>"$OUT/ws.jsonl"
   rate=$(json_num rps <<<"$out"); cpu=$(json_num cpu_us_per_req <<<"$out")
   errs=$(json_num errors_total <<<"$out")
   printf '%s\t%s\t%s\t%.0f\t%.2f\t%s\n' "$2" "$1" "$3" "$rate" "$cpu" "$errs" >>"$RESULTS"
