@@ -2,32 +2,48 @@
 # Runtime bake-off (docs/runtime.md): the same minimal L4 relay (bench/relay: accept, connect one
 # backend, copy both ways with 16 KiB buffers, one thread pinned to the proxy core) on glommio,
 # monoio and a raw io-uring loop, with HAProxy `mode tcp` (one thread, same core) as the anchor.
+# With --splice, the splice bake-off (docs/splice.md): copy against splice(2), in the relay and in
+# HAProxy.
 #
 #   scripts/bakeoff.sh                         5 interleaved rounds × 4 s per load (~4 minutes)
 #   scripts/bakeoff.sh --rounds 1 --duration 2s   a quick look
+#   scripts/bakeoff.sh --splice                the splice bake-off (~10 minutes)
 #
 # Options: --rounds N (5)  --duration 4s  --warmup 1s  --conns 64  --msg-size 1024
 #          --proxy-cpu N (default: the last core)  --load-cpus LIST (default: the other cores)
-#          --targets "haproxy glommio monoio uring"  --out DIR (bench/results/bakeoff)  --no-build
+#          --targets "haproxy glommio monoio uring"  --loads "ws:1024 ka"  --bulk-conns 16
+#          --out DIR (bench/results/bakeoff)  --no-build
+#          --splice    the splice bake-off: --targets "haproxy haproxy-splice haproxy-spauto monoio
+#                      splice splice-uring splice-auto" --loads "ws:1024 ws:4096 ws:16384 ws:65536
+#                      bulk:1048576" --out bench/results/bakeoff/splice (later options override)
 #          --counters  after the rounds, one more WS load per target under `perf stat -p`: syscalls,
 #                      io_uring_enter calls, SQEs, CQEs, poll arms, task-work runs and context
 #                      switches of the proxy, per message (needs perf; a separate pass, so the
 #                      timed rounds run without perf attached); plus the rescheduling and
 #                      function-call IPIs the proxy core took (/proc/interrupts, whole core)
 #
-# Loads, against each target in turn (the order rotates every round; each target is started fresh
-# for its turn and stopped after it):
-#   ws  WebSocket echo, 1 KiB messages, 64 connections: `wtgate-bench load --mode ws --pids`
-#       (proxy CPU = utime+stime of the proxy process over the measured window ÷ messages sent)
-#   ka  keep-alive GETs, 64 connections: `wrk -t1 -c64` (proxy CPU = utime+stime from
-#       /proc/PID/stat across the wrk run ÷ requests)
-# The backend is one `wtgate-bench serve` thread; it and the generator share the load CPUs, the
-# proxy has its core to itself. Ratios to HAProxy are taken per round (same round, same machine
-# state), then the median over rounds is reported.
+# Targets: haproxy (mode tcp, no splicing), haproxy-splice (option splice-request +
+# splice-response: always), haproxy-spauto (option splice-auto: when HAProxy sees a stream fill its
+# buffer); relay-glommio, relay-monoio and relay-uring as `glommio`, `monoio`, `uring` (all copy);
+# `splice`, `splice-uring`, `splice-auto` = relay-monoio --splice poll|uring|auto.
 #
-# Output: a line per round and load; then a markdown table of medians (also in DIR/report.md, the
-# raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt). Everything is on 127.0.0.1, every load has a duration and a
-# `timeout`, and every process started here is stopped on exit.
+# Loads, one after the other, each against every target in turn (the order of the targets rotates
+# every round; a target is started fresh for each load and stopped after it):
+#   ws:N    WebSocket echo, N-byte messages, --conns connections: `wtgate-bench load --mode ws
+#           --pids` (proxy CPU = utime+stime of the proxy process over the measured window ÷
+#           messages sent); --msg-size N sets the default ws:N
+#   ka      keep-alive GETs, --conns connections: `wrk -t1` (proxy CPU = utime+stime from
+#           /proc/PID/stat across the wrk run ÷ requests)
+#   bulk:N  keep-alive GETs of N-byte responses, --bulk-conns connections: `wrk -t1` as ka; the
+#           report gives MiB/s and proxy CPU µs per MiB
+# The backend is one `wtgate-bench serve` thread; it and the generator share the load CPUs, the
+# proxy has its core to itself. Ratios to HAProxy (and to the monoio copy relay, when it runs) are
+# taken per round (same round, same machine state), then the median over rounds is reported.
+#
+# Output: a line per round and load; then a markdown table of medians per load (also in
+# DIR/report.md; the raw rows in DIR/rounds.tsv, wrk's own output in DIR/wrk.txt, wtgate-bench's
+# in DIR/ws.jsonl). Everything is on 127.0.0.1, every load has a duration and a `timeout`, and
+# every process started here is stopped on exit.
 set -euo pipefail
 
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -40,6 +56,8 @@ WARM=1s
 CONNS=64
 MSG=1024
 TARGETS=(haproxy glommio monoio uring)
+LOADS=()
+BULK_CONNS=16
 OUT="$ROOT/bench/results/bakeoff"
 BUILD=1
 COUNTERS=0
@@ -62,16 +80,32 @@ while [ $# -gt 0 ]; do
     --proxy-cpu) PROXY_CPU=$2; shift ;;
     --load-cpus) LOAD_CPUS=$2; shift ;;
     --targets) read -r -a TARGETS <<<"$2"; shift ;;
+    --loads) read -r -a LOADS <<<"$2"; shift ;;
+    --bulk-conns) BULK_CONNS=$2; shift ;;
+    --splice)
+      TARGETS=(haproxy haproxy-splice haproxy-spauto monoio splice splice-uring splice-auto)
+      LOADS=(ws:1024 ws:4096 ws:16384 ws:65536 bulk:1048576)
+      OUT="$ROOT/bench/results/bakeoff/splice" ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --counters) COUNTERS=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "bakeoff.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+[ ${#LOADS[@]} -gt 0 ] || LOADS=("ws:$MSG" ka)
 for t in "${TARGETS[@]}"; do
-  case "$t" in haproxy|glommio|monoio|uring) ;; *) echo "bakeoff.sh: unknown target $t" >&2; exit 2 ;; esac
+  case "$t" in
+    haproxy|haproxy-splice|haproxy-spauto|glommio|monoio|uring|splice|splice-uring|splice-auto) ;;
+    *) echo "bakeoff.sh: unknown target $t" >&2; exit 2 ;;
+  esac
+done
+for l in "${LOADS[@]}"; do
+  case "$l" in
+    ka|ws:[1-9]*|bulk:[1-9]*) ;;
+    *) echo "bakeoff.sh: unknown load $l (ws:BYTES, ka, bulk:BYTES)" >&2; exit 2 ;;
+  esac
 done
 case "$DUR" in *s) DUR_S=${DUR%s} ;; *) echo "bakeoff.sh: --duration takes seconds, e.g. 4s" >&2; exit 2 ;; esac
 
@@ -122,8 +156,10 @@ wait_port() { # port: up to 5 s
   log "nothing listens on port $1"; return 1
 }
 
-cat >"$WORK/haproxy.cfg" <<EOF
-# The anchor: one thread, plain TCP relay to the one backend (no splicing, no inspection).
+# haproxy_cfg TARGET OPTIONS: one thread, plain TCP relay to the one backend, no inspection;
+# OPTIONS (lines for `defaults`) choose whether it splices.
+haproxy_cfg() {
+  cat >"$WORK/$1.cfg" <<EOF
 global
   nbthread 1
   maxconn 4096
@@ -132,24 +168,43 @@ defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
+$2
 frontend relay
-  bind 127.0.0.1:${PORT[haproxy]:-$BASE_PORT}
+  bind 127.0.0.1:${PORT[$1]}
   default_backend b
 backend b
   server s1 $BACKEND
 EOF
+}
+for t in "${TARGETS[@]}"; do
+  case "$t" in
+    haproxy) haproxy_cfg "$t" "" ;;
+    haproxy-splice) haproxy_cfg "$t" $'  option splice-request\n  option splice-response' ;;
+    haproxy-spauto) haproxy_cfg "$t" "  option splice-auto" ;;
+  esac
+done
+
+# relay_cmd TARGET: the relay binary and its extra arguments.
+relay_cmd() {
+  case "$1" in
+    glommio|monoio|uring) echo "$ROOT/target/release/relay-$1" ;;
+    splice) echo "$ROOT/target/release/relay-monoio --splice poll" ;;
+    splice-uring) echo "$ROOT/target/release/relay-monoio --splice uring" ;;
+    splice-auto) echo "$ROOT/target/release/relay-monoio --splice auto" ;;
+  esac
+}
 
 PROXY_PID=
 PROXY_PORT=
 start_proxy() { # target
   PROXY_PORT=${PORT[$1]}
   case "$1" in
-    haproxy)
-      taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & ;;
-    glommio|monoio|uring)
-      taskset -c "$PROXY_CPU" "$ROOT/target/release/relay-$1" --listen "127.0.0.1:$PROXY_PORT" \
+    haproxy*)
+      taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/$1.cfg" >"$WORK/$1.log" 2>&1 & ;;
+    *)
+      # shellcheck disable=SC2046 # the command and its flags, split on purpose
+      taskset -c "$PROXY_CPU" $(relay_cmd "$1") --listen "127.0.0.1:$PROXY_PORT" \
         --backend "$BACKEND" --core "$PROXY_CPU" >"$WORK/$1.log" 2>&1 & ;;
-    *) log "unknown target $1"; exit 2 ;;
   esac
   PROXY_PID=$!
   STARTED+=("$PROXY_PID")
@@ -167,33 +222,44 @@ RESULTS="$OUT/rounds.tsv"
 mkdir -p "$OUT"
 printf 'round\ttarget\tload\trate\tcpu_us_per_msg\terrors\n' >"$RESULTS"
 : >"$OUT/wrk.txt"
+: >"$OUT/ws.jsonl"
 
-run_ws() { # target round
+run_ws() { # target round load size
   local out rate cpu errs
   out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" "$BENCH" load --mode ws \
-    --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$MSG" -d "$DUR" --warmup "$WARM" \
-    --prefixes wt1 --pids "$PROXY_PID" --json --quiet) || { log "ws load → $1 failed"; return 0; }
+    --target "127.0.0.1:$PROXY_PORT" -c "$CONNS" --msg-size "$4" -d "$DUR" --warmup "$WARM" \
+    --prefixes wt1 --pids "$PROXY_PID" --json --quiet) || { log "$3 load → $1 failed"; return 0; }
+  printf '{"round":%s,"target":"%s","load":"%s","result":%s}\n' "$2" "$1" "$3" "$out" >>"$OUT/ws.jsonl"
   rate=$(json_num rps <<<"$out"); cpu=$(json_num cpu_us_per_req <<<"$out")
   errs=$(json_num errors_total <<<"$out")
-  printf '%s\t%s\tws\t%.0f\t%.2f\t%s\n' "$2" "$1" "$rate" "$cpu" "$errs" >>"$RESULTS"
-  printf 'round %s  %-8s ws  %9.0f msgs/s  %6.2f µs CPU/msg  errors %s\n' "$2" "$1" "$rate" "$cpu" "$errs"
+  printf '%s\t%s\t%s\t%.0f\t%.2f\t%s\n' "$2" "$1" "$3" "$rate" "$cpu" "$errs" >>"$RESULTS"
+  printf 'round %s  %-14s %-12s %9.0f msgs/s  %8.2f µs CPU/msg  errors %s\n' "$2" "$1" "$3" "$rate" "$cpu" "$errs"
 }
 
-run_ka() { # target round
-  local c0 c1 out rate reqs errs cpu
+run_wrk() { # target round load size conns (size: response bytes, 0 for the small page)
+  local c0 c1 out rate reqs errs cpu url
+  url="http://127.0.0.1:$PROXY_PORT/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0"
+  [ "$4" = 0 ] || url+="&size=$4"
   c0=$(cpu_ticks "$PROXY_PID")
-  out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"$DUR" \
-    "http://127.0.0.1:$PROXY_PORT/app?wtd=wt1AbCdEfGhIjKlMnOp&request=style&page=0" 2>&1) \
+  out=$(timeout $((DUR_S + 30)) taskset -c "$LOAD_CPUS" wrk -t1 -c"$5" -d"$DUR" "$url" 2>&1) \
     || { log "wrk → $1 failed"; return 0; }
   c1=$(cpu_ticks "$PROXY_PID")
-  printf '== round %s, %s\n%s\n' "$2" "$1" "$out" >>"$OUT/wrk.txt"
+  printf '== round %s, %s, %s\n%s\n' "$2" "$1" "$3" "$out" >>"$OUT/wrk.txt"
   rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Socket errors/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i}
     /Non-2xx/ {s += $NF} END {print s + 0}' <<<"$out")
   cpu=$(awk -v d=$((c1 - c0)) -v n="${reqs:-0}" -v hz="$TCK" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
-  printf '%s\t%s\tka\t%.0f\t%s\t%s\n' "$2" "$1" "$rate" "$cpu" "$errs" >>"$RESULTS"
-  printf 'round %s  %-8s ka  %9.0f req/s   %6.2f µs CPU/req  errors %s\n' "$2" "$1" "$rate" "$cpu" "$errs"
+  printf '%s\t%s\t%s\t%.0f\t%s\t%s\n' "$2" "$1" "$3" "$rate" "$cpu" "$errs" >>"$RESULTS"
+  printf 'round %s  %-14s %-12s %9.0f req/s   %8.2f µs CPU/req  errors %s\n' "$2" "$1" "$3" "$rate" "$cpu" "$errs"
+}
+
+run_load() { # target round load
+  case "$3" in
+    ws:*) run_ws "$1" "$2" "$3" "${3#ws:}" ;;
+    ka) run_wrk "$1" "$2" "$3" 0 "$CONNS" ;;
+    bulk:*) run_wrk "$1" "$2" "$3" "${3#bulk:}" "$BULK_CONNS" ;;
+  esac
 }
 
 BUSY_BEFORE=$(busy_pct)
@@ -204,14 +270,17 @@ wait_port "$BACKEND_PORT"
 
 T0=$SECONDS
 n=${#TARGETS[@]}
+# Load-major: within a round, each load runs against all targets back to back, so the runs whose
+# CPU is compared are seconds apart, not a whole round (the machine may be shared).
 for r in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((n - 1))); do
-    t=${TARGETS[$(( (i + r - 1) % n ))]}
-    log "[$((SECONDS - T0))s] round $r/$ROUNDS → $t"
-    start_proxy "$t"
-    run_ws "$t" "$r"
-    run_ka "$t" "$r"
-    stop_proxy
+  for l in "${LOADS[@]}"; do
+    for i in $(seq 0 $((n - 1))); do
+      t=${TARGETS[$(( (i + r - 1) % n ))]}
+      log "[$((SECONDS - T0))s] round $r/$ROUNDS, $l → $t"
+      start_proxy "$t"
+      run_load "$t" "$r" "$l"
+      stop_proxy
+    done
   done
 done
 BUSY_AFTER=$(busy_pct)
@@ -255,36 +324,56 @@ if [ "$COUNTERS" = 1 ]; then
     done
   fi
 fi
-for t in glommio monoio uring; do
-  [ -f "$WORK/$t.log" ] && log "$t: $(grep -m1 "relay-$t:" "$WORK/$t.log" | sed "s/^relay-$t: //")"
+for t in "${TARGETS[@]}"; do
+  [ -f "$WORK/$t.log" ] && case "$t" in haproxy*) ;; *) log "$t: $(grep -m1 "^relay-" "$WORK/$t.log")" ;; esac
 done
 
 # --- report --------------------------------------------------------------------------------------
+# One table per load: medians over rounds, and per-round CPU ratios to HAProxy and to the monoio
+# copy relay (median, min–max). bulk:N rows are per MiB (rate in MiB/s, CPU in µs per MiB).
 table() {
-  awk -F'\t' -v targets="${TARGETS[*]}" '
+  awk -F'\t' -v targets="${TARGETS[*]}" -v loads="${LOADS[*]}" -v conns="$CONNS" -v bconns="$BULK_CONNS" '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
       if (n == 0) return ""
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
+    function ratio(t, b, l,   r, list, lo, hi, x) {
+      if (!has[b]) return " | –"
+      list = ""; lo = ""; hi = ""
+      for (r in rounds) if ((r, t, l) in c && (r, b, l) in c && c[r, b, l] > 0) {
+        x = c[r, t, l] / c[r, b, l]; list = list " " x
+        if (lo == "" || x < lo) lo = x
+        if (hi == "" || x > hi) hi = x
+      }
+      if (list == "") return " | –"
+      return sprintf(" | %.2f× (%.2f–%.2f)", median(list), lo, hi)
+    }
     NR > 1 { rate[$2, $3] = rate[$2, $3] " " $4; cpu[$2, $3] = cpu[$2, $3] " " $5; c[$1, $2, $3] = $5
              errs[$2, $3] += $6; rounds[$1] = 1 }
     END {
-      nt = split(targets, T, " ")
-      print "| runtime | WS echo msgs/s | WS CPU µs/msg | WS CPU vs HAProxy | keep-alive req/s | keep-alive CPU µs/req | keep-alive CPU vs HAProxy | errors |"
-      print "|---|---:|---:|---:|---:|---:|---:|---:|"
-      for (k = 1; k <= nt; k++) {
-        t = T[k]; line = "| " t
-        for (li = 1; li <= 2; li++) {
-          l = li == 1 ? "ws" : "ka"
-          ratios = ""
-          for (r in rounds) if ((r, t, l) in c && (r, "haproxy", l) in c && c[r, "haproxy", l] > 0)
-            ratios = ratios " " c[r, t, l] / c[r, "haproxy", l]
-          ratio = median(ratios)
-          line = line sprintf(" | %.0f | %.2f | %s", median(rate[t, l]), median(cpu[t, l]), ratio == "" ? "–" : sprintf("%.2f×", ratio))
+      nt = split(targets, T, " "); nl = split(loads, L, " ")
+      for (k = 1; k <= nt; k++) has[T[k]] = 1
+      for (li = 1; li <= nl; li++) {
+        l = L[li]; n = l; sub(/^[a-z]+:/, "", n); mib = 1
+        if (l ~ /^ws:/) { title = "WebSocket echo, " n "-byte messages, " conns " connections"; ru = "msgs/s"; cu = "CPU µs/msg" }
+        else if (l == "ka") { title = "keep-alive GETs, small responses, " conns " connections"; ru = "req/s"; cu = "CPU µs/req" }
+        else { title = "keep-alive GETs of " n "-byte responses, " bconns " connections"; ru = "MiB/s"; cu = "CPU µs/MiB"; mib = n / 1048576 }
+        if (li > 1) print ""
+        print "**" l "** — " title ":"
+        print ""
+        head = "| target | " ru " | " cu " | CPU vs HAProxy (min–max)"; sep = "|---|---:|---:|---:"
+        if (has["monoio"]) { head = head " | CPU vs monoio copy (min–max)"; sep = sep "|---:" }
+        print head " | errors |"; print sep "|---:|"
+        for (k = 1; k <= nt; k++) {
+          t = T[k]
+          if (!((t, l) in cpu)) { print "| " t " | – | – | – |" (has["monoio"] ? " – |" : "") " – |"; continue }
+          line = sprintf("| %s | %.0f | %.2f", t, median(rate[t, l]) * mib, median(cpu[t, l]) / mib)
+          line = line ratio(t, "haproxy", l)
+          if (has["monoio"]) line = line ratio(t, "monoio", l)
+          print line " | " errs[t, l] + 0 " |"
         }
-        print line " | " errs[t, "ws"] + errs[t, "ka"] + 0 " |"
       }
     }' "$RESULTS"
 }
@@ -293,10 +382,10 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   echo "## Relay bake-off — $(date -u +%Y-%m-%dT%H:%MZ), commit $REV"
   echo
   echo "- machine: $NCPU cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
-  echo "- command: \`scripts/bakeoff.sh $ARGV\` — $ROUNDS interleaved round(s), $DUR per load (ws after $WARM warm-up), $CONNS connections"
+  echo "- command: \`scripts/bakeoff.sh $ARGV\` — $ROUNDS interleaved round(s), $DUR per load (ws after $WARM warm-up); loads ${LOADS[*]}"
   echo "- pinning: proxy (one thread) on CPU $PROXY_CPU; backend (\`wtgate-bench serve\`, 1 thread) and generator on CPU $LOAD_CPUS"
   echo "- background: all cores ${BUSY_BEFORE}% busy in the second before the run, ${BUSY_AFTER}% after it"
-  echo "- medians over rounds; \"vs HAProxy\" = median over rounds of (runtime's CPU/msg ÷ HAProxy's in the same round)"
+  echo "- medians over rounds; \"vs HAProxy\" (\"vs monoio copy\") = median over rounds of (the target's CPU/msg ÷ HAProxy's (relay-monoio's) in the same round), with the lowest and highest round"
   echo
   table
   if [ -n "$COUNTER_TABLE" ]; then

@@ -22,6 +22,7 @@ const IO_MEMORY: usize = 256 * 1024;
 
 /// Runs the relay until the process is killed.
 pub fn run(args: Args) -> io::Result<()> {
+    args.copy_only("relay-glommio")?;
     let placement = match args.core {
         Some(c) => Placement::Fixed(c),
         None => Placement::Unbound,

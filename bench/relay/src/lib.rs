@@ -6,6 +6,9 @@
 //! are done. TCP_NODELAY is set on both sockets of every pair (HAProxy does the same). No timeouts,
 //! no limits, no routing: what differs between them is only how the runtime drives the sockets.
 //!
+//! `relay-monoio --splice MODE` moves the bytes with splice(2) through a pipe pair instead of
+//! copying them through a user-space buffer (`splice_relay`, docs/splice.md).
+//!
 //! Each prints `listening on ADDR` on stdout once it accepts, so `--listen 127.0.0.1:0` works.
 
 use std::io::Write;
@@ -13,6 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 
 pub mod glommio_relay;
 pub mod monoio_relay;
+pub mod splice_relay;
 pub mod uring_relay;
 
 /// Bytes per read buffer, in every relay.
@@ -25,16 +29,46 @@ pub struct Args {
     pub backend: SocketAddr,
     /// Core to pin the one relay thread to; unpinned when absent.
     pub core: Option<usize>,
+    /// How bytes cross the relay (only `relay-monoio` takes anything but `Copy`).
+    pub splice: Splice,
 }
 
-const USAGE: &str = "usage: relay-<runtime> --listen ADDR --backend ADDR [--core N]";
+/// How a relay moves bytes from one socket to the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Splice {
+    /// Read into a user-space buffer, write it out (the default, every relay).
+    Copy,
+    /// splice(2) socket → pipe → socket, non-blocking syscalls, readiness from io_uring polls.
+    Poll,
+    /// IORING_OP_SPLICE socket → pipe → socket (monoio's `splice` feature).
+    Uring,
+    /// Copy until a read fills the buffer, then `Poll` splicing until the stream slows down.
+    Auto,
+}
+
+impl std::str::FromStr for Splice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Splice, String> {
+        match s {
+            "off" | "copy" => Ok(Splice::Copy),
+            "poll" => Ok(Splice::Poll),
+            "uring" => Ok(Splice::Uring),
+            "auto" => Ok(Splice::Auto),
+            _ => Err("expected off, poll, uring or auto".into()),
+        }
+    }
+}
+
+const USAGE: &str = "usage: relay-<runtime> --listen ADDR --backend ADDR [--core N] \
+                     [--splice off|poll|uring|auto (relay-monoio only)]";
 
 impl Args {
-    /// Parses `--listen ADDR --backend ADDR [--core N]`.
+    /// Parses `--listen ADDR --backend ADDR [--core N] [--splice MODE]`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let mut listen = None;
         let mut backend = None;
         let mut core = None;
+        let mut splice = Splice::Copy;
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {
@@ -48,6 +82,7 @@ impl Args {
                 "--listen" => listen = Some(value.parse().map_err(|e| bad(&e))?),
                 "--backend" => backend = Some(value.parse().map_err(|e| bad(&e))?),
                 "--core" => core = Some(value.parse().map_err(|e| bad(&e))?),
+                "--splice" => splice = value.parse().map_err(|e| bad(&e))?,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -55,7 +90,19 @@ impl Args {
             listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
             backend: backend.ok_or_else(|| format!("--backend is required\n{USAGE}"))?,
             core,
+            splice,
         })
+    }
+
+    /// Refuses `--splice` in a relay that only copies.
+    pub fn copy_only(&self, name: &str) -> std::io::Result<()> {
+        if self.splice == Splice::Copy {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "{name} only copies; --splice is relay-monoio's"
+            )))
+        }
     }
 
     /// Parses the process's arguments, or prints the error and exits with status 2.
@@ -135,5 +182,19 @@ mod tests {
         assert!(parse("--listen 127.0.0.1:1 --backend x").is_err());
         assert!(parse("--listen 127.0.0.1:1 --backend 127.0.0.1:2 --core").is_err());
         assert!(parse("--bogus 1").is_err());
+        let base = "--listen 127.0.0.1:1 --backend 127.0.0.1:2";
+        assert_eq!(parse(base).unwrap().splice, Splice::Copy);
+        for (mode, want) in [
+            ("poll", Splice::Poll),
+            ("uring", Splice::Uring),
+            ("auto", Splice::Auto),
+            ("off", Splice::Copy),
+        ] {
+            assert_eq!(
+                parse(&format!("{base} --splice {mode}")).unwrap().splice,
+                want
+            );
+        }
+        assert!(parse(&format!("{base} --splice yes")).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! monoio 0.2 on its io_uring driver: `RuntimeBuilder::<IoUringDriver>` with the ring set up
 //! `COOP_TASKRUN | SINGLE_ISSUER | DEFER_TASKRUN` (falling back to fewer flags on older kernels),
-//! one task per direction, owned 16 KiB buffers (`read` → `write_all`, one SQE each).
+//! one task per direction, owned 16 KiB buffers (`read` → `write_all`, one SQE each). With
+//! `--splice MODE` the pairs are relayed by `splice_relay` instead.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, RuntimeBuilder};
 
-use crate::{Args, BUF_SIZE};
+use crate::{Args, BUF_SIZE, Splice};
 
 /// SQ entries (monoio's default is 1024 too).
 const ENTRIES: u32 = 1024;
@@ -46,7 +47,10 @@ pub fn run(args: Args) -> io::Result<()> {
             .build();
         match built {
             Ok(mut rt) => {
-                let detail = format!("monoio 0.2 IoUringDriver, {name}, {ENTRIES} entries");
+                let detail = format!(
+                    "monoio 0.2 IoUringDriver, {name}, {ENTRIES} entries, bytes moved by {:?}",
+                    args.splice
+                );
                 return rt.block_on(serve(args, detail));
             }
             Err(e) => last_err = Some(e),
@@ -66,19 +70,22 @@ async fn serve(args: Args, detail: String) -> io::Result<()> {
                 continue;
             }
         };
-        let backend = args.backend;
+        let (backend, mode) = (args.backend, args.splice);
         monoio::spawn(async move {
-            if let Err(e) = pair(client, backend).await {
+            if let Err(e) = pair(client, backend, mode).await {
                 eprintln!("relay-monoio: backend {backend}: {e}");
             }
         });
     }
 }
 
-async fn pair(client: TcpStream, backend: SocketAddr) -> io::Result<()> {
+async fn pair(client: TcpStream, backend: SocketAddr, mode: Splice) -> io::Result<()> {
     let server = TcpStream::connect_addr(backend).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
+    if mode != Splice::Copy {
+        return crate::splice_relay::pair(client, server, mode).await;
+    }
     let fds = [client.as_raw_fd(), server.as_raw_fd()];
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
@@ -110,9 +117,5 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(mut from: R, mut to: W, fds: 
         }
         buf.clear();
     }
-    for fd in fds {
-        // SAFETY: shutdown(2) on a descriptor that the halves still hold open (both live until
-        // this task ends); it touches no memory.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-    }
+    crate::splice_relay::shutdown_both(fds);
 }

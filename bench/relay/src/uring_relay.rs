@@ -97,6 +97,7 @@ fn ud_parts(ud: u64) -> (usize, u32, Op, usize) {
 
 /// Runs the relay until the process is killed.
 pub fn run(args: Args) -> io::Result<()> {
+    args.copy_only("relay-uring")?;
     crate::pin(args.core).map_err(io::Error::other)?;
     let (ring, setup) = make_ring()?;
     let listener = crate::listener(args.listen)?;

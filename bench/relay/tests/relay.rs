@@ -1,6 +1,7 @@
-//! Each relay binary, started as a child against an in-test echo backend on 127.0.0.1: byte-exact
-//! transfer of a few MiB both ways, half-close passed on both ways, a reader that lags (flow
-//! control), many concurrent connections, and a backend that refuses.
+//! Each relay binary (and `relay-monoio` in each `--splice` mode), started as a child against an
+//! in-test echo backend on 127.0.0.1: byte-exact transfer of a few MiB both ways, half-close passed
+//! on both ways, a reader that lags (flow control), many concurrent connections, and a backend
+//! that refuses.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -49,13 +50,14 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(bin: &str, backend: SocketAddr) -> Relay {
-        Relay::start_with_env(bin, backend, &[])
+    fn start_with_env(bin: &str, backend: SocketAddr, env: &[(&str, &str)]) -> Relay {
+        Relay::start_with(bin, backend, env, &[])
     }
 
-    fn start_with_env(bin: &str, backend: SocketAddr, env: &[(&str, &str)]) -> Relay {
+    fn start_with(bin: &str, backend: SocketAddr, env: &[(&str, &str)], args: &[&str]) -> Relay {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--backend", &backend.to_string()])
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -121,16 +123,16 @@ fn round_trip(relay: SocketAddr, data: Vec<u8>, lag: Duration) {
     assert_eq!(&got[data.len()..], TRAILER);
 }
 
-fn big_transfer(bin: &str) {
-    let relay = Relay::start(bin, echo_backend());
+fn big_transfer(bin: &str, args: &[&str]) {
+    let relay = Relay::start_with(bin, echo_backend(), &[], args);
     round_trip(relay.addr, pattern(1, 4 << 20), Duration::ZERO);
     // A client that reads nothing for a while: the relay's buffers fill and it must stop reading
     // (flow control), then resume without losing or reordering a byte.
     round_trip(relay.addr, pattern(2, 6 << 20), Duration::from_millis(500));
 }
 
-fn half_close_both_ways(bin: &str) {
-    let relay = Relay::start(bin, echo_backend());
+fn half_close_both_ways(bin: &str, args: &[&str]) {
+    let relay = Relay::start_with(bin, echo_backend(), &[], args);
     let mut s = TcpStream::connect(relay.addr).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.write_all(b"ping").unwrap();
@@ -144,8 +146,8 @@ fn half_close_both_ways(bin: &str) {
     assert_eq!(rest, TRAILER);
 }
 
-fn many_connections(bin: &str) {
-    many_connections_through(&Relay::start(bin, echo_backend()));
+fn many_connections(bin: &str, args: &[&str]) {
+    many_connections_through(&Relay::start_with(bin, echo_backend(), &[], args));
 }
 
 fn many_connections_through(relay: &Relay) {
@@ -168,13 +170,13 @@ fn many_connections_through(relay: &Relay) {
     round_trip(addr, pattern(7, 1 << 20), Duration::ZERO);
 }
 
-fn backend_refuses(bin: &str) {
+fn backend_refuses(bin: &str, args: &[&str]) {
     // A port that was just free: connect is refused, and the client is closed, not left hanging.
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let relay = Relay::start(bin, dead);
+    let relay = Relay::start_with(bin, dead, &[], args);
     for _ in 0..3 {
         let mut s = TcpStream::connect(relay.addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -188,24 +190,25 @@ fn backend_refuses(bin: &str) {
 }
 
 macro_rules! relay_tests {
-    ($module:ident, $bin:literal) => {
+    ($module:ident, $bin:literal $(, $arg:literal)*) => {
         mod $module {
             const BIN: &str = env!(concat!("CARGO_BIN_EXE_", $bin));
+            const ARGS: &[&str] = &[$($arg),*];
             #[test]
             fn big_transfer() {
-                super::big_transfer(BIN);
+                super::big_transfer(BIN, ARGS);
             }
             #[test]
             fn half_close_both_ways() {
-                super::half_close_both_ways(BIN);
+                super::half_close_both_ways(BIN, ARGS);
             }
             #[test]
             fn many_connections() {
-                super::many_connections(BIN);
+                super::many_connections(BIN, ARGS);
             }
             #[test]
             fn backend_refuses() {
-                super::backend_refuses(BIN);
+                super::backend_refuses(BIN, ARGS);
             }
         }
     };
@@ -214,6 +217,114 @@ macro_rules! relay_tests {
 relay_tests!(glommio, "relay-glommio");
 relay_tests!(monoio, "relay-monoio");
 relay_tests!(uring, "relay-uring");
+relay_tests!(splice_poll, "relay-monoio", "--splice", "poll");
+relay_tests!(splice_uring, "relay-monoio", "--splice", "uring");
+relay_tests!(splice_auto, "relay-monoio", "--splice", "auto");
+
+/// `relay-monoio --splice auto` switches between copying and splicing within one connection:
+/// bursts (spliced) alternate with runs of small messages (copied again after a few), both ways;
+/// every byte must come back in order, and the relay's own count (`WTGATE_RELAY_STATS=1`) must
+/// show both paths used and the switch made more than once.
+#[test]
+fn splice_auto_switches_back_and_forth() {
+    let backend = echo_backend();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-monoio"))
+        .args(["--listen", "127.0.0.1:0", "--backend", &backend.to_string()])
+        .args(["--splice", "auto"])
+        .env("WTGATE_RELAY_STATS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let relay = Relay { child, addr };
+
+    let s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (mut r, w) = (s.try_clone().unwrap(), s);
+    let mut echo = |seed: u64, len: usize| {
+        let data = pattern(seed, len);
+        let writer = {
+            let data = data.clone();
+            let mut w = w.try_clone().unwrap();
+            thread::spawn(move || w.write_all(&data).unwrap())
+        };
+        let mut got = vec![0u8; len];
+        r.read_exact(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(
+            got == data,
+            "message {seed} ({len} bytes): echoed bytes differ"
+        );
+    };
+    for burst in 0..6u64 {
+        echo(1000 + burst, (64 << 10) << (burst % 5));
+        for small in 0..5 {
+            echo(2000 + burst * 10 + small, 100 + small as usize);
+        }
+    }
+    w.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, TRAILER);
+
+    // Both directions are done once the client has read EOF; their lines are on stderr.
+    let mut relay = relay;
+    let stderr = relay.child.stderr.take().unwrap();
+    let mut done = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(stats) = line.strip_prefix("relay-monoio: direction done: ") {
+            done.push(stats.to_string());
+            if done.len() == 2 {
+                break;
+            }
+        }
+    }
+    for stats in &done {
+        let n: Vec<u64> = stats.split(' ').filter_map(|w| w.parse().ok()).collect();
+        let [copied, spliced, switches] = n[..] else {
+            panic!("{stats}")
+        };
+        assert!(copied > 0 && spliced > 0 && switches >= 2, "{stats}");
+    }
+    assert_eq!(done.len(), 2);
+}
+
+/// The relays that only copy refuse `--splice` rather than ignore it.
+#[test]
+fn splice_is_relay_monoios_alone() {
+    for bin in [
+        env!("CARGO_BIN_EXE_relay-glommio"),
+        env!("CARGO_BIN_EXE_relay-uring"),
+    ] {
+        let out = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "127.0.0.1:9",
+                "--splice",
+                "poll",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bin}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("only copies"),
+            "{bin}"
+        );
+    }
+}
 
 /// relay-uring with a shared buffer ring of 2 buffers: recvs end with ENOBUFS all the time and
 /// fall back to the connection's own buffer; nothing may stall, be lost or reordered.
