@@ -528,7 +528,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             pool_size: 64,
             reuse: Reuse::Safe,
-            splice: Splice::Auto,
+            splice: Splice::Off,
             check: Check::Tcp,
             check_interval: Duration::from_secs(2),
             rise: 2,

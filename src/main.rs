@@ -1104,6 +1104,7 @@ threads = 3
 pin = true
 session_id_length = 20
 grace = "9s"
+splice = "auto"
 [[listen]]
 address = "127.0.0.1:8081"
 proxy_protocol = true
