@@ -4,18 +4,21 @@
 # proxy CPU µs per request from the generator's --pids accounting. For changes that only touch
 # wtgate (compare.sh is the side-by-side with HAProxy and nginx).
 #
-#   scripts/ab.sh [--rounds 5] [--duration 4s] [--mode keepalive|connect|ws] \
+#   scripts/ab.sh [--rounds 5] [--duration 4s] [--mode keepalive|connect|ws] [--msg-size N] \
 #                 NAME='BINARY [FLAGS…]' NAME='BINARY [FLAGS…]' …
+#
+# --msg-size: the WebSocket message size of --mode ws (the generator's default otherwise).
 #
 # Prints one line per variant and round, then the medians.
 set -euo pipefail
-ROUNDS=5 DUR=4s MODE=keepalive
+ROUNDS=5 DUR=4s MODE=keepalive SIZE_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --duration) DUR=$2; shift 2 ;;
     --mode) MODE=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --msg-size) SIZE_ARGS=(--msg-size "$2"); shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -42,14 +45,14 @@ for round in $(seq 1 "$ROUNDS"); do
     proxy=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
     json=$(timeout 60 taskset -c "$LOAD_CPUS" "$BENCH" load --target 127.0.0.1:$PORT --mode "$MODE" \
-      -c 64 -d "$DUR" --pids "$proxy" --json --quiet)
+      -c 64 -d "$DUR" "${SIZE_ARGS[@]}" --pids "$proxy" --json --quiet)
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
     line=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.2f %d" % (r["rps"], r["proxy"]["cpu_us_per_req"] or 0, r["errors_total"]))' "$json")
     echo "round $round $name: req/s, proxy CPU µs/req, errors = $line"
     results[$name]+="$line;"
   done
 done
-echo "medians over $ROUNDS rounds ($MODE, 64 conns, $DUR):"
+echo "medians over $ROUNDS rounds ($MODE ${SIZE_ARGS[*]}, 64 conns, $DUR):"
 for spec in "$@"; do
   name=${spec%%=*}
   python3 - "$name" "${results[$name]}" <<'PY'

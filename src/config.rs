@@ -358,6 +358,47 @@ impl std::str::FromStr for Reuse {
     }
 }
 
+/// How a WebSocket tunnel moves its bytes (docs/splice.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Splice {
+    /// Copy through the read buffer; per direction, splice(2) through a pipe while reads bring
+    /// 16 KiB or more.
+    Auto,
+    /// Always copy.
+    Off,
+}
+
+impl Splice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Splice::Auto => "auto",
+            Splice::Off => "off",
+        }
+    }
+
+    /// Parses `auto` or `off`; the error names the value and the choices.
+    pub fn parse(s: &str) -> Result<Splice, String> {
+        match s.trim() {
+            "auto" => Ok(Splice::Auto),
+            "off" => Ok(Splice::Off),
+            other => Err(format!("'{other}': use auto or off")),
+        }
+    }
+}
+
+impl fmt::Display for Splice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Splice {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Splice, ConfigError> {
+        Splice::parse(s).map_err(|why| ConfigError::Invalid(format!("--splice {why}")))
+    }
+}
+
 /// Timeouts of docs/design.md "Behaviour", with HAProxy-like meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -401,6 +442,7 @@ pub struct ProxySettings {
     pub retries: u32,
     pub reuse: Reuse,
     pub forwarded_headers: bool,
+    pub splice: Splice,
 }
 
 /// Everything the engine needs to run.
@@ -442,6 +484,8 @@ pub struct Config {
     pub pool_size: usize,
     /// Which requests may go on a pooled backend connection.
     pub reuse: Reuse,
+    /// Whether WebSocket tunnels may splice.
+    pub splice: Splice,
     /// Active health checks of every backend (a backend's own `check=` overrides it).
     pub check: Check,
     /// Time between two active checks of a backend (HAProxy's `inter`).
@@ -484,6 +528,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             pool_size: 64,
             reuse: Reuse::Safe,
+            splice: Splice::Off,
             check: Check::Tcp,
             check_interval: Duration::from_secs(2),
             rise: 2,
@@ -517,6 +562,7 @@ impl Config {
             retries: self.retries,
             reuse: self.reuse,
             forwarded_headers: self.forwarded_headers,
+            splice: self.splice,
         }
     }
 
@@ -886,11 +932,12 @@ pub enum Setting {
     Admin,
     AdminToken,
     AccessLog,
+    Splice,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 35] = [
+    pub const ALL: [Setting; 36] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -926,6 +973,7 @@ impl Setting {
         Setting::Admin,
         Setting::AdminToken,
         Setting::AccessLog,
+        Setting::Splice,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
@@ -952,6 +1000,7 @@ impl Setting {
             Setting::MaxHeaders => "--max-headers",
             Setting::PoolSize => "--pool-size",
             Setting::Reuse => "--reuse",
+            Setting::Splice => "--splice",
             Setting::ForwardedHeaders => "--no-forwarded-headers",
             Setting::TrustForwardedFrom(_) => "--trust-forwarded-from",
             Setting::Check => "--check",
@@ -1354,6 +1403,18 @@ mod tests {
                 .iter()
                 .any(|w| w.why.contains("--no-forwarded-headers")),
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn parses_splice() {
+        for s in [Splice::Auto, Splice::Off] {
+            assert_eq!(s.to_string().parse::<Splice>().unwrap(), s);
+        }
+        let e = "on".parse::<Splice>().unwrap_err().to_string();
+        assert!(
+            e.contains("--splice 'on'") && e.contains("auto or off"),
+            "{e}"
         );
     }
 

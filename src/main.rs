@@ -110,6 +110,11 @@ struct ProxyArgs {
     #[argh(option)]
     reuse: Option<String>,
 
+    /// how WebSocket tunnels move bytes: 'auto': copy, but splice(2) through a pipe, per
+    /// direction, while reads bring 16 KiB or more; 'off': always copy
+    #[argh(option)]
+    splice: Option<String>,
+
     /// do not add X-Forwarded-For / X-Forwarded-Proto to requests
     #[argh(switch)]
     no_forwarded_headers: bool,
@@ -324,6 +329,7 @@ impl ProxyArgs {
             ("max-headers", c.max_headers.to_string()),
             ("pool-size", c.pool_size.to_string()),
             ("reuse", c.reuse.to_string()),
+            ("splice", c.splice.to_string()),
             ("check", c.check.to_string()),
             ("check-interval", format_duration(c.check_interval)),
             ("rise", c.rise.to_string()),
@@ -412,6 +418,7 @@ impl ProxyArgs {
             Setting::MaxHeaders => self.max_headers.is_some(),
             Setting::PoolSize => self.pool_size.is_some(),
             Setting::Reuse => self.reuse.is_some(),
+            Setting::Splice => self.splice.is_some(),
             Setting::ForwardedHeaders => self.no_forwarded_headers,
             Setting::TrustForwardedFrom(_) => !self.trust_forwarded_from.is_empty(),
             Setting::Check => self.check.is_some(),
@@ -545,6 +552,11 @@ impl ProxyArgs {
         match self.reuse.as_deref().map(str::parse) {
             None => {}
             Some(Ok(r)) => cfg.reuse = r,
+            Some(Err(e)) => errors.push(e.to_string()),
+        }
+        match self.splice.as_deref().map(str::parse) {
+            None => {}
+            Some(Ok(s)) => cfg.splice = s,
             Some(Err(e)) => errors.push(e.to_string()),
         }
         if !self.trust_forwarded_from.is_empty() {
@@ -1092,6 +1104,7 @@ threads = 3
 pin = true
 session_id_length = 20
 grace = "9s"
+splice = "auto"
 [[listen]]
 address = "127.0.0.1:8081"
 proxy_protocol = true

@@ -50,6 +50,8 @@ pub struct BackendCounters {
     pub request_bytes: AtomicU64,
     /// Bytes of this backend's responses written to clients, tunnel traffic included.
     pub response_bytes: AtomicU64,
+    /// Of the tunnel bytes above (both ways), those moved with splice(2) (`--splice auto`).
+    pub tunnel_spliced_bytes: AtomicU64,
     /// Gauge: WebSocket (upgraded) tunnels open to it.
     pub tunnels: AtomicU64,
     /// Gauge: connections to it carrying a request or a tunnel.
@@ -346,6 +348,7 @@ pub struct BackendStats {
     pub responses: [u64; 5],
     pub request_bytes: u64,
     pub response_bytes: u64,
+    pub tunnel_spliced_bytes: u64,
     pub tunnels: u64,
     /// Connections carrying a request or a tunnel.
     pub active: u64,
@@ -403,6 +406,7 @@ impl Stats {
                 responses: std::array::from_fn(|c| sum(&|s| &s.backends[i].responses[c])),
                 request_bytes: sum(&|s| &s.backends[i].request_bytes),
                 response_bytes: sum(&|s| &s.backends[i].response_bytes),
+                tunnel_spliced_bytes: sum(&|s| &s.backends[i].tunnel_spliced_bytes),
                 tunnels: sum(&|s| &s.backends[i].tunnels),
                 active: sum(&|s| &s.backends[i].active),
                 pooled: sum(&|s| &s.backends[i].pooled),

@@ -31,6 +31,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
+mod splice;
+pub use splice::{PIPE_LEN, Pipe, PipePool, yield_once};
+
 /// An accepted or connected TCP stream, as the runtime hands it over.
 pub use monoio::net::TcpStream;
 
@@ -58,6 +61,8 @@ struct Halves {
     /// The descriptor, for shutdown(2) and peeks. It stays open as long as this struct lives: the
     /// halves own it, and a lent half always comes back (or is leaked along with its guard).
     fd: RawFd,
+    /// Set once splice(2) has made the socket non-blocking (the ring's operations do not mind).
+    nonblocking: Cell<bool>,
 }
 
 /// A half taken out of its cell for one operation; dropping the guard puts it back.
@@ -95,7 +100,23 @@ impl Sock {
             reader: Cell::new(Some(reader)),
             writer: Cell::new(Some(writer)),
             fd,
+            nonblocking: Cell::new(false),
         }))
+    }
+
+    /// The descriptor, non-blocking from here on, for splice(2). monoio's io_uring reads, writes
+    /// and polls work the same on a non-blocking socket; the flag stays for the socket's life.
+    fn splice_fd(&self) -> RawFd {
+        if !self.0.nonblocking.replace(true) {
+            // SAFETY: fcntl(2) on a descriptor this handle keeps open; it touches no memory.
+            unsafe {
+                let flags = libc::fcntl(self.0.fd, libc::F_GETFL);
+                if flags >= 0 {
+                    libc::fcntl(self.0.fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                }
+            }
+        }
+        self.0.fd
     }
 
     /// One read into `buf` (one recv on the ring): what is there, or the next bytes to come.
@@ -122,6 +143,18 @@ impl Sock {
         // shared access (`peer_addr`) while the other half writes.
         let stream = unsafe { &*half.0.get() };
         stream.readable(true).await
+    }
+
+    /// Waits until the socket has room to write (or an error): one poll on the ring.
+    async fn writable(&self) -> io::Result<()> {
+        let lent = Lent::take(&self.0.writer);
+        let Some(half) = lent.half.as_ref() else {
+            return Err(busy());
+        };
+        // SAFETY: as in `readable`, with the halves' roles swapped: this task holds the write
+        // half exclusively, and monoio's ops use the stream only to clone its descriptor.
+        let stream = unsafe { &*half.0.get() };
+        stream.writable(true).await
     }
 
     /// Writes all of `buf`, handing it back with the result.

@@ -28,7 +28,7 @@ use crate::h1;
 use crate::health::{AdminTable, Gossip, Health};
 use crate::log::RateLimit;
 use crate::metrics::{Held, ShardStats};
-use crate::net::{BufPool, Peers, Sock};
+use crate::net::{BufPool, Peers, PipePool, Sock};
 use crate::pool::Pool;
 use crate::route::{Decision, Router, find_wtd};
 use crate::sessions::SessionTable;
@@ -98,6 +98,9 @@ pub struct Shard {
     admin_seen: Cell<u64>,
     /// Read buffers for every connection of this shard.
     pub bufs: Rc<BufPool>,
+    /// Pipes for tunnels that splice: a quarter of this shard's share of `maxconn` at most, as
+    /// HAProxy's `maxpipes` (each two descriptors).
+    pub pipes: PipePool,
     /// Buffers for the heads we write and parsed heads (their header lists), reused so that a
     /// request allocates nothing once the shard has warmed up.
     head_bufs: Spares<Vec<u8>>,
@@ -128,6 +131,7 @@ impl Shard {
                 (cfg.max_head_bytes + 1024).max(MIN_BUF),
                 SPARE_BUFFERS,
             )),
+            pipes: PipePool::new((cfg.maxconn / 4).div_ceil(shards.max(1)).max(1)),
             access_log: ShardLog::new(id, shared.access_log, shared.stats.clone()),
             id,
             shards,

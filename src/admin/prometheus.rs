@@ -107,7 +107,7 @@ fn valid_name(name: &str) -> bool {
 /// The per-backend counters: name, help, value.
 type BackendCounter = (&'static str, &'static str, fn(&Report, usize) -> u64);
 
-const BACKEND_COUNTERS: [BackendCounter; 10] = [
+const BACKEND_COUNTERS: [BackendCounter; 11] = [
     (
         "wtgate_backend_requests_total",
         "Client requests this backend got, each counted once however many tries it took.",
@@ -127,6 +127,11 @@ const BACKEND_COUNTERS: [BackendCounter; 10] = [
         "wtgate_backend_response_bytes_total",
         "Bytes of this backend's responses relayed to clients, WebSocket traffic included.",
         |r, i| r.counters(i).response_bytes,
+    ),
+    (
+        "wtgate_backend_tunnel_spliced_bytes_total",
+        "WebSocket bytes to and from this backend moved with splice(2), counted in the two above too.",
+        |r, i| r.counters(i).tunnel_spliced_bytes,
     ),
     (
         "wtgate_backend_connect_failures_total",

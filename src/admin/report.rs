@@ -149,6 +149,7 @@ impl Report {
             "responses": responses,
             "request_bytes": c.request_bytes,
             "response_bytes": c.response_bytes,
+            "tunnel_spliced_bytes": c.tunnel_spliced_bytes,
             "connect_failures": c.connect_failures,
             "retries": c.retries,
             "resends": c.resends,

@@ -18,7 +18,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    BackendConfig, Check, Config, ConfigError, Listen, Reuse, Setting, Warning,
+    BackendConfig, Check, Config, ConfigError, Listen, Reuse, Setting, Splice, Warning,
     check_operator_listen, check_prefix, parse_duration, parse_listen_addr, parse_net,
     resolve_backend,
 };
@@ -35,6 +35,7 @@ struct FileConfig {
     grace: Option<Value>,
     user: Option<Value>,
     access_log: Option<Value>,
+    splice: Option<Value>,
     listen: Option<Vec<Spanned<ListenTable>>>,
     backend: Option<Vec<Spanned<BackendTable>>>,
     #[serde(default)]
@@ -140,6 +141,7 @@ impl Setting {
             Setting::TrustForwardedFrom(i) => return format!("forwarded.trusted[{i}]"),
             Setting::Threads => "threads",
             Setting::Pin => "pin",
+            Setting::Splice => "splice",
             Setting::SessionIdLength => "session_id_length",
             Setting::ConnectTimeout => "timeouts.connect",
             Setting::RequestHeadTimeout => "timeouts.request_head",
@@ -272,6 +274,9 @@ fn apply_top(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
         string(v, w).map(|s| Some(s.to_string()))
     });
     r.set(&mut cfg.pin, Setting::Pin, &f.pin, boolean);
+    r.set(&mut cfg.splice, Setting::Splice, &f.splice, |v, w| {
+        string(v, w).and_then(Splice::parse)
+    });
     r.set(
         &mut cfg.access_log,
         Setting::AccessLog,

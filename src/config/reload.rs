@@ -180,6 +180,8 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
     cfg.grace = new.grace;
     cfg.pool_size = new.pool_size;
     cfg.reuse = new.reuse;
+    // Each tunnel takes it from the shard's generation as it opens.
+    cfg.splice = new.splice;
     // Every timeout: each request, connection and tunnel takes them from the shard's generation
     // as it starts using them (`Shard::settings`).
     cfg.timeouts = new.timeouts;
@@ -195,7 +197,7 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
 }
 
 /// The settings a reload applies, each flagged when it differs between `running` and `new`.
-fn live(running: &Config, new: &Config) -> [(Setting, bool); 20] {
+fn live(running: &Config, new: &Config) -> [(Setting, bool); 21] {
     let (a, b) = (running, new);
     let (t, u) = (&a.timeouts, &b.timeouts);
     [
@@ -209,6 +211,7 @@ fn live(running: &Config, new: &Config) -> [(Setting, bool); 20] {
         (Setting::PoolSize, a.pool_size != b.pool_size),
         (Setting::PoolIdleTimeout, t.pool_idle != u.pool_idle),
         (Setting::Reuse, a.reuse != b.reuse),
+        (Setting::Splice, a.splice != b.splice),
         (Setting::ConnectTimeout, t.connect != u.connect),
         (
             Setting::RequestHeadTimeout,

@@ -24,4 +24,5 @@ mod reload;
 mod routing;
 mod sessions;
 mod slow_clients;
+mod splice;
 mod websocket;
