@@ -101,7 +101,8 @@ impl fmt::Display for ProxyError {
             ProxyError::BadResponseHead => "the response head is invalid or too large",
             ProxyError::ResponseHeadCut => "the connection ended inside the response head",
             ProxyError::UnexpectedUpgrade => {
-                "the backend switched protocols (101) for a request that asked for no upgrade"
+                "the backend switched protocols (101) for a request that asked for no upgrade, or \
+                 before it had read the whole request body"
             }
             ProxyError::BadResponseBody => "the response body is invalid, cut short or stalled",
         })

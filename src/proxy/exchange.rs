@@ -54,11 +54,23 @@ impl Request {
     /// The request line, for the access log.
     fn line(&self) -> RequestLine<'_> {
         RequestLine {
-            // The forwarded head starts with the method, as the client sent it.
-            method: &self.fwd[..self.head.method.len()],
-            target: &self.fwd[self.target.clone()],
+            method: self.method(),
+            target: self.target(),
             version: self.head.version,
         }
+    }
+
+    /// The request-target, as the client sent it. Empty once the forwarded head was lost to a
+    /// write given up (a backend that stopped reading: an io_uring write keeps its buffer until
+    /// the kernel is done with it); the request is then answered by us and not sent again.
+    fn target(&self) -> &[u8] {
+        self.fwd.get(self.target.clone()).unwrap_or_default()
+    }
+
+    /// The method, as the client sent it (the forwarded head starts with it); empty as
+    /// [`Request::target`] is.
+    fn method(&self) -> &[u8] {
+        self.fwd.get(..self.head.method.len()).unwrap_or_default()
     }
 }
 
@@ -117,8 +129,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
     let mut how = Try::first(reuse);
     let mut resends = 0;
     loop {
-        let target = &req.fwd[req.target.clone()];
-        let mut up = match upstream::connect(shard, target, how, &req.settings).await {
+        let mut up = match upstream::connect(shard, req.target(), how, &req.settings).await {
             Ok(up) => up,
             Err(err) => return no_backend(shard, client, req, err).await,
         };
@@ -126,7 +137,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             req.tally.connected.set(Some(Instant::now()));
         }
         if up.affinity {
-            shard.session_seen(&req.fwd[req.target.clone()], up.backend);
+            shard.session_seen(req.target(), up.backend);
         }
         let result = exchange(shard, client, &mut up, req).await;
         let last = (up.backend, Route::of(up.decision, resends));
@@ -304,8 +315,7 @@ async fn upgraded(
 ) -> Next {
     let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
     // A WebSocket keeps its session live for as long as it is open.
-    let target = &req.fwd[req.target.clone()];
-    let session = up.affinity.then_some(target);
+    let session = up.affinity.then_some(req.target());
     if let Some(t) = session {
         shard.session_tunnel(t, up.backend, true);
     }
@@ -342,11 +352,10 @@ fn log_answer(
     status: u16,
     (backend, err): (Option<usize>, ProxyError),
 ) {
-    let target = &req.fwd[req.target.clone()];
+    let target = req.target();
     let path_end = target.iter().position(|&b| b == b'?');
     let path = String::from_utf8_lossy(&target[..path_end.unwrap_or(target.len())]);
-    // The forwarded head starts with the method, as the client sent it.
-    let method = String::from_utf8_lossy(&req.fwd[..req.head.method.len()]);
+    let method = String::from_utf8_lossy(req.method());
     let ip = client.info.ip.as_deref().unwrap_or("?");
     let backend = match backend {
         Some(b) => format!(" (backend {})", shard.prefix(b)),
@@ -501,7 +510,9 @@ impl Relay<'_> {
         self.final_head(head).await?;
         let head = &*head;
         if head.status == 101 {
-            if !self.req.upgrade {
+            // Not before the whole request body went out either: the tunnel would start while
+            // the body pump still has a read (or write) in flight, whose bytes it could lose.
+            if !self.req.upgrade || !self.body_sent.get() {
                 return Err(ProxyError::UnexpectedUpgrade);
             }
             self.send_head(head, true, 0).await?;

@@ -357,3 +357,44 @@ fn upgrade_after_a_request_on_the_same_connection_is_routed_on_its_own() {
     assert_eq!(ws_recv(&mut w).unwrap().unwrap().2, b"after");
     close_and_expect_clean_end(&mut w);
 }
+
+/// An upgrade request with a body, answered `101` before its body has gone out: wtgate does not
+/// start a tunnel with the body still on its way (its bytes would be mixed up with the tunnel's, or
+/// lost); the client gets a 502 and the connection ends.
+#[test]
+fn a_101_before_the_request_body_is_refused() {
+    // A backend that answers 101 as soon as it has the head, without reading any body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = Wire::new(stream);
+        w.read_request_head().unwrap().expect("a request head");
+        let accept = wtgate_demo::ws::accept_key(WS_KEY);
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        w.write_all(answer.as_bytes()).unwrap();
+        // Held open until wtgate closes it.
+        let _ = w.fill();
+    });
+    let proxy = start_proxy(&[("wt1", addr)], |_| {});
+    let mut w = Wire::connect(proxy.addr);
+    let mut req = ws_upgrade_request("/?wtd=wt1AbCdEfGhIjKlMnOp&request=ws");
+    let end = req.len() - 2;
+    req.splice(end..end, b"Content-Length: 5\r\n".iter().copied());
+    // The head only: the body is not sent.
+    w.write_all(&req).unwrap();
+    let r = w.read_response(false).unwrap();
+    assert_eq!(r.status, 502, "{:?}", r.head);
+    w.expect_closed().unwrap();
+    backend.join().unwrap();
+    let failures = proxy.engine().stats().failures;
+    assert!(
+        failures
+            .iter()
+            .any(|(kind, n)| *kind == "unexpected_upgrade" && *n == 1),
+        "{failures:?}"
+    );
+}
