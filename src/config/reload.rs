@@ -238,8 +238,9 @@ fn live(running: &Config, new: &Config) -> [(Setting, bool); 21] {
 }
 
 /// The settings that differ between `kept` (what runs) and `new`: each needs a restart. They are
-/// bound to sockets or threads (listeners, threads, pin, user, admin listener and its token), or
-/// sized once at start (maxconn's permits, the head limits' read buffers).
+/// bound to sockets or threads (listeners, threads, pin, user, admin listener and its token, the
+/// access log's file and writer), or sized once at start (maxconn's permits, the head limits'
+/// read buffers).
 fn restart_only(kept: &Config, new: &Config) -> Vec<String> {
     let named = [
         (Setting::Listen(0), kept.listen != new.listen),
@@ -254,6 +255,7 @@ fn restart_only(kept: &Config, new: &Config) -> Vec<String> {
             kept.max_head_bytes != new.max_head_bytes,
         ),
         (Setting::MaxHeaders, kept.max_headers != new.max_headers),
+        (Setting::AccessLog, kept.access_log != new.access_log),
     ];
     let mut need = names(&named);
     // A setting added to `Config` but to neither list above still shows, unnamed: it is kept
@@ -305,8 +307,13 @@ impl Changes {
             parts.push(format!("applied {}", self.settings.join(", ")));
         }
         if !self.need_restart.is_empty() {
+            let them = if self.need_restart.len() == 1 {
+                "it"
+            } else {
+                "them"
+            };
             parts.push(format!(
-                "kept {} as running (changing it needs a restart)",
+                "kept {} as running (changing {them} needs a restart)",
                 self.need_restart.join(", ")
             ));
         }
@@ -492,12 +499,16 @@ mod tests {
         new.listen = vec!["127.0.0.1:81".parse().unwrap()];
         new.threads = 7;
         new.max_headers = 10;
+        new.access_log = Some("/var/log/wtgate/access.log".into());
         new.check_interval = Duration::from_millis(100);
         new.rise = 5;
         new.check = Check::Http("/up".into());
         new.timeouts.pool_idle = Duration::from_secs(2);
         let (g, c) = g.next(&new).unwrap();
-        assert_eq!(c.need_restart, ["listen", "threads", "limits.max_headers"]);
+        assert_eq!(
+            c.need_restart,
+            ["listen", "threads", "limits.max_headers", "access_log"]
+        );
         assert_eq!(
             c.settings,
             [
@@ -524,7 +535,8 @@ mod tests {
         );
         assert!(
             s.ends_with(
-                "kept listen, threads, limits.max_headers as running (changing it needs a restart)"
+                "kept listen, threads, limits.max_headers, access_log as running (changing them \
+                 needs a restart)"
             ),
             "{s}"
         );

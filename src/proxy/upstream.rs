@@ -132,6 +132,8 @@ pub async fn connect(
             ShardStats::count(&shard.stats.backends[f].retries);
         }
         ShardStats::count(&shard.stats.backends[backend].attempts);
+        // Taken before the connect: it remembers where the backend was when the connect began.
+        let in_use = Held::new(&shard.stats, backend, |b| &b.active);
         let (sock, pooled) = match how.use_pool.then(|| shard.pooled(backend)).flatten() {
             Some(sock) => (Ok(sock), true),
             None => {
@@ -139,6 +141,11 @@ pub async fn connect(
                 (net::connect(addr, s.timeouts.connect).await, false)
             }
         };
+        if in_use.moved() {
+            // A reload moved the backend while we connected: the socket (or the failure) is its
+            // old address's. Neither serves the request nor says anything of the new address.
+            continue;
+        }
         match sock {
             Ok(sock) => {
                 let buf = InBuf::new(shard.bufs.clone());
@@ -149,7 +156,7 @@ pub async fn connect(
                     affinity,
                     decision,
                     buf,
-                    _in_use: Held::new(&shard.stats, backend, |b| &b.active),
+                    _in_use: in_use,
                 });
             }
             Err(e) => {
