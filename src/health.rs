@@ -148,6 +148,15 @@ pub enum Gossip {
     },
 }
 
+/// A state change as another shard sends it: with the config generation that shard had applied,
+/// so that news about a backend's old address, still on its way when a reload moved it, is not
+/// taken for news about the new one.
+#[derive(Debug, Clone, Copy)]
+pub struct Heard {
+    pub generation: u64,
+    pub msg: Gossip,
+}
+
 /// A shard's view of all backends.
 #[derive(Debug, Clone)]
 pub struct Health {

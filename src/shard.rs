@@ -25,7 +25,7 @@ use crate::access_log::ShardLog;
 use crate::config::reload::{Generation, Live, Probe};
 use crate::config::{Config, ProxySettings, Reuse};
 use crate::h1;
-use crate::health::{AdminTable, Gossip, Health};
+use crate::health::{AdminTable, Gossip, Health, Heard};
 use crate::log::RateLimit;
 use crate::metrics::{Held, ShardStats};
 use crate::net::{BufPool, Peers, PipePool, Sock};
@@ -107,7 +107,7 @@ pub struct Shard {
     request_heads: Spares<h1::RequestHead>,
     response_heads: Spares<h1::ResponseHead>,
     /// Channels to the other shards (none with a single shard).
-    peers: RefCell<Option<Peers<Gossip>>>,
+    peers: RefCell<Option<Peers<Heard>>>,
     /// Every open client connection and tunnel backend, so that stopping can close them all, with
     /// a flag for the client connections that wait for their next request.
     open: RefCell<HashMap<u64, (Sock, Option<IdleFlag>)>>,
@@ -165,7 +165,7 @@ impl Shard {
         }
     }
 
-    pub fn set_peers(&self, peers: Peers<Gossip>) {
+    pub fn set_peers(&self, peers: Peers<Heard>) {
         *self.peers.borrow_mut() = Some(peers);
     }
 
@@ -269,7 +269,17 @@ impl Shard {
 
     fn tell_others(&self, msg: Gossip) {
         if let Some(peers) = self.peers.borrow().as_ref() {
-            peers.broadcast(msg);
+            let generation = self.generation.borrow().number;
+            peers.broadcast(Heard { generation, msg });
+        }
+    }
+
+    /// A state change from another shard. One sent before this shard's config generation (a
+    /// reload applied here since) may be about a backend's old address: the checker and this
+    /// shard's own connects will tell about the new one.
+    pub fn on_heard(&self, heard: Heard) {
+        if heard.generation >= self.generation.borrow().number {
+            self.on_gossip(heard.msg, false);
         }
     }
 

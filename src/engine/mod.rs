@@ -34,7 +34,7 @@ use socket2::Socket;
 use crate::access_log::{AccessLog, Reopen};
 use crate::config::reload::{Generation, Live};
 use crate::config::{Config, ConfigError};
-use crate::health::{Admin, AdminTable, Gossip};
+use crate::health::{Admin, AdminTable, Heard};
 use crate::metrics::{LatencySummary, ShardStats, Stats};
 use crate::sessions::{self, BackendSessions, SessionTable};
 use crate::shard::Shared;
@@ -258,7 +258,7 @@ impl Engine {
         &self,
         id: usize,
         listeners: Vec<Socket>,
-        mesh: Option<crate::net::MeshEnd<Gossip>>,
+        mesh: Option<crate::net::MeshEnd<Heard>>,
         ready: mpsc::Sender<Result<(), StartError>>,
     ) -> Result<ShardThread, StartError> {
         let mut fds = Vec::new();

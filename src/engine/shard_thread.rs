@@ -15,7 +15,7 @@ use socket2::Socket;
 use crate::config::Config;
 use crate::engine::permits::Permits;
 use crate::engine::{Control, StartError};
-use crate::health::Gossip;
+use crate::health::Heard;
 use crate::metrics::ShardStats;
 use crate::net::{Background, MeshEnd, RING_ENTRIES};
 use crate::shard::{Shard, Shared};
@@ -33,7 +33,7 @@ pub struct Setup {
     pub core: Option<core_affinity::CoreId>,
     pub cfg: Arc<Config>,
     pub fds: Vec<RawFd>,
-    pub mesh: Option<MeshEnd<Gossip>>,
+    pub mesh: Option<MeshEnd<Heard>>,
     pub shared: Shared,
     pub control: Arc<Control>,
     pub ready: mpsc::Sender<Result<(), StartError>>,
@@ -127,7 +127,7 @@ fn listeners(fds: Vec<RawFd>) -> std::io::Result<Vec<TcpListener>> {
 /// Tasks that run as long as the shard does — the gossip inbox and the backlogs to full peers, the
 /// active checks of the backends this shard checks, the pool sweeper — ended when it stops, so that
 /// nothing of the shard outlives its runtime.
-fn start_background(shard: &Rc<Shard>, mesh: Option<MeshEnd<Gossip>>) -> Background {
+fn start_background(shard: &Rc<Shard>, mesh: Option<MeshEnd<Heard>>) -> Background {
     let mut background = Background::default();
     if let Some(mesh) = mesh {
         let (peers, inbox) = mesh.split();
@@ -135,12 +135,13 @@ fn start_background(shard: &Rc<Shard>, mesh: Option<MeshEnd<Gossip>>) -> Backgro
         background.spawn(async move { peers.flush_backlogs().await });
         let shard = shard.clone();
         background.spawn(async move {
-            while let Some(msg) = inbox.recv().await {
-                shard.on_gossip(msg, false);
+            while let Some(heard) = inbox.recv().await {
+                shard.on_heard(heard);
             }
         });
     }
-    for backend in (0..shard.cfg.backends.len()).filter(|&b| shard.checker_of(b) == shard.id) {
+    let slots = shard.generation().slots.len();
+    for backend in (0..slots).filter(|&b| shard.checker_of(b) == shard.id) {
         background.spawn(crate::check::check_loop(shard.clone(), backend));
     }
     background.spawn(Shard::sweep_pool(shard.clone()));
