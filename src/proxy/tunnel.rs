@@ -118,26 +118,19 @@ async fn relay_until_eof(
     (last, pipes): Ctx<'_>,
     bytes: Bytes<'_>,
 ) -> io::Result<()> {
+    // Bytes that came with the upgrade (a frame right behind the 101, say) go first.
+    flush(buf, to, bytes, last).await?;
     loop {
-        if !buf.is_empty() {
-            let n = buf.data().len();
-            buf.write_to(to, n).await?;
-            count(bytes, n, last);
-            buf.consume(n);
-        }
         let n = buf.read_from(from).await?;
         if n == 0 {
             to.shutdown_write();
             return Ok(());
         }
+        // What a read brought goes out first, by copy: bytes leave in order.
+        flush(buf, to, bytes, last).await?;
         if n >= SPLICE_MIN
             && let Some(pipe) = pipes.and_then(PipePool::take)
         {
-            // What that read brought goes out first, by copy: bytes leave in order.
-            let n = buf.data().len();
-            buf.write_to(to, n).await?;
-            count(bytes, n, last);
-            buf.consume(n);
             // Splicing holds no buffer: the pipe is all this direction needs.
             buf.release();
             if splice_while_large((from, to), pipe, last, bytes).await? {
@@ -146,6 +139,22 @@ async fn relay_until_eof(
             }
         }
     }
+}
+
+/// Writes out what the buffer holds, and counts it.
+async fn flush(
+    buf: &mut InBuf,
+    to: &Sock,
+    bytes: Bytes<'_>,
+    last: &Cell<Instant>,
+) -> io::Result<()> {
+    if !buf.is_empty() {
+        let n = buf.data().len();
+        buf.write_to(to, n).await?;
+        count(bytes, n, last);
+        buf.consume(n);
+    }
+    Ok(())
 }
 
 fn count((counter, tunnel, _): Bytes<'_>, n: usize, last: &Cell<Instant>) {
