@@ -380,7 +380,9 @@ async fn exchange(
         progress: progress.get(),
     };
     let counters = &shard.stats.backends[up.backend];
-    send_head(up, req, counters, t.server).await.map_err(fail)?;
+    forward_head(up, req, counters, t.server)
+        .await
+        .map_err(fail)?;
     progress.set(Progress::RequestSent);
     let body_sent = Cell::new(req.framer.is_done());
     let pump = BodyPump {
@@ -424,7 +426,7 @@ async fn exchange(
 }
 
 /// Writes the forwarded request head to the backend.
-async fn send_head(
+async fn forward_head(
     up: &Upstream,
     req: &mut Request,
     counters: &BackendCounters,
