@@ -326,7 +326,9 @@ impl Fleet {
         ]
         .into_iter()
         .map(|(name, behavior)| {
-            let b = TestBackend::start(name, behavior);
+            // Outside the ephemeral range: no connect of the engine's can take the port of a
+            // backend while it is stopped.
+            let b = TestBackend::start_at(name, behavior, crate::common::free_addr());
             (name, behavior, b.addr, Some(b))
         })
         .collect();

@@ -85,15 +85,6 @@ impl Drop for TempConfig {
     }
 }
 
-/// A port where nothing listens (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A serving wtgate: its stderr line by line, and its stdout (the access log's `-`) as a whole.
 pub struct Serving {
     child: std::process::Child,

@@ -7,6 +7,7 @@
 //! - [`ws`]: WebSocket frames for both sides and [`ws_connect`].
 //! - [`proxy`]: the proxy under test ([`start_proxy`], [`proxy_config`], [`start_pair`]).
 //! - [`browser`]: headless Chromium over the DevTools protocol ([`Browser`]).
+//! - [`ports`]: [`free_port`], ports outside the kernel's ephemeral range, once each per process.
 //! - [`util`]: [`Rng`], [`Fnv`], [`closed_port`], [`vm_rss_bytes`] and other small helpers.
 //!
 //! Everything is std-only (threads + blocking sockets). Every socket has read and write timeouts
@@ -20,6 +21,7 @@
 pub mod backend;
 pub mod binary;
 pub mod browser;
+pub mod ports;
 pub mod proxy;
 pub mod util;
 pub mod wire;
@@ -28,6 +30,7 @@ pub mod ws;
 pub use backend::*;
 pub use binary::*;
 pub use browser::*;
+pub use ports::*;
 pub use proxy::*;
 pub use util::*;
 pub use wire::*;

@@ -80,23 +80,10 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// An address where nothing listens, for "backend down".
-///
-/// Taken below the kernel's ephemeral range (32768+ by default), so no `bind(…:0)` of a test
-/// running in parallel can be handed the same port and bring the "down" backend to life.
+/// An address where nothing listens, for "backend down": a port from [`super::ports`], which no
+/// test running in parallel can be handed and bring the "down" backend to life.
 pub fn closed_port() -> SocketAddr {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let base = 20_000 + (std::process::id() as usize % 500) * 20;
-    for _ in 0..2000 {
-        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 12_000;
-        let port = 20_000 + (port - 20_000) % 12_000;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
-            let a = l.local_addr().unwrap();
-            drop(l);
-            return a;
-        }
-    }
-    panic!("no free port found below the ephemeral range");
+    super::ports::free_addr()
 }
 
 /// The value of query parameter `name` in `target` (no decoding).

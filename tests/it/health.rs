@@ -36,7 +36,7 @@ struct Killable {
 
 impl Killable {
     fn start(name: &'static str) -> Killable {
-        Killable::start_at(name, "127.0.0.1:0".parse().unwrap())
+        Killable::start_at(name, crate::common::free_addr())
     }
 
     fn start_at(name: &'static str, addr: SocketAddr) -> Killable {

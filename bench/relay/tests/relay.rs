@@ -171,11 +171,8 @@ fn many_connections_through(relay: &Relay) {
 }
 
 fn backend_refuses(bin: &str, args: &[&str]) {
-    // A port that was just free: connect is refused, and the client is closed, not left hanging.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Connect is refused there, and the client is closed, not left hanging.
+    let (_held, dead) = refusing_addr();
     let relay = Relay::start_with(bin, dead, &[], args);
     for _ in 0..3 {
         let mut s = TcpStream::connect(relay.addr).unwrap();
@@ -187,6 +184,35 @@ fn backend_refuses(bin: &str, args: &[&str]) {
             other => panic!("expected EOF or reset, got {other:?}"),
         }
     }
+}
+
+/// An address that refuses connections for as long as the descriptor is held: a socket bound to
+/// it but not listening. A port bound and released would be free for any test running beside
+/// this one to take (as a listener or as a connect's source port), and then be answered.
+fn refusing_addr() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) has no preconditions; a negative result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let ptr = (&mut sin as *mut libc::sockaddr_in).cast::<libc::sockaddr>();
+    // SAFETY: ptr points at a sockaddr_in of len bytes, live for both calls.
+    let bound =
+        unsafe { libc::bind(raw, ptr, len) == 0 && libc::getsockname(raw, ptr, &mut len) == 0 };
+    assert!(bound, "bind: {}", std::io::Error::last_os_error());
+    let port = u16::from_be(sin.sin_port);
+    (fd, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 macro_rules! relay_tests {
