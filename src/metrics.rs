@@ -58,6 +58,9 @@ pub struct BackendCounters {
     pub active: AtomicU64,
     /// Gauge: idle connections to it in this shard's pool.
     pub pooled: AtomicU64,
+    /// Connections to it closed because it sent bytes with no request outstanding: after a
+    /// response's end or while pooled.
+    pub stray_closes: AtomicU64,
     /// Whether this shard currently routes to it as up.
     pub up: AtomicBool,
     /// Reloads that moved it to another address (or brought it back), as its shard applied them:
@@ -354,6 +357,7 @@ pub struct BackendStats {
     pub active: u64,
     /// Idle connections in the shards' pools.
     pub pooled: u64,
+    pub stray_closes: u64,
     /// How many shards see it up (all of them, or none, once gossip has settled).
     pub up_on_shards: usize,
 }
@@ -410,6 +414,7 @@ impl Stats {
                 tunnels: sum(&|s| &s.backends[i].tunnels),
                 active: sum(&|s| &s.backends[i].active),
                 pooled: sum(&|s| &s.backends[i].pooled),
+                stray_closes: sum(&|s| &s.backends[i].stray_closes),
                 up_on_shards: shards
                     .iter()
                     .filter(|s| s.backends[i].up.load(Ordering::Relaxed))

@@ -186,21 +186,38 @@ impl Sock {
         let _ = socket_shutdown(self.0.fd, libc::SHUT_RDWR);
     }
 
-    /// True if the peer has neither closed nor sent anything: a pooled connection fit for reuse.
-    pub fn is_idle_and_open(&self) -> bool {
-        let mut byte = [0u8; 1];
-        // SAFETY: recv into a valid one-byte buffer owned by this frame, on a descriptor this
-        // handle keeps open.
+    /// What an idle backend connection holds, looked at without taking it (a non-blocking peek
+    /// of up to `peek.len()` bytes, which land in `peek`): a pooled connection is fit for reuse
+    /// only if [`Quiet::Quiet`].
+    pub fn quiet(&self, peek: &mut [u8]) -> Quiet {
+        // SAFETY: recv into `peek`, a valid buffer of peek.len() bytes borrowed for the call, on
+        // a descriptor this handle keeps open.
         let n = unsafe {
             libc::recv(
                 self.0.fd,
-                byte.as_mut_ptr().cast(),
-                1,
+                peek.as_mut_ptr().cast(),
+                peek.len(),
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+        match n {
+            0 => Quiet::Closed,
+            n if n > 0 => Quiet::Spoke(n as usize),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Quiet::Quiet,
+            _ => Quiet::Closed,
+        }
     }
+}
+
+/// What [`Sock::quiet`] found on an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    /// Nothing to read, still open.
+    Quiet,
+    /// The peer closed (or reset) it.
+    Closed,
+    /// The peer sent bytes nobody asked for (this many were peeked, at most the buffer).
+    Spoke(usize),
 }
 
 fn socket_shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {

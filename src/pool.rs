@@ -3,13 +3,22 @@
 //! LIFO keeps the hottest connections busy and lets the rest age out; a connection idle longer
 //! than `pool_idle` is closed by us before the backend's own idle timeout (wthttpd: 10 s) can race
 //! a request we send on it.
+//!
+//! A pooled connection earns its reuse by silence: a backend that sends anything while no request
+//! is outstanding on it (a body after a `204`, `304` or `HEAD` answer, bytes past a
+//! `Content-Length`, a whole extra response) would have those bytes read as the answer to the
+//! next request, another user's. So every connection is looked at ([`Sock::quiet`], one
+//! non-blocking peek) at the moment it is taken, and every pooled connection each time the shard
+//! sweeps ([`Pool::watch`]); one that spoke is closed, never relayed nor reused, and reported to the
+//! caller, who counts and logs it. Bytes that come in the same read as the end of a response are
+//! caught before parking (`exchange`).
 
 use std::time::{Duration, Instant};
 
-use crate::net::Sock;
+use crate::net::{Quiet, Sock};
 
-/// Idle time after which a pooled connection is probed before reuse.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// How many of a stray message's first bytes are peeked, for the log line that names it.
+pub const STRAY_PEEK: usize = 48;
 
 pub struct Pool {
     idle: Vec<Vec<(Sock, Instant)>>,
@@ -26,21 +35,49 @@ impl Pool {
         }
     }
 
-    /// The most recently parked live connection to `backend`, if any.
-    ///
-    /// A connection parked for a while is first probed (one non-blocking peek) in case the backend
-    /// closed it; one parked moments ago is not, as no backend idle timer can have fired on it, and
-    /// that saves a syscall per request under load. A backend crash is left to the resend of safe
-    /// requests.
-    pub fn take(&mut self, backend: usize, now: Instant) -> Option<Sock> {
+    /// The most recently parked live connection to `backend` that has stayed silent, if any.
+    /// Connections found closed by the backend are dropped; any that spoke out of turn is closed
+    /// and its first bytes handed to `stray`.
+    pub fn take(
+        &mut self,
+        backend: usize,
+        now: Instant,
+        stray: &mut impl FnMut(&[u8]),
+    ) -> Option<Sock> {
         let list = &mut self.idle[backend];
+        let mut peek = [0u8; STRAY_PEEK];
         while let Some((sock, since)) = list.pop() {
-            let idle = now.duration_since(since);
-            if idle < self.max_idle && (idle < PROBE_AFTER || sock.is_idle_and_open()) {
-                return Some(sock);
+            if now.duration_since(since) >= self.max_idle {
+                continue;
+            }
+            match sock.quiet(&mut peek) {
+                Quiet::Quiet => return Some(sock),
+                Quiet::Closed => {}
+                Quiet::Spoke(n) => {
+                    sock.shutdown_both();
+                    stray(&peek[..n]);
+                }
             }
         }
         None
+    }
+
+    /// Looks at every pooled connection: drops those the backend closed (their descriptors come
+    /// back now, not at expiry) and closes those that spoke out of turn, handing `stray` their
+    /// backend and first bytes.
+    pub fn watch(&mut self, stray: &mut impl FnMut(usize, &[u8])) {
+        let mut peek = [0u8; STRAY_PEEK];
+        for (backend, list) in self.idle.iter_mut().enumerate() {
+            list.retain(|(sock, _)| match sock.quiet(&mut peek) {
+                Quiet::Quiet => true,
+                Quiet::Closed => false,
+                Quiet::Spoke(n) => {
+                    sock.shutdown_both();
+                    stray(backend, &peek[..n]);
+                    false
+                }
+            });
+        }
     }
 
     /// Parks a connection whose last response ended cleanly.

@@ -373,9 +373,26 @@ impl Shard {
     /// A live pooled connection to `backend`, if there is one.
     pub fn pooled(&self, backend: usize) -> Option<Sock> {
         let mut pool = self.pool.borrow_mut();
-        let sock = pool.take(backend, Instant::now());
+        let mut stray = |bytes: &[u8]| self.stray(backend, bytes, "while it sat in the pool");
+        let sock = pool.take(backend, Instant::now(), &mut stray);
         self.pool_gauge(&pool, backend);
         sock
+    }
+
+    /// A connection to `backend` closed because the backend sent bytes (`first` are the first of
+    /// them) with no request outstanding, `when` says when: counted, and logged for the operator
+    /// to find the page or handler at fault. The bytes go nowhere else.
+    pub fn stray(&self, backend: usize, first: &[u8], when: &str) {
+        ShardStats::count(&self.stats.backends[backend].stray_closes);
+        let addr = self.addrs.borrow().get(backend).copied();
+        let Some(addr) = addr else { return };
+        self.with_prefix(backend, |prefix| {
+            self.log_failure(format_args!(
+                "backend {prefix} ({addr}): closed a connection that sent bytes {when}, with no \
+                 request outstanding (never relayed): \"{}\"",
+                first.escape_ascii()
+            ))
+        });
     }
 
     /// Parks a backend connection whose last response ended cleanly; `in_use` is what counted
@@ -471,8 +488,9 @@ impl Shard {
         eprintln!("wtgate[{}]: accept failed: {e}", self.id);
     }
 
-    /// The shard's periodic task: applies a reloaded config within [`RELOAD_POLL`]; closes pooled
-    /// connections before the backends' own idle timeouts do; and asks for memory that a burst
+    /// The shard's periodic task: applies a reloaded config within [`RELOAD_POLL`]; watches pooled
+    /// connections as often ([`Pool::watch`]) and closes them before the backends' own idle
+    /// timeouts do; and asks for memory that a burst
     /// of connections left behind to be handed back to the system.
     pub async fn sweep_pool(shard: Rc<Shard>) {
         let mut swept = Instant::now();
@@ -481,6 +499,9 @@ impl Shard {
             if shard.live.number() != shard.generation.borrow().number {
                 shard.apply_reload();
             }
+            let mut stray =
+                |b: usize, bytes: &[u8]| shard.stray(b, bytes, "while it sat in the pool");
+            shard.pool.borrow_mut().watch(&mut stray);
             let g = shard.generation();
             let every = (g.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
             let now = Instant::now();

@@ -92,6 +92,9 @@ pub enum RequestError {
     TransferEncodingInHttp10,
     MissingHost,
     DuplicateHost,
+    /// A request-target that is neither origin-form (`/path?query`), absolute-form
+    /// (`http://host/path`, no userinfo), nor `*` for OPTIONS; or one with a fragment (`#`).
+    BadTarget,
     /// CONNECT: a reverse proxy does not open tunnels to arbitrary places.
     MethodNotAllowed,
 }
@@ -125,6 +128,7 @@ impl fmt::Display for RequestError {
             RequestError::TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
             RequestError::MissingHost => "missing Host header",
             RequestError::DuplicateHost => "more than one Host header",
+            RequestError::BadTarget => "invalid request-target",
             RequestError::MethodNotAllowed => "method not allowed",
         };
         f.write_str(text)
@@ -139,6 +143,8 @@ pub enum ResponseError {
     Head(HeadError),
     /// Not `HTTP/x.y SP 3DIGIT`, or a status outside 100..=599.
     BadStatusLine,
+    /// HTTP/1.0 has no Transfer-Encoding (RFC 9112 §6.1: the framing is faulty).
+    TransferEncodingInHttp10,
 }
 
 impl From<HeadError> for ResponseError {
@@ -152,6 +158,7 @@ impl fmt::Display for ResponseError {
         f.write_str(match self {
             ResponseError::Head(e) => e.describe(Side::Response),
             ResponseError::BadStatusLine => "malformed status line",
+            ResponseError::TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 response",
         })
     }
 }

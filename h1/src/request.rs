@@ -12,6 +12,9 @@ pub struct RequestHead {
     pub method: std::ops::Range<usize>,
     /// Request-target bytes, exactly as received.
     pub target: std::ops::Range<usize>,
+    /// The authority (`host[:port]`) of an absolute-form target; the backend is sent it as the
+    /// Host (RFC 9112 §3.2.2), whatever Host the client sent.
+    pub authority: Option<std::ops::Range<usize>>,
     pub version: Version,
     pub headers: Vec<Header>,
     /// `None`, `Length(n)` or `Chunked`: requests are never close-delimited.
@@ -36,6 +39,7 @@ impl Default for RequestHead {
             head_len: 0,
             method: 0..0,
             target: 0..0,
+            authority: None,
             version: Version::Http11,
             headers: Vec::new(),
             framing: Framing::None,
@@ -80,6 +84,7 @@ pub fn parse_request_into(
     if method == "CONNECT" {
         return Err(RequestError::MethodNotAllowed);
     }
+    let authority = target_authority(method, target)?;
     let facts = Facts::gather(buf, &head.headers);
     check_host(&facts, version)?;
     let framing = framing(buf, &head.headers, version, &facts)?;
@@ -90,10 +95,12 @@ pub fn parse_request_into(
             Version::Http10 => facts.keep_alive,
         };
     let no_body = matches!(framing, Framing::None | Framing::Length(0));
+    let target = range_in(buf, target.as_bytes());
     *head = RequestHead {
         head_len,
         method: range_in(buf, method.as_bytes()),
-        target: range_in(buf, target.as_bytes()),
+        authority: authority.map(|a| target.start + a.start..target.start + a.end),
+        target,
         version,
         framing,
         keep_alive,
@@ -143,6 +150,37 @@ fn parse_syntax<'b>(
         target,
         version: Version::from_httparse(minor),
     })
+}
+
+/// RFC 9112 §3.2: which forms a request-target may take, and, for the absolute form, where its
+/// authority is within `target`. Anything else — `c?x` without a leading `/`, a fragment, which
+/// a client never sends and whose `wtd` nobody must route by, userinfo — is a 400.
+fn target_authority(
+    method: &str,
+    target: &str,
+) -> Result<Option<std::ops::Range<usize>>, RequestError> {
+    if target.contains('#') {
+        return Err(RequestError::BadTarget);
+    }
+    if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        return Ok(None);
+    }
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|s| {
+            target
+                .get(..s.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(s))
+        })
+        .map(|s| s.len())
+        .ok_or(RequestError::BadTarget)?;
+    let rest = &target[scheme_len..];
+    let len = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..len];
+    if authority.is_empty() || authority.contains('@') {
+        return Err(RequestError::BadTarget);
+    }
+    Ok(Some(scheme_len..scheme_len + len))
 }
 
 /// HTTP/1.1 needs exactly one Host; 1.0 at most one.
@@ -274,6 +312,47 @@ mod tests {
 
     fn err(buf: &[u8]) -> RequestError {
         parse(buf).unwrap_err()
+    }
+
+    #[test]
+    fn request_targets_by_their_forms() {
+        for ok in [
+            "/",
+            "/c?wtd=wt1x",
+            "http://a.example/c",
+            "HTTPS://a:8080?x=1",
+            "http://[::1]",
+        ] {
+            let raw = format!("GET {ok} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let h = head(raw.as_bytes());
+            assert_eq!(&raw[h.target.clone()], ok);
+            let authority = h.authority.map(|a| &raw[a]);
+            let want = ok
+                .split_once("://")
+                .map(|(_, r)| r.split(['/', '?']).next().unwrap());
+            assert_eq!(authority, want, "{ok}");
+        }
+        assert!(
+            head(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+                .authority
+                .is_none()
+        );
+        for bad in [
+            "c?wtd=wt1x",
+            "/c#f?wtd=wt1x",
+            "/c?x#f",
+            "http://a/c#f",
+            "*",
+            "http://",
+            "http:///c",
+            "http://u@a/c",
+            "ftp://a/c",
+            "a.example:80",
+        ] {
+            let raw = format!("GET {bad} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(err(raw.as_bytes()), RequestError::BadTarget, "{bad}");
+            assert_eq!(RequestError::BadTarget.status(), 400);
+        }
     }
 
     #[test]

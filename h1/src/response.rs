@@ -13,8 +13,8 @@ pub struct ResponseHead {
     pub headers: Vec<Header>,
     /// HEAD request, 1xx, 204, 304 → None; Transfer-Encoding whose last coding is chunked →
     /// Chunked; other Transfer-Encoding → CloseDelimited; Content-Length → Length; else
-    /// CloseDelimited. An HTTP/1.0 response with Transfer-Encoding is CloseDelimited
-    /// (RFC 9112 §6.1: its framing is faulty, read to the close).
+    /// CloseDelimited. An HTTP/1.0 response with Transfer-Encoding is refused
+    /// ([`ResponseError::TransferEncodingInHttp10`]).
     pub framing: Framing,
     /// Whether the backend lets us reuse the connection: 1.1 unless `Connection: close`,
     /// 1.0 only with `Connection: keep-alive`; false for CloseDelimited, and false when
@@ -67,12 +67,18 @@ pub fn parse_response_into(
     if te.present && te.codings == 0 {
         return Err(ResponseError::Head(HeadError::BadTransferEncoding));
     }
+    // RFC 9112 §6.1: the framing of a 1.0 message with Transfer-Encoding is faulty. Read to the
+    // close, the client would get the header with bytes it no longer describes; decoded, a
+    // 1.0 peer and we could still disagree on where the message ends.
+    if te.present && version == Version::Http10 {
+        return Err(ResponseError::TransferEncodingInHttp10);
+    }
     // Validated even when TE wins or no body follows: a bad length is a broken backend.
     let length = fields::content_length(buf, headers)?;
 
     let bodyless =
         request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
-    let framing = framing(bodyless, &te, length, version);
+    let framing = framing(bodyless, &te, length);
     let smuggle_shaped = te.present && length.is_some();
     let keep_alive =
         reusable(buf, headers, version) && !smuggle_shaped && framing != Framing::CloseDelimited;
@@ -123,11 +129,11 @@ fn parse_syntax(
 
 /// RFC 9112 §6.3 for responses, once the fields themselves are known to be valid.
 #[inline]
-fn framing(bodyless: bool, te: &Codings, length: Option<u64>, version: Version) -> Framing {
+fn framing(bodyless: bool, te: &Codings, length: Option<u64>) -> Framing {
     if bodyless {
         Framing::None
     } else if te.present {
-        if te.last_is_chunked && version == Version::Http11 {
+        if te.last_is_chunked {
             Framing::Chunked
         } else {
             Framing::CloseDelimited
@@ -327,12 +333,13 @@ Content-Length: 85\r\n\r\n";
     }
 
     #[test]
-    fn http10_transfer_encoding_reads_to_close() {
-        let h = head(
-            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
-        );
-        assert_eq!(h.framing, Framing::CloseDelimited);
-        assert!(!h.keep_alive);
+    fn http10_transfer_encoding_is_refused() {
+        for te in ["chunked", "gzip, chunked", "gzip"] {
+            for status in ["200 OK", "204 No Content"] {
+                let raw = format!("HTTP/1.0 {status}\r\nTransfer-Encoding: {te}\r\n\r\n");
+                assert_eq!(err(raw.as_bytes()), ResponseError::TransferEncodingInHttp10);
+            }
+        }
     }
 
     #[test]

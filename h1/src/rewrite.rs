@@ -28,6 +28,9 @@ pub fn write_forward_request(
     opts: &ForwardOptions,
 ) {
     write_request_line(out, buf, head);
+    if let Some(authority) = head.authority.clone() {
+        write_field(out, b"Host", &buf[authority]);
+    }
     let named = connection_named(buf, &head.headers);
     write_end_to_end_fields(out, buf, head, opts, &named);
     if head.upgrade {
@@ -95,6 +98,8 @@ fn write_end_to_end_fields(
             // Wt gzips the whole WebSocket stream when asked to; see docs/design.md "Upgrades".
             Name::AcceptEncoding if head.upgrade => {}
             Name::XForwardedFor | Name::XForwardedProto if adding_forwarded => {}
+            // RFC 9112 §3.2.2: an absolute-form target's authority is the Host, written above.
+            Name::Host if head.authority.is_some() => {}
             _ => write_field(out, name, fields::value_of(buf, h)),
         }
     }
@@ -283,6 +288,22 @@ X-Forwarded-Proto: https\r\nx-forwarded-for:  3.3.3.3 \r\nX-Forwarded-For:\r\nX-
 
     fn lines(s: &str) -> Vec<&str> {
         s.split("\r\n").collect()
+    }
+
+    /// RFC 9112 §3.2.2: the backend gets the target as sent and one Host, the target's authority.
+    #[test]
+    fn absolute_form_sets_host_from_its_authority() {
+        for raw in [
+            &b"GET http://a.example:81/c?wtd=x HTTP/1.1\r\nHost: b.example\r\nX-K: 1\r\n\r\n"[..],
+            b"GET http://a.example:81 HTTP/1.0\r\nX-K: 1\r\n\r\n",
+        ] {
+            let out = forward_request(raw, &NO_XFF);
+            let l = lines(&out);
+            assert!(l[0].starts_with("GET http://a.example:81"), "{out}");
+            assert_eq!(l[1], "Host: a.example:81", "{out}");
+            assert_eq!(out.matches("Host:").count(), 1, "{out}");
+            assert!(out.contains("X-K: 1\r\n"), "{out}");
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn valid_name(name: &str) -> bool {
 /// The per-backend counters: name, help, value.
 type BackendCounter = (&'static str, &'static str, fn(&Report, usize) -> u64);
 
-const BACKEND_COUNTERS: [BackendCounter; 11] = [
+const BACKEND_COUNTERS: [BackendCounter; 12] = [
     (
         "wtgate_backend_requests_total",
         "Client requests this backend got, each counted once however many tries it took.",
@@ -132,6 +132,12 @@ const BACKEND_COUNTERS: [BackendCounter; 11] = [
         "wtgate_backend_tunnel_spliced_bytes_total",
         "WebSocket bytes to and from this backend moved with splice(2), counted in the two above too.",
         |r, i| r.counters(i).tunnel_spliced_bytes,
+    ),
+    (
+        "wtgate_backend_stray_closes_total",
+        "Connections to this backend closed because it sent bytes with no request outstanding \
+         (after a response's end, or while pooled): never relayed, never reused.",
+        |r, i| r.counters(i).stray_closes,
     ),
     (
         "wtgate_backend_connect_failures_total",

@@ -163,6 +163,7 @@ impl Report {
             "tunnels": c.tunnels,
             "open_connections": c.active + c.pooled,
             "pooled_connections": c.pooled,
+            "stray_closes": c.stray_closes,
             "latency": {
                 "first_byte": latency_json(&b.first_byte),
                 "total": latency_json(&b.total),

@@ -19,6 +19,7 @@ use crate::config::{ProxySettings, Reuse, Timeouts};
 use crate::h1::{self, BodyFramer, ForwardOptions, Framing, RequestHead, ResponseHead};
 use crate::metrics::{BackendCounters, Held, ShardStats};
 use crate::net::{InBuf, Sock, timeout};
+use crate::pool::STRAY_PEEK;
 use crate::proxy::ProxyError;
 use crate::proxy::client::{Client, answer};
 use crate::proxy::tunnel;
@@ -95,6 +96,8 @@ fn tally(cell: &Cell<u64>, n: usize) {
 struct Done {
     backend_reusable: bool,
     client_close: bool,
+    /// Bytes followed the response's end (they are left in the upstream's buffer, unrelayed).
+    stray: bool,
 }
 
 enum Outcome {
@@ -115,7 +118,13 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
         send(shard, client, &mut req).await
     } else {
         answer_request(shard, client, &req, 400, true).await;
-        log_request(shard, client, &req, None, Some(ProxyError::BadRequestBody));
+        log_request(
+            shard,
+            client,
+            &req,
+            None,
+            Some(ProxyError::BadRequestBody.name()),
+        );
         Next::Close
     };
     shard.give_head_buf(req.fwd);
@@ -161,7 +170,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             }
             Verdict::Close => count_end(shard, &up, Some(failed.err)),
         }
-        log_request(shard, client, req, Some(last), Some(failed.err));
+        log_request(shard, client, req, Some(last), Some(failed.err.name()));
         return Next::Close;
     }
 }
@@ -225,7 +234,7 @@ async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyErr
     let close = !req.head.keep_alive || !req.framer.is_done();
     log_answer(shard, client, req, err.status(), (None, err));
     answer_request(shard, client, req, err.status(), close).await;
-    log_request(shard, client, req, None, Some(err));
+    log_request(shard, client, req, None, Some(err.name()));
     if close { Next::Close } else { Next::KeepAlive }
 }
 
@@ -236,13 +245,14 @@ async fn answer_request(shard: &Shard, client: &Client, req: &Request, status: u
     tally(&req.tally.bytes_out, sent);
 }
 
-/// The request's access-log line; `last`: the backend of its last try, and how it was chosen.
+/// The request's access-log line; `last`: the backend of its last try, and how it was chosen;
+/// `err`: what went wrong (a [`ProxyError::name`], or [`STRAY`]).
 fn log_request(
     shard: &Shard,
     client: &Client,
     req: &Request,
     last: Option<(usize, Route)>,
-    err: Option<ProxyError>,
+    err: Option<&'static str>,
 ) {
     if !shard.access_log.enabled() {
         return;
@@ -261,18 +271,22 @@ fn log_request(
             status: t.status.get(),
             bytes_in: t.bytes_in.get(),
             bytes_out: t.bytes_out.get(),
-            error: err.map(ProxyError::name),
+            error: err,
             request: Some(req.line()),
         })
     });
 }
+
+/// The access log's error for a response that bytes followed: it reached the client whole, and
+/// its connection was closed.
+const STRAY: &str = "stray_bytes";
 
 /// A completed exchange: the backend connection back to the pool if it can serve another
 /// request, or the connection handed over to a tunnel after `101`.
 async fn finish(
     shard: &Shard,
     client: &mut Client,
-    (up, route): (Upstream, Route),
+    (mut up, route): (Upstream, Route),
     req: &Request,
     outcome: Outcome,
 ) -> Next {
@@ -284,12 +298,19 @@ async fn finish(
             let stats = &shard.stats;
             stats.record_latency(up.backend, started, first_byte, end);
             // The policy in force now: after a reload to `never` nothing would take it.
-            if done.backend_reusable && shard.settings().reuse != Reuse::Never {
+            if done.backend_reusable && !done.stray && shard.settings().reuse != Reuse::Never {
                 shard.park(up.sock, &up._in_use);
             } else {
                 up.sock.shutdown_both();
             }
-            log_request(shard, client, req, Some((up.backend, route)), None);
+            if done.stray {
+                let data = up.buf.data();
+                let first = &data[..data.len().min(STRAY_PEEK)];
+                shard.stray(up.backend, first, "right after the end of a response");
+                up.buf.consume(data.len());
+            }
+            let note = done.stray.then_some(STRAY);
+            log_request(shard, client, req, Some((up.backend, route)), note);
             if done.client_close {
                 Next::Close
             } else {
@@ -536,10 +557,12 @@ impl Relay<'_> {
                 BodyEnd::Framed { clean } => Done {
                     backend_reusable: clean && head.keep_alive,
                     client_close: !client_keep_alive,
+                    stray: !clean,
                 },
                 BodyEnd::Eof => Done {
                     backend_reusable: false,
                     client_close: true,
+                    stray: false,
                 },
             },
         ))
@@ -633,10 +656,12 @@ impl Relay<'_> {
             self.write_client(Out::Buffered(adv.consumed)).await?;
             self.buf.consume(adv.consumed);
         }
-        // Bytes after the end of the response are a backend bug; never reuse such a connection.
-        let clean = self.buf.is_empty();
-        self.buf.consume(self.buf.data().len());
-        Ok(BodyEnd::Framed { clean })
+        // Bytes after the end of the response are a backend bug, and would be read as the next
+        // request's answer: the connection is never reused, the bytes never relayed (they stay
+        // in the buffer for the log line that names them).
+        Ok(BodyEnd::Framed {
+            clean: self.buf.is_empty(),
+        })
     }
 
     async fn write_client(&mut self, out: Out<'_>) -> Result<(), ProxyError> {

@@ -1241,7 +1241,9 @@ fn legal_lookalikes_are_one_request_each() {
 
 /// Absolute-form and Host name a place that is not a backend: a trap listener on this machine.
 /// wtgate routes by `wtd` alone and connects only to its backends; the trap never sees a
-/// connection attempt, and the backend gets the target exactly as sent.
+/// connection attempt. The backend gets the target as sent and, as RFC 9112 §3.2.2 has it, the
+/// target's authority as its one Host, whatever Host the client sent; a target with userinfo is
+/// a 400.
 #[test]
 fn absolute_form_never_makes_wtgate_connect_elsewhere() {
     let trap = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1249,12 +1251,15 @@ fn absolute_form_never_makes_wtgate_connect_elsewhere() {
     let t = trap.local_addr().unwrap();
     let s = start_pair(|_| {});
     let targets = [
-        format!("http://{t}/?wtd={SID}&abs=1"),
-        format!("http://{t}/admin"),
-        format!("https://{t}:443/?wtd={SID}"),
-        format!("http://user@{t}/?wtd={SID}"),
+        (format!("http://{t}/?wtd={SID}&abs=1"), t.to_string()),
+        (format!("http://{t}/admin"), t.to_string()),
+        (
+            format!("https://a.example:443/?wtd={SID}"),
+            "a.example:443".into(),
+        ),
+        (format!("HTTP://{t}?wtd={SID}"), t.to_string()),
     ];
-    for target in &targets {
+    for (target, authority) in &targets {
         for host in [t.to_string(), "x".to_string()] {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
             let r = send_request(s.proxy.addr, raw.as_bytes()).unwrap();
@@ -1265,7 +1270,20 @@ fn absolute_form_never_makes_wtgate_connect_elsewhere() {
             }
             assert_eq!(r.body_str(), format!("{} GET {target}", r.backend()));
         }
+        let seen: Vec<_> = s.b1.requests().into_iter().chain(s.b2.requests()).collect();
+        for req in seen.iter().filter(|r| &r.target == target) {
+            let hosts: Vec<_> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+                .collect();
+            assert_eq!(hosts.len(), 1, "{req:?}");
+            assert_eq!(&hosts[0].1, authority, "{req:?}");
+        }
     }
+    let raw = format!("GET http://user@{t}/?wtd={SID} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = send_request(s.proxy.addr, raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 400, "{:?}", r.head);
     let seen: Vec<String> =
         s.b1.requests()
             .into_iter()
