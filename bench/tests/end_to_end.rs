@@ -111,6 +111,7 @@ fn rig() -> Rig {
             BackendConfig::parse(&format!("wt2={a2}")).unwrap(),
         ],
         threads: 1,
+        pin: false,
         ..Config::default()
     };
     let proxy = Engine::start(cfg).expect("start wtgate");

@@ -136,14 +136,17 @@ fn devtools_addr(child: &mut Child) -> SocketAddr {
 /// Finds the page showing `url` in DevTools' target list and upgrades to its WebSocket.
 fn connect_page(devtools: SocketAddr, url: &str) -> Wire {
     let list = format!("GET /json/list HTTP/1.1\r\nHost: {devtools}\r\nConnection: close\r\n\r\n");
-    let r = send_request(devtools, list.as_bytes()).expect("DevTools target list");
-    let targets: Value = serde_json::from_slice(&r.body).expect("DevTools target list JSON");
-    let page = targets
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url)))
-        .unwrap_or_else(|| panic!("no page for {url} in {targets}"));
+    // The page may be listed a moment after DevTools says it listens, first as about:blank.
+    let page = super::eventually(&format!("a DevTools page for {url}"), || {
+        let r = send_request(devtools, list.as_bytes()).expect("DevTools target list");
+        let targets: Value = serde_json::from_slice(&r.body).expect("DevTools target list JSON");
+        targets
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url)))
+            .cloned()
+    });
     let ws_url = page["webSocketDebuggerUrl"].as_str().expect("debugger URL");
     let path = &ws_url[ws_url.find("/devtools/").expect("debugger path")..];
     let mut w = Wire::connect(devtools);

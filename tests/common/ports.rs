@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 /// The ports outside the ephemeral range that tests may use: the larger of the gaps below and
 /// above it (1024..32768 with Linux's default 32768-60999).
-fn usable_range() -> (u16, u16) {
+fn usable_range() -> Option<(u16, u16)> {
     let text =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let mut it = text
@@ -30,26 +30,43 @@ fn usable_range() -> (u16, u16) {
     } else {
         above
     };
-    assert!(
-        end.saturating_sub(start) >= 1_000,
-        "the ephemeral range {lo}-{hi} leaves no room for test ports: narrow it \
-         (sysctl net.ipv4.ip_local_port_range='32768 60999')"
-    );
-    (start as u16, (end - 1) as u16)
+    if end.saturating_sub(start) < 1_000 {
+        return None;
+    }
+    Some((start as u16, (end - 1) as u16))
+}
+
+/// Where the ephemeral range leaves no room: a port the kernel picks, released, as before this
+/// allocator, with the chance of a clash that comes with it, said once.
+fn kernel_port() -> u16 {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "tests: net.ipv4.ip_local_port_range leaves no ports outside it; test ports may \
+             clash (sysctl net.ipv4.ip_local_port_range='32768 60999' avoids it)"
+        )
+    });
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// A port on 127.0.0.1 where nothing listens now and that no other test of this process will be
 /// given. Each candidate is checked with a bind (without `SO_REUSEADDR`, so that a port with
 /// connections still in TIME_WAIT is passed over too).
 pub fn free_port() -> u16 {
-    static NEXT: Mutex<Option<(u16, u16, u32)>> = Mutex::new(None);
+    static NEXT: Mutex<Option<Option<(u16, u16, u32)>>> = Mutex::new(None);
     let mut next = NEXT.lock().unwrap();
-    let (start, end, cursor) = next.get_or_insert_with(|| {
-        let (start, end) = usable_range();
-        // Processes started one after the other (each test binary) begin at different places.
-        let offset = std::process::id() % u32::from(end - start);
-        (start, end, offset)
+    let range = next.get_or_insert_with(|| {
+        let (start, end) = usable_range()?;
+        // Processes started one after the other (each test binary, or several runs at once)
+        // begin far apart: pids are often consecutive.
+        let spread = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9);
+        let offset = (spread % u64::from(end - start)) as u32;
+        Some((start, end, offset))
     });
+    let Some((start, end, cursor)) = range else {
+        return kernel_port();
+    };
     let span = u32::from(*end - *start) + 1;
     for _ in 0..span {
         let port = *start + (*cursor % span) as u16;

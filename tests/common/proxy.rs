@@ -49,6 +49,9 @@ pub fn proxy_config(backends: &[(&str, SocketAddr)], tweak: impl FnOnce(&mut Con
             .map(|(p, a)| BackendConfig::parse(&format!("{p}={a}")).unwrap())
             .collect(),
         threads: 1,
+        // Many engines run in one test process: pinned, every engine's shard 0 would share CPU 0
+        // however idle the other cores are.
+        pin: false,
         ..Config::default()
     };
     tweak(&mut cfg);

@@ -456,7 +456,7 @@ fn the_sessions_endpoint_counts_live_sessions() {
 fn drain_wait_returns_once_the_sessions_have_expired() {
     let s = start_pair(|c| {
         with_admin(c);
-        c.session_idle = Duration::from_secs(1);
+        c.session_idle = Duration::from_secs(3);
     });
     let url = format!("http://{}", admin_addr(&s.proxy));
     let client = AdminClient::new(&url, None).unwrap();
@@ -495,7 +495,7 @@ fn drain_wait_times_out_while_a_websocket_keeps_its_session() {
     let b2 = TestBackend::start("wt2", Behavior::Normal);
     let proxy = start_proxy(&[b1.spec(), b2.spec()], |c| {
         with_admin(c);
-        c.session_idle = Duration::from_secs(1);
+        c.session_idle = Duration::from_secs(3);
     });
     let client = AdminClient::new(&format!("http://{}", admin_addr(&proxy)), None).unwrap();
     let mut rng = Rng::new(37);
@@ -525,7 +525,7 @@ fn wtgate(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn the_admin_command_drains_waits_and_sets_ready() {
     let s = start_pair(|c| {
         with_admin(c);
-        c.session_idle = Duration::from_secs(1);
+        c.session_idle = Duration::from_secs(3);
         c.admin_token = Some("t0ken".into());
     });
     let url = format!("http://{}", admin_addr(&s.proxy));
@@ -894,7 +894,8 @@ fn a_busy_admin_address_is_a_bind_error_and_dropping_the_engine_closes_the_liste
         Ok(_) => panic!("started on a taken address"),
     }
     drop(taken);
-    let proxy = start_proxy(&[b.spec()], with_admin);
+    // A port no parallel test's bind(:0) or connect can take once it is closed.
+    let proxy = start_proxy(&[b.spec()], |c| c.admin = Some(crate::common::free_addr()));
     let admin = admin_addr(&proxy);
     assert_eq!(call(admin, "GET", "/stats", "", None).status, 200);
     drop(proxy);

@@ -920,7 +920,7 @@ fn a_tunnel_gets_the_grace_period_then_is_closed() {
             grace,
         ])
     };
-    let mut wtgate = Serving::start(&spec("1s"));
+    let mut wtgate = Serving::start(&spec("3s"));
     let (mut w, _) = ws_connect(addr, "/app?wtd=wt1AAAAAAAAAAAAAAAA&request=ws");
     wtgate.signal("-TERM");
     wtgate.wait_for_line("stopping:");

@@ -583,7 +583,7 @@ fn post_reload_applies_the_proxy_side_settings_and_new_tunnels_take_them() {
     let (mut before, _) = ws_connect(proxy, target);
     echoes(&mut before, "before");
 
-    let more = "[timeouts]\ntunnel = \"300ms\"\nconnect = \"2s\"\n[limits]\nretries = 2\n\
+    let more = "[timeouts]\ntunnel = \"1s\"\nconnect = \"2s\"\n[limits]\nretries = 2\n\
                 maxconn = 100\n[pool]\nreuse = \"always\"\n[forwarded]\n\
                 trusted = [\"127.0.0.1\"]\n";
     file.write(&config_file(listen, admin_port, &[&b1], more));

@@ -19,7 +19,7 @@ fn wait_sessions(proxy: &Proxy, what: &str, cond: impl Fn(&[usize]) -> bool) -> 
 fn each_session_counts_once_for_its_owner_and_expires() {
     let s = start_pair(|c| {
         c.threads = 2;
-        c.session_idle = Duration::from_secs(1);
+        c.session_idle = Duration::from_secs(3);
     });
     let mut rng = Rng::new(21);
     let wt1: Vec<String> = (0..5).map(|_| session_id(&mut rng, "wt1")).collect();
@@ -53,7 +53,7 @@ fn an_open_websocket_keeps_its_session_live() {
         greet: false,
     };
     let b1 = TestBackend::start("wt1", ws);
-    let proxy = start_proxy(&[b1.spec()], |c| c.session_idle = Duration::from_secs(1));
+    let proxy = start_proxy(&[b1.spec()], |c| c.session_idle = Duration::from_secs(3));
     let mut rng = Rng::new(22);
     let (plain, with_ws) = (session_id(&mut rng, "wt1"), session_id(&mut rng, "wt1"));
     let (mut w, _) = ws_connect(proxy.addr, &format!("/app?wtd={with_ws}&request=ws"));
