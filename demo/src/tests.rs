@@ -154,7 +154,7 @@ fn follow_up_counts_requests() {
         "{}",
         r.body
     );
-    let r = get(&b, &format!("/?wtd={id}&sid=1&request=script&rand=2#frag"));
+    let r = get(&b, &format!("/?wtd={id}&sid=1&request=script&rand=2"));
     assert!(
         r.header("content-type")
             .unwrap()

@@ -25,4 +25,5 @@ mod routing;
 mod sessions;
 mod slow_clients;
 mod splice;
+mod stray;
 mod websocket;
