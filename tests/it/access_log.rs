@@ -366,6 +366,31 @@ fn a_resent_request_is_logged_as_resend() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A response that bytes follow in the same write reaches its client whole; its line says
+/// `stray_bytes`, and the connection is closed and counted, not pooled.
+#[test]
+fn a_response_followed_by_stray_bytes_is_logged_as_such() {
+    const TWO: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let b1 = TestBackend::start("wt1", Behavior::Raw(TWO));
+    let path = temp_path("stray.log");
+    let _ = std::fs::remove_file(&path);
+    let log = path.to_str().unwrap().to_string();
+    let proxy = start_proxy(&[b1.spec()], |c| c.access_log = Some(log));
+    let (_, r) = request(proxy.addr, &get("/?n=1"));
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    let got = logged_lines(&path, proxy.engine(), 1);
+    assert_eq!(
+        (got[0].status.as_str(), got[0].error.as_str()),
+        ("200", "stray_bytes"),
+        "{got:?}"
+    );
+    let stats = proxy.engine().stats();
+    let wt1 = stats.backend("wt1").unwrap();
+    assert_eq!((wt1.stray_closes, wt1.pooled), (1, 0), "{stats:?}");
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// The log is a pipe that nobody reads, so the writer blocks for good on a full pipe: requests go
 /// on all the same, and the lines that do not fit are dropped and counted.
 #[test]

@@ -583,6 +583,9 @@ fn a_poisoned_connection_is_closed_and_not_reused() {
         })
         .collect();
     assert_eq!(on_poisoned, [late], "requests on the poisoned connection");
+    // Counted, once (the sweep or the next request's take found it, not both).
+    let stats = proxy.engine().stats();
+    assert_eq!(stats.backend("wt1").unwrap().stray_closes, 1, "{stats:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
