@@ -72,6 +72,10 @@ pub enum Route {
     Redispatch,
     /// Sent again after a backend connection closed before answering.
     Resend,
+    /// No backend took new sessions; this one was up but draining (or weighted 0).
+    Draining,
+    /// No backend was up; this one was marked down and tried all the same (Envoy's "panic").
+    Panic,
     /// No backend.
     None,
 }
@@ -81,9 +85,11 @@ impl Route {
     pub fn of(decision: Decision, resends: u32) -> Route {
         match decision {
             _ if resends > 0 => Route::Resend,
-            Decision::Owner(_) => Route::Affinity,
+            Decision::Owner(_) | Decision::OwnerRetry(_) => Route::Affinity,
             Decision::Balanced(_) => Route::RoundRobin,
             Decision::Redispatched { .. } => Route::Redispatch,
+            Decision::Fallback { down: false, .. } => Route::Draining,
+            Decision::Fallback { down: true, .. } => Route::Panic,
             Decision::NoBackend => Route::None,
         }
     }
@@ -94,6 +100,8 @@ impl Route {
             Route::RoundRobin => "roundrobin",
             Route::Redispatch => "redispatch",
             Route::Resend => "resend",
+            Route::Draining => "draining",
+            Route::Panic => "panic",
             Route::None => "-",
         }
     }
@@ -791,7 +799,15 @@ mod tests {
         let cases = [
             (Decision::Owner(0), 0, "affinity"),
             (Decision::Balanced(1), 0, "roundrobin"),
-            (Decision::Redispatched { owner: 0, to: 1 }, 0, "redispatch"),
+            (
+                Decision::Redispatched {
+                    owner: 0,
+                    to: 1,
+                    why: crate::route::Moved::Down,
+                },
+                0,
+                "redispatch",
+            ),
             (Decision::Owner(0), 1, "resend"),
             (Decision::NoBackend, 0, "-"),
         ];

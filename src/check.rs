@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Check;
 use crate::h1;
@@ -62,18 +62,34 @@ pub async fn check_loop(shard: Rc<Shard>, backend: usize) {
 /// may have heard, just before it applied the reload, that the backend's old address was down.
 pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
     let (mut last_failure, mut announced) = (None, false);
+    let (mut last_start, mut resolved): (Option<Instant>, Option<Instant>) = (None, None);
     while let Some(before) = shard.probe_of(backend, epoch) {
-        crate::net::sleep(before.interval).await;
+        // A backend down or failing is checked every `down_interval`, so that one that is back
+        // serves again within `rise` of them, and one that fails is out soon.
+        let every = match shard.is_up(backend) && last_failure.is_none() {
+            true => before.interval,
+            false => before.down_interval,
+        };
+        // Checks start an interval apart, however long the last one took.
+        let since = last_start.map_or(Duration::ZERO, |t| t.elapsed());
+        crate::net::sleep(every.saturating_sub(since)).await;
         let Some(p) = shard.probe_of(backend, epoch) else {
             return;
         };
         let addr = shard.addr_of(backend);
+        last_start = Some(Instant::now());
         let result = probe(addr, &p.check, p.limit).await;
         if shard.probe_of(backend, epoch).is_none() {
             return;
         }
         if let Err(reason) = result {
-            on_failure(&shard, backend, reason, last_failure).await;
+            // A host name is looked up again at most once per `interval`, however fast the
+            // checks of a down backend come.
+            let resolve = resolved.is_none_or(|t| t.elapsed() >= p.interval);
+            if resolve {
+                resolved = Some(Instant::now());
+            }
+            on_failure(&shard, backend, reason, last_failure, resolve).await;
             if shard.probe_of(backend, epoch).is_none() {
                 return;
             }
@@ -94,8 +110,15 @@ pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
     }
 }
 
-/// Counts and logs a failed check, then looks the backend's host name up again in case it moved.
-async fn on_failure(shard: &Shard, backend: usize, reason: FailReason, last: Option<FailReason>) {
+/// Counts and logs a failed check, then (if `resolve`) looks the backend's host name up again in
+/// case it moved.
+async fn on_failure(
+    shard: &Shard,
+    backend: usize,
+    reason: FailReason,
+    last: Option<FailReason>,
+    resolve: bool,
+) {
     ShardStats::count(&shard.stats.backends[backend].checks_failed);
     // A down backend fails every check; say so only when the reason changes.
     if shard.is_up(backend) || last != Some(reason) {
@@ -104,5 +127,7 @@ async fn on_failure(shard: &Shard, backend: usize, reason: FailReason, last: Opt
             "backend {prefix} ({addr}): active check failed: {reason}"
         ));
     }
-    shard.re_resolve(backend).await;
+    if resolve {
+        shard.re_resolve(backend).await;
+    }
 }

@@ -416,6 +416,9 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Idle pooled backend connection; must stay below the backend's own (wthttpd: 10 s).
     pub pool_idle: Duration,
+    /// How long a request waits for a backend to come back when none can take it, before `503`
+    /// (HAProxy's `timeout queue`).
+    pub queue: Duration,
 }
 
 impl Default for Timeouts {
@@ -428,6 +431,7 @@ impl Default for Timeouts {
             tunnel: Duration::from_secs(3600),
             keepalive: Duration::from_secs(60),
             pool_idle: Duration::from_secs(8),
+            queue: Duration::from_secs(5),
         }
     }
 }
@@ -490,6 +494,10 @@ pub struct Config {
     pub check: Check,
     /// Time between two active checks of a backend (HAProxy's `inter`).
     pub check_interval: Duration,
+    /// Time between two checks of a backend that is down or failed its last check (HAProxy's
+    /// `fastinter`/`downinter`); also how often one shard tries a request's connect to a backend
+    /// marked down when it may be back.
+    pub down_interval: Duration,
     /// Good checks in a row that bring a down backend up.
     pub rise: u32,
     /// Failed checks in a row that take an up backend down.
@@ -531,6 +539,7 @@ impl Default for Config {
             splice: Splice::Off,
             check: Check::Tcp,
             check_interval: Duration::from_secs(2),
+            down_interval: Duration::from_millis(250),
             rise: 2,
             fall: 3,
             admin: None,
@@ -764,6 +773,11 @@ impl Config {
                 "below 10ms would flood the backends with checks",
             ),
             (
+                self.down_interval < Duration::from_millis(10),
+                Setting::DownInterval,
+                "below 10ms would flood the backends with checks",
+            ),
+            (
                 self.session_idle.is_zero(),
                 Setting::SessionIdle,
                 "must be above 0: give Wt's session timeout (600s unless wt_config.xml says otherwise)",
@@ -791,6 +805,7 @@ impl Config {
             (Setting::TunnelTimeout, t.tunnel),
             (Setting::KeepaliveTimeout, t.keepalive),
             (Setting::PoolIdleTimeout, t.pool_idle),
+            (Setting::QueueTimeout, t.queue),
         ] {
             if d.is_zero() {
                 r.error(at, format!("{} must be above 0", name(at)));
@@ -913,6 +928,7 @@ pub enum Setting {
     TunnelTimeout,
     KeepaliveTimeout,
     PoolIdleTimeout,
+    QueueTimeout,
     Maxconn,
     Retries,
     MaxHeadBytes,
@@ -923,6 +939,7 @@ pub enum Setting {
     TrustForwardedFrom(usize),
     Check,
     CheckInterval,
+    DownInterval,
     Rise,
     Fall,
     SessionIdle,
@@ -937,7 +954,7 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 36] = [
+    pub const ALL: [Setting; 38] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
         Setting::BackendPrefix(0),
@@ -954,6 +971,7 @@ impl Setting {
         Setting::TunnelTimeout,
         Setting::KeepaliveTimeout,
         Setting::PoolIdleTimeout,
+        Setting::QueueTimeout,
         Setting::Maxconn,
         Setting::Retries,
         Setting::MaxHeadBytes,
@@ -964,6 +982,7 @@ impl Setting {
         Setting::TrustForwardedFrom(0),
         Setting::Check,
         Setting::CheckInterval,
+        Setting::DownInterval,
         Setting::Rise,
         Setting::Fall,
         Setting::SessionIdle,
@@ -994,6 +1013,7 @@ impl Setting {
             Setting::TunnelTimeout => "--tunnel-timeout",
             Setting::KeepaliveTimeout => "--keepalive-timeout",
             Setting::PoolIdleTimeout => "--pool-idle-timeout",
+            Setting::QueueTimeout => "--queue-timeout",
             Setting::Maxconn => "--maxconn",
             Setting::Retries => "--retries",
             Setting::MaxHeadBytes => "--max-head-bytes",
@@ -1005,6 +1025,7 @@ impl Setting {
             Setting::TrustForwardedFrom(_) => "--trust-forwarded-from",
             Setting::Check => "--check",
             Setting::CheckInterval => "--check-interval",
+            Setting::DownInterval => "--down-interval",
             Setting::Rise => "--rise",
             Setting::Fall => "--fall",
             Setting::SessionIdle => "--session-idle",

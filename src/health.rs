@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// What the operator set for a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +57,18 @@ pub struct BackendStatus {
     pub admin: Admin,
     /// Removed by a reload: its sessions go elsewhere, as in maintenance, for good.
     pub removed: bool,
+    /// Marked down, but this shard has since had an answer from it (a request tried there while
+    /// nothing else could take it, or its own session's): the mark is stale. It serves its own
+    /// sessions again at once; new sessions wait for `rise` good checks.
+    pub alive: bool,
+    /// Marked down because a connect was refused or reset: a restart, most likely, which ends
+    /// when it listens again. Its sessions' requests try it first (once per `down_interval` per
+    /// shard) rather than leave it. A timeout says nothing so quick: a frozen or unreachable
+    /// server, whose sessions go elsewhere at once.
+    pub refused: bool,
+    /// Requests have waited on it for a while with no answer from it at all: frozen or stuck.
+    /// It keeps its own sessions but gets new ones only when no other backend is ready.
+    pub stalled: bool,
 }
 
 impl Default for BackendStatus {
@@ -64,17 +77,25 @@ impl Default for BackendStatus {
             up: true,
             admin: Admin::Ready,
             removed: false,
+            alive: false,
+            refused: false,
+            stalled: false,
         }
     }
 }
 
 impl BackendStatus {
     pub fn serves_own_sessions(&self) -> bool {
-        self.up && self.admin != Admin::Maint && !self.removed
+        (self.up || self.alive) && self.admin != Admin::Maint && !self.removed
     }
 
     pub fn takes_new_sessions(&self) -> bool {
-        self.up && self.admin == Admin::Ready && !self.removed
+        self.up && self.admin == Admin::Ready && !self.removed && !self.stalled
+    }
+
+    /// Down, but not on purpose: worth a try when nothing else can take a request.
+    pub fn may_be_back(&self) -> bool {
+        !self.up && self.admin != Admin::Maint && !self.removed
     }
 }
 
@@ -123,6 +144,16 @@ pub enum Cause {
     ChecksFailed { reason: FailReason },
 }
 
+impl Cause {
+    /// The backend answered the connect with a refusal or a reset: it is not listening (yet).
+    pub fn is_refusal(&self) -> bool {
+        let reason = match self {
+            Cause::ConnectFailed { reason, .. } | Cause::ChecksFailed { reason } => reason,
+        };
+        matches!(reason, FailReason::Os(e) if [libc::ECONNREFUSED, libc::ECONNRESET].contains(e))
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -163,6 +194,13 @@ pub struct Health {
     status: Vec<BackendStatus>,
     /// Consecutive good (while down) or failed (while up) active checks.
     streak: Vec<u32>,
+    /// When this shard may next try a request on a backend marked down (one try per
+    /// `down_interval`: a backend that still refuses costs one failed connect per interval, not
+    /// one per request).
+    next_try: Vec<Option<Instant>>,
+    /// Requests sent to each backend that wait for their first response byte, and since when
+    /// it has given none (the first of them went out, or its last answer came).
+    waiting: Vec<(u32, Option<Instant>)>,
 }
 
 impl Health {
@@ -170,7 +208,46 @@ impl Health {
         Health {
             status: vec![BackendStatus::default(); backends],
             streak: vec![0; backends],
+            next_try: vec![None; backends],
+            waiting: vec![(0, None); backends],
         }
+    }
+
+    /// A request went out to `backend` at `now` and waits for its answer.
+    pub fn sent(&mut self, backend: usize, now: Instant) {
+        let (n, since) = &mut self.waiting[backend];
+        if *n == 0 {
+            *since = Some(now);
+        }
+        *n += 1;
+    }
+
+    /// A request sent to `backend` got its first response byte at `at`, or gave up without one.
+    pub fn replied(&mut self, backend: usize, at: Option<Instant>) {
+        let (n, since) = &mut self.waiting[backend];
+        *n = n.saturating_sub(1);
+        if let Some(at) = at {
+            *since = Some(at);
+            self.status[backend].stalled = false;
+        }
+    }
+
+    /// Marks stalled the backends whose waiting requests have had no answer from them for
+    /// `after`, and unmarks those with none waiting.
+    pub fn find_stalls(&mut self, now: Instant, after: Duration) {
+        for (s, (n, since)) in self.status.iter_mut().zip(&self.waiting) {
+            s.stalled = *n > 0 && since.is_some_and(|t| now.saturating_duration_since(t) >= after);
+        }
+    }
+
+    /// Whether this shard may try a request on `backend`, marked down, at `now`.
+    pub fn may_try(&self, backend: usize, now: Instant) -> bool {
+        self.next_try[backend].is_none_or(|at| now >= at)
+    }
+
+    /// A request is tried on `backend`, marked down, at `now`: the next may follow `every` later.
+    pub fn tried(&mut self, backend: usize, now: Instant, every: Duration) {
+        self.next_try[backend] = Some(now + every);
     }
 
     pub fn statuses(&self) -> &[BackendStatus] {
@@ -191,6 +268,8 @@ impl Health {
         if backends > self.status.len() {
             self.status.resize(backends, BackendStatus::default());
             self.streak.resize(backends, 0);
+            self.next_try.resize(backends, None);
+            self.waiting.resize(backends, (0, None));
         }
     }
 
@@ -203,26 +282,38 @@ impl Health {
         self.status[backend].removed = removed;
     }
 
-    /// Marks `backend` down; true if it was up. It comes back only through `rise` good checks.
-    pub fn mark_down(&mut self, backend: usize) -> bool {
-        let was_up = self.status[backend].up;
-        self.status[backend].up = false;
+    /// Marks `backend` down for `cause`; true if it was up. It comes back only through `rise`
+    /// good checks (for its own sessions, also through an answer: [`Health::answered`]).
+    pub fn mark_down(&mut self, backend: usize, cause: Cause) -> bool {
+        let s = &mut self.status[backend];
+        let was_up = s.up;
+        (s.up, s.alive, s.refused) = (false, false, cause.is_refusal());
         self.streak[backend] = 0;
         was_up
     }
 
     /// Marks `backend` up; true if it was down.
     pub fn mark_up(&mut self, backend: usize) -> bool {
-        let was_down = !self.status[backend].up;
-        self.status[backend].up = true;
+        let s = &mut self.status[backend];
+        let was_down = !s.up;
+        (s.up, s.alive, s.refused) = (true, false, false);
         self.streak[backend] = 0;
         was_down
+    }
+
+    /// A request on a connection to `backend` got an answer (`true`) or went unanswered; only
+    /// matters while it is marked down: see [`BackendStatus::alive`].
+    pub fn answered(&mut self, backend: usize, answered: bool) {
+        let s = &mut self.status[backend];
+        if !s.up {
+            s.alive = answered;
+        }
     }
 
     /// Applies a message from another shard; true if it changed this shard's view.
     pub fn apply(&mut self, msg: Gossip) -> bool {
         match msg {
-            Gossip::Down { backend, .. } => self.mark_down(backend),
+            Gossip::Down { backend, cause } => self.mark_down(backend, cause),
             Gossip::Up { backend, .. } => self.mark_up(backend),
         }
     }
@@ -250,11 +341,16 @@ impl Health {
 mod tests {
     use super::*;
 
+    const REFUSED: Cause = Cause::ConnectFailed {
+        shard: 0,
+        reason: FailReason::Os(libc::ECONNREFUSED),
+    };
+
     #[test]
     fn passive_mark_down_needs_rise_checks_to_come_back() {
         let mut h = Health::new(2);
-        assert!(h.mark_down(1));
-        assert!(!h.mark_down(1));
+        assert!(h.mark_down(1, REFUSED));
+        assert!(!h.mark_down(1, REFUSED));
         assert!(!h.statuses()[1].up && h.statuses()[0].up);
         assert_eq!(h.check_result(1, true, 2, 3), None);
         assert_eq!(
@@ -282,14 +378,14 @@ mod tests {
             assert_eq!(h.check_result(0, false, 2, 3), None);
         }
         assert_eq!(h.check_result(0, false, 2, 3), Some(false));
-        assert!(h.mark_down(0));
+        assert!(h.mark_down(0, REFUSED));
         assert!(!h.statuses()[0].up);
     }
 
     #[test]
     fn gossip_applies_and_a_down_mark_resets_the_rise() {
         let mut h = Health::new(1);
-        h.mark_down(0);
+        h.mark_down(0, REFUSED);
         h.check_result(0, true, 2, 3);
         let down = Gossip::Down {
             backend: 0,

@@ -83,6 +83,11 @@ struct ProxyArgs {
     #[argh(option)]
     pool_idle_timeout: Option<String>,
 
+    /// how long a request waits for a backend to come back when none can take it (all down, in
+    /// maintenance or draining) before wtgate answers 503 (HAProxy's timeout queue)
+    #[argh(option)]
+    queue_timeout: Option<String>,
+
     /// client connections served at once; more wait in the kernel backlog
     #[argh(option)]
     maxconn: Option<usize>,
@@ -132,6 +137,11 @@ struct ProxyArgs {
     /// time between two checks of a backend
     #[argh(option)]
     check_interval: Option<String>,
+
+    /// time between two checks of a backend that is down or failed its last check, so that one
+    /// that is back serves again within rise x this (HAProxy's fastinter/downinter)
+    #[argh(option)]
+    down_interval: Option<String>,
 
     /// good checks in a row that bring a down backend back
     #[argh(option)]
@@ -323,6 +333,7 @@ impl ProxyArgs {
             ("tunnel-timeout", format_duration(t.tunnel)),
             ("keepalive-timeout", format_duration(t.keepalive)),
             ("pool-idle-timeout", format_duration(t.pool_idle)),
+            ("queue-timeout", format_duration(t.queue)),
             ("maxconn", c.maxconn.to_string()),
             ("retries", c.retries.to_string()),
             ("max-head-bytes", c.max_head_bytes.to_string()),
@@ -332,6 +343,7 @@ impl ProxyArgs {
             ("splice", c.splice.to_string()),
             ("check", c.check.to_string()),
             ("check-interval", format_duration(c.check_interval)),
+            ("down-interval", format_duration(c.down_interval)),
             ("rise", c.rise.to_string()),
             ("fall", c.fall.to_string()),
             ("session-idle", format_duration(c.session_idle)),
@@ -412,6 +424,7 @@ impl ProxyArgs {
             Setting::TunnelTimeout => self.tunnel_timeout.is_some(),
             Setting::KeepaliveTimeout => self.keepalive_timeout.is_some(),
             Setting::PoolIdleTimeout => self.pool_idle_timeout.is_some(),
+            Setting::QueueTimeout => self.queue_timeout.is_some(),
             Setting::Maxconn => self.maxconn.is_some(),
             Setting::Retries => self.retries.is_some(),
             Setting::MaxHeadBytes => self.max_head_bytes.is_some(),
@@ -423,6 +436,7 @@ impl ProxyArgs {
             Setting::TrustForwardedFrom(_) => !self.trust_forwarded_from.is_empty(),
             Setting::Check => self.check.is_some(),
             Setting::CheckInterval => self.check_interval.is_some(),
+            Setting::DownInterval => self.down_interval.is_some(),
             Setting::Rise => self.rise.is_some(),
             Setting::Fall => self.fall.is_some(),
             Setting::SessionIdle => self.session_idle.is_some(),
@@ -509,6 +523,8 @@ impl ProxyArgs {
                 &self.check_interval,
                 &mut cfg.check_interval,
             ),
+            ("down-interval", &self.down_interval, &mut cfg.down_interval),
+            ("queue-timeout", &self.queue_timeout, &mut t.queue),
             ("session-idle", &self.session_idle, &mut cfg.session_idle),
             ("grace", &self.grace, &mut cfg.grace),
         ] {
@@ -1121,6 +1137,7 @@ server = "99s"
 tunnel = "1s"
 keepalive = "1s"
 pool_idle = "1s"
+queue = "9s"
 [limits]
 maxconn = 9
 retries = 9
@@ -1135,6 +1152,7 @@ trusted = ["10.0.0.0/8"]
 [health]
 check = "/health"
 interval = "9s"
+down_interval = "9s"
 rise = 9
 fall = 9
 [sessions]

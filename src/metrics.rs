@@ -61,8 +61,16 @@ pub struct BackendCounters {
     /// Connections to it closed because it sent bytes with no request outstanding: after a
     /// response's end or while pooled.
     pub stray_closes: AtomicU64,
+    /// Requests of its own sessions tried on it while it was marked down after a refused
+    /// connect (a restart may be over), instead of moving the session at once.
+    pub owner_retries: AtomicU64,
+    /// Requests sent to it when no backend took new sessions: it was up but draining, or marked
+    /// down and tried all the same (no backend up).
+    pub fallbacks: AtomicU64,
     /// Whether this shard currently routes to it as up.
     pub up: AtomicBool,
+    /// Whether this shard sees it stalled: requests wait on it with no answer at all.
+    pub stalled: AtomicBool,
     /// Reloads that moved it to another address (or brought it back), as its shard applied them:
     /// a connection taken before the last one ([`Held::moved`]) is not pooled again.
     pub moves: AtomicU64,
@@ -90,8 +98,10 @@ pub struct ShardStats {
     pub backends: Vec<BackendCounters>,
     /// Client requests with a valid head, whatever became of them.
     pub requests: AtomicU64,
-    /// Requests answered 503 because no backend was usable.
+    /// Requests answered 503 because no backend was usable, after waiting `--queue-timeout`.
     pub no_backend: AtomicU64,
+    /// Requests that found no backend to try and waited for one to come back.
+    pub queued: AtomicU64,
     /// Requests that did not end with a backend's complete answer, by [`ProxyError::index`].
     pub failures: [AtomicU64; ProxyError::ALL.len()],
     /// Connections refused before routing, by [`Rejection::index`].
@@ -118,6 +128,7 @@ impl ShardStats {
                 .collect(),
             requests: AtomicU64::new(0),
             no_backend: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             failures: Default::default(),
             rejections: Default::default(),
             listeners: cfg.listen.iter().map(|_| Default::default()).collect(),
@@ -358,8 +369,12 @@ pub struct BackendStats {
     /// Idle connections in the shards' pools.
     pub pooled: u64,
     pub stray_closes: u64,
+    pub owner_retries: u64,
+    pub fallbacks: u64,
     /// How many shards see it up (all of them, or none, once gossip has settled).
     pub up_on_shards: usize,
+    /// How many shards see requests wait on it with no answer at all (frozen, stuck).
+    pub stalled_on_shards: usize,
 }
 
 /// One listen address, summed over shards.
@@ -374,6 +389,7 @@ pub struct Stats {
     pub backends: Vec<BackendStats>,
     pub requests: u64,
     pub no_backend: u64,
+    pub queued: u64,
     /// Failed requests per [`ProxyError`] kind, by name.
     pub failures: Vec<(&'static str, u64)>,
     /// Refused connections per [`Rejection`] kind, by name.
@@ -395,36 +411,13 @@ impl Stats {
         let backends = slots
             .iter()
             .enumerate()
-            .map(|(i, slot)| BackendStats {
-                prefix: slot.backend.prefix.clone(),
-                removed: slot.removed,
-                requests: sum(&|s| &s.backends[i].requests),
-                attempts: sum(&|s| &s.backends[i].attempts),
-                retries: sum(&|s| &s.backends[i].retries),
-                resends: sum(&|s| &s.backends[i].resends),
-                connect_failures: sum(&|s| &s.backends[i].connect_failures),
-                redispatched: sum(&|s| &s.backends[i].redispatched),
-                checks_failed: sum(&|s| &s.backends[i].checks_failed),
-                affinity_hits: sum(&|s| &s.backends[i].affinity_hits),
-                failed: sum(&|s| &s.backends[i].failed),
-                responses: std::array::from_fn(|c| sum(&|s| &s.backends[i].responses[c])),
-                request_bytes: sum(&|s| &s.backends[i].request_bytes),
-                response_bytes: sum(&|s| &s.backends[i].response_bytes),
-                tunnel_spliced_bytes: sum(&|s| &s.backends[i].tunnel_spliced_bytes),
-                tunnels: sum(&|s| &s.backends[i].tunnels),
-                active: sum(&|s| &s.backends[i].active),
-                pooled: sum(&|s| &s.backends[i].pooled),
-                stray_closes: sum(&|s| &s.backends[i].stray_closes),
-                up_on_shards: shards
-                    .iter()
-                    .filter(|s| s.backends[i].up.load(Ordering::Relaxed))
-                    .count(),
-            })
+            .map(|(i, slot)| BackendStats::sum(i, slot, shards))
             .collect();
         Stats {
             backends,
             requests: sum(&|s| &s.requests),
             no_backend: sum(&|s| &s.no_backend),
+            queued: sum(&|s| &s.queued),
             failures: ProxyError::ALL
                 .iter()
                 .map(|e| (e.name(), sum(&|s| &s.failures[e.index()])))
@@ -450,6 +443,46 @@ impl Stats {
     /// The stats of the backend with this prefix.
     pub fn backend(&self, prefix: &str) -> Option<&BackendStats> {
         self.backends.iter().find(|b| b.prefix == prefix)
+    }
+}
+
+impl BackendStats {
+    /// Slot `i`'s counters summed over the shards.
+    fn sum(i: usize, slot: &Slot, shards: &[std::sync::Arc<ShardStats>]) -> BackendStats {
+        let sum = |f: &dyn Fn(&ShardStats) -> &AtomicU64| -> u64 {
+            shards.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+        };
+        BackendStats {
+            prefix: slot.backend.prefix.clone(),
+            removed: slot.removed,
+            requests: sum(&|s| &s.backends[i].requests),
+            attempts: sum(&|s| &s.backends[i].attempts),
+            retries: sum(&|s| &s.backends[i].retries),
+            resends: sum(&|s| &s.backends[i].resends),
+            connect_failures: sum(&|s| &s.backends[i].connect_failures),
+            redispatched: sum(&|s| &s.backends[i].redispatched),
+            checks_failed: sum(&|s| &s.backends[i].checks_failed),
+            affinity_hits: sum(&|s| &s.backends[i].affinity_hits),
+            failed: sum(&|s| &s.backends[i].failed),
+            responses: std::array::from_fn(|c| sum(&|s| &s.backends[i].responses[c])),
+            request_bytes: sum(&|s| &s.backends[i].request_bytes),
+            response_bytes: sum(&|s| &s.backends[i].response_bytes),
+            tunnel_spliced_bytes: sum(&|s| &s.backends[i].tunnel_spliced_bytes),
+            tunnels: sum(&|s| &s.backends[i].tunnels),
+            active: sum(&|s| &s.backends[i].active),
+            pooled: sum(&|s| &s.backends[i].pooled),
+            stray_closes: sum(&|s| &s.backends[i].stray_closes),
+            owner_retries: sum(&|s| &s.backends[i].owner_retries),
+            fallbacks: sum(&|s| &s.backends[i].fallbacks),
+            up_on_shards: shards
+                .iter()
+                .filter(|s| s.backends[i].up.load(Ordering::Relaxed))
+                .count(),
+            stalled_on_shards: shards
+                .iter()
+                .filter(|s| s.backends[i].stalled.load(Ordering::Relaxed))
+                .count(),
+        }
     }
 }
 

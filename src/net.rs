@@ -297,24 +297,35 @@ pub async fn connect(addr: std::net::SocketAddr, limit: Duration) -> io::Result<
     Ok(Sock::new(stream))
 }
 
-/// A one-shot, shard-local signal that any number of tasks can wait for.
+/// A shard-local signal that any number of tasks can wait for: once ([`Signal::wait`], ready
+/// for good after the first [`Signal::fire`]) or for its next firing ([`Signal::next`]).
 #[derive(Default)]
 pub struct Signal {
-    fired: Cell<bool>,
+    fired: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
 }
 
 impl Signal {
     pub fn fire(&self) {
-        self.fired.set(true);
+        self.fired.set(self.fired.get() + 1);
         for w in self.waiters.take() {
             w.wake();
         }
     }
 
+    /// Ends once the signal has fired, at any time.
     pub async fn wait(&self) {
-        future::poll_fn(|cx| {
-            if self.fired.get() {
+        self.fired_after(0).await
+    }
+
+    /// Ends at the next firing after this call.
+    pub fn next(&self) -> impl Future<Output = ()> + '_ {
+        self.fired_after(self.fired.get())
+    }
+
+    fn fired_after(&self, seen: u64) -> impl Future<Output = ()> + '_ {
+        future::poll_fn(move |cx| {
+            if self.fired.get() != seen {
                 return Poll::Ready(());
             }
             let mut waiters = self.waiters.borrow_mut();
@@ -323,7 +334,6 @@ impl Signal {
             }
             Poll::Pending
         })
-        .await
     }
 }
 

@@ -28,26 +28,93 @@ pub fn find_wtd(target: &[u8]) -> Option<&[u8]> {
 /// Why a backend was chosen; the proxy counts and logs these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// The session's owner, which is up.
+    /// The session's owner, which serves its sessions (up, or answering again).
     Owner(usize),
+    /// The session's owner is marked down after a refused connect, and may be back (a restart):
+    /// one connect is tried there before the session is given up.
+    OwnerRetry(usize),
     /// No session (or an id no backend owns): weighted round-robin.
     Balanced(usize),
-    /// The session's owner is down or in maintenance; another backend gets the request and Wt there
+    /// The session's owner cannot serve it; another backend gets the request and Wt there
     /// starts a fresh session.
-    Redispatched { owner: usize, to: usize },
-    /// Nothing usable: answer 503 at once.
+    Redispatched { owner: usize, to: usize, why: Moved },
+    /// No backend takes new sessions: `to` is up but draining (or weighted 0), or, when `down`,
+    /// marked down but maybe back (Envoy's "panic": an error is certain, a try may answer).
+    /// `owner`: the session this request had, which leaves its server.
+    Fallback {
+        to: usize,
+        down: bool,
+        owner: Option<(usize, Moved)>,
+    },
+    /// Nothing to try now: wait for a backend to come back (`--queue-timeout`), then 503.
     NoBackend,
+}
+
+/// Why a session's request left its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Marked down (and not worth a try now).
+    Down,
+    /// In maintenance.
+    Maint,
+    /// Removed by a reload.
+    Removed,
+    /// It failed this very request (a refused connect, a closed connection).
+    Failed,
+}
+
+impl Moved {
+    /// The access log's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Moved::Down => "owner_down",
+            Moved::Maint => "owner_maint",
+            Moved::Removed => "owner_removed",
+            Moved::Failed => "owner_failed",
+        }
+    }
 }
 
 impl Decision {
     pub fn backend(self) -> Option<usize> {
         match self {
-            Decision::Owner(b) | Decision::Balanced(b) | Decision::Redispatched { to: b, .. } => {
-                Some(b)
-            }
+            Decision::Owner(b)
+            | Decision::OwnerRetry(b)
+            | Decision::Balanced(b)
+            | Decision::Redispatched { to: b, .. }
+            | Decision::Fallback { to: b, .. } => Some(b),
             Decision::NoBackend => None,
         }
     }
+
+    /// A try on a backend marked down: at most one per backend per `down_interval` on a shard,
+    /// with a short connect timeout, and not counted against `--retries`.
+    pub fn is_long_shot(self) -> bool {
+        matches!(
+            self,
+            Decision::OwnerRetry(_) | Decision::Fallback { down: true, .. }
+        )
+    }
+
+    /// The session this request had, if it left its owner, and why.
+    pub fn moved(self) -> Option<(usize, Moved)> {
+        match self {
+            Decision::Redispatched { owner, why, .. } => Some((owner, why)),
+            Decision::Fallback { owner, .. } => owner,
+            _ => None,
+        }
+    }
+}
+
+/// What a new session may go to, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// Up and ready, weight above 0: round-robin.
+    Ready,
+    /// Up but draining (or weighted 0): alive beats an error.
+    Alive,
+    /// Marked down but answering again, or worth a try now.
+    MaybeBack,
 }
 
 /// Session owners and the round-robin state of one shard, by backend slot. A removed backend
@@ -82,38 +149,90 @@ impl Router {
             .position(|p| wtd.len() == p.len() + self.id_len && wtd.starts_with(p))
     }
 
-    /// Routes one request. `exclude` is a backend that just failed for this request (retries go elsewhere).
+    /// Routes one request. `exclude` is a backend that just failed for this request (retries go
+    /// elsewhere); `may_try(b)`: this shard may try backend `b`, marked down, now (its one try
+    /// per `down_interval` is free).
     pub fn route(
         &mut self,
         target: &[u8],
         states: &[BackendStatus],
         exclude: Option<usize>,
+        may_try: &dyn Fn(usize) -> bool,
     ) -> Decision {
         let owner = find_wtd(target).and_then(|v| self.owner(v));
-        match owner {
-            Some(o) if states[o].serves_own_sessions() && exclude != Some(o) => Decision::Owner(o),
-            Some(o) => match self.pick(states, exclude) {
-                Some(to) => Decision::Redispatched { owner: o, to },
+        let Some(o) = owner else {
+            return match self.pick_any(states, exclude, may_try) {
+                Some((b, Tier::Ready)) => Decision::Balanced(b),
+                Some((to, tier)) => Decision::Fallback {
+                    to,
+                    down: tier == Tier::MaybeBack,
+                    owner: None,
+                },
                 None => Decision::NoBackend,
+            };
+        };
+        let st = &states[o];
+        if exclude != Some(o) {
+            if st.serves_own_sessions() {
+                return Decision::Owner(o);
+            }
+            if st.may_be_back() && st.refused && may_try(o) {
+                return Decision::OwnerRetry(o);
+            }
+        }
+        let why = match st {
+            _ if exclude == Some(o) => Moved::Failed,
+            s if s.removed => Moved::Removed,
+            s if s.admin == crate::health::Admin::Maint => Moved::Maint,
+            _ => Moved::Down,
+        };
+        match self.pick_any(states, exclude.or(Some(o)), may_try) {
+            Some((to, Tier::Ready)) => Decision::Redispatched { owner: o, to, why },
+            Some((to, tier)) => Decision::Fallback {
+                to,
+                down: tier == Tier::MaybeBack,
+                owner: Some((o, why)),
             },
-            None => match self.pick(states, exclude) {
-                Some(b) => Decision::Balanced(b),
-                None => Decision::NoBackend,
-            },
+            None => Decision::NoBackend,
         }
     }
 
-    /// Smooth weighted round-robin over backends that take new sessions: each pick adds every
-    /// candidate's weight to its current weight, takes the largest, and lowers it by the total.
-    /// Equal weights alternate strictly; 5:1:1 gives a a b a c a a, never five in a row.
-    fn pick(&mut self, states: &[BackendStatus], exclude: Option<usize>) -> Option<usize> {
+    /// The best tier that has a backend, and round-robin within it.
+    fn pick_any(
+        &mut self,
+        states: &[BackendStatus],
+        exclude: Option<usize>,
+        may_try: &dyn Fn(usize) -> bool,
+    ) -> Option<(usize, Tier)> {
+        [Tier::Ready, Tier::Alive, Tier::MaybeBack]
+            .into_iter()
+            .find_map(|tier| Some((self.pick(states, exclude, tier, may_try)?, tier)))
+    }
+
+    /// Smooth weighted round-robin over the backends of `tier`: each pick adds every candidate's
+    /// weight to its current weight, takes the largest, and lowers it by the total. Equal weights
+    /// alternate strictly; 5:1:1 gives a a b a c a a, never five in a row. Past the first tier a
+    /// weight of 0 counts as 1: it is a last resort too.
+    fn pick(
+        &mut self,
+        states: &[BackendStatus],
+        exclude: Option<usize>,
+        tier: Tier,
+        may_try: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, st) in states.iter().enumerate().take(self.weights.len()) {
-            if !st.takes_new_sessions() || exclude == Some(i) || self.weights[i] == 0 {
+            let fits = match tier {
+                Tier::Ready => st.takes_new_sessions() && self.weights[i] > 0,
+                Tier::Alive => st.up && st.serves_own_sessions(),
+                Tier::MaybeBack => st.may_be_back() && (st.alive || may_try(i)),
+            };
+            if !fits || exclude == Some(i) {
                 continue;
             }
-            let w = i64::from(self.weights[i]);
+            let floor = u32::from(tier != Tier::Ready);
+            let w = i64::from(self.weights[i].max(floor));
             self.current[i] += w;
             total += w;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
@@ -149,6 +268,11 @@ mod tests {
     fn up(n: usize) -> Vec<BackendStatus> {
         vec![BackendStatus::default(); n]
     }
+
+    /// No try on a down backend is due.
+    const NO: fn(usize) -> bool = |_| false;
+    /// Every try on a down backend is due.
+    const DUE: fn(usize) -> bool = |_| true;
 
     const ID1: &str = "wt13kcFKBb8y0I2SsdS"; // from docs/wt-traffic.txt
     const ID2: &str = "wt2AbCdEfGhIjKlMnOp";
@@ -188,9 +312,9 @@ mod tests {
         let st = up(2);
         for _ in 0..5 {
             let t = format!("/?wtd={ID2}&request=style&page=1");
-            assert_eq!(r.route(t.as_bytes(), &st, None), Decision::Owner(1));
+            assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(1));
             let t = format!("/?wtd={ID1}&request=ws");
-            assert_eq!(r.route(t.as_bytes(), &st, None), Decision::Owner(0));
+            assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(0));
         }
     }
 
@@ -199,14 +323,14 @@ mod tests {
         let mut r = router(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]);
         let st = up(2);
         let picks: Vec<_> = (0..6)
-            .map(|_| r.route(b"/", &st, None).backend().unwrap())
+            .map(|_| r.route(b"/", &st, None, &NO).backend().unwrap())
             .collect();
         assert_eq!(picks, [0, 1, 0, 1, 0, 1]);
 
         let mut r = router(&["a=127.0.0.1:1,weight=5", "b=127.0.0.1:2", "c=127.0.0.1:3"]);
         let st = up(3);
         let picks: Vec<_> = (0..7)
-            .map(|_| r.route(b"/", &st, None).backend().unwrap())
+            .map(|_| r.route(b"/", &st, None, &NO).backend().unwrap())
             .collect();
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
     }
@@ -216,10 +340,10 @@ mod tests {
         let mut r = router(&["wt1=127.0.0.1:1,weight=0", "wt2=127.0.0.1:2"]);
         let st = up(2);
         for _ in 0..4 {
-            assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
+            assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
         }
         let t = format!("/?wtd={ID1}");
-        assert_eq!(r.route(t.as_bytes(), &st, None), Decision::Owner(0));
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(0));
     }
 
     #[test]
@@ -229,14 +353,18 @@ mod tests {
         st[0].up = false;
         let t = format!("/?wtd={ID1}");
         assert_eq!(
-            r.route(t.as_bytes(), &st, None),
-            Decision::Redispatched { owner: 0, to: 1 }
+            r.route(t.as_bytes(), &st, None, &NO),
+            Decision::Redispatched {
+                owner: 0,
+                to: 1,
+                why: Moved::Down
+            }
         );
-        assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
-        assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
+        assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
+        assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
         st[1].up = false;
-        assert_eq!(r.route(t.as_bytes(), &st, None), Decision::NoBackend);
-        assert_eq!(r.route(b"/", &st, None), Decision::NoBackend);
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::NoBackend);
+        assert_eq!(r.route(b"/", &st, None, &NO), Decision::NoBackend);
     }
 
     #[test]
@@ -245,14 +373,18 @@ mod tests {
         let mut st = up(2);
         let t = format!("/?wtd={ID1}");
         st[0].admin = Admin::Drain;
-        assert_eq!(r.route(t.as_bytes(), &st, None), Decision::Owner(0));
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(0));
         for _ in 0..3 {
-            assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
+            assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
         }
         st[0].admin = Admin::Maint;
         assert_eq!(
-            r.route(t.as_bytes(), &st, None),
-            Decision::Redispatched { owner: 0, to: 1 }
+            r.route(t.as_bytes(), &st, None, &NO),
+            Decision::Redispatched {
+                owner: 0,
+                to: 1,
+                why: Moved::Maint
+            }
         );
     }
 
@@ -262,15 +394,19 @@ mod tests {
         let st = up(2);
         let t = format!("/?wtd={ID1}");
         assert_eq!(
-            r.route(t.as_bytes(), &st, Some(0)),
-            Decision::Redispatched { owner: 0, to: 1 }
+            r.route(t.as_bytes(), &st, Some(0), &NO),
+            Decision::Redispatched {
+                owner: 0,
+                to: 1,
+                why: Moved::Failed
+            }
         );
         for _ in 0..3 {
-            assert_eq!(r.route(b"/", &st, Some(1)), Decision::Balanced(0));
+            assert_eq!(r.route(b"/", &st, Some(1), &NO), Decision::Balanced(0));
         }
         let r1 = router(&["wt1=127.0.0.1:1"]);
         let mut r1 = r1;
-        assert_eq!(r1.route(b"/", &up(1), Some(0)), Decision::NoBackend);
+        assert_eq!(r1.route(b"/", &up(1), Some(0), &NO), Decision::NoBackend);
     }
 
     #[test]
@@ -280,11 +416,86 @@ mod tests {
         st[0].removed = true;
         let t = format!("/?wtd={ID1}");
         assert_eq!(
-            r.route(t.as_bytes(), &st, None),
-            Decision::Redispatched { owner: 0, to: 1 }
+            r.route(t.as_bytes(), &st, None, &NO),
+            Decision::Redispatched {
+                owner: 0,
+                to: 1,
+                why: Moved::Removed
+            }
         );
         for _ in 0..3 {
-            assert_eq!(r.route(b"/", &st, None), Decision::Balanced(1));
+            assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
         }
+    }
+
+    /// Rolling upgrade: wt1 drained, wt2 down. New sessions go to the drained one rather than
+    /// get a 503; with both down, to one that may be back, once its try is due; an answer since
+    /// its mark-down lets it take them without waiting for the try.
+    #[test]
+    fn no_ready_backend_falls_back_to_draining_then_to_down_ones() {
+        let mut r = router(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]);
+        let mut st = up(2);
+        st[0].admin = Admin::Drain;
+        st[1].up = false;
+        let draining = Decision::Fallback {
+            to: 0,
+            down: false,
+            owner: None,
+        };
+        assert_eq!(r.route(b"/", &st, None, &NO), draining);
+        let t = format!("/?wtd={ID2}");
+        let moved = Decision::Fallback {
+            to: 0,
+            down: false,
+            owner: Some((1, Moved::Down)),
+        };
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), moved);
+        st[0].up = false;
+        assert_eq!(r.route(b"/", &st, None, &NO), Decision::NoBackend);
+        let Decision::Fallback { down: true, .. } = r.route(b"/", &st, None, &DUE) else {
+            panic!("no try of a down backend");
+        };
+        st[1].alive = true;
+        let to_alive = Decision::Fallback {
+            to: 1,
+            down: true,
+            owner: None,
+        };
+        assert_eq!(r.route(b"/", &st, None, &NO), to_alive);
+        st[0].admin = Admin::Maint;
+        st[1].removed = true;
+        assert_eq!(r.route(b"/", &st, None, &DUE), Decision::NoBackend);
+    }
+
+    /// A session's owner marked down after a refusal is tried once per interval before its
+    /// session moves; after a timeout it moves at once; once it answered, it keeps its sessions.
+    #[test]
+    fn a_refused_owner_is_tried_before_its_session_moves() {
+        let mut r = router(&["wt1=127.0.0.1:1", "wt2=127.0.0.1:2"]);
+        let mut st = up(2);
+        (st[0].up, st[0].refused) = (false, true);
+        let t = format!("/?wtd={ID1}");
+        assert_eq!(
+            r.route(t.as_bytes(), &st, None, &DUE),
+            Decision::OwnerRetry(0)
+        );
+        let moved = Decision::Redispatched {
+            owner: 0,
+            to: 1,
+            why: Moved::Down,
+        };
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), moved);
+        let failed = Decision::Redispatched {
+            owner: 0,
+            to: 1,
+            why: Moved::Failed,
+        };
+        assert_eq!(r.route(t.as_bytes(), &st, Some(0), &DUE), failed);
+        st[0].refused = false;
+        assert_eq!(r.route(t.as_bytes(), &st, None, &DUE), moved);
+        st[0].alive = true;
+        assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(0));
+        // New sessions still wait for its checks.
+        assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
     }
 }

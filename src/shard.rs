@@ -44,6 +44,9 @@ const SPARE_HEADS: usize = 256;
 const MAX_SPARE_HEAD: usize = 64 * 1024;
 /// Failure lines a shard writes per second at most.
 const LOG_LINES_PER_SECOND: u32 = 10;
+/// A backend with requests waiting this long for any answer gets no new sessions while another
+/// backend answers (a frozen server: the kernel still accepts connections for it).
+const STALL_AFTER: Duration = Duration::from_secs(1);
 /// How often a shard looks for a reloaded config: a reload is in force everywhere within this.
 pub const RELOAD_POLL: Duration = Duration::from_millis(200);
 
@@ -114,6 +117,8 @@ pub struct Shard {
     next_open: Cell<u64>,
     /// The engine is stopping gracefully: no connection is kept alive after its request.
     draining: Cell<bool>,
+    /// Requests waiting for a backend to come back are woken by this.
+    came_up: crate::net::Signal,
     /// Failure lines (answers of our own, failed checks) are rate-limited per shard.
     log: RateLimit,
     trim: TrimHandle,
@@ -160,6 +165,7 @@ impl Shard {
             open: RefCell::new(HashMap::new()),
             next_open: Cell::new(0),
             draining: Cell::new(false),
+            came_up: crate::net::Signal::default(),
             log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
             trim: shared.trim,
         }
@@ -223,6 +229,7 @@ impl Shard {
             Gossip::Down { backend, .. } => (backend, false),
             Gossip::Up { backend, addr } => {
                 self.addrs.borrow_mut()[backend] = addr;
+                self.came_up.fire();
                 (backend, true)
             }
         };
@@ -340,20 +347,81 @@ impl Shard {
     /// first), never to `exclude`; counts redispatches and requests nobody can take.
     pub fn route(&self, target: &[u8], exclude: Option<usize>) -> Decision {
         self.refresh_admin();
-        let health = self.health.borrow();
-        let decision = self
-            .router
-            .borrow_mut()
-            .route(target, health.statuses(), exclude);
+        let mut health = self.health.borrow_mut();
+        // The clock is read only when a backend is down and a try there is weighed.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(Instant::now);
+        let decision = {
+            let h = &*health;
+            let may_try = |b: usize| h.may_try(b, now());
+            let mut router = self.router.borrow_mut();
+            router.route(target, h.statuses(), exclude, &may_try)
+        };
+        let counters = &self.stats.backends;
         match decision {
-            Decision::Owner(b) => ShardStats::count(&self.stats.backends[b].affinity_hits),
-            Decision::NoBackend => ShardStats::count(&self.stats.no_backend),
-            Decision::Redispatched { owner, .. } => {
-                ShardStats::count(&self.stats.backends[owner].redispatched)
-            }
-            Decision::Balanced(_) => {}
+            Decision::Owner(b) => ShardStats::count(&counters[b].affinity_hits),
+            Decision::OwnerRetry(b) => ShardStats::count(&counters[b].owner_retries),
+            Decision::Fallback { to, .. } => ShardStats::count(&counters[to].fallbacks),
+            Decision::NoBackend | Decision::Balanced(_) | Decision::Redispatched { .. } => {}
+        }
+        if let Some((owner, _)) = decision.moved() {
+            ShardStats::count(&counters[owner].redispatched);
+        }
+        if let (true, Some(b)) = (decision.is_long_shot(), decision.backend()) {
+            let every = self.generation.borrow().cfg.down_interval;
+            health.tried(b, now(), every);
         }
         decision
+    }
+
+    /// A request on a connection to `backend` was answered (`true`), or went unanswered (it timed
+    /// out or the connection closed): while the backend is marked down, this says whether the
+    /// mark is stale ([`crate::health::BackendStatus::alive`]).
+    pub fn answered(&self, backend: usize, answered: bool) {
+        let mut health = self.health.borrow_mut();
+        if backend < health.len() {
+            health.answered(backend, answered);
+        }
+    }
+
+    /// Marks the backends whose requests have waited [`STALL_AFTER`] for any answer, and says so
+    /// in the stats.
+    fn find_stalls(&self) {
+        let mut health = self.health.borrow_mut();
+        health.find_stalls(Instant::now(), STALL_AFTER);
+        for (s, c) in health.statuses().iter().zip(&self.stats.backends) {
+            c.stalled.store(s.stalled, Ordering::Relaxed);
+        }
+    }
+
+    /// A request went out to `backend` and waits for its answer ([`Health::sent`]).
+    pub fn request_sent(&self, backend: usize) {
+        let mut health = self.health.borrow_mut();
+        if backend < health.len() {
+            health.sent(backend, Instant::now());
+        }
+    }
+
+    /// A request sent to `backend` got its first response byte at `at`, or ended without one.
+    pub fn request_answered(&self, backend: usize, at: Option<Instant>) {
+        let mut health = self.health.borrow_mut();
+        if backend < health.len() {
+            health.replied(backend, at);
+        }
+    }
+
+    /// Waits until a backend may have come back (one came up, or `down_interval` passed, when
+    /// this shard may try a down one again), or until `deadline`; false once it has passed.
+    pub async fn wait_for_backend(&self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let every = self.generation.borrow().cfg.down_interval;
+        let nap = (deadline - now).min(every);
+        let came_up = self.came_up.next();
+        futures_lite::future::or(came_up, crate::net::sleep(nap)).await;
+        true
     }
 
     /// Copies the operators' admin states if they changed since the last request.
@@ -502,6 +570,7 @@ impl Shard {
             let mut stray =
                 |b: usize, bytes: &[u8]| shard.stray(b, bytes, "while it sat in the pool");
             shard.pool.borrow_mut().watch(&mut stray);
+            shard.find_stalls();
             let g = shard.generation();
             let every = (g.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
             let now = Instant::now();

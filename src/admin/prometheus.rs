@@ -107,7 +107,7 @@ fn valid_name(name: &str) -> bool {
 /// The per-backend counters: name, help, value.
 type BackendCounter = (&'static str, &'static str, fn(&Report, usize) -> u64);
 
-const BACKEND_COUNTERS: [BackendCounter; 12] = [
+const BACKEND_COUNTERS: [BackendCounter; 14] = [
     (
         "wtgate_backend_requests_total",
         "Client requests this backend got, each counted once however many tries it took.",
@@ -138,6 +138,18 @@ const BACKEND_COUNTERS: [BackendCounter; 12] = [
         "Connections to this backend closed because it sent bytes with no request outstanding \
          (after a response's end, or while pooled): never relayed, never reused.",
         |r, i| r.counters(i).stray_closes,
+    ),
+    (
+        "wtgate_backend_owner_retries_total",
+        "Requests of its own sessions tried on it while marked down after a refused connect, \
+         instead of moving the session at once.",
+        |r, i| r.counters(i).owner_retries,
+    ),
+    (
+        "wtgate_backend_fallbacks_total",
+        "Requests sent to it while no backend took new sessions: it was up but draining, or \
+         marked down and tried all the same.",
+        |r, i| r.counters(i).fallbacks,
     ),
     (
         "wtgate_backend_connect_failures_total",
@@ -219,6 +231,20 @@ fn backend_states(e: &mut Encoder, r: &Report) {
             "wtgate_backend_up",
             &[("backend", &b.prefix)],
             u64::from(b.up),
+        );
+    }
+    e.family(
+        "wtgate_backend_stalled_shards",
+        Kind::Gauge,
+        "Shards on which requests have waited over a second for any answer from this backend \
+         (frozen or stuck): it gets new sessions there only if no other backend is ready.",
+    );
+    for (i, b) in r.backends.iter().enumerate() {
+        let n = r.stats.backends[i].stalled_on_shards as u64;
+        e.int(
+            "wtgate_backend_stalled_shards",
+            &[("backend", &b.prefix)],
+            n,
         );
     }
     e.family(
@@ -333,6 +359,12 @@ fn overall(e: &mut Encoder, r: &Report) {
         "Client requests with a valid head.",
     );
     e.int("wtgate_requests_total", &[], s.requests);
+    e.family(
+        "wtgate_queued_requests_total",
+        Kind::Counter,
+        "Requests that found no backend to try and waited (--queue-timeout) for one to come back.",
+    );
+    e.int("wtgate_queued_requests_total", &[], s.queued);
     e.family(
         "wtgate_rejections_total",
         Kind::Counter,

@@ -94,6 +94,7 @@ struct TimeoutsTable {
     tunnel: Option<Value>,
     keepalive: Option<Value>,
     pool_idle: Option<Value>,
+    queue: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +125,7 @@ struct ForwardedTable {
 struct HealthTable {
     check: Option<Value>,
     interval: Option<Value>,
+    down_interval: Option<Value>,
     rise: Option<Value>,
     fall: Option<Value>,
 }
@@ -150,6 +152,7 @@ impl Setting {
             Setting::TunnelTimeout => "timeouts.tunnel",
             Setting::KeepaliveTimeout => "timeouts.keepalive",
             Setting::PoolIdleTimeout => "timeouts.pool_idle",
+            Setting::QueueTimeout => "timeouts.queue",
             Setting::Maxconn => "limits.maxconn",
             Setting::Retries => "limits.retries",
             Setting::MaxHeadBytes => "limits.max_head_bytes",
@@ -159,6 +162,7 @@ impl Setting {
             Setting::ForwardedHeaders => "forwarded.headers",
             Setting::Check => "health.check",
             Setting::CheckInterval => "health.interval",
+            Setting::DownInterval => "health.down_interval",
             Setting::Rise => "health.rise",
             Setting::Fall => "health.fall",
             Setting::SessionIdle => "sessions.idle",
@@ -305,10 +309,16 @@ fn apply_durations(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
         (&mut to.tunnel, Setting::TunnelTimeout, &t.tunnel),
         (&mut to.keepalive, Setting::KeepaliveTimeout, &t.keepalive),
         (&mut to.pool_idle, Setting::PoolIdleTimeout, &t.pool_idle),
+        (&mut to.queue, Setting::QueueTimeout, &t.queue),
         (
             &mut cfg.check_interval,
             Setting::CheckInterval,
             &f.health.interval,
+        ),
+        (
+            &mut cfg.down_interval,
+            Setting::DownInterval,
+            &f.health.down_interval,
         ),
         (
             &mut cfg.session_idle,

@@ -56,6 +56,8 @@ pub struct Probe {
     pub host: String,
     pub check: Check,
     pub interval: Duration,
+    /// The interval while the backend is down or failing.
+    pub down_interval: Duration,
     pub limit: Duration,
 }
 
@@ -99,7 +101,10 @@ impl Generation {
             host: b.host.clone(),
             check: b.check.clone().unwrap_or_else(|| self.cfg.check.clone()),
             interval: self.cfg.check_interval,
-            limit: self.cfg.timeouts.connect,
+            down_interval: self.cfg.down_interval,
+            // HAProxy's default too: a check that takes longer than the interval has failed, so
+            // that a frozen server (it accepts, never answers) is out within `fall` intervals.
+            limit: self.cfg.timeouts.connect.min(self.cfg.check_interval),
         })
     }
 
@@ -190,6 +195,7 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
     cfg.trusted_proxies = new.trusted_proxies.clone();
     cfg.check = new.check.clone();
     cfg.check_interval = new.check_interval;
+    cfg.down_interval = new.down_interval;
     cfg.rise = new.rise;
     cfg.fall = new.fall;
     changes.need_restart = restart_only(&cfg, new);
@@ -197,7 +203,7 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
 }
 
 /// The settings a reload applies, each flagged when it differs between `running` and `new`.
-fn live(running: &Config, new: &Config) -> [(Setting, bool); 21] {
+fn live(running: &Config, new: &Config) -> [(Setting, bool); 23] {
     let (a, b) = (running, new);
     let (t, u) = (&a.timeouts, &b.timeouts);
     [
@@ -221,6 +227,7 @@ fn live(running: &Config, new: &Config) -> [(Setting, bool); 21] {
         (Setting::ServerTimeout, t.server != u.server),
         (Setting::TunnelTimeout, t.tunnel != u.tunnel),
         (Setting::KeepaliveTimeout, t.keepalive != u.keepalive),
+        (Setting::QueueTimeout, t.queue != u.queue),
         (Setting::Retries, a.retries != b.retries),
         (
             Setting::ForwardedHeaders,
@@ -232,6 +239,7 @@ fn live(running: &Config, new: &Config) -> [(Setting, bool); 21] {
         ),
         (Setting::Check, a.check != b.check),
         (Setting::CheckInterval, a.check_interval != b.check_interval),
+        (Setting::DownInterval, a.down_interval != b.down_interval),
         (Setting::Rise, a.rise != b.rise),
         (Setting::Fall, a.fall != b.fall),
     ]

@@ -24,6 +24,7 @@ use crate::proxy::ProxyError;
 use crate::proxy::client::{Client, answer};
 use crate::proxy::tunnel;
 use crate::proxy::upstream::{self, Progress, Try, Upstream, Verdict, verdict};
+use crate::route::Decision;
 use crate::shard::Shard;
 
 /// What the client connection does after a request.
@@ -86,6 +87,8 @@ struct Tally {
     status: Cell<Option<u16>>,
     /// When the last try's backend connection was ready (measured only with the log on).
     connected: Cell<Option<Instant>>,
+    /// It waited for a backend to come back (`--queue-timeout`).
+    queued: Cell<bool>,
 }
 
 fn tally(cell: &Cell<u64>, n: usize) {
@@ -138,7 +141,9 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
     let mut how = Try::first(reuse);
     let mut resends = 0;
     loop {
-        let mut up = match upstream::connect(shard, req.target(), how, &req.settings).await {
+        let queued = &req.tally.queued;
+        let mut up = match upstream::connect(shard, req.target(), how, &req.settings, queued).await
+        {
             Ok(up) => up,
             Err(err) => return no_backend(shard, client, req, err).await,
         };
@@ -151,9 +156,20 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
         let result = exchange(shard, client, &mut up, req).await;
         let last = (up.backend, Route::of(up.decision, resends));
         let failed = match result {
-            Ok(outcome) => return finish(shard, client, (up, last.1), req, outcome).await,
+            Ok(outcome) => {
+                shard.answered(up.backend, true);
+                return finish(shard, client, (up, last.1), req, outcome).await;
+            }
             Err(failed) => failed,
         };
+        if failed.progress < Progress::BackendAnswered
+            && matches!(
+                failed.err,
+                ProxyError::UpstreamTimeout | ProxyError::UpstreamClosed
+            )
+        {
+            shard.answered(up.backend, false);
+        }
         up.sock.shutdown_both();
         let replayable = req.head.safe_to_replay;
         match verdict(failed.err, failed.progress, replayable, resends) {
@@ -231,6 +247,9 @@ fn count_end(shard: &Shard, up: &Upstream, err: Option<ProxyError>) {
 /// read would poison it.
 async fn no_backend(shard: &Shard, client: &Client, req: &Request, err: ProxyError) -> Next {
     ShardStats::count(&shard.stats.failures[err.index()]);
+    if err == ProxyError::NoBackend {
+        ShardStats::count(&shard.stats.no_backend);
+    }
     let close = !req.head.keep_alive || !req.framer.is_done();
     log_answer(shard, client, req, err.status(), (None, err));
     answer_request(shard, client, req, err.status(), close).await;
@@ -281,6 +300,15 @@ fn log_request(
 /// its connection was closed.
 const STRAY: &str = "stray_bytes";
 
+/// The access log's error field for a request that went well but took a path worth knowing: its
+/// session left its server (and why), or it waited for a backend to come back.
+fn path_note(decision: Decision, req: &Request) -> Option<&'static str> {
+    match decision.moved() {
+        Some((_, why)) => Some(why.name()),
+        None => req.tally.queued.get().then_some("queued"),
+    }
+}
+
 /// A completed exchange: the backend connection back to the pool if it can serve another
 /// request, or the connection handed over to a tunnel after `101`.
 async fn finish(
@@ -310,6 +338,7 @@ async fn finish(
                 up.buf.consume(data.len());
             }
             let note = done.stray.then_some(STRAY);
+            let note = note.or_else(|| path_note(up.decision, req));
             log_request(shard, client, req, Some((up.backend, route)), note);
             if done.client_close {
                 Next::Close
@@ -415,6 +444,7 @@ async fn exchange(
         sent_bytes: &counters.request_bytes,
         read_bytes: &req.tally.bytes_in,
     };
+    let awaiting = Awaiting::new(shard, up.backend, &req.first_byte);
     let relay = Relay {
         shard,
         timeouts: t,
@@ -424,7 +454,7 @@ async fn exchange(
         buf: &mut up.buf,
         req: &req.head,
         progress: &progress,
-        first_byte: &req.first_byte,
+        first_byte: &awaiting,
         tally: &req.tally,
         body_sent: &body_sent,
     };
@@ -460,6 +490,46 @@ async fn forward_head(
         }
         Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(ProxyError::UpstreamStoppedReading),
         Err(_) => Err(ProxyError::UpstreamClosed),
+    }
+}
+
+/// A request sent to a backend and waiting for its first response byte: counted on the shard
+/// until the byte comes or the try ends (dropped) without one, so that a backend that stops
+/// answering (frozen, stuck) is seen before its checks fail ([`Shard::request_sent`]).
+struct Awaiting<'a> {
+    shard: &'a Shard,
+    backend: usize,
+    /// The request's first response byte: when it came.
+    first_byte: &'a Cell<Option<Instant>>,
+    waiting: Cell<bool>,
+}
+
+impl<'a> Awaiting<'a> {
+    fn new(shard: &'a Shard, backend: usize, first_byte: &'a Cell<Option<Instant>>) -> Self {
+        shard.request_sent(backend);
+        Awaiting {
+            shard,
+            backend,
+            first_byte,
+            waiting: Cell::new(true),
+        }
+    }
+
+    /// A response byte came; the first one is noted.
+    fn answered(&self) {
+        if self.waiting.replace(false) {
+            let now = Instant::now();
+            self.first_byte.set(Some(now));
+            self.shard.request_answered(self.backend, Some(now));
+        }
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        if self.waiting.get() {
+            self.shard.request_answered(self.backend, None);
+        }
     }
 }
 
@@ -516,7 +586,7 @@ struct Relay<'a> {
     buf: &'a mut InBuf,
     req: &'a RequestHead,
     progress: &'a Cell<Progress>,
-    first_byte: &'a Cell<Option<Instant>>,
+    first_byte: &'a Awaiting<'a>,
     tally: &'a Tally,
     body_sent: &'a Cell<bool>,
 }
@@ -613,9 +683,7 @@ impl Relay<'_> {
         if self.progress.get() < Progress::BackendAnswered {
             self.progress.set(Progress::BackendAnswered);
         }
-        if self.first_byte.get().is_none() {
-            self.first_byte.set(Some(Instant::now()));
-        }
+        self.first_byte.answered();
     }
 
     /// Writes the head as forwarded, followed by the `first` body bytes read with it.

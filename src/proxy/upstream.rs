@@ -2,7 +2,9 @@
 //! retries — and the one place that decides, when a try fails, whether the request is sent again,
 //! answered with a status of our own, or both connections closed ([`verdict`]).
 
+use std::cell::Cell;
 use std::io;
+use std::time::{Duration, Instant};
 
 use crate::config::{ProxySettings, Reuse};
 use crate::h1::RequestHead;
@@ -114,33 +116,45 @@ impl Try {
     }
 }
 
-/// Picks a backend and gets a connection to it: pooled if allowed, else a new connect, tried up
-/// to `retries` times; a backend whose connect fails is marked down (on every shard), so every
-/// later try goes elsewhere. `s`: the request's settings (`retries`, the connect timeout).
+/// Connect timeout of a try on a backend marked down: a refusal comes in microseconds, and a
+/// session's request must not wait long on an owner that does not answer.
+const LONG_SHOT_CONNECT: Duration = Duration::from_secs(1);
+
+/// Picks a backend and gets a connection to it: pooled if allowed, else a new connect. A
+/// backend whose connect fails is marked down (on every shard), so the next try goes elsewhere;
+/// `retries` connects to backends thought up are made at most. When routing finds nothing to try,
+/// the request waits for a backend to come back, up to `--queue-timeout`. `s`: the request's
+/// settings. `queued`: set once the request has waited.
 pub async fn connect(
     shard: &Shard,
     target: &[u8],
     mut how: Try,
     s: &ProxySettings,
+    queued: &Cell<bool>,
 ) -> Result<Upstream, ProxyError> {
-    let mut failed: Option<usize> = None;
-    for _ in 0..s.retries {
+    let (mut failed, mut attempts, mut deadline) = (None::<usize>, 0, None);
+    loop {
         let decision = shard.route(target, how.exclude);
-        let backend = decision.backend().ok_or(ProxyError::NoBackend)?;
-        let affinity = matches!(decision, Decision::Owner(_));
+        let Some(backend) = decision.backend() else {
+            queue(shard, &mut deadline, s, queued).await?;
+            // What failed for this request may be what came back.
+            how.exclude = None;
+            continue;
+        };
+        let long_shot = decision.is_long_shot();
+        if !long_shot {
+            attempts += 1;
+            if attempts > s.retries {
+                return Err(ProxyError::NoBackend);
+            }
+        }
         if let Some(f) = failed.take() {
             ShardStats::count(&shard.stats.backends[f].retries);
         }
         ShardStats::count(&shard.stats.backends[backend].attempts);
         // Taken before the connect: it remembers where the backend was when the connect began.
         let in_use = Held::new(&shard.stats, backend, |b| &b.active);
-        let (sock, pooled) = match how.use_pool.then(|| shard.pooled(backend)).flatten() {
-            Some(sock) => (Ok(sock), true),
-            None => {
-                let addr = shard.addr_of(backend);
-                (net::connect(addr, s.timeouts.connect).await, false)
-            }
-        };
+        let (sock, pooled) = open(shard, backend, how.use_pool, long_shot, s).await;
         if in_use.moved() {
             // A reload moved the backend while we connected: the socket (or the failure) is its
             // old address's. Neither serves the request nor says anything of the new address.
@@ -153,7 +167,7 @@ pub async fn connect(
                     backend,
                     sock,
                     pooled,
-                    affinity,
+                    affinity: matches!(decision, Decision::Owner(_) | Decision::OwnerRetry(_)),
                     decision,
                     buf,
                     _in_use: in_use,
@@ -166,7 +180,43 @@ pub async fn connect(
             }
         }
     }
-    Err(ProxyError::NoBackend)
+}
+
+/// Nothing to try now: waits for a backend to come back (or a try on one marked down to be due),
+/// within `--queue-timeout` of the first wait (`deadline`, set then).
+async fn queue(
+    shard: &Shard,
+    deadline: &mut Option<Instant>,
+    s: &ProxySettings,
+    queued: &Cell<bool>,
+) -> Result<(), ProxyError> {
+    let until = *deadline.get_or_insert_with(|| {
+        ShardStats::count(&shard.stats.queued);
+        queued.set(true);
+        Instant::now() + s.timeouts.queue
+    });
+    match shard.wait_for_backend(until).await {
+        true => Ok(()),
+        false => Err(ProxyError::NoBackend),
+    }
+}
+
+/// A connection to `backend`: pooled if `use_pool` and one is there (`true`), else a new one.
+async fn open(
+    shard: &Shard,
+    backend: usize,
+    use_pool: bool,
+    long_shot: bool,
+    s: &ProxySettings,
+) -> (io::Result<Sock>, bool) {
+    if let Some(sock) = use_pool.then(|| shard.pooled(backend)).flatten() {
+        return (Ok(sock), true);
+    }
+    let limit = match long_shot {
+        true => s.timeouts.connect.min(LONG_SHOT_CONNECT),
+        false => s.timeouts.connect,
+    };
+    (net::connect(shard.addr_of(backend), limit).await, false)
 }
 
 /// A failed connect is a passive health check: the backend is down, on every shard, at once.

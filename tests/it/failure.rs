@@ -74,14 +74,17 @@ fn down_backends_session_is_redispatched() {
     assert_eq!(r.header("X-Req-Len"), Some(body.len().to_string().as_str()));
 }
 
-/// Everything down: 503 with Retry-After, for session-less and session requests alike, at once.
+/// Everything down: 503 with Retry-After, for session-less and session requests alike, once
+/// `--queue-timeout` has passed without a backend coming back.
 /// docs/design.md "HTTP/1.1" asks for `Connection: close` only "where the stream can't continue": after a 503 to a
 /// complete bodiless request the proxy may keep the connection; if it does not say `close`, the
 /// connection must then really go on (a second request gets its own answer). A request with
 /// `Connection: close` gets a 503 with `Connection: close` and EOF.
 #[test]
 fn all_backends_down_gives_503_with_retry_after() {
-    let proxy = start_proxy(&[("wt1", closed_port()), ("wt2", closed_port())], |_| {});
+    let proxy = start_proxy(&[("wt1", closed_port()), ("wt2", closed_port())], |c| {
+        c.timeouts.queue = Duration::from_millis(50);
+    });
     for target in [
         "/",
         "/?wtd=wt1AbCdEfGhIjKlMnOp&request=style",

@@ -16,6 +16,7 @@ mod bad_input;
 mod bodies;
 mod cli;
 mod failure;
+mod faults;
 mod health;
 mod load;
 mod page_loads;
