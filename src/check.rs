@@ -82,6 +82,12 @@ pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
         if shard.probe_of(backend, epoch).is_none() {
             return;
         }
+        if let Err(reason) = result
+            && !reason.is_backend_fault()
+        {
+            own_fault(&shard, backend, reason);
+            continue;
+        }
         if let Err(reason) = result {
             // A host name is looked up again at most once per `interval`, however fast the
             // checks of a down backend come.
@@ -108,6 +114,16 @@ pub async fn check_loop_from(shard: Rc<Shard>, backend: usize, epoch: u64) {
         }
         announced = true;
     }
+}
+
+/// A check that failed for want of a local resource (descriptors, local ports) says nothing of
+/// the backend: logged as wtgate's own fault, and counted neither way.
+fn own_fault(shard: &Shard, backend: usize, reason: FailReason) {
+    let (prefix, addr) = (shard.prefix(backend), shard.addr_of(backend));
+    shard.log_failure(format_args!(
+        "backend {prefix} ({addr}): active check could not run: {reason}: wtgate's own limit, \
+         not the backend's fault (not counted)"
+    ));
 }
 
 /// Counts and logs a failed check, then (if `resolve`) looks the backend's host name up again in

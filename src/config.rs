@@ -146,6 +146,25 @@ pub fn resolve_backend(host: &str) -> Result<SocketAddr, String> {
     resolve(host)
 }
 
+/// Debug builds only, for the tests of re-resolution (a name whose address changes): with
+/// `WTGATE_TEST_HOSTS=FILE`, a line `HOST IP` of that file answers for HOST before the system's
+/// resolver does, read anew at each lookup.
+fn test_hosts(hostport: &str) -> Option<SocketAddr> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let file = std::env::var_os("WTGATE_TEST_HOSTS")?;
+    let (host, port) = hostport.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find_map(|line| {
+            let (name, ip) = line.split_once(' ')?;
+            (name == host).then(|| ip.trim().parse::<IpAddr>().ok())?
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
 fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = hostport.parse::<SocketAddr>() {
         return Ok(addr);
@@ -155,6 +174,9 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
     }
     if !hostport.contains(':') {
         return Err(format!("'{hostport}' has no port: write HOST:PORT"));
+    }
+    if let Some(addr) = test_hosts(hostport) {
+        return Ok(addr);
     }
     match hostport.to_socket_addrs() {
         Ok(mut addrs) => addrs

@@ -114,6 +114,26 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// The backend's fault: it refused, reset, or could not be reached in time. Anything else a
+    /// connect can fail with (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, `EADDRNOTAVAIL`: no
+    /// descriptor, buffer or local port left) is this machine's, and says nothing of the backend:
+    /// it must not mark a healthy backend down.
+    pub fn is_backend_fault(&self) -> bool {
+        match self {
+            FailReason::Os(e) => [
+                libc::ECONNREFUSED,
+                libc::ECONNRESET,
+                libc::ECONNABORTED,
+                libc::ETIMEDOUT,
+                libc::EHOSTUNREACH,
+                libc::ENETUNREACH,
+                libc::EHOSTDOWN,
+            ]
+            .contains(e),
+            _ => true,
+        }
+    }
+
     pub fn from_io(e: &std::io::Error) -> FailReason {
         match (e.kind(), e.raw_os_error()) {
             (std::io::ErrorKind::TimedOut, _) => FailReason::TimedOut,
@@ -177,6 +197,22 @@ pub enum Gossip {
         backend: usize,
         addr: SocketAddr,
     },
+    /// Its host name now resolves to `addr` (its checker looked it up again): every shard
+    /// connects there from now on, whatever its state.
+    Moved {
+        backend: usize,
+        addr: SocketAddr,
+    },
+}
+
+impl Gossip {
+    pub fn backend(&self) -> usize {
+        match *self {
+            Gossip::Down { backend, .. }
+            | Gossip::Up { backend, .. }
+            | Gossip::Moved { backend, .. } => backend,
+        }
+    }
 }
 
 /// A state change as another shard sends it: with the config generation that shard had applied,
@@ -315,6 +351,7 @@ impl Health {
         match msg {
             Gossip::Down { backend, cause } => self.mark_down(backend, cause),
             Gossip::Up { backend, .. } => self.mark_up(backend),
+            Gossip::Moved { .. } => false,
         }
     }
 

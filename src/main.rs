@@ -718,7 +718,24 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// A panic in any thread ends the process. A shard that died alone would leave its
+/// SO_REUSEPORT listener in the group, and the connections the kernel gives it would wait for an
+/// accept that never comes; the whole process going lets the service manager (systemd's
+/// `Restart=on-failure`) start a fresh one.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprint(
+            "wtgate: a thread panicked (a bug: please report it with the lines above); exiting \
+             so that the service manager starts wtgate again",
+        );
+        std::process::abort();
+    }));
+}
+
 fn run(args: &ProxyArgs) -> ExitCode {
+    exit_on_panic();
     // Taken over first: from here on, an early SIGHUP (a reload right after start) or SIGUSR1 (a
     // log rotation) waits for the engine instead of killing wtgate, their default.
     let hup = Signals::new([signal_hook::consts::SIGHUP, signal_hook::consts::SIGUSR1]);

@@ -216,13 +216,15 @@ impl Shard {
 
     /// Applies a state change to this shard's view; `local`: seen here, so tell the others.
     pub fn on_gossip(&self, msg: Gossip, local: bool) {
-        let (Gossip::Down { backend, .. } | Gossip::Up { backend, .. }) = msg;
+        let backend = msg.backend();
         // From a shard that applied a reload this one has not yet: the next change, or this
         // shard's own connects and checks, will tell.
         if backend >= self.health.borrow().len() {
             return;
         }
-        if !self.health.borrow_mut().apply(msg) {
+        if let Gossip::Moved { addr, .. } = msg {
+            self.moved_to(backend, addr);
+        } else if !self.health.borrow_mut().apply(msg) {
             return;
         }
         let (backend, up) = match msg {
@@ -231,6 +233,12 @@ impl Shard {
                 self.addrs.borrow_mut()[backend] = addr;
                 self.came_up.fire();
                 (backend, true)
+            }
+            Gossip::Moved { .. } => {
+                if local {
+                    self.announce(msg);
+                }
+                return;
             }
         };
         if !up {
@@ -248,6 +256,20 @@ impl Shard {
         // What is lost here, the checker or the shards' own connects find out again.
         if local {
             self.announce(msg);
+        }
+    }
+
+    /// `backend`'s host name now resolves to `addr`: connects go there, pooled connections to the
+    /// old address close, and one taken before is not pooled again ([`Held::moved`]).
+    fn moved_to(&self, backend: usize, addr: SocketAddr) {
+        let old = std::mem::replace(&mut self.addrs.borrow_mut()[backend], addr);
+        if old != addr {
+            let mut pool = self.pool.borrow_mut();
+            pool.close(backend);
+            self.pool_gauge(&pool, backend);
+            self.stats.backends[backend]
+                .moves
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -271,6 +293,8 @@ impl Shard {
                 self.prefix(backend),
                 self.generation.borrow().cfg.rise
             ),
+            // Said by `re_resolve`, with the name.
+            Gossip::Moved { .. } => {}
         }
     }
 
@@ -333,10 +357,12 @@ impl Shard {
         match found {
             Ok(new) if new != old => {
                 let (id, prefix, host) = (self.id, &b.prefix, &b.host);
+                // Every shard at once: one still connecting to the old address would find it
+                // refused and mark the backend down everywhere.
+                self.on_gossip(Gossip::Moved { backend, addr: new }, true);
                 eprintln!(
                     "wtgate[{id}]: backend {prefix} ({host}) now resolves to {new}, was {old}"
                 );
-                self.addrs.borrow_mut()[backend] = new;
             }
             Ok(_) => {}
             Err(why) => self.log_failure(format_args!("backend {}: {why}", b.prefix)),

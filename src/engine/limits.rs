@@ -40,9 +40,43 @@ pub fn raise_memlock(need: u64) -> Result<(), StartError> {
     })
 }
 
-/// Raises the soft open-files limit toward what maxconn needs (a client and a backend socket per
-/// connection), as HAProxy does; the hard limit is the operator's call.
-pub fn raise_nofile(need: usize) {
+/// The descriptors a running wtgate may hold at once, by what holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    /// A client and a backend socket per connection.
+    pub connections: usize,
+    /// Idle pooled backend connections: `pool_size` per backend per shard.
+    pub pools: usize,
+    /// Splice pipes (two descriptors each), a quarter of `maxconn`, with `--splice auto`.
+    pub pipes: usize,
+    /// Listeners, rings, eventfds, checks, the admin listener, logs.
+    pub fixed: usize,
+}
+
+impl FdBudget {
+    pub fn of(cfg: &crate::config::Config, shards: usize) -> FdBudget {
+        FdBudget {
+            connections: cfg.maxconn * 2,
+            pools: cfg.pool_size * cfg.backends.len() * shards,
+            pipes: match cfg.splice {
+                crate::config::Splice::Auto => cfg.maxconn / 4 * 2,
+                crate::config::Splice::Off => 0,
+            },
+            fixed: 256,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.connections + self.pools + self.pipes + self.fixed
+    }
+}
+
+/// Raises the soft open-files limit toward what `budget` needs, as HAProxy does; the hard limit
+/// is the operator's call, and falling short of it is a warning that names the numbers: wtgate
+/// serves all the same, and a connect that finds no descriptor is its own fault, not the
+/// backend's.
+pub fn raise_nofile(budget: &FdBudget) {
+    let need = budget.total();
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -63,9 +97,13 @@ pub fn raise_nofile(need: usize) {
         };
         libc::setrlimit(libc::RLIMIT_NOFILE, &new);
         if cur < need {
+            let b = budget;
             eprintln!(
-                "wtgate: warning: open-files limit {cur} is below the {need} that --maxconn needs; \
-                 raise it (ulimit -n, systemd LimitNOFILE=)"
+                "wtgate: warning: open-files limit {cur} is below the {need} wtgate may hold: \
+                 {} for --maxconn (2 per connection), {} for the backend pools (--pool-size per \
+                 backend per shard), {} for splice pipes, {} for the rest; raise it (ulimit -n, \
+                 systemd LimitNOFILE=) or lower --maxconn / --pool-size",
+                b.connections, b.pools, b.pipes, b.fixed
             );
         }
     }

@@ -210,7 +210,7 @@ impl Engine {
         cfg.validate().map_err(StartError::Config)?;
         let n = cfg.shard_count();
         limits::raise_memlock(crate::config::memlock_need(n))?;
-        limits::raise_nofile(cfg.maxconn * 2 + 256);
+        limits::raise_nofile(&limits::FdBudget::of(&cfg, n));
         let (sockets, addrs) = listen::bind_all(&cfg, n)?;
         let admin_listener = match cfg.admin {
             Some(addr) => Some(

@@ -20,6 +20,15 @@ use crate::metrics::ShardStats;
 use crate::net::{Background, MeshEnd, RING_ENTRIES};
 use crate::shard::{Shard, Shared};
 
+/// Debug builds only, for the test that shows what a panicking shard does: the environment
+/// variable `WTGATE_TEST_PANIC=accept` makes a shard panic when it accepts a connection.
+fn test_panic() -> bool {
+    std::env::var_os("WTGATE_TEST_PANIC").is_some_and(|v| v == "accept")
+}
+
+/// How often an accept loop waiting for a free slot (at `--maxconn`) looks whether the engine
+/// stops.
+const STOP_POLL: Duration = Duration::from_millis(100);
 /// How long a stopping shard waits for its connections' tasks to see their sockets closed.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (EMFILE and friends), instead of spinning on it.
@@ -178,15 +187,37 @@ struct Accept {
 }
 
 impl Accept {
+    /// A permit for one more connection; `None` once the engine stops. At `--maxconn` nothing
+    /// else wakes this loop (the stop wakes a pending accept, not a wait for a permit), so the
+    /// stop is looked for every [`STOP_POLL`]: `--grace` holds with every slot taken too.
+    async fn permit(&self) -> Option<crate::engine::permits::Permit> {
+        loop {
+            if let Ok(permit) = monoio::time::timeout(STOP_POLL, self.limit.acquire(1)).await {
+                return Some(permit);
+            }
+            if self.control.stopping() {
+                return None;
+            }
+        }
+    }
+
     async fn run(self) {
         loop {
             // Past maxconn we stop accepting; new connections wait in the kernel backlog.
-            let permit = self.limit.acquire(1).await;
+            let Some(permit) = self.permit().await else {
+                return;
+            };
             let stream = self.listener.accept().await;
             if self.control.stopping() {
                 return;
             }
             match stream {
+                Ok(_) if cfg!(debug_assertions) && test_panic() => {
+                    panic!(
+                        "WTGATE_TEST_PANIC=accept: a panic on shard {}",
+                        self.shard.id
+                    )
+                }
                 Ok((stream, _)) => {
                     let (shard, pp) = (self.shard.clone(), self.proxy_protocol);
                     let counters = &shard.stats.listeners[self.index];

@@ -30,11 +30,14 @@ pub enum ProxyError {
     UnexpectedUpgrade,
     /// The response body's framing is invalid, or the body ended early or stalled.
     BadResponseBody,
+    /// wtgate itself had no descriptor, buffer or local port left to connect to the backend: its
+    /// own fault, not the backend's (which stays up).
+    ProxyResources,
 }
 
 impl ProxyError {
     /// Every kind, in the order of [`ProxyError::index`].
-    pub const ALL: [ProxyError; 11] = [
+    pub const ALL: [ProxyError; 12] = [
         ProxyError::NoBackend,
         ProxyError::BadRequestBody,
         ProxyError::ClientTimeout,
@@ -46,12 +49,13 @@ impl ProxyError {
         ProxyError::ResponseHeadCut,
         ProxyError::UnexpectedUpgrade,
         ProxyError::BadResponseBody,
+        ProxyError::ProxyResources,
     ];
 
     /// The status the client is answered with, if nothing of a response has reached it yet.
     pub fn status(self) -> u16 {
         match self {
-            ProxyError::NoBackend => 503,
+            ProxyError::NoBackend | ProxyError::ProxyResources => 503,
             ProxyError::BadRequestBody | ProxyError::ClientGone => 400,
             ProxyError::ClientTimeout => 408,
             ProxyError::UpstreamTimeout => 504,
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::ResponseHeadCut => "response_head_cut",
             ProxyError::UnexpectedUpgrade => "unexpected_upgrade",
             ProxyError::BadResponseBody => "bad_response_body",
+            ProxyError::ProxyResources => "proxy_resources",
         }
     }
 }
@@ -105,6 +110,10 @@ impl fmt::Display for ProxyError {
                  before it had read the whole request body"
             }
             ProxyError::BadResponseBody => "the response body is invalid, cut short or stalled",
+            ProxyError::ProxyResources => {
+                "wtgate ran out of its own descriptors, buffers or local ports to connect to the \
+                 backend (its limit, not the backend's fault)"
+            }
         })
     }
 }

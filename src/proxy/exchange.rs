@@ -139,12 +139,17 @@ pub async fn forward(shard: &Shard, client: &mut Client, head: RequestHead) -> N
 async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
     let reuse = upstream::may_reuse(req.settings.reuse, &req.head, client.info.earlier_requests);
     let mut how = Try::first(reuse);
-    let mut resends = 0;
+    let (mut resends, mut last_failure) = (0, None);
     loop {
         let queued = &req.tally.queued;
         let mut up = match upstream::connect(shard, req.target(), how, &req.settings, queued).await
         {
             Ok(up) => up,
+            // A resend that found nowhere to go: what the client learns is why it was resent.
+            Err(ProxyError::NoBackend) if last_failure.is_some() => {
+                let (backend, err) = last_failure.unwrap_or((0, ProxyError::UpstreamClosed));
+                return unanswered(shard, client, req, backend, err).await;
+            }
             Err(err) => return no_backend(shard, client, req, err).await,
         };
         if shard.access_log.enabled() {
@@ -176,6 +181,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
             Verdict::Resend => {
                 ShardStats::count(&shard.stats.backends[up.backend].resends);
                 resends += 1;
+                last_failure = Some((up.backend, failed.err));
                 how = Try::resend(&up);
                 continue;
             }
@@ -241,6 +247,26 @@ fn count_end(shard: &Shard, up: &Upstream, err: Option<ProxyError>) {
         ShardStats::count(&backend.failed);
         ShardStats::count(&shard.stats.failures[err.index()]);
     }
+}
+
+/// A request resent after `err` on `backend` that found nowhere else to go: answered with the
+/// status of that failure (a `502` for a connection closed unanswered), logged with its cause.
+async fn unanswered(
+    shard: &Shard,
+    client: &Client,
+    req: &Request,
+    backend: usize,
+    err: ProxyError,
+) -> Next {
+    let counters = &shard.stats.backends[backend];
+    ShardStats::count(&counters.requests);
+    ShardStats::count(&counters.failed);
+    ShardStats::count(&shard.stats.failures[err.index()]);
+    log_answer(shard, client, req, err.status(), (Some(backend), err));
+    answer_request(shard, client, req, err.status(), true).await;
+    let last = Some((backend, Route::Resend));
+    log_request(shard, client, req, last, Some(err.name()));
+    Next::Close
 }
 
 /// Nothing usable: 503, and the client connection stays open unless a request body we have not

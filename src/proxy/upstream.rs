@@ -136,22 +136,22 @@ pub async fn connect(
     loop {
         let decision = shard.route(target, how.exclude);
         let Some(backend) = decision.backend() else {
+            if how.exclude.is_some_and(|b| shard.is_up(b)) {
+                // Only the backend this request just failed on is left, and it is up: waiting
+                // would not change that. The caller answers with that failure.
+                return Err(ProxyError::NoBackend);
+            }
             queue(shard, &mut deadline, s, queued).await?;
             // What failed for this request may be what came back.
             how.exclude = None;
             continue;
         };
         let long_shot = decision.is_long_shot();
-        if !long_shot {
-            attempts += 1;
-            if attempts > s.retries {
-                return Err(ProxyError::NoBackend);
-            }
+        attempts += u32::from(!long_shot);
+        if attempts > s.retries {
+            return Err(ProxyError::NoBackend);
         }
-        if let Some(f) = failed.take() {
-            ShardStats::count(&shard.stats.backends[f].retries);
-        }
-        ShardStats::count(&shard.stats.backends[backend].attempts);
+        count_attempt(shard, backend, failed.take());
         // Taken before the connect: it remembers where the backend was when the connect began.
         let in_use = Held::new(&shard.stats, backend, |b| &b.active);
         let (sock, pooled) = open(shard, backend, how.use_pool, long_shot, s).await;
@@ -173,6 +173,9 @@ pub async fn connect(
                     _in_use: in_use,
                 });
             }
+            Err(e) if !FailReason::from_io(&e).is_backend_fault() => {
+                return Err(own_fault(shard, backend, &e));
+            }
             Err(e) => {
                 mark_down(shard, backend, &e);
                 how.exclude = Some(backend);
@@ -180,6 +183,14 @@ pub async fn connect(
             }
         }
     }
+}
+
+/// One more try of a request, on `backend`; `after`: the backend whose connect failed before it.
+fn count_attempt(shard: &Shard, backend: usize, after: Option<usize>) {
+    if let Some(f) = after {
+        ShardStats::count(&shard.stats.backends[f].retries);
+    }
+    ShardStats::count(&shard.stats.backends[backend].attempts);
 }
 
 /// Nothing to try now: waits for a backend to come back (or a try on one marked down to be due),
@@ -217,6 +228,17 @@ async fn open(
         false => s.timeouts.connect,
     };
     (net::connect(shard.addr_of(backend), limit).await, false)
+}
+
+/// A connect that failed for want of a local resource: counted and logged as wtgate's own
+/// fault; the backend stays up, and only this request gets a 503.
+fn own_fault(shard: &Shard, backend: usize, e: &io::Error) -> ProxyError {
+    let (prefix, addr) = (shard.prefix(backend), shard.addr_of(backend));
+    shard.log_failure(format_args!(
+        "cannot connect to backend {prefix} ({addr}): {e}: wtgate's own limit, not the \
+         backend's fault (it stays up); raise the open-files limit or lower --maxconn"
+    ));
+    ProxyError::ProxyResources
 }
 
 /// A failed connect is a passive health check: the backend is down, on every shard, at once.

@@ -95,9 +95,15 @@ pub struct Serving {
 impl Serving {
     /// Starts the binary and waits for its "listening on" line.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Serving {
+        Serving::start_with_env(args, &[])
+    }
+
+    /// [`Serving::start`] with these environment variables set.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Serving {
         use std::io::{BufRead, BufReader, Read};
         let mut child = Command::new(env!("CARGO_BIN_EXE_wtgate"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -134,6 +140,21 @@ impl Serving {
         // The stderr reader ends at wtgate's exit too; wait for its last lines.
         let err = self.lines.iter().collect();
         (code, out, err)
+    }
+
+    /// The stderr lines up to and with the first that holds `part` (fails after 10 s without).
+    pub fn lines_until(&self, part: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(l) if l.contains(part) => {
+                    seen.push(l);
+                    return seen;
+                }
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("no stderr line with '{part}' in {seen:#?}: {e}"),
+            }
+        }
     }
 
     pub fn wait_for_line(&self, part: &str) -> String {

@@ -19,6 +19,7 @@ mod failure;
 mod faults;
 mod health;
 mod load;
+mod own_faults;
 mod page_loads;
 mod pipelining;
 mod reload;
