@@ -161,7 +161,7 @@ impl Router {
     ) -> Decision {
         let owner = find_wtd(target).and_then(|v| self.owner(v));
         let Some(o) = owner else {
-            return match self.pick_any(states, exclude, may_try) {
+            return match self.pick_any(states, [exclude, None], may_try) {
                 Some((b, Tier::Ready)) => Decision::Balanced(b),
                 Some((to, tier)) => Decision::Fallback {
                     to,
@@ -186,7 +186,7 @@ impl Router {
             s if s.admin == crate::health::Admin::Maint => Moved::Maint,
             _ => Moved::Down,
         };
-        match self.pick_any(states, exclude.or(Some(o)), may_try) {
+        match self.pick_any(states, [exclude, Some(o)], may_try) {
             Some((to, Tier::Ready)) => Decision::Redispatched { owner: o, to, why },
             Some((to, tier)) => Decision::Fallback {
                 to,
@@ -197,16 +197,16 @@ impl Router {
         }
     }
 
-    /// The best tier that has a backend, and round-robin within it.
+    /// The best tier that has a backend other than those in `skip`, and round-robin within it.
     fn pick_any(
         &mut self,
         states: &[BackendStatus],
-        exclude: Option<usize>,
+        skip: [Option<usize>; 2],
         may_try: &dyn Fn(usize) -> bool,
     ) -> Option<(usize, Tier)> {
         [Tier::Ready, Tier::Alive, Tier::MaybeBack]
             .into_iter()
-            .find_map(|tier| Some((self.pick(states, exclude, tier, may_try)?, tier)))
+            .find_map(|tier| Some((self.pick(states, skip, tier, may_try)?, tier)))
     }
 
     /// Smooth weighted round-robin over the backends of `tier`: each pick adds every candidate's
@@ -216,7 +216,7 @@ impl Router {
     fn pick(
         &mut self,
         states: &[BackendStatus],
-        exclude: Option<usize>,
+        skip: [Option<usize>; 2],
         tier: Tier,
         may_try: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
@@ -228,7 +228,7 @@ impl Router {
                 Tier::Alive => st.up && st.serves_own_sessions(),
                 Tier::MaybeBack => st.may_be_back() && (st.alive || may_try(i)),
             };
-            if !fits || exclude == Some(i) {
+            if !fits || skip.contains(&Some(i)) {
                 continue;
             }
             let floor = u32::from(tier != Tier::Ready);
@@ -497,5 +497,52 @@ mod tests {
         assert_eq!(r.route(t.as_bytes(), &st, None, &NO), Decision::Owner(0));
         // New sessions still wait for its checks.
         assert_eq!(r.route(b"/", &st, None, &NO), Decision::Balanced(1));
+    }
+
+    /// Every combination of four backends' states, tries due and an excluded one: a request goes
+    /// to its session's owner while that serves it, never "falls back" to its own owner, takes a
+    /// fallback only when no other backend is ready, and waits only when nothing can be tried.
+    #[test]
+    fn every_state_routes_by_the_rules() {
+        let specs = [
+            "wt1=127.0.0.1:1",
+            "wt2=127.0.0.1:2",
+            "wt3=127.0.0.1:3",
+            "wt4=127.0.0.1:4",
+        ];
+        let admin = [Admin::Ready, Admin::Drain, Admin::Maint];
+        for bits in 0..4096u32 {
+            let st: Vec<BackendStatus> = (0..4)
+                .map(|i| {
+                    let b = (bits >> (i * 3)) & 7;
+                    BackendStatus {
+                        up: b & 1 == 1,
+                        admin: admin[(b >> 1) as usize % 3],
+                        alive: b == 6,
+                        refused: b & 2 == 2,
+                        stalled: b == 5,
+                        ..BackendStatus::default()
+                    }
+                })
+                .collect();
+            let due = |i: usize| (bits >> i) & 1 == 1;
+            for (target, owner) in [("/".to_string(), None), (format!("/?wtd={ID1}"), Some(0))] {
+                for exclude in [None, Some((bits % 4) as usize)] {
+                    let mut r = router(&specs);
+                    let d = r.route(target.as_bytes(), &st, exclude, &due);
+                    let ready = (0..4).any(|i| {
+                        st[i].takes_new_sessions() && exclude != Some(i) && Some(i) != owner
+                    });
+                    match d {
+                        Decision::Owner(o) => assert!(st[o].serves_own_sessions()),
+                        Decision::Fallback { to, .. } => {
+                            assert!(!ready && Some(to) != owner && Some(to) != exclude, "{d:?}")
+                        }
+                        Decision::NoBackend => assert!(!ready, "{st:?} {exclude:?}"),
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
 }

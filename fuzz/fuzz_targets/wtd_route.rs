@@ -1,10 +1,12 @@
 //! `find_wtd` and `Router::route` on arbitrary request-targets and backend states.
 //!
-//! Input: a first byte choosing backend states, the rest is the request-target.
+//! Input: two bytes choosing backend states (and which down ones may be tried now), the rest is
+//! the request-target.
 //! Invariants: no panic; a found value is the first `wtd` parameter of the query (after the first
 //! `?`, before any `#`); the owner's prefix and id length match exactly; a request only goes to a
-//! backend that may take it (owner: up and not in maintenance; others: up and ready); no usable
-//! backend is `NoBackend`.
+//! backend that may take it (owner: serving its sessions, or marked down after a refusal with its
+//! try due; others: up and ready; with none ready, up ones that are not in maintenance, then down
+//! ones that are alive or due); nothing to try is `NoBackend`.
 
 #![no_main]
 
@@ -26,9 +28,10 @@ fn reference(target: &[u8]) -> Option<&[u8]> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, target)) = data.split_first() else {
+    let [sel, sel2, target @ ..] = data else {
         return;
     };
+    let (sel, sel2) = (*sel, *sel2);
     let found = find_wtd(target);
     assert_eq!(found, reference(target));
     if let Some(v) = found {
@@ -65,6 +68,9 @@ fuzz_target!(|data: &[u8]| {
                 },
                 // Removed by a reload (the odd backends' fourth state).
                 removed: bits == 3 && i % 2 == 1,
+                alive: (sel2 >> i) & 1 == 1,
+                refused: (sel2 >> (i + 4)) & 1 == 1,
+                stalled: (sel2 >> i) & 3 == 2,
             }
         })
         .collect();
@@ -73,29 +79,45 @@ fuzz_target!(|data: &[u8]| {
         let p = PREFIXES[o].as_bytes();
         assert!(v.starts_with(p) && v.len() == p.len() + cfg.session_id_length);
     }
+    let due = |i: usize| (sel2 >> (7 - i)) & 1 == 1;
     for exclude in [None, Some(usize::from(sel) % PREFIXES.len())] {
         let takes_new = |i: usize| {
             states[i].takes_new_sessions() && exclude != Some(i) && cfg.backends[i].weight > 0
         };
-        let any_new = (0..PREFIXES.len()).any(takes_new);
-        match router.route(target, &states, exclude) {
+        let any_new = (0..PREFIXES.len()).any(|i| takes_new(i) && Some(i) != owner);
+        let alive_up = |i: usize| states[i].up && states[i].serves_own_sessions();
+        let maybe_back = |i: usize| states[i].may_be_back() && (states[i].alive || due(i));
+        match router.route(target, &states, exclude, &due) {
             Decision::Owner(o) => {
                 assert_eq!(Some(o), owner);
                 assert!(states[o].serves_own_sessions() && exclude != Some(o));
+            }
+            Decision::OwnerRetry(o) => {
+                assert_eq!(Some(o), owner);
+                let s = states[o];
+                assert!(!s.serves_own_sessions() && s.may_be_back() && s.refused && due(o));
+                assert_ne!(exclude, Some(o));
             }
             Decision::Balanced(b) => {
                 assert!(owner.is_none());
                 assert!(takes_new(b));
             }
-            Decision::Redispatched { owner: o, to } => {
+            Decision::Redispatched { owner: o, to, .. } => {
                 assert_eq!(Some(o), owner);
                 assert!(!states[o].serves_own_sessions() || exclude == Some(o));
-                assert!(takes_new(to));
+                assert!(takes_new(to) && to != o);
+            }
+            Decision::Fallback { to, down, owner: moved } => {
+                assert_eq!(moved.map(|m| m.0), owner);
+                assert!(!any_new && exclude != Some(to) && Some(to) != owner);
+                assert!(if down { maybe_back(to) } else { alive_up(to) });
             }
             Decision::NoBackend => {
                 let owner_ok =
                     owner.is_some_and(|o| states[o].serves_own_sessions() && exclude != Some(o));
-                assert!(!owner_ok && !any_new);
+                let other = |i: usize| exclude != Some(i) && Some(i) != owner;
+                let fallback = (0..PREFIXES.len()).any(|i| other(i) && (alive_up(i) || maybe_back(i)));
+                assert!(!owner_ok && !any_new && !fallback);
             }
         }
     }
