@@ -7,9 +7,11 @@ against one proxy (wtgate or HAProxy) at a time. Standard library only (Python 3
   chaos.py report FILE…                           the markdown table of the run files given
 
 The backend behaves like wthttpd where it matters here: started with a session-id prefix, a
-request without `wtd` (or with another server's session) starts a new session and says its id
-(`X-Session`); every answer says who served it (`X-Backend`), so a client tells "served by the
-owner" from "session moved". GET bodies are a pattern made from the request's nonce (`n=`), so a
+request without `wtd`, with another server's session, or with a session this process did not
+start (Wt keeps sessions in memory: a restarted server knows none of its old ones) starts a new
+session and says its id (`X-Session`); every answer says who served it (`X-Backend`). A client
+whose answer carries a new session id has lost its session (a Wt page would reload): "sessions
+lost", of which "answered by another server" are the ones a proxy moved. GET bodies are a pattern made from the request's nonce (`n=`), so a
 client checks it got the answer to its own request, byte for byte; POST bodies are checksummed
 (`X-Body-Sha256`, `X-Body-Length`); `?wtd=…&request=ws` with `Upgrade: websocket` echoes frames.
 It closes keep-alive connections idle for 10 s, as wthttpd does. One process per backend, so
@@ -119,12 +121,13 @@ class Backend:
 
     def __init__(self, prefix):
         self.prefix = prefix
+        # The sessions this process started: like Wt's, gone with the process.
+        self.known = set()
 
     def new_id(self):
-        return self.prefix + "".join(random.choices(ALNUM, k=ID_LEN))
-
-    def owns(self, wtd):
-        return wtd.startswith(self.prefix) and len(wtd) == len(self.prefix) + ID_LEN
+        sid = self.prefix + "".join(random.choices(ALNUM, k=ID_LEN))
+        self.known.add(sid)
+        return sid
 
     async def serve(self, reader, writer):
         try:
@@ -148,8 +151,8 @@ class Backend:
         body = await read_body(reader, hdrs)
         q = query_params(target)
         wtd = q.get("wtd", "")
-        # Wt: a known session continues; no wtd, or an id this server does not own, starts one.
-        session = wtd if self.owns(wtd) else self.new_id()
+        # Wt: a known session continues; no wtd, or an id this process did not start, starts one.
+        session = wtd if wtd in self.known else self.new_id()
         extra = "X-Backend: %s\r\nX-Session: %s\r\nX-Nonce: %s\r\n" % (
             self.prefix, session, q.get("n", ""))
         if hdrs.get("upgrade", "").lower() == "websocket":
@@ -514,6 +517,7 @@ class Stats:
         self.samples = []  # (t, kind, detail) of the first errors, for the log
         self.spans = {}  # kind -> [first, last] time it happened
         self.moved = 0
+        self.lost = 0
         self.closed_early_reused = 0
         self.off_owner = 0
         self.corrupt_bytes = 0
@@ -704,12 +708,13 @@ class Client:
     def check_owner(self, wtd, hdrs):
         """Counts a request answered by a server other than its session's owner; returns the
         session to use from now on (the new one the other server started, as a browser would)."""
-        served = hdrs.get("x-backend")
+        served, session = hdrs.get("x-backend"), hdrs.get("x-session") or wtd
         if served != owner_of(wtd, self.names):
             self.stats.off_owner += 1
             self.stats.moved += 1
-            return hdrs.get("x-session") or wtd
-        return wtd
+        if session != wtd:
+            self.stats.lost += 1
+        return session
 
     async def new_session(self, conn):
         while not self.stop:
@@ -1035,7 +1040,7 @@ async def run_main(args):
         "duration_s": args.duration, "elapsed_s": round(elapsed, 2), "backends": names,
         "clients": args.clients,
         "requests": stats.requests, "ok": stats.ok, "errors": stats.errors,
-        "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved,
+        "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved, "sessions_lost": stats.lost,
         "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused, "sessions_started": stats.sessions_started,
         "corrupted_bytes": stats.corrupt_bytes, "corrupted_events": stats.corrupt_events,
         "ws_messages": stats.ws_messages, "ws_opened": stats.ws_opened,
@@ -1084,7 +1089,7 @@ def report(files):
     for p in proxies:
         rs = [r for r in runs if r["proxy"] == p]
         a = {"rounds": len(rs)}
-        for key in ("sessions_moved", "requests_off_owner", "corrupted_bytes", "corrupted_events",
+        for key in ("sessions_moved", "sessions_lost", "requests_off_owner", "corrupted_bytes", "corrupted_events",
                     "ws_messages", "ws_opened", "elapsed_s", "closed_early_reused"):
             a[key] = sum(r[key] for r in rs)
         a["faults"] = sum(1 for r in rs for f in r["faults"] if f["result"] == "ok")
@@ -1126,7 +1131,10 @@ def report(files):
                 lambda a: a["closed_early_reused"])
     row("first – last client error", lambda a: a["span"])
     if runs[0]["scenario"] == "mixed":
-        row("**sessions moved** (answered by a non-owner)", lambda a: "**%d**" % a["sessions_moved"])
+        row("**sessions lost** (a new session started for a session request)",
+            lambda a: "**%d**" % a["sessions_lost"])
+        row("· of which moved (answered by a server not its owner)",
+            lambda a: "%d" % a["sessions_moved"])
         row("WebSocket messages echoed / opened", lambda a: "%d / %d" % (a["ws_messages"], a["ws_opened"]))
     row("**bytes corrupted** (answers)", lambda a: "**%d** (%d)" % (a["corrupted_bytes"], a["corrupted_events"]))
     row("HTTP latency p50 / p99 / p99.9, ms (200s)",
