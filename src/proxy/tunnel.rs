@@ -121,7 +121,10 @@ async fn relay_until_eof(
     // Bytes that came with the upgrade (a frame right behind the 101, say) go first.
     flush(buf, to, bytes, last).await?;
     loop {
-        let n = buf.read_from(from).await?;
+        // Between messages (a Wt session's WebSocket is mostly idle) the direction holds no
+        // buffer: it waits for readability, then takes one from the shard's pool for the read,
+        // and gives it back once written out.
+        let n = buf.read_idle(from).await?;
         if n == 0 {
             to.shutdown_write();
             return Ok(());

@@ -321,3 +321,72 @@ fn a_256_mib_upload_passes_in_bounded_memory() {
         SIZE / MIB
     );
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn rss_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Idle WebSocket tunnels (each after one echo, as a Wt session's between pushes) hold no read
+/// buffer: the wtgate process grows by its sockets' and tasks' few KiB per tunnel, not by two
+/// 16 KiB buffers (issue 17). Measured on the binary, in a process of its own, so that this
+/// test's clients and backend threads do not count.
+#[test]
+fn idle_websocket_tunnels_hold_no_read_buffers() {
+    use wtgate_demo::ws::OP_TEXT;
+    const TUNNELS: usize = 400;
+    /// Per idle tunnel, at most: the task, its timers and the kernel's socket bookkeeping
+    /// that VmRSS sees; two read buffers alone would be 32 KiB.
+    const BUDGET: usize = 12 * 1024;
+    let _alone = alone();
+    let ws = Behavior::WsEcho {
+        reject: false,
+        close_after: None,
+        greet: false,
+    };
+    let b = TestBackend::start("wt1", ws);
+    let listen = free_port();
+    let w = Serving::start(&[
+        "--threads",
+        "1",
+        "--no-pin",
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--backend",
+        &format!("wt1={}", b.addr),
+    ]);
+    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let echo = |i: usize| {
+        let (mut c, r) = ws_connect(addr, &format!("/app?wtd={SID}&request=ws&i={i}"));
+        assert_eq!(r.status, 101);
+        let msg = format!("hello {i}");
+        c.write_all(&client_frame(OP_TEXT, msg.as_bytes(), [1, 2, 3, 4]))
+            .unwrap();
+        let (_, _, payload) = ws_recv(&mut c).unwrap().expect("an echo");
+        assert_eq!(payload, msg.as_bytes());
+        c
+    };
+    // Warm: the runtime, the shard's pools and the allocator's arenas at their working size.
+    drop((0..20).map(echo).collect::<Vec<_>>());
+    let before = rss_of(w.pid());
+    let open: Vec<Wire> = (0..TUNNELS).map(echo).collect();
+    let grown = rss_of(w.pid()).saturating_sub(before);
+    eprintln!(
+        "{TUNNELS} idle tunnels: wtgate grew by {} KiB, {:.1} KiB per tunnel",
+        grown / 1024,
+        grown as f64 / TUNNELS as f64 / 1024.0
+    );
+    assert!(
+        grown <= TUNNELS * BUDGET,
+        "{} KiB per idle tunnel, budget {} KiB",
+        grown / TUNNELS / 1024,
+        BUDGET / 1024
+    );
+    drop(open);
+}
