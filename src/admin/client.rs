@@ -147,9 +147,13 @@ impl AdminClient {
             url: self.url.clone(),
             err,
         };
+        // The header says this is no web page: a listener without a token takes state changes
+        // only with it (see `guard`); older listeners ignore it.
         let mut req = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.base, self.host
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{}: 1\r\n",
+            self.base,
+            self.host,
+            super::ADMIN_HEADER
         );
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));

@@ -80,7 +80,7 @@ fn accept_all(listener: &TcpListener, waiting: &mut Waiting) -> Vec<Conn> {
             Err(e) => {
                 eprintln!("wtgate: admin listener: accept failed: {e}");
                 // Out of descriptors: the longest-waiting connection gives its own back.
-                done.extend(waiting.evict_oldest(None));
+                done.extend(waiting.evict(0));
                 std::thread::sleep(ACCEPT_BACKOFF);
                 break;
             }
@@ -181,11 +181,9 @@ impl Waiting {
         if stream.set_nonblocking(true).is_err() {
             return done;
         }
-        let same = self.conns.iter().filter(|c| c.peer == peer).count();
-        if same >= MAX_WAITING_PER_CLIENT {
-            done.extend(self.evict_oldest(Some(peer)));
-        } else if self.conns.len() >= MAX_WAITING {
-            done.extend(self.evict_oldest(None));
+        let peers: Vec<IpAddr> = self.conns.iter().map(|c| c.peer).collect();
+        if let Some(i) = victim(&peers, peer) {
+            done.extend(self.evict(i));
         }
         let mut conn = Conn {
             stream,
@@ -202,13 +200,9 @@ impl Waiting {
         done
     }
 
-    /// Closes the longest-waiting connection (from `peer`, if given) to make room. One whose
-    /// request turns out to have arrived meanwhile is not silent: it is returned, to be answered.
-    fn evict_oldest(&mut self, peer: Option<IpAddr>) -> Option<Conn> {
-        let i = self
-            .conns
-            .iter()
-            .position(|c| peer.is_none_or(|p| c.peer == p))?;
+    /// Closes the `i`th connection to make room. One whose request turns out to have arrived
+    /// meanwhile is not silent: it is returned, to be answered.
+    fn evict(&mut self, i: usize) -> Option<Conn> {
         let mut conn = self.conns.remove(i)?;
         match conn.partial.read_from(&mut conn.stream) {
             Step::Done => Some(conn),
@@ -216,11 +210,22 @@ impl Waiting {
             Step::More => {
                 let why = "too many connections are waiting to send their request, and this one \
                            had waited longest: send the request as soon as you connect";
-                refuse(&conn.stream, &Reply::error(503, why));
+                refuse(&conn.stream, &Reply::busy(why));
                 None
             }
         }
     }
+}
+
+/// Which waiting connection makes room for a newcomer from `peer`, given the waiting ones'
+/// addresses, the longest-waiting first: none below the caps; at [`MAX_WAITING_PER_CLIENT`]
+/// from `peer`, the longest-waiting of `peer`'s own; at [`MAX_WAITING`], the longest-waiting.
+fn victim(waiting: &[IpAddr], peer: IpAddr) -> Option<usize> {
+    let mut own = waiting.iter().enumerate().filter(|(_, p)| **p == peer);
+    if own.clone().count() >= MAX_WAITING_PER_CLIENT {
+        return own.next().map(|(i, _)| i);
+    }
+    (waiting.len() >= MAX_WAITING).then_some(0)
 }
 
 /// Hands a whole request (or the error answer to a bad one) to a thread of its own, or answers
@@ -229,7 +234,7 @@ fn dispatch(conn: Conn, ctx: &Arc<Ctx>, answering: &Arc<AtomicUsize>) {
     if answering.fetch_add(1, Ordering::SeqCst) >= MAX_ANSWERING {
         answering.fetch_sub(1, Ordering::SeqCst);
         let why = "the admin listener is answering as many requests as it takes: try again";
-        refuse(&conn.stream, &Reply::error(503, why));
+        refuse(&conn.stream, &Reply::busy(why));
         return;
     }
     let (ctx, count) = (ctx.clone(), answering.clone());
@@ -412,6 +417,29 @@ mod tests {
         assert!(!head_may_end(b""));
     }
 
+    #[test]
+    fn the_longest_waiting_makes_room_from_its_own_address_first() {
+        let ip = |i: usize| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+        let me = ip(5000);
+        // Below both caps: nobody goes.
+        let mut waiting: Vec<IpAddr> = (0..MAX_WAITING - 1).map(ip).collect();
+        assert_eq!(victim(&waiting, me), None);
+        // The list is full: the longest-waiting, whoever it is.
+        waiting.push(ip(1000));
+        assert_eq!(victim(&waiting, me), Some(0));
+        // A client at its own cap pushes out its own longest-waiting, however full the list.
+        let mut waiting: Vec<IpAddr> = (0..10).map(ip).collect();
+        waiting.extend(std::iter::repeat_n(me, MAX_WAITING_PER_CLIENT - 1));
+        assert_eq!(victim(&waiting, me), None);
+        waiting.insert(3, me);
+        assert_eq!(victim(&waiting, me), Some(3));
+        assert_eq!(
+            victim(&waiting, ip(1)),
+            None,
+            "another client is not at its cap"
+        );
+    }
+
     /// A head sent a byte at a time is parsed once whole, and the body after it is taken.
     #[test]
     fn a_request_arriving_in_pieces_is_whole_once_its_body_is() {
@@ -433,5 +461,26 @@ mod tests {
         let req = p.finish(None).unwrap();
         assert_eq!(req.body, b"drain");
         assert_eq!(req.method(), b"POST");
+    }
+
+    /// A client that waits for `100 Continue` before its body gets it once the head is in.
+    #[test]
+    fn a_client_that_expects_100_continue_gets_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let head =
+            b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let mut p = Partial {
+            buf: head.to_vec(),
+            ..Partial::default()
+        };
+        assert!(!p.parse(&mut server).unwrap());
+        let mut interim = [0u8; 25];
+        client.read_exact(&mut interim).unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        p.buf.extend_from_slice(b"drain");
+        assert!(p.parse(&mut server).unwrap());
+        assert_eq!(p.finish(None).unwrap().body, b"drain");
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! It runs outside the shards on purpose: it must answer while the shards are busy, it must not
 //! depend on their I/O runtime, and all it needs is the engine's shared state
-//! ([`EngineHandle`]): counters, sessions, admin states. One thread accepts; each connection gets
-//! a short-lived thread, at most [`MAX_CONNS`] at once, one request each (`Connection: close`).
+//! ([`EngineHandle`]): counters, sessions, admin states. One thread accepts and reads every
+//! connection without blocking until its request is whole ([`listen`]: connections that send
+//! nothing cost no thread, and the longest-waiting one makes room for a newcomer); each whole
+//! request then gets a short-lived thread, one request per connection (`Connection: close`).
 //! Requests are parsed by the same sans-IO core as the proxy's ([`crate::h1`]), so bad input is a
-//! 4xx, never a panic.
+//! 4xx, never a panic. Without a token, [`guard`] keeps web pages of other sites out.
 //!
 //! - [`report`]: one snapshot of everything, as JSON (`/stats`);
 //! - [`prometheus`]: the same as Prometheus text (`/metrics`);
@@ -16,45 +18,43 @@
 //!   asset), it polls `/stats` every 2 s and updates its table in place.
 
 pub mod client;
+pub mod guard;
+pub mod listen;
 pub mod prometheus;
 pub mod report;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+pub use self::guard::ADMIN_HEADER;
+pub use self::listen::{MAX_ANSWERING, MAX_WAITING, MAX_WAITING_PER_CLIENT};
 use crate::engine::EngineHandle;
-use crate::h1::{self, BodyFramer, RequestHead};
+use crate::h1::{self, RequestHead};
 use crate::health::Admin;
 
-/// Connections served at once; more are answered 503 at once.
-pub const MAX_CONNS: usize = 16;
-/// Time a client gets to send its whole request, and to take the answer.
-const IO_LIMIT: Duration = Duration::from_secs(10);
 /// Largest request body taken (the state endpoint's is a word).
 const MAX_BODY: usize = 4096;
-/// Pause after a failed accept (EMFILE and friends), instead of spinning on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 const PAGE: &str = include_str!("page.html");
 
-/// The running admin listener. Dropping it stops the accepting thread; connections in progress
-/// end on their own within [`IO_LIMIT`].
+/// The running admin listener. Dropping it stops the accepting thread (and closes the
+/// connections still sending their request); requests being answered end on their own.
 pub struct AdminServer {
     addr: SocketAddr,
-    /// A second handle on the listening socket, to wake the blocked `accept` when stopping.
+    /// A second handle on the listening socket, to wake the accepting thread when stopping.
     waker: TcpListener,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl AdminServer {
-    /// Serves `listener` until dropped. `token`: every request must carry it as a bearer token.
+    /// Serves `listener` until dropped. `token`: every request must carry it as a bearer token;
+    /// without one, [`guard`] decides what is served.
     pub fn start(
         listener: TcpListener,
         token: Option<String>,
@@ -63,12 +63,16 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         let waker = listener.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let ctx = Arc::new(Ctx { engine, token });
+        let ctx = Arc::new(Ctx {
+            engine,
+            token,
+            listen: addr,
+        });
         let thread = std::thread::Builder::new()
             .name("wtgate-admin".into())
             .spawn({
                 let stop = stop.clone();
-                move || accept_loop(&listener, &ctx, &stop)
+                move || listen::run(&listener, &ctx, &stop)
             })?;
         Ok(AdminServer {
             addr,
@@ -86,7 +90,7 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // On Linux, shutting a listening socket down makes a blocked accept fail at once.
+        // On Linux, shutting a listening socket down wakes a poll on it at once (POLLHUP).
         let _ = socket2::SockRef::from(&self.waker).shutdown(Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -98,58 +102,8 @@ impl Drop for AdminServer {
 struct Ctx {
     engine: Arc<EngineHandle>,
     token: Option<String>,
-}
-
-fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let conn = listener.accept();
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let stream = match conn {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                eprintln!("wtgate: admin listener: accept failed: {e}");
-                std::thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
-            open.fetch_sub(1, Ordering::SeqCst);
-            refuse_busy(stream);
-            continue;
-        }
-        let (ctx, done) = (ctx.clone(), open.clone());
-        let spawned = std::thread::Builder::new()
-            .name("wtgate-admin-conn".into())
-            .spawn(move || {
-                serve(stream, &ctx);
-                done.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            open.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Over [`MAX_CONNS`]: a 503 without reading the request, from the accepting thread, so it must
-/// not block.
-fn refuse_busy(stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(&h1::error_response(503, true));
-}
-
-/// One connection: one request, one answer.
-fn serve(mut stream: TcpStream, ctx: &Ctx) {
-    let _ = stream.set_write_timeout(Some(IO_LIMIT));
-    let reply = match read_request(&mut stream) {
-        Ok(Some(req)) => respond(ctx, &req),
-        Ok(None) => return,
-        Err(reply) => reply,
-    };
-    let _ = stream.write_all(&reply.encode());
-    let _ = stream.shutdown(Shutdown::Write);
+    /// The listen address, which a request without a token must name ([`guard`]).
+    listen: SocketAddr,
 }
 
 /// A request as read: its head, the buffer the head's ranges point into, and its body.
@@ -157,6 +111,8 @@ pub struct Request {
     buf: Vec<u8>,
     head: RequestHead,
     body: Vec<u8>,
+    /// The address the client connected to.
+    local: Option<IpAddr>,
 }
 
 impl Request {
@@ -171,76 +127,6 @@ impl Request {
     fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
         h1::header_values(&self.buf, &self.head.headers, name).next()
     }
-}
-
-/// Reads one request, body included. `Ok(None)`: the client went away without one; `Err`: the
-/// answer to a bad one.
-fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Reply> {
-    let deadline = Instant::now() + IO_LIMIT;
-    let limits = h1::Limits::default();
-    let mut buf = Vec::with_capacity(1024);
-    let head = loop {
-        match h1::parse_request(&buf, &limits) {
-            Ok(Some(head)) => break head,
-            Ok(None) => {}
-            Err(e) => return Err(Reply::error(e.status(), &e.to_string())),
-        }
-        match read_some(stream, &mut buf, deadline) {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => return Err(Reply::error(400, "the request head was cut short")),
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
-            {
-                return Err(Reply::error(408, "the request took too long"));
-            }
-            Err(_) => return Ok(None),
-        }
-    };
-    let mut framer = BodyFramer::new(head.framing);
-    let mut body = Vec::new();
-    let mut at = head.head_len;
-    let mut continued = false;
-    loop {
-        let mut payload = |data: &[u8]| body.extend_from_slice(data);
-        let adv = framer
-            .advance_with(&buf[at..], &mut payload)
-            .map_err(|e| Reply::error(400, &format!("bad request body: {e}")))?;
-        at += adv.consumed;
-        if body.len() > MAX_BODY {
-            return Err(Reply::error(413, "the request body is too large"));
-        }
-        if adv.done {
-            break;
-        }
-        if head.expect_continue && !continued {
-            continued = true;
-            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-        }
-        // Bytes the framer has not taken yet (a chunk-size line cut in two) stay in `buf`.
-        if buf.len() - head.head_len > 2 * MAX_BODY {
-            return Err(Reply::error(413, "the request body is too large"));
-        }
-        match read_some(stream, &mut buf, deadline) {
-            Ok(0) => return Err(Reply::error(400, "the request body was cut short")),
-            Ok(_) => {}
-            Err(_) => return Err(Reply::error(408, "the request body took too long")),
-        }
-    }
-    Ok(Some(Request { buf, head, body }))
-}
-
-/// Appends what the socket has to `buf`, waiting until `deadline` at most.
-fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    stream.set_read_timeout(Some(left))?;
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk)?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
 }
 
 /// An answer of the admin listener.
@@ -272,6 +158,13 @@ impl Reply {
         Reply::json(status, &json!({ "error": why }))
     }
 
+    /// A 503 that says when to try again.
+    fn busy(why: &str) -> Reply {
+        let mut r = Reply::error(503, why);
+        r.headers.push(("Retry-After", "1".into()));
+        r
+    }
+
     fn text(content_type: &'static str, body: String) -> Reply {
         Reply {
             status: 200,
@@ -288,6 +181,7 @@ impl Reply {
             202 => "Accepted",
             401 => "Unauthorized",
             409 => "Conflict",
+            421 => "Misdirected Request",
             s => h1::reason_phrase(s),
         };
         let mut out = format!(
@@ -321,17 +215,24 @@ fn respond(ctx: &Ctx, req: &Request) -> Reply {
     // The status page is static and holds no data; a browser, which cannot add the header to a
     // page it opens, gets it, and the page asks for the token the data behind it needs.
     let page = method == b"GET" && path == b"/";
-    if let Some(token) = &ctx.token
-        && !page
-        && !authorized(req.header("authorization"), token)
-    {
-        let mut r = Reply::error(
-            401,
-            "missing or wrong token: send Authorization: Bearer TOKEN",
-        );
-        r.headers
-            .push(("WWW-Authenticate", "Bearer realm=\"wtgate\"".into()));
-        return r;
+    match &ctx.token {
+        // Without a token (loopback only), no web page of another site may use it.
+        None => {
+            if let Err(refusal) = guard::check(req, ctx.listen) {
+                return refusal;
+            }
+        }
+        Some(token) if !page && !authorized(req.header("authorization"), token) => {
+            let mut r = Reply::error(
+                401,
+                "missing or wrong token: send Authorization: Bearer TOKEN",
+            );
+            r.headers
+                .push(("WWW-Authenticate", "Bearer realm=\"wtgate\"".into()));
+            return r;
+        }
+        // The token holder may reach it from anywhere, under any name.
+        Some(_) => {}
     }
     let mut reply = route(ctx, method, path, &req.body);
     reply.head_only = head;
@@ -390,7 +291,8 @@ fn backend(engine: &EngineHandle, prefix: &[u8]) -> Result<(usize, String), Repl
         })
 }
 
-/// `POST /backends/{prefix}/state`, body `drain` or `state=drain`: nothing changes on an error.
+/// `POST /backends/{prefix}/state`, body `drain`, `state=drain` or `{"state":"drain"}`: nothing
+/// changes on an error.
 fn set_state(engine: &EngineHandle, prefix: &[u8], body: &[u8]) -> Reply {
     let prefix = match backend(engine, prefix) {
         Ok((_, prefix)) => prefix,
@@ -400,7 +302,10 @@ fn set_state(engine: &EngineHandle, prefix: &[u8], body: &[u8]) -> Reply {
         let shown = String::from_utf8_lossy(&body[..body.len().min(40)]);
         return Reply::error(
             400,
-            &format!("the body '{shown}' is no state: send ready, drain or maint (or state=drain)"),
+            &format!(
+                "the body '{shown}' is no state: send ready, drain or maint (or state=drain, \
+                 or {{\"state\":\"drain\"}})"
+            ),
         );
     };
     match engine.set_admin(&prefix, new) {
@@ -447,11 +352,22 @@ fn reload(engine: &EngineHandle) -> Reply {
     }
 }
 
-/// `ready`, `drain`, `maint`, alone or as the form field `state=…`, surrounding whitespace
-/// ignored (`echo drain | curl --data-binary @-` sends a newline).
+/// `ready`, `drain`, `maint`, alone, as the form field `state=…` or as JSON (`{"state":"drain"}`
+/// or `"drain"`), surrounding whitespace ignored (`echo drain | curl --data-binary @-` sends a
+/// newline).
 pub fn parse_state(body: &[u8]) -> Option<Admin> {
     let body = body.trim_ascii();
-    let word = body.strip_prefix(b"state=").unwrap_or(body);
+    let json: Option<String> = match body.first() {
+        Some(b'{') => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("state")?.as_str().map(str::to_string)),
+        Some(b'"') => serde_json::from_slice(body).ok(),
+        _ => None,
+    };
+    let word = match &json {
+        Some(word) => word.as_bytes(),
+        None => body.strip_prefix(b"state=").unwrap_or(body),
+    };
     match word {
         b"ready" => Some(Admin::Ready),
         b"drain" => Some(Admin::Drain),
@@ -505,6 +421,11 @@ mod tests {
         assert_eq!(parse_state(b"drain"), Some(Admin::Drain));
         assert_eq!(parse_state(b"maint\n"), Some(Admin::Maint));
         assert_eq!(parse_state(b"state=ready"), Some(Admin::Ready));
+        assert_eq!(
+            parse_state(b" {\"state\": \"drain\"}\n"),
+            Some(Admin::Drain)
+        );
+        assert_eq!(parse_state(b"\"maint\""), Some(Admin::Maint));
         for bad in [
             &b""[..],
             b"DRAIN",
@@ -512,6 +433,11 @@ mod tests {
             b"drained",
             b"state=drain&x=1",
             b"x=drain",
+            b"{\"state\":\"DRAIN\"}",
+            b"{\"state\":1}",
+            b"{\"x\":\"drain\"}",
+            b"{\"state\":\"drain\"",
+            b"[\"drain\"]",
         ] {
             assert_eq!(parse_state(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }

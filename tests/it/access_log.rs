@@ -477,7 +477,8 @@ fn a_dash_logs_to_stdout() {
 
 /// `/metrics` value of the sample `key`, if there is one.
 fn sample(admin: SocketAddr, key: &str) -> Option<f64> {
-    let r = request(admin, &get("/metrics")).1;
+    let raw = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\n\r\n");
+    let r = request(admin, raw.as_bytes()).1;
     let body = r.body_str();
     body.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())

@@ -25,14 +25,22 @@ fn admin_addr(p: &Proxy) -> SocketAddr {
     p.engine().admin_addr().expect("admin listener running")
 }
 
-/// One request to the admin listener; `token`: sent as a bearer token.
+/// One request to the admin listener as a local tool sends it (`Host` its address, the header
+/// that says it is no web page); `token`: sent as a bearer token.
 fn call(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> Response {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}X-Wtgate-Admin: 1\r\n\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     send_request(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request of `head` (without the final empty line) and `body`, its Content-Length added.
+fn raw_call(addr: SocketAddr, head: &str, body: &str) -> Response {
+    let raw = format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    send_request(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("{head}: {e}"))
 }
 
 fn json(r: &Response) -> Value {
@@ -400,7 +408,7 @@ fn drain_and_maint_through_the_api() {
         ),
         0.0
     );
-    // The form spelling, as an HTML form or `curl -d state=maint` sends it.
+    // The form spelling, as `curl -H 'X-Wtgate-Admin: 1' -d state=maint` sends it.
     let r = call(admin, "POST", "/backends/wt1/state", "state=maint", None);
     assert_eq!(json(&r)["old"], "drain");
     assert_eq!(json(&r)["new"], "maint");
@@ -795,30 +803,36 @@ fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(r.status, 413);
     unchanged();
     // Not HTTP at all, or HTTP the h1 core refuses: a 4xx, and the listener serves on.
+    let x = format!("Host: {admin}\r\nX-Wtgate-Admin: 1");
     for raw in [
-        &b"garbage\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\n\r\n",
-        b"POST /backends/wt1/state HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\ndrain",
-        b"POST /backends/wt1/state HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\ndrain\r\n0\r\n\r\n",
-        b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        "garbage\r\n\r\n".to_string(),
+        "GET / HTTP/1.1\r\n\r\n".into(),
+        format!(
+            "POST /backends/wt1/state HTTP/1.1\r\n{x}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\ndrain"
+        ),
+        format!(
+            "POST /backends/wt1/state HTTP/1.1\r\n{x}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\ndrain\r\n0\r\n\r\n"
+        ),
+        format!("GET / HTTP/2.0\r\n{x}\r\n\r\n"),
     ] {
-        let r = send_request(admin, raw).unwrap();
+        let r = send_request(admin, raw.as_bytes()).unwrap();
         assert!(
             (400..500).contains(&r.status) || r.status == 505,
-            "{:?}: {}",
-            String::from_utf8_lossy(raw),
+            "{raw:?}: {}",
             r.status
         );
         unchanged();
     }
-    let huge_head = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(20_000));
+    let huge_head = format!("GET /{} HTTP/1.1\r\n{x}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(
         send_request(admin, huge_head.as_bytes()).unwrap().status,
         431
     );
     // A chunked body is a body like any other.
-    let chunked = b"POST /backends/wt2/state HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ndra\r\n2\r\nin\r\n0\r\n\r\n";
-    let r = send_request(admin, chunked).unwrap();
+    let chunked = format!(
+        "POST /backends/wt2/state HTTP/1.1\r\n{x}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ndra\r\n2\r\nin\r\n0\r\n\r\n"
+    );
+    let r = send_request(admin, chunked.as_bytes()).unwrap();
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(s.proxy.engine().handle().admin_states()[1], Admin::Drain);
     // A client that connects and goes away costs nothing.
@@ -826,25 +840,164 @@ fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(call(admin, "GET", "/stats", "", None).status, 200);
 }
 
+/// Connections that send nothing, or half a head, hold no slot: 200 of them from the operator's
+/// own address (loopback), all still open, and the operator's requests are answered at once —
+/// the longest-waiting ones are closed to make room, saying why.
 #[test]
-fn connections_over_the_limit_get_503_at_once() {
+fn silent_and_half_sent_connections_keep_no_operator_out() {
     let s = start_pair(with_admin);
     let admin = admin_addr(&s.proxy);
-    // Each of these holds a connection thread, waiting for a request that never comes.
-    let idle: Vec<TcpStream> = (0..wtgate::admin::MAX_CONNS)
-        .map(|_| TcpStream::connect(admin).unwrap())
+    let held: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut c = TcpStream::connect(admin).unwrap();
+            if i % 2 == 1 {
+                // An attacker minds no error (a listener that closed it resets it).
+                let _ = write!(c, "GET /stats HTTP/1.1\r\nHost: {admin}\r\n");
+            }
+            c
+        })
         .collect();
-    // Accepted in order, so this one finds every slot taken. It sends nothing: the 503 comes
-    // without the request being read, and unread bytes would turn the close into a reset.
-    let mut busy = TcpStream::connect(admin).unwrap();
-    busy.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut answer = String::new();
-    busy.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
-    drop(idle);
-    eventually("a slot to come back", || {
-        (call(admin, "GET", "/stats", "", None).status == 200).then_some(())
+    let r = call(admin, "GET", "/stats", "", None);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let client = AdminClient::new(&format!("http://{admin}"), None).unwrap();
+    assert_eq!(client.set_state("wt1", Admin::Drain).unwrap().new, "drain");
+    assert_eq!(client.sessions("wt1").unwrap().live, 0);
+    assert_eq!(s.proxy.engine().handle().admin_states()[0], Admin::Drain);
+    // The first ones, silent and half-sent, made room for the later ones, and were told why.
+    for mut oldest in &held[..2] {
+        oldest.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut answer = String::new();
+        oldest.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(answer.contains("waited longest"), "{answer}");
+    }
+    drop(held);
+}
+
+/// Without a token the listener is loopback's, and a web page the operator opens is not: a
+/// form posted from another site, a fetch without the header only local tools send, and a page
+/// under a rebound DNS name are refused, and change nothing. Local tools and a same-origin
+/// script keep working.
+#[test]
+fn web_pages_of_other_sites_cannot_use_a_listener_without_token() {
+    let s = start_pair(with_admin);
+    let admin = admin_addr(&s.proxy);
+    let unchanged = || assert_eq!(s.proxy.engine().handle().admin_states(), [Admin::Ready; 2]);
+    let post = format!("POST /backends/wt1/state HTTP/1.1\r\nHost: {admin}");
+    for (headers, body, says) in [
+        // An HTML form on attacker.example, as a browser posts it.
+        (
+            "Origin: http://attacker.example\r\nSec-Fetch-Site: cross-site\r\n\
+             Content-Type: application/x-www-form-urlencoded",
+            "state=maint",
+            "another site (Sec-Fetch-Site: cross-site)",
+        ),
+        (
+            "Origin: http://attacker.example\r\nContent-Type: application/x-www-form-urlencoded",
+            "state=maint",
+            "another site (Origin: http://attacker.example)",
+        ),
+        (
+            "Origin: http://localhost:3000\r\nSec-Fetch-Site: same-site\r\n\
+             Content-Type: text/plain",
+            "maint",
+            "another site",
+        ),
+        (
+            "Origin: null\r\nX-Wtgate-Admin: 1\r\nContent-Type: application/json",
+            "{\"state\":\"maint\"}",
+            "another site (Origin: null)",
+        ),
+        // A browser that says nothing of where it comes from still cannot add the header.
+        ("Content-Type: text/plain", "maint", "X-Wtgate-Admin: 1"),
+        (
+            "Content-Type: multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=state\r\n\r\nmaint\r\n--b--",
+            "X-Wtgate-Admin: 1",
+        ),
+    ] {
+        let r = raw_call(admin, &format!("{post}\r\n{headers}"), body);
+        assert_eq!(r.status, 403, "{headers}: {}", r.body_str());
+        let why = json(&r)["error"].as_str().unwrap().to_string();
+        assert!(why.contains(says), "{headers}: {why}");
+        unchanged();
+    }
+    let r = raw_call(
+        admin,
+        &format!("POST /reload HTTP/1.1\r\nHost: {admin}"),
+        "",
+    );
+    assert_eq!(r.status, 403, "{}", r.body_str());
+    // DNS rebinding: attacker.example now resolves to 127.0.0.1, and its page is same-origin
+    // with the listener; the Host still names attacker.example.
+    let rebound = format!("attacker.example:{}", admin.port());
+    for (method, path, headers, body) in [
+        ("GET", "/stats", String::new(), ""),
+        ("GET", "/", String::new(), ""),
+        ("GET", "/metrics", String::new(), ""),
+        (
+            "POST",
+            "/backends/wt1/state",
+            format!(
+                "\r\nOrigin: http://{rebound}\r\nSec-Fetch-Site: same-origin\r\n\
+                 Content-Type: application/json"
+            ),
+            "{\"state\":\"maint\"}",
+        ),
+    ] {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: {rebound}{headers}");
+        let r = raw_call(admin, &head, body);
+        assert_eq!(r.status, 421, "{method} {path}: {}", r.body_str());
+        let why = json(&r)["error"].as_str().unwrap().to_string();
+        assert!(
+            why.contains("'attacker.example:") && why.contains(&format!("http://{admin}/")),
+            "{why}"
+        );
+        unchanged();
+    }
+    // The listener under its own names, as the status page's script and local tools reach it.
+    for host in [admin.to_string(), format!("localhost:{}", admin.port())] {
+        let r = raw_call(admin, &format!("GET /stats HTTP/1.1\r\nHost: {host}"), "");
+        assert_eq!(r.status, 200, "{host}: {}", r.body_str());
+    }
+    let same_origin = format!(
+        "{post}\r\nOrigin: http://{admin}\r\nSec-Fetch-Site: same-origin\r\n\
+         Content-Type: application/json"
+    );
+    let r = raw_call(admin, &same_origin, "{\"state\":\"drain\"}");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(json(&r)["new"], "drain");
+    let client = AdminClient::new(&format!("http://{admin}"), None).unwrap();
+    assert_eq!(client.set_state("wt1", Admin::Ready).unwrap().new, "ready");
+    unchanged();
+}
+
+/// The token holder is served from anywhere, under any name: the checks that keep web pages out
+/// of a listener without a token are not needed where a page cannot know the token.
+#[test]
+fn a_token_holder_is_served_from_any_site_under_any_name() {
+    let s = start_pair(|c| {
+        with_admin(c);
+        c.admin_token = Some("s3cret".into());
     });
+    let admin = admin_addr(&s.proxy);
+    let foreign = "POST /backends/wt1/state HTTP/1.1\r\nHost: admin.example\r\n\
+                   Origin: http://attacker.example\r\nSec-Fetch-Site: cross-site\r\n\
+                   Content-Type: application/x-www-form-urlencoded";
+    let r = raw_call(admin, foreign, "state=maint");
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    assert_eq!(s.proxy.engine().handle().admin_states()[0], Admin::Ready);
+    let with_token = format!("{foreign}\r\nAuthorization: Bearer s3cret");
+    let r = raw_call(admin, &with_token, "state=maint");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(s.proxy.engine().handle().admin_states()[0], Admin::Maint);
+    // The page holds no data: served under any name, it asks for the token.
+    let r = raw_call(admin, "GET / HTTP/1.1\r\nHost: admin.example", "");
+    assert_eq!(r.status, 200);
+    let r = raw_call(admin, "GET /stats HTTP/1.1\r\nHost: admin.example", "");
+    assert_eq!(r.status, 401);
+    let client = AdminClient::new(&format!("http://{admin}"), Some("s3cret".into())).unwrap();
+    assert_eq!(client.set_state("wt1", Admin::Ready).unwrap().old, "maint");
 }
 
 #[test]

@@ -39,10 +39,19 @@ fn config_file(listen: u16, admin: u16, backends: &[&TestBackend], more: &str) -
 /// One request to the admin listener, as JSON with its status.
 fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let raw = format!("{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: 0\r\n\r\n");
+    // The admin listener serves only requests addressed to it, and state changes that say so.
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-Wtgate-Admin: 1\r\n{auth}Content-Length: 0\r\n\r\n"
+    );
     let r = send_request(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let v = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body_str()));
     (r.status, v)
+}
+
+/// The body of `GET path` from the admin listener, addressed to it.
+fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    send_request(addr, raw.as_bytes()).unwrap().body_str()
 }
 
 /// The prefixes `/stats` lists.
@@ -262,9 +271,7 @@ fn a_removed_backend_keeps_its_tunnel_and_its_sessions_go_elsewhere() {
         wt2["affinity_misses"], 3,
         "its sessions were redispatched: {wt2}"
     );
-    let metrics = send_request(admin_addr, &get("/metrics"))
-        .unwrap()
-        .body_str();
+    let metrics = admin_get(admin_addr, "/metrics");
     assert!(
         metrics.contains("wtgate_backend_removed{backend=\"wt2\"} 1\n"),
         "{metrics}"
