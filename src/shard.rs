@@ -551,10 +551,19 @@ impl Shard {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request with a `wtd` went to its owner: its session is live.
-    pub fn session_seen(&self, target: &[u8], owner: usize) {
+    /// The owner of the session in `target` answered `client`'s request with `status` (relayed
+    /// whole): a sighting if a `2xx`, see [`crate::sessions`] for what makes a session live.
+    pub fn session_seen(
+        &self,
+        target: &[u8],
+        owner: usize,
+        client: Option<SocketAddr>,
+        status: u16,
+    ) {
         if let Some(id) = find_wtd(target) {
-            self.sessions().seen(id, owner, Instant::now());
+            let client = crate::sessions::client_key(client.map(|c| c.ip()));
+            let now = Instant::now();
+            self.sessions().answered(id, owner, client, status, now);
         }
     }
 

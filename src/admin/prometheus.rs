@@ -186,7 +186,8 @@ const BACKEND_COUNTERS: [BackendCounter; 14] = [
 const BACKEND_GAUGES: [BackendCounter; 4] = [
     (
         "wtgate_backend_sessions",
-        "Live Wt sessions of this backend: a request within the session timeout, or a WebSocket.",
+        "Live Wt sessions of this backend: an open WebSocket, or requests it answered as its own \
+         within the session timeout (README \"Live sessions\").",
         |r, i| r.backends[i].sessions.live as u64,
     ),
     (

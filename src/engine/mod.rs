@@ -449,8 +449,8 @@ impl EngineHandle {
         states.clone()
     }
 
-    /// Live Wt sessions per backend slot, merged over the shards: sessions routed to their owner
-    /// within `session_idle`, or with a WebSocket open.
+    /// Live Wt sessions per backend slot, merged over the shards: sessions with a WebSocket open,
+    /// or that their owner answered as its own within `session_idle` (`crate::sessions`).
     pub fn sessions(&self) -> Vec<BackendSessions> {
         let guards: Vec<_> = self
             .sessions

@@ -155,10 +155,10 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
         if shard.access_log.enabled() {
             req.tally.connected.set(Some(Instant::now()));
         }
-        if up.affinity {
-            shard.session_seen(req.target(), up.backend);
-        }
         let result = exchange(shard, client, &mut up, req).await;
+        if let (true, Ok(_), Some(status)) = (up.affinity, &result, req.tally.status.get()) {
+            shard.session_seen(req.target(), up.backend, client.info.peer, status);
+        }
         let last = (up.backend, Route::of(up.decision, resends));
         let failed = match result {
             Ok(outcome) => {
