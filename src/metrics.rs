@@ -102,6 +102,8 @@ pub struct ShardStats {
     pub no_backend: AtomicU64,
     /// Requests that found no backend to try and waited for one to come back.
     pub queued: AtomicU64,
+    /// Gauge: splice pipes held by this shard's tunnels (shared with its pipe pool).
+    pub pipes: Arc<AtomicU64>,
     /// Requests that did not end with a backend's complete answer, by [`ProxyError::index`].
     pub failures: [AtomicU64; ProxyError::ALL.len()],
     /// Connections refused before routing, by [`Rejection::index`].
@@ -129,6 +131,7 @@ impl ShardStats {
             requests: AtomicU64::new(0),
             no_backend: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            pipes: Arc::default(),
             failures: Default::default(),
             rejections: Default::default(),
             listeners: cfg.listen.iter().map(|_| Default::default()).collect(),
@@ -390,6 +393,8 @@ pub struct Stats {
     pub requests: u64,
     pub no_backend: u64,
     pub queued: u64,
+    /// Splice pipes held by tunnels (two descriptors each), as of the shards' last sweeps.
+    pub pipes: u64,
     /// Failed requests per [`ProxyError`] kind, by name.
     pub failures: Vec<(&'static str, u64)>,
     /// Refused connections per [`Rejection`] kind, by name.
@@ -418,6 +423,7 @@ impl Stats {
             requests: sum(&|s| &s.requests),
             no_backend: sum(&|s| &s.no_backend),
             queued: sum(&|s| &s.queued),
+            pipes: sum(&|s| &*s.pipes),
             failures: ProxyError::ALL
                 .iter()
                 .map(|e| (e.name(), sum(&|s| &s.failures[e.index()])))

@@ -131,7 +131,7 @@ impl Sock {
 
     /// Waits until the socket has bytes to read (or EOF, or an error), without taking any: one poll
     /// on the ring, and no buffer held meanwhile.
-    async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         let lent = Lent::take(&self.0.reader);
         let Some(half) = lent.half.as_ref() else {
             return Err(busy());

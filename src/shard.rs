@@ -136,7 +136,10 @@ impl Shard {
                 (cfg.max_head_bytes + 1024).max(MIN_BUF),
                 SPARE_BUFFERS,
             )),
-            pipes: PipePool::new((cfg.maxconn / 4).div_ceil(shards.max(1)).max(1)),
+            pipes: PipePool::new(
+                (cfg.maxconn / 4).div_ceil(shards.max(1)).max(1),
+                shared.stats.pipes.clone(),
+            ),
             access_log: ShardLog::new(id, shared.access_log, shared.stats.clone()),
             id,
             shards,

@@ -367,6 +367,12 @@ fn overall(e: &mut Encoder, r: &Report) {
     );
     e.int("wtgate_queued_requests_total", &[], s.queued);
     e.family(
+        "wtgate_splice_pipes",
+        Kind::Gauge,
+        "Splice pipes (two descriptors each) held by WebSocket tunnels (--splice auto).",
+    );
+    e.int("wtgate_splice_pipes", &[], s.pipes);
+    e.family(
         "wtgate_rejections_total",
         Kind::Counter,
         "Client connections or requests refused before routing, by reason.",

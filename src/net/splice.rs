@@ -11,6 +11,8 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use super::Sock;
@@ -27,15 +29,23 @@ pub struct PipePool {
     cap: usize,
     out: Cell<usize>,
     free: RefCell<Vec<(OwnedFd, OwnedFd)>>,
+    /// Where the count of pipes out is published (a metric the admin thread reads).
+    gauge: Arc<AtomicU64>,
 }
 
 impl PipePool {
-    pub fn new(cap: usize) -> PipePool {
+    pub fn new(cap: usize, gauge: Arc<AtomicU64>) -> PipePool {
         PipePool {
             cap,
             out: Cell::new(0),
             free: RefCell::new(Vec::new()),
+            gauge,
         }
+    }
+
+    fn set_out(&self, n: usize) {
+        self.out.set(n);
+        self.gauge.store(n as u64, Ordering::Relaxed);
     }
 
     /// A pipe, or `None` when the cap is reached or pipe2 fails (`EMFILE`): then copy.
@@ -47,7 +57,7 @@ impl PipePool {
             Some(fds) => fds,
             None => new_pipe().ok()?,
         };
-        self.out.set(self.out.get() + 1);
+        self.set_out(self.out.get() + 1);
         Some(Pipe {
             pool: self,
             fds: Some(fds),
@@ -70,7 +80,7 @@ pub struct Pipe<'a> {
 
 impl Drop for Pipe<'_> {
     fn drop(&mut self) {
-        self.pool.out.set(self.pool.out.get() - 1);
+        self.pool.set_out(self.pool.out.get() - 1);
         let mut free = self.pool.free.borrow_mut();
         if let Some(fds) = self.fds.take()
             && self.held == 0
@@ -87,23 +97,18 @@ impl Pipe<'_> {
         (r.as_raw_fd(), w.as_raw_fd())
     }
 
-    /// Moves what `from` has (up to `len`) into the pipe, which must be empty: waits until
-    /// `from` is readable unless `try_first`. 0 is EOF.
-    pub async fn fill(&mut self, from: &Sock, len: usize, try_first: bool) -> io::Result<usize> {
+    /// Moves what `from` has now (up to `len`) into the pipe, which must be empty, without
+    /// waiting: `None` if nothing is there (the caller waits for readability, without holding the
+    /// pipe if it likes). `Some(0)` is EOF.
+    pub fn try_fill(&mut self, from: &Sock, len: usize) -> io::Result<Option<usize>> {
         debug_assert_eq!(self.held, 0);
-        let mut ready = try_first;
-        loop {
-            if !ready {
-                from.readable().await?;
+        match splice_nb(from.splice_fd(), self.ends().1, len) {
+            Ok(n) => {
+                self.held = n;
+                Ok(Some(n))
             }
-            match splice_nb(from.splice_fd(), self.ends().1, len) {
-                Ok(n) => {
-                    self.held = n;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready = false,
-                Err(e) => return Err(e),
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -170,7 +175,7 @@ mod tests {
 
     #[test]
     fn pool_caps_pipes_and_keeps_only_empty_ones() {
-        let pool = PipePool::new(2);
+        let pool = PipePool::new(2, Arc::default());
         let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
         assert!(pool.take().is_none(), "over the cap");
         assert_eq!(pool.out(), 2);

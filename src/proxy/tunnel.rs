@@ -4,8 +4,9 @@
 //! **Splice-auto** (`--splice auto`, docs/splice.md): each direction copies through its read
 //! buffer until one read brings [`SPLICE_MIN`] bytes; it writes those out, gives the buffer back
 //! and moves bytes with splice(2) through a pipe from the shard's pool, until [`SMALL_SPLICES`]
-//! splices in a row bring less, and then copies again, the pipe drained and returned. With no
-//! pipe to be had it stays on copy.
+//! splices in a row bring less, and then copies again, the pipe drained and returned. While a
+//! spliced direction waits for its next bytes it holds no pipe either: the drained pipe goes back
+//! to the pool and is taken again when bytes come. With no pipe to be had it stays on copy.
 
 use std::cell::Cell;
 use std::io;
@@ -136,7 +137,7 @@ async fn relay_until_eof(
         {
             // Splicing holds no buffer: the pipe is all this direction needs.
             buf.release();
-            if splice_while_large((from, to), pipe, last, bytes).await? {
+            if splice_while_large((from, to), pipe, pipes, last, bytes).await? {
                 to.shutdown_write();
                 return Ok(());
             }
@@ -169,32 +170,58 @@ fn count((counter, tunnel, _): Bytes<'_>, n: usize, last: &Cell<Instant>) {
 /// Splices `from` → `to` until EOF (`true`) or [`SMALL_SPLICES`] small splices in a row
 /// (`false`). The pipe is drained after every fill, so it goes back to its pool empty; on an
 /// error it may not be, and is closed instead.
-async fn splice_while_large(
+async fn splice_while_large<'p>(
     (from, to): (&Sock, &Sock),
-    mut pipe: net::Pipe<'_>,
+    mut pipe: net::Pipe<'p>,
+    pipes: Option<&'p PipePool>,
     last: &Cell<Instant>,
     bytes: Bytes<'_>,
 ) -> io::Result<bool> {
     // A large read came just before: more is probably queued, so try before polling.
-    let (mut ready, mut small, mut turn) = (true, 0, 0);
+    let (mut small, mut turn) = (0, 0);
     loop {
-        let n = pipe.fill(from, PIPE_LEN, ready).await?;
+        let Some(n) = pipe.try_fill(from, PIPE_LEN)? else {
+            match wait_without(pipe, from, pipes).await? {
+                Some(p) => pipe = p,
+                None => return Ok(false),
+            }
+            continue;
+        };
         if n == 0 {
             return Ok(true);
         }
         pipe.drain(to).await?;
         count(bytes, n, last);
         ShardStats::add(bytes.2, n);
-        // Less than the threshold most likely took all there was: poll before the next one.
-        ready = n >= SPLICE_MIN;
-        small = if ready { 0 } else { small + 1 };
+        let large = n >= SPLICE_MIN;
+        small = if large { 0 } else { small + 1 };
         if small >= SMALL_SPLICES {
             return Ok(false);
         }
-        turn = if ready { turn + 1 } else { 0 };
+        turn = if large { turn + 1 } else { 0 };
         if turn >= SPLICES_PER_TURN {
             turn = 0;
             net::yield_once().await;
         }
+        if !large {
+            // Less than the threshold most likely took all there was: wait before the next try.
+            match wait_without(pipe, from, pipes).await? {
+                Some(p) => pipe = p,
+                None => return Ok(false),
+            }
+        }
     }
+}
+
+/// Waits until `from` has bytes, without holding `pipe` (drained): a direction between bursts,
+/// maybe for long (a Wt WebSocket between pushes), holds no pipe. Then a pipe again from the pool,
+/// or `None` if none is free (the direction copies).
+async fn wait_without<'p>(
+    pipe: net::Pipe<'p>,
+    from: &Sock,
+    pipes: Option<&'p PipePool>,
+) -> io::Result<Option<net::Pipe<'p>>> {
+    drop(pipe);
+    from.readable().await?;
+    Ok(pipes.and_then(PipePool::take))
 }

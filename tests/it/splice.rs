@@ -280,6 +280,22 @@ fn engine_drop_closes_a_splicing_tunnel() {
     expect_end(&mut s);
 }
 
+/// A tunnel idle after a burst holds no pipe: both directions gave theirs back to the pool once
+/// drained (they would each hold one, two descriptors, for as long as the WebSocket is open);
+/// and the next burst splices again.
+#[test]
+fn an_idle_splicing_tunnel_holds_no_pipe() {
+    let b = RawBackend::start(Act::Echo);
+    let (proxy, mut s) = tunnel(&b, |_| {});
+    splice_a_burst(&mut s, &proxy);
+    eventually("the pipes back in the pool", || {
+        (proxy.engine().stats().pipes == 0).then_some(())
+    });
+    let before = spliced(&proxy);
+    echo_burst(&mut s);
+    assert!(spliced(&proxy) > before, "the second burst was not spliced");
+}
+
 /// With `--splice off` the same burst is all copied.
 #[test]
 fn splice_off_copies() {
