@@ -322,17 +322,6 @@ fn a_256_mib_upload_passes_in_bounded_memory() {
     );
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn rss_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 /// Idle WebSocket tunnels (each after one echo, as a Wt session's between pushes) hold no read
 /// buffer: the wtgate process grows by its sockets' and tasks' few KiB per tunnel, not by two
 /// 16 KiB buffers (issue 17). Measured on the binary, in a process of its own, so that this
@@ -352,15 +341,7 @@ fn idle_websocket_tunnels_hold_no_read_buffers() {
     };
     let b = TestBackend::start("wt1", ws);
     let listen = free_port();
-    let w = Serving::start(&[
-        "--threads",
-        "1",
-        "--no-pin",
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--backend",
-        &format!("wt1={}", b.addr),
-    ]);
+    let w = Serving::start(&one_backend_args(listen, b.addr, &[]));
     let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     let echo = |i: usize| {
         let (mut c, r) = ws_connect(addr, &format!("/app?wtd={SID}&request=ws&i={i}"));
@@ -374,9 +355,9 @@ fn idle_websocket_tunnels_hold_no_read_buffers() {
     };
     // Warm: the runtime, the shard's pools and the allocator's arenas at their working size.
     drop((0..20).map(echo).collect::<Vec<_>>());
-    let before = rss_of(w.pid());
+    let before = rss_of(&w.pid().to_string());
     let open: Vec<Wire> = (0..TUNNELS).map(echo).collect();
-    let grown = rss_of(w.pid()).saturating_sub(before);
+    let grown = rss_of(&w.pid().to_string()).saturating_sub(before);
     eprintln!(
         "{TUNNELS} idle tunnels: wtgate grew by {} KiB, {:.1} KiB per tunnel",
         grown / 1024,

@@ -85,6 +85,23 @@ impl Drop for TempConfig {
     }
 }
 
+/// The arguments of a wtgate on one unpinned shard listening on 127.0.0.1:`listen` in front of
+/// one backend `wt1` at `backend`, followed by `more`.
+pub fn one_backend_args(listen: u16, backend: std::net::SocketAddr, more: &[&str]) -> Vec<String> {
+    let base = [
+        "--threads".to_string(),
+        "1".into(),
+        "--no-pin".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{listen}"),
+        "--backend".into(),
+        format!("wt1={backend}"),
+    ];
+    base.into_iter()
+        .chain(more.iter().map(|s| s.to_string()))
+        .collect()
+}
+
 /// A serving wtgate: its stderr line by line, and its stdout (the access log's `-`) as a whole.
 pub struct Serving {
     child: std::process::Child,

@@ -103,11 +103,16 @@ pub fn session_id(rng: &mut Rng, prefix: &str) -> String {
 
 /// Resident memory of this test process (the engine runs in it), in bytes.
 pub fn vm_rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_of("self")
+}
+
+/// Resident memory of process `pid` (a number, or `self`), in bytes.
+pub fn rss_of(pid: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: usize = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
+        .expect("VmRSS in /proc/PID/status");
     kb * 1024
 }

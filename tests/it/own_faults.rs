@@ -37,17 +37,11 @@ fn prlimit_nofile(pid: u32, n: usize) {
 fn running_out_of_descriptors_is_not_the_backends_fault() {
     let b = TestBackend::start("wt1", Behavior::Normal);
     let listen = free_port();
-    let w = Serving::start(&args(&[
-        "--threads",
-        "1",
-        "--no-pin",
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--backend",
-        &format!("wt1={}", b.addr),
-        "--check-interval",
-        "1h",
-    ]));
+    let w = Serving::start(&one_backend_args(
+        listen,
+        b.addr,
+        &["--check-interval", "1h"],
+    ));
     let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     // One descriptor left: the client connection takes it, its backend connect finds none.
     let limit = one_fd_left(w.pid());
@@ -72,21 +66,18 @@ fn running_out_of_descriptors_is_not_the_backends_fault() {
 fn a_stop_at_maxconn_keeps_to_the_grace() {
     let b = TestBackend::start("wt1", Behavior::Normal);
     let listen = free_port();
-    let mut w = Serving::start(&args(&[
-        "--threads",
-        "1",
-        "--no-pin",
-        "--listen",
-        &format!("127.0.0.1:{listen}"),
-        "--backend",
-        &format!("wt1={}", b.addr),
-        "--maxconn",
-        "2",
-        "--keepalive-timeout",
-        "1h",
-        "--grace",
-        "1s",
-    ]));
+    let mut w = Serving::start(&one_backend_args(
+        listen,
+        b.addr,
+        &[
+            "--maxconn",
+            "2",
+            "--keepalive-timeout",
+            "1h",
+            "--grace",
+            "1s",
+        ],
+    ));
     let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
     let idle: Vec<Wire> = (0..2)
         .map(|i| {
