@@ -352,14 +352,8 @@ fn listeners(e: &mut Encoder, r: &Report) {
     }
 }
 
-fn overall(e: &mut Encoder, r: &Report) {
-    let s = &r.stats;
-    e.family(
-        "wtgate_requests_total",
-        Kind::Counter,
-        "Client requests with a valid head.",
-    );
-    e.int("wtgate_requests_total", &[], s.requests);
+/// Requests that waited for a backend, and the splice pipes tunnels hold.
+fn waits_and_pipes(e: &mut Encoder, s: &crate::metrics::Stats) {
     e.family(
         "wtgate_queued_requests_total",
         Kind::Counter,
@@ -372,6 +366,17 @@ fn overall(e: &mut Encoder, r: &Report) {
         "Splice pipes (two descriptors each) held by WebSocket tunnels (--splice auto).",
     );
     e.int("wtgate_splice_pipes", &[], s.pipes);
+}
+
+fn overall(e: &mut Encoder, r: &Report) {
+    let s = &r.stats;
+    e.family(
+        "wtgate_requests_total",
+        Kind::Counter,
+        "Client requests with a valid head.",
+    );
+    e.int("wtgate_requests_total", &[], s.requests);
+    waits_and_pipes(e, s);
     e.family(
         "wtgate_rejections_total",
         Kind::Counter,
