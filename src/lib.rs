@@ -3,8 +3,9 @@
 //! Map of the modules, in the order bytes flow through them:
 //! - [`config`]: one `Config` from flags and a TOML config file ([`config::file`]), validated with
 //!   messages that name the fix; [`config::reload`] turns a re-read file into the next generation
-//!   (backend slots keyed by prefix), which `engine` hands to every shard; [`privileges`] drops
-//!   root once the listeners are bound (`--user`).
+//!   (backend slots keyed by prefix), which `engine` hands to every shard; [`watch`] polls the
+//!   file and says when it changed (`--watch-config`); [`privileges`] drops root once the
+//!   listeners are bound (`--user`).
 //! - [`engine`]: one pinned monoio runtime (its own io_uring ring) per core, each with its own
 //!   `SO_REUSEPORT` listeners; starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
@@ -26,7 +27,8 @@
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
 //!   [`trim`] returns freed memory to the system off the shards.
 //! - [`admin`]: the `--admin` HTTP listener (metrics, status page, backend states), on threads of
-//!   its own outside the shards, and the client of `wtgate admin`.
+//!   its own outside the shards, and the client of `wtgate admin`, which asks several instances
+//!   at once ([`admin::client::Fleet`]).
 //!
 //! The demo backends (`wtgate demo`) and the WebSocket codec the tests and the bench use are the
 //! `wtgate-demo` crate (`demo/`), which needs only `wtgate-h1`.
@@ -47,6 +49,7 @@ pub mod route;
 pub mod sessions;
 pub mod shard;
 pub mod trim;
+pub mod watch;
 
 /// The HTTP/1.1 core is a crate of its own (`h1/`), usable without the proxy; re-exported so that
 /// `wtgate::h1::…` and `crate::h1::…` keep naming it.

@@ -22,13 +22,19 @@ use wtgate_demo::DemoBackend;
     help_triggers("-h", "--help", "help"),
     example = "wtgate --listen 0.0.0.0:8080 --backend wt1=127.0.0.1:9090 --backend wt2=127.0.0.1:9091",
     example = "wtgate check --config /etc/wtgate/wtgate.toml",
-    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n  wtgate admin COMMAND     drain, ready, maint, sessions, reload: a running wtgate\n\nDurations take ms, s, m or h (a bare number is seconds).\n\nA --config file (TOML; wtgate.example.toml shows every key) can hold every option. An option\ngiven on the command line wins over the file's value, and --listen, --backend and\n--trust-forwarded-from given there replace the file's lists.\n\nSignals: SIGTERM or SIGINT stops gracefully (see --grace); SIGHUP re-reads --config and\nputs backend and proxy changes in force without dropping a connection, and reopens the\naccess log; SIGUSR1 only reopens the access log (after a rotation)."
+    note = "Commands:\n  wtgate [run] [OPTIONS]   serve (the default command)\n  wtgate check [OPTIONS]   validate the options, print the routing table\n  wtgate demo [OPTIONS]    two Wt-like demo servers behind wtgate, to try it\n  wtgate admin COMMAND     drain, ready, maint, sessions, reload: running wtgates\n\nDurations take ms, s, m or h (a bare number is seconds).\n\nA --config file (TOML; wtgate.example.toml shows every key) can hold every option. An option\ngiven on the command line wins over the file's value, and --listen, --backend and\n--trust-forwarded-from given there replace the file's lists.\n\nSignals: SIGTERM or SIGINT stops gracefully (see --grace); SIGHUP re-reads --config and\nputs backend and proxy changes in force without dropping a connection, and reopens the\naccess log; SIGUSR1 only reopens the access log (after a rotation). With --watch-config (or\nwatch = true in the file), a change of the file is put in force as SIGHUP would, within 2 s."
 )]
 struct ProxyArgs {
     /// a TOML config file with any of the settings below (see wtgate.example.toml); the options
     /// given on the command line win over it
     #[argh(option)]
     config: Option<String>,
+
+    /// put the --config file in force whenever it changes, as SIGHUP does (a file that does not
+    /// validate is refused and logged; the running config stays): checked every second, following
+    /// symbolic links, so a Kubernetes ConfigMap update counts; also watch = true in the file
+    #[argh(switch)]
+    watch_config: bool,
 
     /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
     /// 0.0.0.0:PORT; ADDR,proxy-protocol expects a PROXY protocol v1/v2 header on every
@@ -218,19 +224,27 @@ struct DemoArgs {
 }
 
 #[derive(FromArgs)]
-/// Changes or reads the state of a backend of a running wtgate, through its --admin listener.
+/// Changes or reads the state of a backend of a running wtgate, through its --admin listener; or
+/// of every instance of an active-active wtgate at once, through each one's.
 #[argh(
     help_triggers("-h", "--help", "help"),
-    example = "wtgate admin drain wt1 --wait --timeout 30m   # before restarting wt1\nwtgate admin ready wt1                         # once it is back",
-    note = "Exit status 0 on success; 1 on an error, or when --wait times out with sessions left."
+    example = "wtgate admin drain wt1 --wait --timeout 30m   # before restarting wt1\nwtgate admin ready wt1                         # once it is back\nwtgate admin --url http://10.0.0.1:8404 --url http://10.0.0.2:8404 drain wt1 --wait\nwtgate admin --config /etc/wtgate/wtgate.toml sessions wt1   # its [admin] peers",
+    note = "Which instances: every --url given; else the --config file's [admin] peers, else its\n[admin] listen; else http://127.0.0.1:8404. The token: --token, else $WTGATE_ADMIN_TOKEN,\nelse the file's [admin] token, the same for every instance.\n\nSeveral instances: each command goes to all of them at once, and each line of output starts\nwith the instance's URL. A state change or reload is made on every instance that answers;\nnothing is undone where another failed: each instance that failed gets a line on stderr, then\none line says where it was made and where not, and the exit status is 1 (run the command\nagain: a state change may be repeated). sessions prints each instance's count and the total\n(a session used through two instances counts on each). drain --wait waits only if the drain\nwas made everywhere, and returns once every instance, in the same round of polls, has no live\nsession of the backend left; an instance that stops answering ends it with exit status 1.\n\nExit status 0 on success; 1 on an error on any instance, or when --wait times out with\nsessions left."
 )]
 struct AdminArgs {
-    /// the admin listener: http://HOST:PORT, as wtgate's --admin (default http://127.0.0.1:8404)
+    /// an admin listener: http://HOST:PORT, as wtgate's --admin; repeat it to act on every
+    /// instance of an active-active wtgate at once (default: the --config file's, else
+    /// http://127.0.0.1:8404)
     #[argh(option)]
-    url: Option<String>,
+    url: Vec<String>,
 
-    /// the --admin-token wtgate runs with (default: $WTGATE_ADMIN_TOKEN, which keeps it out of
-    /// the process list)
+    /// a wtgate config file: act on its [admin] peers (every instance), or else on its [admin]
+    /// listen, with its [admin] token; --url and --token win over it
+    #[argh(option)]
+    config: Option<String>,
+
+    /// the --admin-token wtgate runs with, the same for every instance (default:
+    /// $WTGATE_ADMIN_TOKEN, which keeps it out of the process list; else the --config file's)
     #[argh(option)]
     token: Option<String>,
 
@@ -375,6 +389,9 @@ impl ProxyArgs {
                 }
             }
         }
+        if self.watch_config && self.config.is_none() {
+            errors.push("--watch-config follows the --config file: add --config FILE".into());
+        }
         let (listen_ok, backends_ok) =
             self.parse_addresses(&mut cfg, (file_listen, file_backends), &mut errors);
         self.parse_timeouts(&mut cfg, &mut errors);
@@ -402,6 +419,15 @@ impl ProxyArgs {
             .map(|w| origins.locate_warning(w))
             .collect();
         (cfg, errors, warnings)
+    }
+
+    /// Whether the config file is to be followed: `--watch-config`, or `watch = true` in it.
+    fn watches(&self) -> bool {
+        let file = self
+            .config
+            .as_deref()
+            .and_then(|p| ConfigFile::load(p).ok());
+        self.watch_config || file.is_some_and(|f| f.watch())
     }
 
     /// Whether the command line sets `s`, overriding the config file.
@@ -739,6 +765,11 @@ fn run(args: &ProxyArgs) -> ExitCode {
     // Taken over first: from here on, an early SIGHUP (a reload right after start) or SIGUSR1 (a
     // log rotation) waits for the engine instead of killing wtgate, their default.
     let hup = Signals::new([signal_hook::consts::SIGHUP, signal_hook::consts::SIGUSR1]);
+    // Taken before the file is read, so that a change made while it is read is seen as one.
+    let watched = args.config.as_deref().map(|path| {
+        let start = wtgate::watch::Signature::of(std::path::Path::new(path));
+        (path, start.ok())
+    });
     let cfg = match args.config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -751,6 +782,11 @@ fn run(args: &ProxyArgs) -> ExitCode {
     // Before the "listening" line, which tells scripts (and tests) that signals are handled.
     stop_on_signals(&engine);
     reload_on_sighup(&engine, args, hup);
+    if let Some((path, start)) = watched
+        && args.watches()
+    {
+        reload_on_change(&engine, path, start);
+    }
     let listen: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     eprint(&format!(
         "wtgate: listening on {} with {shards} shard(s); backends: {}",
@@ -845,6 +881,40 @@ fn reload_on_sighup(engine: &Engine, args: &ProxyArgs, hup: io::Result<Signals>)
     });
 }
 
+/// How often `--watch-config` looks at the file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `--watch-config` or `watch = true`: the file is polled every second, and a change that has
+/// settled is put in force as SIGHUP's reload would (the engine logs what changed, or why nothing
+/// did; a file that does not validate changes nothing). A poll, not inotify: see `wtgate::watch`.
+fn reload_on_change(engine: &Engine, path: &str, start: Option<wtgate::watch::Signature>) {
+    use std::ops::ControlFlow;
+    use wtgate::watch::Event;
+    let handle = engine.handle();
+    let shown = path.to_string();
+    let on_event = move |event| {
+        match event {
+            Event::Changed => {
+                eprint(&format!("wtgate: {shown} changed: reloading it"));
+                // Logged by the engine, whichever way it went.
+                let _ = handle.reload();
+            }
+            Event::Unreadable(e) => eprint(&format!(
+                "wtgate: warning: --watch-config: cannot read {shown}: {e}; the running config \
+                 stays, and the file is watched for its return"
+            )),
+        }
+        ControlFlow::Continue(())
+    };
+    match wtgate::watch::spawn(path.into(), WATCH_EVERY, start, on_event) {
+        Ok(_) => eprint(&format!(
+            "wtgate: watching {path}: a change is put in force within {}",
+            format_duration(WATCH_EVERY * 2)
+        )),
+        Err(e) => eprint(&format!("wtgate: warning: --watch-config: {e}")),
+    }
+}
+
 fn check(args: &ProxyArgs) -> ExitCode {
     let cfg = match args.config() {
         Ok(c) => c,
@@ -893,6 +963,13 @@ fn check(args: &ProxyArgs) -> ExitCode {
     }
     if let Some(log) = &cfg.access_log {
         let _ = writeln!(out, "access log: {log}");
+    }
+    if let Some(path) = args.config.as_deref().filter(|_| args.watches()) {
+        let within = format_duration(WATCH_EVERY * 2);
+        let _ = writeln!(
+            out,
+            "config file: {path} watched, a change in force within {within}"
+        );
     }
     routing_table(&mut out, &cfg);
     print(&out, ExitCode::SUCCESS)
@@ -960,89 +1037,317 @@ fn demo(args: &DemoArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `wtgate admin`: one request (or a drain's polls) to a running wtgate's admin listener.
+/// `wtgate admin`: one request (or a drain's polls) to the admin listener of each instance.
 fn admin(args: &AdminArgs) -> ExitCode {
-    use wtgate::admin::client::{AdminClient, ClientError, DEFAULT_URL};
     use wtgate::health::Admin;
 
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var("WTGATE_ADMIN_TOKEN").ok());
-    let url = args.url.as_deref().unwrap_or(DEFAULT_URL);
-    let client = match AdminClient::new(url, token) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let fleet = match admin_fleet(args) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
-    let (prefix, state) = match &args.command {
-        AdminCommand::Drain(a) => (&a.prefix, Admin::Drain),
-        AdminCommand::Ready(a) => (&a.prefix, Admin::Ready),
-        AdminCommand::Maint(a) => (&a.prefix, Admin::Maint),
-        AdminCommand::Sessions(a) => {
-            return match client.sessions(&a.prefix) {
-                Ok(s) => print(&format!("{}\n", describe_sessions(&s)), ExitCode::SUCCESS),
-                Err(e) => fail(e),
-            };
-        }
-        AdminCommand::Reload(_) => {
-            return match client.reload() {
-                Ok(lines) => print(&format!("{}\n", lines.join("\n")), ExitCode::SUCCESS),
-                Err(e @ ClientError::Status { status: 400, .. }) => {
-                    fail(format!("reload refused, the running config stays: {e}"))
-                }
-                Err(e) => fail(e),
-            };
-        }
+    let (prefix, state, wait) = match &args.command {
+        AdminCommand::Sessions(a) => return admin_sessions(&fleet, &a.prefix),
+        AdminCommand::Reload(_) => return admin_reload(&fleet),
+        AdminCommand::Drain(a) => match drain_timeout(a) {
+            Ok(wait) => (&a.prefix, Admin::Drain, wait),
+            Err(code) => return code,
+        },
+        AdminCommand::Ready(a) => (&a.prefix, Admin::Ready, None),
+        AdminCommand::Maint(a) => (&a.prefix, Admin::Maint, None),
     };
-    let wait = match &args.command {
-        AdminCommand::Drain(a) if a.wait => {
-            match parse_duration(a.timeout.as_deref().unwrap_or("30m")) {
-                Ok(t) => Some(t),
-                Err(e) => return fail(format!("--timeout: {e}")),
+    let mut failed = Vec::new();
+    for (i, answer) in fleet
+        .each(|c| c.set_state(prefix, state))
+        .into_iter()
+        .enumerate()
+    {
+        match answer {
+            Ok(c) => say(&format!(
+                "{}{}: {} -> {}",
+                label(&fleet, i),
+                c.backend,
+                c.old,
+                c.new
+            )),
+            Err(e) => {
+                eprint(&format!("wtgate: {}{e}", label(&fleet, i)));
+                failed.push(i);
             }
         }
-        AdminCommand::Drain(a) if a.timeout.is_some() => {
-            return fail("--timeout applies to --wait: add --wait");
-        }
-        _ => None,
-    };
-    match client.set_state(prefix, state) {
-        Ok(c) => say(&format!("{}: {} -> {}", c.backend, c.old, c.new)),
-        Err(e) => return fail(e),
+    }
+    let then = if wait.is_some() { "not waiting; " } else { "" };
+    let what = format!("{prefix}: {} made", state.as_str());
+    let advice = format!(
+        "{then}run the command again once they answer (a state change may be repeated), or \
+         leave them out"
+    );
+    if !all_answered(&fleet, &what, &failed, &advice) {
+        return ExitCode::from(1);
     }
     match wait {
-        Some(timeout) => wait_drained(&client, prefix, timeout),
+        Some(timeout) => wait_drained(&fleet, prefix, timeout),
         None => ExitCode::SUCCESS,
     }
 }
 
-/// `admin drain --wait`: polls until `prefix` holds no live session (exit 0) or `timeout` (1).
+/// The instances `wtgate admin` acts on, with the token: the `--url`s; else the `--config`
+/// file's `[admin] peers`, else its `[admin] listen`; else [`DEFAULT_URL`]. The token:
+/// `--token`, else `$WTGATE_ADMIN_TOKEN`, else the file's `[admin] token`.
+///
+/// [`DEFAULT_URL`]: wtgate::admin::client::DEFAULT_URL
+fn admin_fleet(args: &AdminArgs) -> Result<wtgate::admin::client::Fleet, ExitCode> {
+    use wtgate::admin::client::{DEFAULT_URL, Fleet};
+    let file = match &args.config {
+        None => Default::default(),
+        Some(path) => match ConfigFile::load(path).and_then(|f| f.admin_peers()) {
+            Ok(peers) => peers,
+            Err(errors) => {
+                for e in errors {
+                    eprint(&format!("wtgate: {e}"));
+                }
+                return Err(ExitCode::from(1));
+            }
+        },
+    };
+    let urls = if !args.url.is_empty() {
+        args.url.clone()
+    } else if !file.peers.is_empty() {
+        file.peers
+    } else if let Some(mut addr) = file.listen {
+        // A listener on every address is reached on this machine's loopback.
+        if addr.ip().is_unspecified() {
+            let loopback = match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            };
+            addr.set_ip(loopback);
+        }
+        vec![format!("http://{addr}")]
+    } else if let Some(path) = &args.config {
+        return Err(fail(format!(
+            "{path} has neither [admin] peers nor [admin] listen: add them, or name the admin \
+             listener with --url"
+        )));
+    } else {
+        vec![DEFAULT_URL.to_string()]
+    };
+    let named = |u: &String| u.trim_end_matches('/').to_string();
+    if let Some(twice) = urls
+        .iter()
+        .enumerate()
+        .find(|(i, u)| urls[..*i].iter().any(|v| named(v) == named(u)))
+    {
+        return Err(fail(format!(
+            "{} is named twice: name each instance once",
+            twice.1
+        )));
+    }
+    let nonempty = |t: String| Some(t).filter(|t| !t.is_empty());
+    let token = (args.token.clone().and_then(nonempty))
+        .or_else(|| std::env::var("WTGATE_ADMIN_TOKEN").ok().and_then(nonempty))
+        .or(file.token);
+    Fleet::new(&urls, token).map_err(fail)
+}
+
+/// `drain`'s `--timeout`, if it waits; an exit code after saying what is wrong.
+fn drain_timeout(a: &DrainArgs) -> Result<Option<std::time::Duration>, ExitCode> {
+    match (a.wait, &a.timeout) {
+        (true, t) => match parse_duration(t.as_deref().unwrap_or("30m")) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => Err(fail(format!("--timeout: {e}"))),
+        },
+        (false, Some(_)) => Err(fail("--timeout applies to --wait: add --wait")),
+        (false, None) => Ok(None),
+    }
+}
+
+/// What starts an instance's lines: its URL, where there are several; nothing where there is
+/// one (the output of a single instance is as it always was).
+fn label(fleet: &wtgate::admin::client::Fleet, i: usize) -> String {
+    match fleet.len() {
+        1 => String::new(),
+        _ => format!("{}: ", fleet.clients()[i].url()),
+    }
+}
+
+/// After a command that asked every instance, each failure already said on its own line: true if
+/// none failed; else, with several instances, one more line saying where `what` was done and
+/// where not, and `advice`.
+fn all_answered(
+    fleet: &wtgate::admin::client::Fleet,
+    what: &str,
+    failed: &[usize],
+    advice: &str,
+) -> bool {
+    if failed.is_empty() {
+        return true;
+    }
+    if fleet.len() > 1 {
+        let urls: Vec<&str> = failed.iter().map(|&i| fleet.clients()[i].url()).collect();
+        eprint(&format!(
+            "wtgate: {what} on {} of {} instances, not on {}: {advice}",
+            fleet.len() - failed.len(),
+            fleet.len(),
+            urls.join(", ")
+        ));
+    }
+    false
+}
+
+/// `admin sessions`: each instance's count; with several, their total.
+fn admin_sessions(fleet: &wtgate::admin::client::Fleet, prefix: &str) -> ExitCode {
+    let (mut out, mut answered, mut failed) = (String::new(), Vec::new(), Vec::new());
+    for (i, answer) in fleet.each(|c| c.sessions(prefix)).into_iter().enumerate() {
+        match answer {
+            Ok(s) => {
+                let _ = writeln!(out, "{}{}", label(fleet, i), describe_sessions(&s));
+                answered.push(s);
+            }
+            Err(e) => {
+                eprint(&format!("wtgate: {}{e}", label(fleet, i)));
+                failed.push(i);
+            }
+        }
+    }
+    if fleet.len() > 1 && !answered.is_empty() {
+        let of = match failed.len() {
+            0 => format!("total of {} instances", fleet.len()),
+            _ => format!(
+                "total of the {} of {} instances that answered",
+                answered.len(),
+                fleet.len()
+            ),
+        };
+        let total = describe_sessions(&total_sessions(prefix, &answered));
+        let _ = writeln!(out, "{of}: {total}");
+    }
+    let what = format!("{prefix}: sessions counted");
+    let code = match all_answered(fleet, &what, &failed, "the total leaves theirs out") {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    };
+    print(&out, code)
+}
+
+/// `admin reload`: each instance reads its config file again.
+fn admin_reload(fleet: &wtgate::admin::client::Fleet) -> ExitCode {
+    use wtgate::admin::client::ClientError;
+    let (mut out, mut failed) = (String::new(), Vec::new());
+    for (i, answer) in fleet.each(|c| c.reload()).into_iter().enumerate() {
+        let at = label(fleet, i);
+        match answer {
+            Ok(lines) => {
+                for line in lines {
+                    let _ = writeln!(out, "{at}{line}");
+                }
+            }
+            Err(e @ ClientError::Status { status: 400, .. }) => {
+                eprint(&format!(
+                    "wtgate: {at}reload refused, the running config stays: {e}"
+                ));
+                failed.push(i);
+            }
+            Err(e) => {
+                eprint(&format!("wtgate: {at}{e}"));
+                failed.push(i);
+            }
+        }
+    }
+    let advice = "there, the running config stays";
+    let code = match all_answered(fleet, "reload: put in force", &failed, advice) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    };
+    print(&out, code)
+}
+
+/// `admin drain --wait`: polls every instance until none holds a live session of `prefix` (exit
+/// 0), or `timeout` (1), or an instance does not answer (1).
 fn wait_drained(
-    client: &wtgate::admin::client::AdminClient,
+    fleet: &wtgate::admin::client::Fleet,
     prefix: &str,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    use wtgate::admin::client::Drained;
+    use wtgate::admin::client::{FleetDrained, SessionsInfo};
     let mut last = None;
-    let mut progress = |s: &wtgate::admin::client::SessionsInfo| {
+    let mut progress = |round: &[SessionsInfo]| {
         // One line per change, not one per poll.
-        if last != Some(s.live) {
-            last = Some(s.live);
-            say(&describe_sessions(s));
+        let live: Vec<u64> = round.iter().map(|s| s.live).collect();
+        if last.as_ref() != Some(&live) {
+            last = Some(live);
+            say(&describe_round(fleet, prefix, round));
         }
     };
     let every = std::time::Duration::from_secs(1);
-    match client.wait_drained(prefix, timeout, every, &mut progress) {
-        Ok(Drained::Empty) => print(
-            &format!("{prefix}: drained: no live session left\n"),
-            ExitCode::SUCCESS,
-        ),
-        Ok(Drained::TimedOut(s)) => fail(format!(
-            "{prefix}: {} live session(s) remain after {}: a restart now would end them",
-            s.live,
-            format_duration(timeout)
+    match fleet.wait_drained(prefix, timeout, every, &mut progress) {
+        Ok(FleetDrained::Empty) => {
+            let on = match fleet.len() {
+                1 => String::new(),
+                n => format!(" on {n} instances"),
+            };
+            let done = format!("{prefix}: drained: no live session left{on}\n");
+            print(&done, ExitCode::SUCCESS)
+        }
+        Ok(FleetDrained::TimedOut(round)) => fail(format!(
+            "{prefix}: {} live session(s) remain after {}{}: a restart now would end them",
+            round.iter().map(|s| s.live).sum::<u64>(),
+            format_duration(timeout),
+            per_instance(fleet, &round)
         )),
-        Err(e) => fail(e),
+        Err((_, e)) if fleet.len() == 1 => fail(e),
+        Err((i, e)) => {
+            eprint(&format!("wtgate: {}{e}", label(fleet, i)));
+            fail(format!(
+                "{prefix}: the drain is not confirmed: {} did not answer, so its sessions of \
+                 {prefix} are unknown",
+                fleet.clients()[i].url()
+            ))
+        }
+    }
+}
+
+/// A round of a drain's polls: `wt1: 3 live sessions, last request 2 s ago`, and with several
+/// instances each one's count after it.
+fn describe_round(
+    fleet: &wtgate::admin::client::Fleet,
+    prefix: &str,
+    round: &[wtgate::admin::client::SessionsInfo],
+) -> String {
+    match round {
+        [one] => describe_sessions(one),
+        _ => format!(
+            "{}{}",
+            describe_sessions(&total_sessions(prefix, round)),
+            per_instance(fleet, round)
+        ),
+    }
+}
+
+/// ` (http://10.0.0.1:8404: 1, http://10.0.0.2:8404: 2)` with several instances; nothing with
+/// one.
+fn per_instance(
+    fleet: &wtgate::admin::client::Fleet,
+    round: &[wtgate::admin::client::SessionsInfo],
+) -> String {
+    if round.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = (fleet.clients().iter().zip(round))
+        .map(|(c, s)| format!("{}: {}", c.url(), s.live))
+        .collect();
+    format!(" ({})", each.join(", "))
+}
+
+/// The instances' sessions of `prefix` summed, with the latest request of any. A session used
+/// through two instances is counted by each.
+fn total_sessions(
+    prefix: &str,
+    each: &[wtgate::admin::client::SessionsInfo],
+) -> wtgate::admin::client::SessionsInfo {
+    wtgate::admin::client::SessionsInfo {
+        backend: each.first().map_or(prefix, |s| &s.backend).to_string(),
+        live: each.iter().map(|s| s.live).sum(),
+        since_last_request: each.iter().filter_map(|s| s.since_last_request).min(),
     }
 }
 

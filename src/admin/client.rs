@@ -94,45 +94,77 @@ pub struct AdminClient {
     token: Option<String>,
 }
 
+/// An admin listener's address as `wtgate admin --url` and `[admin] peers` take it, split up.
+struct Parsed {
+    hostport: String,
+    host: String,
+    base: String,
+}
+
+/// Splits `http://HOST[:PORT][/BASE]` (the scheme may be left out); the error says what to write.
+fn parse_url(url: &str) -> Result<Parsed, String> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(
+                "the admin listener speaks plain HTTP: use http:// (reach a remote one \
+                        through a tunnel, e.g. ssh -L 8404:127.0.0.1:8404 host)"
+                    .into(),
+            );
+        }
+        Some(_) => return Err("only http:// URLs are spoken".into()),
+        // The scheme may be left out: `127.0.0.1:8404`.
+        None => url,
+    };
+    let (authority, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("expected http://HOST:PORT, e.g. http://127.0.0.1:8404".into());
+    }
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let hostport = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok(Parsed {
+        hostport,
+        host: authority.to_string(),
+        base: base.to_string(),
+    })
+}
+
+/// Whether `url` is an admin listener's address `wtgate admin` can speak to; if not, why not
+/// (for `[admin] peers` in a config file).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
 impl AdminClient {
     /// `url`: `http://HOST[:PORT][/BASE]`.
     pub fn new(url: &str, token: Option<String>) -> Result<AdminClient, ClientError> {
-        let bad = |why: &str| ClientError::BadUrl(format!("--url '{url}': {why}"));
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(bad(
-                    "the admin listener speaks plain HTTP: use http:// (reach a remote one \
-                     through a tunnel, e.g. ssh -L 8404:127.0.0.1:8404 host)",
-                ));
-            }
-            Some(_) => return Err(bad("only http:// URLs are spoken")),
-            // The scheme may be left out: `127.0.0.1:8404`.
-            None => url,
-        };
-        let (authority, base) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad("expected http://HOST:PORT, e.g. http://127.0.0.1:8404"));
-        }
-        let has_port = match authority.rfind(']') {
-            Some(close) => authority[close..].contains(':'),
-            None => authority.contains(':'),
-        };
-        let hostport = if has_port {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let Parsed {
+            hostport,
+            host,
+            base,
+        } = parse_url(url).map_err(|why| ClientError::BadUrl(format!("--url '{url}': {why}")))?;
         Ok(AdminClient {
             url: url.trim_end_matches('/').to_string(),
-            host: authority.to_string(),
+            host,
             hostport,
-            base: base.to_string(),
+            base,
             token: token.filter(|t| !t.is_empty()),
         })
+    }
+
+    /// The listener's URL as given (without a final `/`), to name it in messages.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// One request; the status and the body of the answer.
@@ -310,6 +342,105 @@ impl AdminClient {
     }
 }
 
+/// Several admin listeners, asked at once: the instances of an active-active wtgate behind an L4
+/// balancer, which `wtgate admin` operates as one (`--url` repeated, or `[admin] peers`).
+///
+/// Every request goes to every instance, each on a thread of its own, so that an instance that
+/// does not answer costs its connect timeout once, not once per instance; the answers come back
+/// in the instances' order, each on its own: nothing is undone where another instance failed.
+pub struct Fleet {
+    clients: Vec<AdminClient>,
+}
+
+/// How a wait for a drain on every instance ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetDrained {
+    /// Every instance answered, in the same round, that the backend has no live session left.
+    Empty,
+    /// The timeout passed; each instance's last answer, in the instances' order.
+    TimedOut(Vec<SessionsInfo>),
+}
+
+impl Fleet {
+    /// A client for each of `urls`, all with `token`; the first bad URL is the error.
+    pub fn new(urls: &[String], token: Option<String>) -> Result<Fleet, ClientError> {
+        let clients = urls
+            .iter()
+            .map(|u| AdminClient::new(u, token.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(Fleet { clients })
+    }
+
+    pub fn clients(&self) -> &[AdminClient] {
+        &self.clients
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// `ask` of every instance at once; the answers in the instances' order.
+    pub fn each<T: Send>(
+        &self,
+        ask: impl Fn(&AdminClient) -> Result<T, ClientError> + Sync,
+    ) -> Vec<Result<T, ClientError>> {
+        if let [one] = &self.clients[..] {
+            return vec![ask(one)];
+        }
+        let ask = &ask;
+        std::thread::scope(|s| {
+            let asking: Vec<_> = self
+                .clients
+                .iter()
+                .map(|c| s.spawn(move || ask(c)))
+                .collect();
+            asking
+                .into_iter()
+                .map(|a| {
+                    a.join().unwrap_or_else(|_| {
+                        Err(ClientError::BadResponse(
+                            "the request's thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Polls every instance's live sessions of `prefix` every `every` until all of them answer
+    /// none in the same round, or `timeout` passed; `progress` sees each round. An instance that
+    /// does not answer ends the wait: its index and why (its sessions are unknown, so the drain
+    /// cannot be confirmed).
+    pub fn wait_drained(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+        every: Duration,
+        progress: &mut dyn FnMut(&[SessionsInfo]),
+    ) -> Result<FleetDrained, (usize, ClientError)> {
+        let start = Instant::now();
+        loop {
+            let mut round = Vec::with_capacity(self.clients.len());
+            for (i, answer) in self.each(|c| c.sessions(prefix)).into_iter().enumerate() {
+                round.push(answer.map_err(|e| (i, e))?);
+            }
+            progress(&round);
+            if round.iter().all(|s| s.live == 0) {
+                return Ok(FleetDrained::Empty);
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(FleetDrained::TimedOut(round));
+            }
+            std::thread::sleep(every.min(left));
+        }
+    }
+}
+
 enum Failure {
     Io(io::Error),
     Bad(String),
@@ -377,6 +508,56 @@ mod tests {
         for bad in ["https://h:1", "ftp://h", "http://", "http://u@h:1"] {
             let e = AdminClient::new(bad, None).err().expect(bad).to_string();
             assert!(e.contains(bad), "{e}");
+            assert!(check_url(bad).is_err(), "{bad}");
         }
+        assert_eq!(check_url("10.0.0.2:8404"), Ok(()));
+    }
+
+    /// A listener that answers each of `n` connections with `body` (JSON, 200), then stops.
+    fn answering(n: usize, body: &'static str) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut s in l.incoming().take(n).map_while(Result::ok) {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        url
+    }
+
+    /// Every instance is asked; each answer stays with its instance, in order, a failure too.
+    #[test]
+    fn a_fleet_keeps_each_instances_answer() {
+        let one = answering(
+            1,
+            r#"{"backend":"wt1","live":2,"since_last_request_s":1.5}"#,
+        );
+        let closed = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", gone.local_addr().unwrap())
+        };
+        let two = answering(
+            1,
+            r#"{"backend":"wt1","live":0,"since_last_request_s":null}"#,
+        );
+        let fleet = Fleet::new(&[one, closed.clone(), two], None).unwrap();
+        assert_eq!(fleet.len(), 3);
+        let answers = fleet.each(|c| c.sessions("wt1"));
+        assert_eq!(answers[0].as_ref().unwrap().live, 2);
+        match &answers[1] {
+            Err(ClientError::Connect { url, .. }) => assert_eq!(url, &closed),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answers[2].as_ref().unwrap().since_last_request, None);
+        assert!(Fleet::new(&["https://h:1".into()], None).is_err());
     }
 }

@@ -36,6 +36,7 @@ struct FileConfig {
     user: Option<Value>,
     access_log: Option<Value>,
     splice: Option<Value>,
+    watch: Option<Value>,
     listen: Option<Vec<Spanned<ListenTable>>>,
     backend: Option<Vec<Spanned<BackendTable>>>,
     #[serde(default)]
@@ -59,6 +60,8 @@ struct FileConfig {
 struct AdminTable {
     listen: Option<Value>,
     token: Option<Value>,
+    /// Read by `wtgate admin --config FILE` only (see [`AdminPeers`]); checked by everyone.
+    peers: Option<Spanned<Vec<Value>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +201,19 @@ pub struct Applied {
     pub backends: Option<bool>,
 }
 
+/// What `wtgate admin --config FILE` takes from the file's `[admin]` table: which instances to
+/// act on, and the token.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AdminPeers {
+    /// `peers`: every instance's admin listener (`http://HOST:PORT`), this one's included; empty
+    /// when the file has none.
+    pub peers: Vec<String>,
+    /// `listen`: this instance's own admin listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `token`.
+    pub token: Option<String>,
+}
+
 impl ConfigFile {
     /// Reads and parses the file at `path`.
     pub fn load(path: &str) -> Result<ConfigFile, Vec<String>> {
@@ -270,6 +286,37 @@ impl ConfigFile {
             backends,
         }
     }
+
+    /// `watch = true`: put the file in force whenever it changes (`--watch-config`). A value
+    /// that is not a boolean is an error of `apply`, and false here.
+    pub fn watch(&self) -> bool {
+        let watch = self.parsed.watch.as_ref().map(|v| v.get_ref().as_bool());
+        watch.flatten().unwrap_or(false)
+    }
+
+    /// The `[admin]` table's peers, listen address and token, each checked as `apply` checks
+    /// them (and nothing else of the file: `wtgate admin` resolves no backend's name); every
+    /// error at once, as `FILE:LINE: KEY: why`.
+    pub fn admin_peers(&self) -> Result<AdminPeers, Vec<String>> {
+        let mut r = Reader {
+            name: &self.name,
+            text: &self.text,
+            errors: Vec::new(),
+            origins: Origins::default(),
+        };
+        let mut cfg = Config::default();
+        let admin = &self.parsed.admin;
+        read_admin(&mut r, admin, &mut cfg);
+        let peers = read_peers(&mut r, admin);
+        if !r.errors.is_empty() {
+            return Err(r.errors);
+        }
+        Ok(AdminPeers {
+            peers,
+            listen: cfg.admin,
+            token: cfg.admin_token,
+        })
+    }
 }
 
 fn apply_top(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
@@ -293,6 +340,11 @@ fn apply_top(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
         &f.session_id_length,
         whole,
     );
+    // Read by the binary (`ConfigFile::watch`), not a `Config` setting: checked here so that a
+    // bad value is reported with the others.
+    if let Some(v) = &f.watch {
+        r.read("watch", v, boolean);
+    }
 }
 
 fn apply_durations(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
@@ -387,7 +439,14 @@ fn apply_health_and_admin(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
     r.set(&mut cfg.check, Setting::Check, &h.check, check);
     r.set(&mut cfg.rise, Setting::Rise, &h.rise, whole);
     r.set(&mut cfg.fall, Setting::Fall, &h.fall, whole);
-    r.set(&mut cfg.admin, Setting::Admin, &f.admin.listen, |v, w| {
+    read_admin(r, &f.admin, cfg);
+    // For `wtgate admin --config`; checked here too, so that `wtgate check` reports a bad one.
+    read_peers(r, &f.admin);
+}
+
+/// `[admin] listen` and `token`.
+fn read_admin(r: &mut Reader, admin: &AdminTable, cfg: &mut Config) {
+    r.set(&mut cfg.admin, Setting::Admin, &admin.listen, |v, w| {
         string(v, w).and_then(|s| {
             super::parse_admin_addr(s)
                 .map(Some)
@@ -397,9 +456,31 @@ fn apply_health_and_admin(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
     r.set(
         &mut cfg.admin_token,
         Setting::AdminToken,
-        &f.admin.token,
+        &admin.token,
         |v, w| string(v, w).map(|s| Some(s.to_string())),
     );
+}
+
+/// `[admin] peers`: the good URLs, in order; an error for each bad one, and for an empty list.
+fn read_peers(r: &mut Reader, admin: &AdminTable) -> Vec<String> {
+    let Some(list) = &admin.peers else {
+        return Vec::new();
+    };
+    if list.get_ref().is_empty() {
+        let why = "an empty list: name every instance's admin listener, e.g. \
+                   [\"http://10.0.0.1:8404\", \"http://10.0.0.2:8404\"], or leave the key out";
+        r.error(list.span(), "admin.peers", why);
+    }
+    let mut peers = Vec::new();
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let url = r.read(&format!("admin.peers[{i}]"), v, |v, w| {
+            let url = string(v, w)?.trim();
+            crate::admin::client::check_url(url).map_err(|why| format!("'{url}': {why}"))?;
+            Ok(url.to_string())
+        });
+        peers.extend(url);
+    }
+    peers
 }
 
 /// Where the settings a config file gave are, to name them by key and line in messages; a setting
@@ -1124,6 +1205,46 @@ pool_idle = "10s"
                 "wtgate.toml:2: limits.maxconn must be at least 1",
                 "--retries must be at least 1 (it counts connect attempts)"
             ]
+        );
+    }
+
+    /// `watch` and `[admin] peers` are no `Config` settings, but are checked with the others; a
+    /// bad one is an error at its line, for `wtgate check` as for `wtgate admin --config`.
+    #[test]
+    fn watch_and_the_admin_peers_are_read_and_checked() {
+        let text = "watch = true\n[admin]\nlisten = \"0.0.0.0:8404\"\ntoken = \"t\"\n\
+                    peers = [\"http://10.0.0.1:8404\", \"10.0.0.2:8404\"]\n";
+        let file = ConfigFile::parse("wtgate.toml", text.to_string()).unwrap();
+        assert!(file.watch());
+        assert!(file.apply(&mut Config::default()).errors.is_empty());
+        let peers = file.admin_peers().unwrap();
+        assert_eq!(peers.peers, ["http://10.0.0.1:8404", "10.0.0.2:8404"]);
+        assert_eq!(peers.listen, Some("0.0.0.0:8404".parse().unwrap()));
+        assert_eq!(peers.token.as_deref(), Some("t"));
+        let none = ConfigFile::parse("wtgate.toml", String::new()).unwrap();
+        assert!(!none.watch());
+        assert_eq!(none.admin_peers().unwrap(), AdminPeers::default());
+
+        let bad = "watch = \"yes\"\n[admin]\npeers = [\"https://10.0.0.1:8404\", 3]\n";
+        let file = ConfigFile::parse("wtgate.toml", bad.to_string()).unwrap();
+        assert!(!file.watch());
+        let e = file.apply(&mut Config::default()).errors;
+        let want = [
+            "wtgate.toml:1: watch: '\"yes\"' is not true or false",
+            "wtgate.toml:3: admin.peers[0]: 'https://10.0.0.1:8404': the admin listener speaks \
+             plain HTTP",
+            "wtgate.toml:3: admin.peers[1]: '3' is not a string",
+        ];
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+        for (e, w) in e.iter().zip(want) {
+            assert!(e.starts_with(w), "{e} is not {w}");
+        }
+        let e = file.admin_peers().unwrap_err();
+        assert_eq!(e.len(), 2, "{e:#?}");
+        let e = errors("[admin]\npeers = []\n");
+        assert!(
+            e[0].starts_with("wtgate.toml:2: admin.peers: an empty list"),
+            "{e:?}"
         );
     }
 

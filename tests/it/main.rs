@@ -18,6 +18,7 @@ mod cli;
 mod failure;
 mod faults;
 mod health;
+mod instances;
 mod load;
 mod own_faults;
 mod page_loads;
