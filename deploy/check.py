@@ -154,7 +154,8 @@ def wtgate_bin():
     code, out = run(["cargo", "build", "--quiet", "--bin", "wtgate"], cwd=ROOT)
     if code != 0:
         sys.exit(f"cargo build --bin wtgate failed:\n{out}")
-    return str(ROOT / "target" / "debug" / "wtgate")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    return str((ROOT / target) / "debug" / "wtgate")
 
 
 WTGATE = wtgate_bin()
