@@ -509,6 +509,10 @@ fn drain_wait_times_out_while_a_websocket_keeps_its_session() {
     let mut rng = Rng::new(37);
     let sid = session_id(&mut rng, "wt1");
     let (_ws, _) = ws_connect(proxy.addr, &format!("/?wtd={sid}&request=ws"));
+    // The shard records the open tunnel just after the 101 has gone out to the client.
+    eventually("the WebSocket's session counted", || {
+        (proxy.engine().sessions()[0].live == 1).then_some(())
+    });
     client.set_state("wt1", Admin::Drain).unwrap();
     let end = client
         .wait_drained(
