@@ -15,13 +15,17 @@
 //! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing,
 //!   chunked decoding, the PROXY protocol header, typed errors, and the rewriting of heads on
 //!   their way through.
-//! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin.
+//! - [`route`]: pure routing: the `wtd` query parameter, its owner, weighted round-robin, and
+//!   what a request falls back to when no backend is ready (draining ones, then down ones worth a
+//!   try; nothing: the request waits for one to come back).
 //! - [`net`]: the thin runtime (monoio) shell: a socket handle one task reads while another
 //!   writes, timeouts, read buffers lent to the ring, channels between shards.
-//! - [`pool`]: per-shard idle keep-alive connections to backends.
+//! - [`pool`]: per-shard idle keep-alive connections to backends, reused only if they stayed
+//!   silent since their last response.
 //! - [`health`]: each shard's copy of backend states, rise/fall rules, admin states, the gossip
 //!   messages; [`check`] runs the active checks.
-//! - [`sessions`]: the live Wt sessions each shard routed to their owners, merged on request.
+//! - [`sessions`]: the live Wt sessions each shard saw their owners answer (an open WebSocket, or
+//!   answers as their own), bounded per client address, merged on request.
 //! - [`access_log`]: one line per request and per tunnel, formatted on the shards into buffers of
 //!   their own, written by a thread of its own that never holds a shard up.
 //! - [`metrics`]: counters per shard, summed for the engine; [`log`] rate-limits failure lines;
