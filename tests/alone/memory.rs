@@ -371,3 +371,39 @@ fn idle_websocket_tunnels_hold_no_read_buffers() {
     );
     drop(open);
 }
+
+/// Idle keep-alive client connections (each after one request, as a browser's between page
+/// loads) cost the wtgate process its task and socket bookkeeping, no read buffer (issue 17).
+/// Measured on the binary, in a process of its own.
+#[test]
+fn idle_keepalive_connections_are_small() {
+    const CONNS: usize = 1000;
+    /// Per idle connection, at most (HAProxy: 1.3 KiB, nginx 0.7 KiB on this box).
+    const BUDGET: usize = 8 * 1024;
+    let _alone = alone();
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let listen = free_port();
+    let w = Serving::start(&one_backend_args(listen, b.addr, &[]));
+    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let request = |i: usize| {
+        let mut c = Wire::connect(addr);
+        c.write_all(&get(&format!("/?i={i}"))).unwrap();
+        assert_eq!(c.read_response(false).unwrap().status, 200);
+        c
+    };
+    drop((0..50).map(request).collect::<Vec<_>>());
+    let before = rss_of(&w.pid().to_string());
+    let open: Vec<Wire> = (0..CONNS).map(request).collect();
+    let grown = rss_of(&w.pid().to_string()).saturating_sub(before);
+    eprintln!(
+        "{CONNS} idle keep-alive connections: wtgate grew by {} KiB, {:.2} KiB per connection",
+        grown / 1024,
+        grown as f64 / CONNS as f64 / 1024.0
+    );
+    assert!(
+        grown <= CONNS * BUDGET,
+        "{} KiB per idle connection",
+        grown / CONNS / 1024
+    );
+    drop(open);
+}
