@@ -353,23 +353,7 @@ fn idle_websocket_tunnels_hold_no_read_buffers() {
         assert_eq!(payload, msg.as_bytes());
         c
     };
-    // Warm: the runtime, the shard's pools and the allocator's arenas at their working size.
-    drop((0..20).map(echo).collect::<Vec<_>>());
-    let before = rss_of(&w.pid().to_string());
-    let open: Vec<Wire> = (0..TUNNELS).map(echo).collect();
-    let grown = rss_of(&w.pid().to_string()).saturating_sub(before);
-    eprintln!(
-        "{TUNNELS} idle tunnels: wtgate grew by {} KiB, {:.1} KiB per tunnel",
-        grown / 1024,
-        grown as f64 / TUNNELS as f64 / 1024.0
-    );
-    assert!(
-        grown <= TUNNELS * BUDGET,
-        "{} KiB per idle tunnel, budget {} KiB",
-        grown / TUNNELS / 1024,
-        BUDGET / 1024
-    );
-    drop(open);
+    assert_idle_cost(&w, "idle tunnels", (TUNNELS, BUDGET), echo);
 }
 
 /// Idle keep-alive client connections (each after one request, as a browser's between page
@@ -391,19 +375,32 @@ fn idle_keepalive_connections_are_small() {
         assert_eq!(c.read_response(false).unwrap().status, 200);
         c
     };
-    drop((0..50).map(request).collect::<Vec<_>>());
-    let before = rss_of(&w.pid().to_string());
-    let open: Vec<Wire> = (0..CONNS).map(request).collect();
-    let grown = rss_of(&w.pid().to_string()).saturating_sub(before);
+    assert_idle_cost(&w, "idle keep-alive connections", (CONNS, BUDGET), request);
+}
+
+/// Opens `n` connections with `open` (after a few to warm the runtime, the shard's pools and the
+/// allocator's arenas up to their working size), leaves them idle, and fails if wtgate's RSS grew
+/// by more than `budget` per connection.
+fn assert_idle_cost(
+    w: &Serving,
+    what: &str,
+    (n, budget): (usize, usize),
+    open: impl Fn(usize) -> Wire,
+) {
+    drop((0..50).map(&open).collect::<Vec<_>>());
+    let pid = w.pid().to_string();
+    let before = rss_of(&pid);
+    let held: Vec<Wire> = (0..n).map(&open).collect();
+    let grown = rss_of(&pid).saturating_sub(before);
+    let per = grown as f64 / n as f64 / 1024.0;
     eprintln!(
-        "{CONNS} idle keep-alive connections: wtgate grew by {} KiB, {:.2} KiB per connection",
-        grown / 1024,
-        grown as f64 / CONNS as f64 / 1024.0
+        "{n} {what}: wtgate grew by {} KiB, {per:.2} KiB each",
+        grown / 1024
     );
     assert!(
-        grown <= CONNS * BUDGET,
-        "{} KiB per idle connection",
-        grown / CONNS / 1024
+        grown <= n * budget,
+        "{what}: {per:.2} KiB each, budget {} KiB",
+        budget / 1024
     );
-    drop(open);
+    drop(held);
 }
