@@ -424,10 +424,10 @@ impl Shard {
     }
 
     /// A request went out to `backend` and waits for its answer ([`Health::sent`]).
-    pub fn request_sent(&self, backend: usize) {
+    pub fn request_sent(&self, backend: usize, at: Instant) {
         let mut health = self.health.borrow_mut();
         if backend < health.len() {
-            health.sent(backend, Instant::now());
+            health.sent(backend, at);
         }
     }
 

@@ -470,7 +470,7 @@ async fn exchange(
         sent_bytes: &counters.request_bytes,
         read_bytes: &req.tally.bytes_in,
     };
-    let awaiting = Awaiting::new(shard, up.backend, &req.first_byte);
+    let awaiting = Awaiting::new(shard, up.backend, &req.first_byte, req.started);
     let relay = Relay {
         shard,
         timeouts: t,
@@ -531,8 +531,15 @@ struct Awaiting<'a> {
 }
 
 impl<'a> Awaiting<'a> {
-    fn new(shard: &'a Shard, backend: usize, first_byte: &'a Cell<Option<Instant>>) -> Self {
-        shard.request_sent(backend);
+    /// `since`: when the request came (close enough to when it went out, and no clock read on
+    /// the request path).
+    fn new(
+        shard: &'a Shard,
+        backend: usize,
+        first_byte: &'a Cell<Option<Instant>>,
+        since: Instant,
+    ) -> Self {
+        shard.request_sent(backend, since);
         Awaiting {
             shard,
             backend,
