@@ -463,7 +463,7 @@ fn read_response(stream: &mut TcpStream, head_request: bool) -> Result<(u16, Vec
             Ok(None) => {}
             Err(e) => return Err(Failure::Bad(e.to_string())),
         }
-        let n = stream.read(&mut chunk).map_err(Failure::Io)?;
+        let n = read_some(stream, &mut chunk).map_err(Failure::Io)?;
         eof = n == 0;
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -481,12 +481,23 @@ fn read_response(stream: &mut TcpStream, head_request: bool) -> Result<(u16, Vec
         if body.len() > MAX_RESPONSE {
             return Err(Failure::Bad("the answer is too large".into()));
         }
-        let n = stream.read(&mut chunk).map_err(Failure::Io)?;
+        let n = read_some(stream, &mut chunk).map_err(Failure::Io)?;
         if n == 0 {
             framer.on_eof().map_err(|e| Failure::Bad(e.to_string()))?;
             return Ok((head.status, body));
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One read, again if a signal interrupted it (a process that handles signals, or a test
+/// harness, gets `EINTR` from a blocking read).
+fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 

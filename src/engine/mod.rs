@@ -15,7 +15,7 @@
 
 mod limits;
 mod listen;
-mod permits;
+pub(crate) mod permits;
 pub mod reload;
 mod shard_thread;
 

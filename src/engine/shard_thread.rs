@@ -5,7 +5,6 @@
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -223,13 +222,12 @@ impl Accept {
                     let counters = &shard.stats.listeners[self.index];
                     ShardStats::count(&counters.accepted);
                     ShardStats::count(&counters.open);
-                    let index = self.index;
-                    crate::net::spawn(async move {
-                        crate::proxy::serve(&shard, stream, pp).await;
-                        let open = &shard.stats.listeners[index].open;
-                        open.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
-                    });
+                    let slot = crate::proxy::Slot {
+                        shard,
+                        listener: self.index,
+                        permit,
+                    };
+                    crate::net::spawn(crate::proxy::serve(slot, stream, pp));
                 }
                 Err(e) => {
                     self.shard.log_accept_error(&e);

@@ -23,10 +23,32 @@ pub struct Client {
     pub buf: InBuf,
     pub info: ClientInfo,
     /// Set while the connection waits for its next request: a graceful stop closes it then.
-    idle: Rc<Cell<bool>>,
+    pub idle: Rc<Cell<bool>>,
+    /// The connection's place under `--maxconn`; taken by a WebSocket tunnel that goes on in a
+    /// task of its own ([`super::exchange`]'s `upgraded`), which then also closes the socket.
+    pub slot: Option<Slot>,
+    /// Its key in the shard's table of open sockets.
+    pub key: u64,
+}
+
+/// A client connection's place under `--maxconn` on its shard: given back, and the listener's
+/// open-connections gauge lowered, when dropped, by whichever task ends the connection.
+pub struct Slot {
+    pub shard: Rc<Shard>,
+    /// Which listen address it came on.
+    pub listener: usize,
+    pub permit: crate::engine::permits::Permit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let open = &self.shard.stats.listeners[self.listener].open;
+        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What a request knows about the client connection it came on.
+#[derive(Clone)]
 pub struct ClientInfo {
     /// The client's address and port (from the PROXY protocol header where the listener takes
     /// one), for the access log.
@@ -53,7 +75,8 @@ impl ClientInfo {
 
 /// Serves one client connection until it closes; `proxy_protocol`: it starts with a PROXY
 /// protocol header, which says who the client is.
-pub async fn serve(shard: &Shard, stream: TcpStream, proxy_protocol: bool) {
+pub async fn serve(slot: Slot, stream: TcpStream, proxy_protocol: bool) {
+    let shard = slot.shard.clone();
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let sock = Sock::new(stream);
@@ -64,13 +87,18 @@ pub async fn serve(shard: &Shard, stream: TcpStream, proxy_protocol: bool) {
         buf: InBuf::new(shard.bufs.clone()),
         info: ClientInfo::new(peer, "http"),
         idle,
+        slot: Some(slot),
+        key,
     };
-    let accepted = !proxy_protocol || accept_proxy_header(shard, &mut client).await;
+    let accepted = !proxy_protocol || accept_proxy_header(&shard, &mut client).await;
     if accepted {
-        serve_requests(shard, &mut client).await;
+        serve_requests(&shard, &mut client).await;
     }
-    shard.untrack(key);
-    client.sock.shutdown_both();
+    // Unless a tunnel took the connection over: it closes it when it ends.
+    if client.slot.is_some() {
+        shard.untrack(key);
+        client.sock.shutdown_both();
+    }
 }
 
 /// Reads the PROXY protocol header and takes the client's address (and scheme) from it. False:

@@ -382,41 +382,91 @@ async fn finish(
     }
 }
 
-/// After `101`: the tunnel, until both sides have closed; its own access-log line then.
+/// After `101`: the tunnel, until both sides have closed; its own access-log line then. It goes
+/// on in a task of its own, which takes the connection over (its `--maxconn` slot, its sockets and
+/// read buffers): a task is as large as its largest state, and this one's is the whole request's
+/// exchange, while a WebSocket of a Wt session lives for hours, idle most of the time.
 async fn upgraded(
     shard: &Shard,
     client: &mut Client,
-    (mut up, route): (Upstream, Route),
+    (up, route): (Upstream, Route),
     req: &Request,
 ) -> Next {
-    let _open = Held::new(&shard.stats, up.backend, |b| &b.tunnels);
-    // A WebSocket keeps its session live for as long as it is open.
-    let session = up.affinity.then_some(req.target());
-    if let Some(t) = session {
-        shard.session_tunnel(t, up.backend, true);
-    }
-    let opened = Instant::now();
-    let (bytes_in, bytes_out) = tunnel::run(shard, client, &mut up).await;
-    if let Some(t) = session {
-        shard.session_tunnel(t, up.backend, false);
-    }
-    shard.with_prefix(up.backend, |prefix| {
-        shard.access_log.write(&Line {
-            kind: Kind::Tunnel,
-            client: client.info.peer,
-            backend: Some(prefix),
-            route,
-            started: opened,
-            connected: None,
-            first_byte: None,
-            status: Some(101),
-            bytes_in,
-            bytes_out,
-            error: None,
-            request: Some(req.line()),
-        })
-    });
+    let Some(slot) = client.slot.take() else {
+        return Next::Close;
+    };
+    let line = req.line();
+    let tunnel = Tunnel {
+        open: Held::new(&shard.stats, up.backend, |b| &b.tunnels),
+        client: Client {
+            sock: client.sock.clone(),
+            buf: std::mem::replace(&mut client.buf, InBuf::new(shard.bufs.clone())),
+            info: client.info.clone(),
+            idle: client.idle.clone(),
+            slot: Some(slot),
+            key: client.key,
+        },
+        session: up.affinity.then(|| req.target().to_vec()),
+        up,
+        route,
+        line: (line.method.to_vec(), line.target.to_vec(), line.version),
+    };
+    crate::net::spawn(tunnel.run());
     Next::Close
+}
+
+/// A WebSocket tunnel in a task of its own, with everything it needs, owned.
+struct Tunnel {
+    client: Client,
+    up: Upstream,
+    route: Route,
+    /// The request-target, when it named a session of this backend: live while the tunnel is.
+    session: Option<Vec<u8>>,
+    /// The request line, for the access log: method, target, version.
+    line: (Vec<u8>, Vec<u8>, h1::Version),
+    /// Counts it among the backend's open tunnels.
+    open: Held,
+}
+
+impl Tunnel {
+    async fn run(mut self) {
+        let Some(shard) = self.client.slot.as_ref().map(|s| s.shard.clone()) else {
+            return;
+        };
+        let backend = self.up.backend;
+        if let Some(t) = &self.session {
+            shard.session_tunnel(t, backend, true);
+        }
+        let opened = Instant::now();
+        let (bytes_in, bytes_out) = tunnel::run(&shard, &mut self.client, &mut self.up).await;
+        if let Some(t) = &self.session {
+            shard.session_tunnel(t, backend, false);
+        }
+        let (method, target, version) = &self.line;
+        shard.with_prefix(backend, |prefix| {
+            shard.access_log.write(&Line {
+                kind: Kind::Tunnel,
+                client: self.client.info.peer,
+                backend: Some(prefix),
+                route: self.route,
+                started: opened,
+                connected: None,
+                first_byte: None,
+                status: Some(101),
+                bytes_in,
+                bytes_out,
+                error: None,
+                request: Some(RequestLine {
+                    method,
+                    target,
+                    version: *version,
+                }),
+            })
+        });
+        shard.untrack(self.client.key);
+        self.client.sock.shutdown_both();
+        drop(self.open);
+    }
 }
 
 /// Logs why we answer a request ourselves: client, request line without its query (it may hold

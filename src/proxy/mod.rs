@@ -18,6 +18,6 @@ mod exchange;
 mod tunnel;
 mod upstream;
 
-pub use client::serve;
+pub use client::{Slot, serve};
 pub use error::{ProxyError, Rejection};
 pub use upstream::{Progress, Verdict, verdict};
