@@ -264,7 +264,10 @@ impl Health {
         *n = n.saturating_sub(1);
         if let Some(at) = at {
             *since = Some(at);
-            self.status[backend].stalled = false;
+            let s = &mut self.status[backend];
+            s.stalled = false;
+            // An answer from a backend marked down: the mark is stale (`BackendStatus::alive`).
+            s.alive |= !s.up;
         }
     }
 
@@ -319,7 +322,7 @@ impl Health {
     }
 
     /// Marks `backend` down for `cause`; true if it was up. It comes back only through `rise`
-    /// good checks (for its own sessions, also through an answer: [`Health::answered`]).
+    /// good checks (for its own sessions, also through an answer: [`Health::replied`]).
     pub fn mark_down(&mut self, backend: usize, cause: Cause) -> bool {
         let s = &mut self.status[backend];
         let was_up = s.up;
@@ -337,13 +340,10 @@ impl Health {
         was_down
     }
 
-    /// A request on a connection to `backend` got an answer (`true`) or went unanswered; only
-    /// matters while it is marked down: see [`BackendStatus::alive`].
-    pub fn answered(&mut self, backend: usize, answered: bool) {
-        let s = &mut self.status[backend];
-        if !s.up {
-            s.alive = answered;
-        }
+    /// A request on a connection to `backend`, marked down, timed out or saw the connection close
+    /// unanswered: the mark holds after all ([`BackendStatus::alive`]).
+    pub fn unanswered(&mut self, backend: usize) {
+        self.status[backend].alive = false;
     }
 
     /// Applies a message from another shard; true if it changed this shard's view.

@@ -403,13 +403,12 @@ impl Shard {
         decision
     }
 
-    /// A request on a connection to `backend` was answered (`true`), or went unanswered (it timed
-    /// out or the connection closed): while the backend is marked down, this says whether the
-    /// mark is stale ([`crate::health::BackendStatus::alive`]).
-    pub fn answered(&self, backend: usize, answered: bool) {
+    /// A request on a connection to `backend` timed out or saw it close unanswered: a mark down
+    /// that an answer made stale holds again ([`crate::health::BackendStatus::alive`]).
+    pub fn unanswered(&self, backend: usize) {
         let mut health = self.health.borrow_mut();
         if backend < health.len() {
-            health.answered(backend, answered);
+            health.unanswered(backend);
         }
     }
 
@@ -431,7 +430,8 @@ impl Shard {
         }
     }
 
-    /// A request sent to `backend` got its first response byte at `at`, or ended without one.
+    /// A request sent to `backend` got its first response byte at `at` (which also tells that a
+    /// backend marked down answers again), or ended without one.
     pub fn request_answered(&self, backend: usize, at: Option<Instant>) {
         let mut health = self.health.borrow_mut();
         if backend < health.len() {

@@ -161,10 +161,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
         }
         let last = (up.backend, Route::of(up.decision, resends));
         let failed = match result {
-            Ok(outcome) => {
-                shard.answered(up.backend, true);
-                return finish(shard, client, (up, last.1), req, outcome).await;
-            }
+            Ok(outcome) => return finish(shard, client, (up, last.1), req, outcome).await,
             Err(failed) => failed,
         };
         if failed.progress < Progress::BackendAnswered
@@ -173,7 +170,7 @@ async fn send(shard: &Shard, client: &mut Client, req: &mut Request) -> Next {
                 ProxyError::UpstreamTimeout | ProxyError::UpstreamClosed
             )
         {
-            shard.answered(up.backend, false);
+            shard.unanswered(up.backend);
         }
         up.sock.shutdown_both();
         let replayable = req.head.safe_to_replay;
