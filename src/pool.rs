@@ -50,13 +50,8 @@ impl Pool {
             if now.duration_since(since) >= self.max_idle {
                 continue;
             }
-            match sock.quiet(&mut peek) {
-                Quiet::Quiet => return Some(sock),
-                Quiet::Closed => {}
-                Quiet::Spoke(n) => {
-                    sock.shutdown_both();
-                    stray(&peek[..n]);
-                }
+            if still_quiet(&sock, &mut peek, stray) {
+                return Some(sock);
             }
         }
         None
@@ -68,15 +63,8 @@ impl Pool {
     pub fn watch(&mut self, stray: &mut impl FnMut(usize, &[u8])) {
         let mut peek = [0u8; STRAY_PEEK];
         for (backend, list) in self.idle.iter_mut().enumerate() {
-            list.retain(|(sock, _)| match sock.quiet(&mut peek) {
-                Quiet::Quiet => true,
-                Quiet::Closed => false,
-                Quiet::Spoke(n) => {
-                    sock.shutdown_both();
-                    stray(backend, &peek[..n]);
-                    false
-                }
-            });
+            let mut stray = |bytes: &[u8]| stray(backend, bytes);
+            list.retain(|(sock, _)| still_quiet(sock, &mut peek, &mut stray));
         }
     }
 
@@ -140,6 +128,20 @@ impl Pool {
     pub fn close(&mut self, backend: usize) {
         for (sock, _) in self.idle[backend].drain(..) {
             sock.shutdown_both();
+        }
+    }
+}
+
+/// Whether a pooled connection may stay: it is open and the backend sent nothing. One that spoke
+/// out of turn is closed, its first bytes (peeked into `peek`) handed to `stray`.
+fn still_quiet(sock: &Sock, peek: &mut [u8], stray: &mut impl FnMut(&[u8])) -> bool {
+    match sock.quiet(peek) {
+        Quiet::Quiet => true,
+        Quiet::Closed => false,
+        Quiet::Spoke(n) => {
+            sock.shutdown_both();
+            stray(&peek[..n]);
+            false
         }
     }
 }
