@@ -213,6 +213,12 @@ pub struct Listen {
     /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy's `accept-proxy`),
     /// by which a load balancer in front passes on the client's address.
     pub proxy_protocol: bool,
+    /// Connections speak TLS (after the PROXY header, if any), with the certificates of
+    /// [`TlsSettings`].
+    pub tls: bool,
+    /// Every request is answered with a redirect to the same URL over `https://` (the port-80
+    /// companion of a TLS listener); nothing reaches a backend.
+    pub redirect_https: bool,
 }
 
 impl From<SocketAddr> for Listen {
@@ -220,6 +226,8 @@ impl From<SocketAddr> for Listen {
         Listen {
             addr,
             proxy_protocol: false,
+            tls: false,
+            redirect_https: false,
         }
     }
 }
@@ -232,19 +240,26 @@ impl std::str::FromStr for Listen {
     }
 }
 
-/// The `--listen` spelling: `ADDR` or `ADDR,proxy-protocol`.
+/// The `--listen` spelling: `ADDR` with its options (`,proxy-protocol`, `,tls`,
+/// `,redirect-https`).
 impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.addr)?;
-        if self.proxy_protocol {
-            f.write_str(",proxy-protocol")?;
+        for (on, name) in [
+            (self.proxy_protocol, ",proxy-protocol"),
+            (self.tls, ",tls"),
+            (self.redirect_https, ",redirect-https"),
+        ] {
+            if on {
+                f.write_str(name)?;
+            }
         }
         Ok(())
     }
 }
 
 /// Parses a listen address, `HOST:PORT`, `[::1]:PORT`, or a bare `:PORT` / `PORT` meaning all
-/// IPv4, optionally followed by `,proxy-protocol`.
+/// IPv4, optionally followed by options: `,proxy-protocol`, `,tls`, `,redirect-https`.
 pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
     let bad = |why: String| ConfigError::Listen {
         spec: spec.to_string(),
@@ -255,12 +270,19 @@ pub fn parse_listen(spec: &str) -> Result<Listen, ConfigError> {
     for opt in parts {
         match opt.trim() {
             "proxy-protocol" => listen.proxy_protocol = true,
+            "tls" => listen.tls = true,
+            "redirect-https" => listen.redirect_https = true,
             other => {
                 return Err(bad(format!(
-                    "unknown option '{other}' (known: proxy-protocol)"
+                    "unknown option '{other}' (known: proxy-protocol, tls, redirect-https)"
                 )));
             }
         }
+    }
+    if listen.tls && listen.redirect_https {
+        let why = "tls and redirect-https together: a redirect to https:// belongs on a plain \
+                   listener (port 80), the TLS one (port 443) serves";
+        return Err(bad(why.into()));
     }
     Ok(listen)
 }
@@ -441,6 +463,9 @@ pub struct Timeouts {
     /// How long a request waits for a backend to come back when none can take it, before `503`
     /// (HAProxy's `timeout queue`).
     pub queue: Duration,
+    /// From a TLS connection's first byte (after its PROXY header) to the end of its handshake:
+    /// the TLS slowloris guard.
+    pub tls_handshake: Duration,
 }
 
 impl Default for Timeouts {
@@ -454,6 +479,7 @@ impl Default for Timeouts {
             keepalive: Duration::from_secs(60),
             pool_idle: Duration::from_secs(8),
             queue: Duration::from_secs(5),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -532,6 +558,52 @@ pub struct Config {
     /// Where the access log goes (one line per request and per tunnel): a file, or `-` for
     /// stdout; off if `None`.
     pub access_log: Option<String>,
+    /// Certificates and handshake rules of the `tls` listeners.
+    pub tls: TlsSettings,
+}
+
+/// What the `tls` listeners serve: read and checked when the engine starts and at each reload
+/// (`crate::tls`), never while a handshake runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Certificate chains with their keys. A client's SNI name picks the first whose names cover
+    /// it (and whose key can sign with a scheme the client offers); a client without SNI, or
+    /// with a name none covers, gets the first, unless `strict_sni`.
+    pub certs: Vec<CertFiles>,
+    /// Refuse the handshake of a client whose SNI name no certificate covers, or that sends none
+    /// (HAProxy's `strict-sni`).
+    pub strict_sni: bool,
+    /// Serve a certificate that has expired or is not yet valid (normally a start or reload
+    /// refuses it).
+    pub allow_expired: bool,
+}
+
+/// One certificate: its PEM chain (leaf first) and the PEM file of its private key (the same
+/// file when they are together, as HAProxy's `crt` takes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub chain: String,
+    pub key: String,
+}
+
+impl CertFiles {
+    /// Parses `--tls-cert`: `CHAIN.pem` (key in the same file) or `CHAIN.pem,KEY.pem`.
+    pub fn parse(spec: &str) -> Result<CertFiles, String> {
+        let (chain, key) = match spec.split_once(',') {
+            Some((c, k)) => (c.trim(), k.trim()),
+            None => (spec.trim(), spec.trim()),
+        };
+        if chain.is_empty() || key.is_empty() {
+            return Err(format!(
+                "'{spec}': give the certificate chain's PEM file, then the key's: \
+                 CHAIN.pem,KEY.pem (or one PEM file holding both)"
+            ));
+        }
+        Ok(CertFiles {
+            chain: chain.into(),
+            key: key.into(),
+        })
+    }
 }
 
 /// The defaults of every setting, the command line's included: a flag left out keeps the value
@@ -567,6 +639,7 @@ impl Default for Config {
             admin: None,
             admin_token: None,
             access_log: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -690,6 +763,32 @@ impl Config {
                     r.error(Setting::Listen(j), why);
                 }
             }
+        }
+        self.check_tls(r, name);
+    }
+
+    /// A TLS listener needs a certificate; certificates without one are a mistake too.
+    fn check_tls(&self, r: &mut Report, name: &dyn Fn(Setting) -> String) {
+        let tls = self.listen.iter().position(|l| l.tls);
+        match (tls, self.tls.certs.is_empty()) {
+            (Some(i), true) => r.error(
+                Setting::ListenTls(i),
+                format!(
+                    "{} {} takes TLS but no certificate is given: add --tls-cert CHAIN.pem,KEY.pem \
+                     (or certificates = [{{ cert = ..., key = ... }}] in [tls])",
+                    name(Setting::ListenTls(i)),
+                    self.listen[i]
+                ),
+            ),
+            (None, false) => r.warn(
+                Setting::TlsCert(0),
+                format!(
+                    "{} is given but no listener takes TLS: add ,tls to a --listen (or \
+                     tls = true to a [[listen]])",
+                    name(Setting::TlsCert(0))
+                ),
+            ),
+            _ => {}
         }
     }
 
@@ -828,6 +927,7 @@ impl Config {
             (Setting::KeepaliveTimeout, t.keepalive),
             (Setting::PoolIdleTimeout, t.pool_idle),
             (Setting::QueueTimeout, t.queue),
+            (Setting::TlsHandshakeTimeout, t.tls_handshake),
         ] {
             if d.is_zero() {
                 r.error(at, format!("{} must be above 0", name(at)));
@@ -936,6 +1036,8 @@ pub enum Setting {
     /// The address of the i-th listener.
     Listen(usize),
     ListenProxyProtocol(usize),
+    ListenTls(usize),
+    ListenRedirectHttps(usize),
     BackendPrefix(usize),
     BackendAddress(usize),
     BackendWeight(usize),
@@ -972,13 +1074,19 @@ pub enum Setting {
     AdminToken,
     AccessLog,
     Splice,
+    TlsHandshakeTimeout,
+    TlsCert(usize),
+    TlsStrictSni,
+    TlsAllowExpired,
 }
 
 impl Setting {
     /// Every setting, list entries as their first.
-    pub const ALL: [Setting; 38] = [
+    pub const ALL: [Setting; 44] = [
         Setting::Listen(0),
         Setting::ListenProxyProtocol(0),
+        Setting::ListenTls(0),
+        Setting::ListenRedirectHttps(0),
         Setting::BackendPrefix(0),
         Setting::BackendAddress(0),
         Setting::BackendWeight(0),
@@ -1015,12 +1123,19 @@ impl Setting {
         Setting::AdminToken,
         Setting::AccessLog,
         Setting::Splice,
+        Setting::TlsHandshakeTimeout,
+        Setting::TlsCert(0),
+        Setting::TlsStrictSni,
+        Setting::TlsAllowExpired,
     ];
 
     /// The flag that sets it; a switch is named as given (`--no-pin`).
     pub fn flag(self) -> &'static str {
         match self {
-            Setting::Listen(_) | Setting::ListenProxyProtocol(_) => "--listen",
+            Setting::Listen(_)
+            | Setting::ListenProxyProtocol(_)
+            | Setting::ListenTls(_)
+            | Setting::ListenRedirectHttps(_) => "--listen",
             Setting::BackendPrefix(_)
             | Setting::BackendAddress(_)
             | Setting::BackendWeight(_)
@@ -1057,6 +1172,10 @@ impl Setting {
             Setting::Admin => "--admin",
             Setting::AdminToken => "--admin-token",
             Setting::AccessLog => "--access-log",
+            Setting::TlsHandshakeTimeout => "--tls-handshake-timeout",
+            Setting::TlsCert(_) => "--tls-cert",
+            Setting::TlsStrictSni => "--tls-strict-sni",
+            Setting::TlsAllowExpired => "--tls-allow-expired",
         }
     }
 }

@@ -10,6 +10,9 @@
 //!   `SO_REUSEPORT` listeners; starts and stops the shards.
 //! - [`shard`]: one shard's state — router, its copy of backend health and admin states, pool,
 //!   read buffers, counters, gossip to the other shards.
+//! - [`tls`]: what `tls` listeners serve: certificates read and checked, picked by SNI, and the
+//!   rustls config every shard shares (tickets too); `net::tls` runs handshakes and records on
+//!   the shard's own sockets.
 //! - [`proxy`]: one client connection's life: client loop → exchange (request and response
 //!   streamed together) with one try per upstream → next request, or a tunnel after `101`.
 //! - [`h1`] (the `wtgate-h1` crate): sans-IO HTTP/1.1: request/response heads, body framing,
@@ -52,6 +55,7 @@ pub mod proxy;
 pub mod route;
 pub mod sessions;
 pub mod shard;
+pub mod tls;
 pub mod trim;
 pub mod watch;
 

@@ -37,8 +37,10 @@ struct ProxyArgs {
     watch_config: bool,
 
     /// address to listen on: HOST:PORT, [IPV6]:PORT, or a bare PORT or :PORT meaning
-    /// 0.0.0.0:PORT; ADDR,proxy-protocol expects a PROXY protocol v1/v2 header on every
-    /// connection, from a load balancer in front (repeatable)
+    /// 0.0.0.0:PORT; options after commas: proxy-protocol (a PROXY protocol v1/v2 header on
+    /// every connection, from a load balancer in front), tls (HTTPS and WSS, with --tls-cert),
+    /// redirect-https (answer every request with a redirect to https://, for port 80)
+    /// (repeatable)
     #[argh(option)]
     listen: Vec<String>,
 
@@ -97,6 +99,25 @@ struct ProxyArgs {
     /// client connections served at once; more wait in the kernel backlog
     #[argh(option)]
     maxconn: Option<usize>,
+
+    /// a certificate for the tls listeners: CHAIN.pem,KEY.pem (PEM, leaf certificate first), or
+    /// one PEM file holding both; repeat it for several sites: a client's SNI name picks the
+    /// first certificate that covers it, else the first one is served (see --tls-strict-sni).
+    /// Read again on reload (SIGHUP); a bad file is refused with its name and the fix
+    #[argh(option)]
+    tls_cert: Vec<String>,
+
+    /// refuse the handshake of a client whose SNI name no certificate covers, or that sends none
+    #[argh(switch)]
+    tls_strict_sni: bool,
+
+    /// serve a certificate that has expired or is not yet valid (refused otherwise)
+    #[argh(switch)]
+    tls_allow_expired: bool,
+
+    /// how long a TLS client may take from its first byte to the end of its handshake
+    #[argh(option)]
+    tls_handshake_timeout: Option<String>,
 
     /// connect attempts per request; a failed connect marks that backend down on every shard, so
     /// every further attempt goes to another backend
@@ -348,6 +369,7 @@ impl ProxyArgs {
             ("keepalive-timeout", format_duration(t.keepalive)),
             ("pool-idle-timeout", format_duration(t.pool_idle)),
             ("queue-timeout", format_duration(t.queue)),
+            ("tls-handshake-timeout", format_duration(t.tls_handshake)),
             ("maxconn", c.maxconn.to_string()),
             ("retries", c.retries.to_string()),
             ("max-head-bytes", c.max_head_bytes.to_string()),
@@ -433,7 +455,10 @@ impl ProxyArgs {
     /// Whether the command line sets `s`, overriding the config file.
     fn gives(&self, s: Setting) -> bool {
         match s {
-            Setting::Listen(_) | Setting::ListenProxyProtocol(_) => !self.listen.is_empty(),
+            Setting::Listen(_)
+            | Setting::ListenProxyProtocol(_)
+            | Setting::ListenTls(_)
+            | Setting::ListenRedirectHttps(_) => !self.listen.is_empty(),
             Setting::BackendPrefix(_)
             | Setting::BackendAddress(_)
             | Setting::BackendWeight(_)
@@ -470,6 +495,10 @@ impl ProxyArgs {
             Setting::Grace => self.grace.is_some(),
             Setting::User => self.user.is_some(),
             Setting::AccessLog => self.access_log.is_some(),
+            Setting::TlsHandshakeTimeout => self.tls_handshake_timeout.is_some(),
+            Setting::TlsCert(_) => !self.tls_cert.is_empty(),
+            Setting::TlsStrictSni => self.tls_strict_sni,
+            Setting::TlsAllowExpired => self.tls_allow_expired,
         }
     }
 
@@ -551,6 +580,11 @@ impl ProxyArgs {
             ),
             ("down-interval", &self.down_interval, &mut cfg.down_interval),
             ("queue-timeout", &self.queue_timeout, &mut t.queue),
+            (
+                "tls-handshake-timeout",
+                &self.tls_handshake_timeout,
+                &mut t.tls_handshake,
+            ),
             ("session-idle", &self.session_idle, &mut cfg.session_idle),
             ("grace", &self.grace, &mut cfg.grace),
         ] {
@@ -616,6 +650,26 @@ impl ProxyArgs {
             Some(Err(e)) => errors.push(format!("--check: {e}")),
         }
         self.parse_admin(cfg, errors);
+        self.parse_tls(cfg, errors);
+    }
+
+    /// `--tls-cert` (replacing the file's certificates when given) and the TLS switches.
+    fn parse_tls(&self, cfg: &mut Config, errors: &mut Vec<String>) {
+        if !self.tls_cert.is_empty() {
+            cfg.tls.certs.clear();
+        }
+        for spec in &self.tls_cert {
+            match wtgate::config::CertFiles::parse(spec) {
+                Ok(c) => cfg.tls.certs.push(c),
+                Err(e) => errors.push(format!("--tls-cert {e}")),
+            }
+        }
+        if self.tls_strict_sni {
+            cfg.tls.strict_sni = true;
+        }
+        if self.tls_allow_expired {
+            cfg.tls.allow_expired = true;
+        }
     }
 
     fn parse_admin(&self, cfg: &mut Config, errors: &mut Vec<String>) {

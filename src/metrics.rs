@@ -12,6 +12,7 @@
 //! [`MAX_SLOTS`] from the start, so that a reload adding a backend needs no lock and no new table
 //! where the shards count; a slot's histograms are allocated when it first records one.
 
+use crate::net::tls::HandshakeError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,6 +117,13 @@ pub struct ShardStats {
     /// [`crate::access_log::DROP_REASONS`].
     pub access_log_lines: AtomicU64,
     pub access_log_dropped: [AtomicU64; 2],
+    /// TLS handshakes done, by [`crate::net::tls::Agreed::index`] (version, resumed or not).
+    pub tls_handshakes: [AtomicU64; 4],
+    /// TLS handshakes failed, by [`crate::net::tls::HandshakeError::index`]; and timed out.
+    pub tls_failures: [AtomicU64; 6],
+    pub tls_timeouts: AtomicU64,
+    /// TLS connections the client ended without `close_notify`.
+    pub tls_unclean_ends: AtomicU64,
 }
 
 impl ShardStats {
@@ -138,6 +146,10 @@ impl ShardStats {
             latency: (0..MAX_SLOTS).map(|_| Mutex::new(None)).collect(),
             access_log_lines: AtomicU64::new(0),
             access_log_dropped: Default::default(),
+            tls_handshakes: Default::default(),
+            tls_failures: Default::default(),
+            tls_timeouts: AtomicU64::new(0),
+            tls_unclean_ends: AtomicU64::new(0),
         }
     }
 
@@ -405,6 +417,11 @@ pub struct Stats {
     /// Access-log lines formatted, and those lost, by reason.
     pub access_log_lines: u64,
     pub access_log_dropped: Vec<(&'static str, u64)>,
+    /// TLS handshakes done: (TLS 1.3, resumed, count), four rows.
+    pub tls_handshakes: Vec<(bool, bool, u64)>,
+    /// TLS handshakes failed, by reason (`timeout` included).
+    pub tls_failures: Vec<(&'static str, u64)>,
+    pub tls_unclean_ends: u64,
 }
 
 impl Stats {
@@ -443,6 +460,14 @@ impl Stats {
             access_log_dropped: (DROP_REASONS.iter().enumerate())
                 .map(|(i, r)| (*r, sum(&|s| &s.access_log_dropped[i])))
                 .collect(),
+            tls_handshakes: (0..4)
+                .map(|i| (i >= 2, i % 2 == 1, sum(&|s| &s.tls_handshakes[i])))
+                .collect(),
+            tls_failures: (HandshakeError::NAMES.iter().enumerate())
+                .map(|(i, r)| (*r, sum(&|s| &s.tls_failures[i])))
+                .chain([("timeout", sum(&|s| &s.tls_timeouts))])
+                .collect(),
+            tls_unclean_ends: sum(&|s| &s.tls_unclean_ends),
         }
     }
 

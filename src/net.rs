@@ -32,6 +32,7 @@ use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, Runtime, RuntimeBuilder};
 
 mod splice;
+pub mod tls;
 pub use splice::{PIPE_LEN, Pipe, PipePool, yield_once};
 
 /// An accepted or connected TCP stream, as the runtime hands it over.
@@ -63,6 +64,9 @@ struct Halves {
     fd: RawFd,
     /// Set once splice(2) has made the socket non-blocking (the ring's operations do not mind).
     nonblocking: Cell<bool>,
+    /// Set once a TLS handshake on it is done (`tls::handshake`): from then on every read and
+    /// write goes through it. Boxed: a plain connection pays one pointer.
+    tls: std::cell::OnceCell<Box<tls::TlsState>>,
 }
 
 /// A half taken out of its cell for one operation; dropping the guard puts it back.
@@ -101,6 +105,7 @@ impl Sock {
             writer: Cell::new(Some(writer)),
             fd,
             nonblocking: Cell::new(false),
+            tls: std::cell::OnceCell::new(),
         }))
     }
 
@@ -121,6 +126,11 @@ impl Sock {
 
     /// One read into `buf` (one recv on the ring): what is there, or the next bytes to come.
     async fn read_into(&self, buf: SliceMut<Box<[u8]>>) -> (io::Result<usize>, Box<[u8]>) {
+        if let Some(state) = self.0.tls.get() {
+            let (begin, end) = (buf.begin(), buf.end());
+            // Boxed, so that a plain connection's task is not sized by the TLS read's state.
+            return Box::pin(tls::read(self, state, buf.into_inner(), begin, end)).await;
+        }
         let mut lent = Lent::take(&self.0.reader);
         let Some(half) = lent.half.as_mut() else {
             return (Err(busy()), buf.into_inner());
@@ -130,8 +140,17 @@ impl Sock {
     }
 
     /// Waits until the socket has bytes to read (or EOF, or an error), without taking any: one poll
-    /// on the ring, and no buffer held meanwhile.
+    /// on the ring, and no buffer held meanwhile. On TLS, until a read would find plaintext (or
+    /// the end).
     pub(crate) async fn readable(&self) -> io::Result<()> {
+        if let Some(state) = self.0.tls.get() {
+            return Box::pin(tls::readable(self, state)).await;
+        }
+        self.readable_raw().await
+    }
+
+    /// `readable` of the socket itself, TLS or not.
+    async fn readable_raw(&self) -> io::Result<()> {
         let lent = Lent::take(&self.0.reader);
         let Some(half) = lent.half.as_ref() else {
             return Err(busy());
@@ -157,8 +176,16 @@ impl Sock {
         stream.writable(true).await
     }
 
-    /// Writes all of `buf`, handing it back with the result.
+    /// Writes all of `buf`, handing it back with the result (encrypted, on TLS).
     pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        if let Some(state) = self.0.tls.get() {
+            return Box::pin(tls::write_all(self, state, buf)).await;
+        }
+        self.write_raw(buf).await
+    }
+
+    /// `write_all` to the socket itself, TLS or not.
+    async fn write_raw<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
         let mut lent = Lent::take(&self.0.writer);
         let Some(half) = lent.half.as_mut() else {
             return (Err(busy()), buf);
@@ -175,14 +202,16 @@ impl Sock {
         r
     }
 
-    /// Sends FIN: the peer reads EOF, and can still send to us.
+    /// Sends FIN: the peer reads EOF, and can still send to us. On TLS, `close_notify` first.
     pub fn shutdown_write(&self) {
+        self.tls_goodbye();
         let _ = socket_shutdown(self.0.fd, libc::SHUT_WR);
     }
 
     /// Closes both directions at once, even if other clones of this handle are still alive: a
     /// pending read on it completes (with EOF), which is how a connection's task learns it is over.
     pub fn shutdown_both(&self) {
+        self.tls_goodbye();
         let _ = socket_shutdown(self.0.fd, libc::SHUT_RDWR);
     }
 

@@ -184,6 +184,11 @@ impl Shard {
     }
 
     /// The config in force on this shard.
+    /// What this shard's `tls` listeners serve now (the generation in force's certificates).
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.generation.borrow().tls.clone()
+    }
+
     pub fn generation(&self) -> Arc<Generation> {
         self.generation.borrow().clone()
     }

@@ -35,7 +35,7 @@ pub use body::{Advance, BodyFramer};
 pub use chunked::ChunkedDecoder;
 pub use error::{BodyError, HeadError, ProxyHeaderError, RequestError, ResponseError};
 pub use proxy_protocol::{MAX_HEADER_LEN as MAX_PROXY_HEADER_LEN, ProxyHeader, parse_proxy_header};
-pub use reply::{error_response, reason_phrase};
+pub use reply::{error_response, https_redirect, reason_phrase};
 pub use request::{RequestHead, parse_request, parse_request_into};
 pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{ForwardOptions, write_forward_request, write_forward_response};

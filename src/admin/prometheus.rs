@@ -217,6 +217,7 @@ pub fn render(r: &Report) -> String {
     listeners(&mut e, r);
     overall(&mut e, r);
     access_log(&mut e, r);
+    tls(&mut e, r);
     e.finish()
 }
 
@@ -437,6 +438,59 @@ fn access_log(e: &mut Encoder, r: &Report) {
     );
     for (reason, n) in &s.access_log_dropped {
         e.int(name, &[("reason", reason)], *n);
+    }
+}
+
+/// TLS handshakes by result, version and resumption; each certificate's time to expiry.
+fn tls(e: &mut Encoder, r: &Report) {
+    let s = &r.stats;
+    e.family(
+        "wtgate_tls_handshakes_total",
+        Kind::Counter,
+        "TLS handshakes done, by version and whether the client resumed a session.",
+    );
+    for (v13, resumed, n) in &s.tls_handshakes {
+        let version = if *v13 { "TLSv1.3" } else { "TLSv1.2" };
+        let resumed = if *resumed { "true" } else { "false" };
+        let labels = [("version", version), ("resumed", resumed)];
+        e.int("wtgate_tls_handshakes_total", &labels, *n);
+    }
+    e.family(
+        "wtgate_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes that failed, by reason (plain HTTP to the TLS port, not TLS, client \
+         closed, no common ALPN protocol, no certificate for the name, TLS protocol error, timeout).",
+    );
+    for (reason, n) in &s.tls_failures {
+        e.int(
+            "wtgate_tls_handshake_failures_total",
+            &[("reason", reason)],
+            *n,
+        );
+    }
+    e.family(
+        "wtgate_tls_unclean_ends_total",
+        Kind::Counter,
+        "TLS connections the client ended without close_notify.",
+    );
+    e.int("wtgate_tls_unclean_ends_total", &[], s.tls_unclean_ends);
+    if r.certs.is_empty() {
+        return;
+    }
+    e.family(
+        "wtgate_tls_certificate_expiry_seconds",
+        Kind::Gauge,
+        "Seconds until each certificate expires (negative once it has).",
+    );
+    let now = std::time::SystemTime::now();
+    for c in &r.certs {
+        let names = c.names.join(",");
+        let labels = [("file", c.file.as_str()), ("names", names.as_str())];
+        e.sample(
+            "wtgate_tls_certificate_expiry_seconds",
+            &labels,
+            c.seconds_left(now) as f64,
+        );
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Report {
     pub uptime: Duration,
     /// Reloads in force on every shard, and reloads refused.
     pub reloads: (u64, u64),
+    /// The certificates of the `tls` listeners, as the config in force has them.
+    pub certs: Vec<crate::tls::CertInfo>,
 }
 
 pub struct BackendReport {
@@ -85,6 +87,7 @@ impl Report {
             sessions_untracked: engine.sessions_untracked(),
             uptime: engine.uptime(),
             reloads: engine.reloads(),
+            certs: g.tls.as_ref().map_or_else(Vec::new, |t| t.certs.clone()),
             stats,
         }
     }
@@ -128,6 +131,38 @@ impl Report {
                 "lines": self.stats.access_log_lines,
                 "dropped": by_name(&self.stats.access_log_dropped),
             },
+            "tls": self.tls_json(),
+        })
+    }
+
+    /// Handshakes, failures and each certificate's expiry, for `/stats` and the status page.
+    fn tls_json(&self) -> Value {
+        let now = std::time::SystemTime::now();
+        let certs: Vec<Value> = (self.certs.iter())
+            .map(|c| {
+                json!({
+                    "file": c.file,
+                    "names": c.names,
+                    "not_after": crate::tls::certs::utc(c.not_after),
+                    "expires_in_s": c.seconds_left(now),
+                })
+            })
+            .collect();
+        let handshakes: Map<String, Value> = (self.stats.tls_handshakes.iter())
+            .map(|(v13, resumed, n)| {
+                let kind = if *resumed { "resumed" } else { "full" };
+                let version = if *v13 { "1.3" } else { "1.2" };
+                (format!("tls{version}_{kind}"), json!(n))
+            })
+            .collect();
+        let failures: Map<String, Value> = (self.stats.tls_failures.iter())
+            .map(|(k, v)| ((*k).to_string(), json!(v)))
+            .collect();
+        json!({
+            "certificates": certs,
+            "handshakes": handshakes,
+            "failures": failures,
+            "unclean_ends": self.stats.tls_unclean_ends,
         })
     }
 

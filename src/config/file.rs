@@ -53,6 +53,23 @@ struct FileConfig {
     sessions: SessionsTable,
     #[serde(default)]
     admin: AdminTable,
+    #[serde(default)]
+    tls: TlsTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    certificates: Option<Vec<Spanned<CertTable>>>,
+    strict_sni: Option<Value>,
+    allow_expired: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertTable {
+    cert: Option<Value>,
+    key: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +93,8 @@ struct SessionsTable {
 struct ListenTable {
     address: Option<Value>,
     proxy_protocol: Option<Value>,
+    tls: Option<Value>,
+    redirect_https: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +117,7 @@ struct TimeoutsTable {
     keepalive: Option<Value>,
     pool_idle: Option<Value>,
     queue: Option<Value>,
+    tls_handshake: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,6 +159,9 @@ impl Setting {
         let fixed = match self {
             Setting::Listen(i) => return format!("listen[{i}].address"),
             Setting::ListenProxyProtocol(i) => return format!("listen[{i}].proxy_protocol"),
+            Setting::ListenTls(i) => return format!("listen[{i}].tls"),
+            Setting::ListenRedirectHttps(i) => return format!("listen[{i}].redirect_https"),
+            Setting::TlsCert(i) => return format!("tls.certificates[{i}]"),
             Setting::BackendPrefix(i) => return format!("backend[{i}].prefix"),
             Setting::BackendAddress(i) => return format!("backend[{i}].address"),
             Setting::BackendWeight(i) => return format!("backend[{i}].weight"),
@@ -175,6 +198,9 @@ impl Setting {
             Setting::Admin => "admin.listen",
             Setting::AdminToken => "admin.token",
             Setting::AccessLog => "access_log",
+            Setting::TlsHandshakeTimeout => "timeouts.tls_handshake",
+            Setting::TlsStrictSni => "tls.strict_sni",
+            Setting::TlsAllowExpired => "tls.allow_expired",
         };
         fixed.to_string()
     }
@@ -363,6 +389,11 @@ fn apply_durations(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
         (&mut to.pool_idle, Setting::PoolIdleTimeout, &t.pool_idle),
         (&mut to.queue, Setting::QueueTimeout, &t.queue),
         (
+            &mut to.tls_handshake,
+            Setting::TlsHandshakeTimeout,
+            &t.tls_handshake,
+        ),
+        (
             &mut cfg.check_interval,
             Setting::CheckInterval,
             &f.health.interval,
@@ -442,6 +473,55 @@ fn apply_health_and_admin(r: &mut Reader, f: &FileConfig, cfg: &mut Config) {
     read_admin(r, &f.admin, cfg);
     // For `wtgate admin --config`; checked here too, so that `wtgate check` reports a bad one.
     read_peers(r, &f.admin);
+    read_tls(r, &f.tls, cfg);
+}
+
+/// `[tls]`: its switches and `certificates` (added to `cfg`'s). The files are
+/// read when the engine starts or reloads (`crate::tls`), which names them in its errors.
+fn read_tls(r: &mut Reader, tls: &TlsTable, cfg: &mut Config) {
+    let t = &mut cfg.tls;
+    r.set(
+        &mut t.strict_sni,
+        Setting::TlsStrictSni,
+        &tls.strict_sni,
+        boolean,
+    );
+    let allow = &tls.allow_expired;
+    r.set(
+        &mut t.allow_expired,
+        Setting::TlsAllowExpired,
+        allow,
+        boolean,
+    );
+    for (i, entry) in tls.certificates.iter().flatten().enumerate() {
+        let e = entry.get_ref();
+        let key = Setting::TlsCert(i).key();
+        let Some(chain) = &e.cert else {
+            r.error(
+                entry.span(),
+                &key,
+                "no cert: add cert = \"CHAIN.pem\" (and key = \"KEY.pem\" unless the key is in it)",
+            );
+            continue;
+        };
+        let chain = r.read(&format!("{key}.cert"), chain, |v, w| {
+            string(v, w).map(String::from)
+        });
+        let keyfile = match &e.key {
+            Some(k) => r.read(&format!("{key}.key"), k, |v, w| {
+                string(v, w).map(String::from)
+            }),
+            None => chain.clone(),
+        };
+        if let (Some(chain), Some(keyfile)) = (chain, keyfile) {
+            let at = Setting::TlsCert(cfg.tls.certs.len());
+            r.origin(at, key, entry.span());
+            cfg.tls.certs.push(crate::config::CertFiles {
+                chain,
+                key: keyfile,
+            });
+        }
+    }
 }
 
 /// `[admin] listen` and `token`.
@@ -609,10 +689,23 @@ impl Reader<'_> {
             });
             let pp = &entry.get_ref().proxy_protocol;
             let proxy_protocol = self.optional(Setting::ListenProxyProtocol(i), pp, boolean);
-            let (Some(addr), Some(proxy_protocol)) = (addr, proxy_protocol) else {
+            let e = entry.get_ref();
+            let tls = self.optional(Setting::ListenTls(i), &e.tls, boolean);
+            let redirect = &e.redirect_https;
+            let redirect = self.optional(Setting::ListenRedirectHttps(i), redirect, boolean);
+            let (Some(addr), Some(proxy_protocol), Some(tls), Some(redirect)) =
+                (addr, proxy_protocol, tls, redirect)
+            else {
                 ok = false;
                 continue;
             };
+            if tls == Some(true) && redirect == Some(true) {
+                let why = "tls and redirect_https together: a redirect to https:// belongs on a \
+                           plain listener (port 80), the TLS one (port 443) serves";
+                self.error(entry.span(), &format!("listen[{i}]"), why);
+                ok = false;
+                continue;
+            }
             let n = cfg.listen.len();
             self.origin(Setting::Listen(n), Setting::Listen(i).key(), address.span());
             let mut listen = Listen::from(addr);
@@ -623,6 +716,15 @@ impl Reader<'_> {
                     Setting::ListenProxyProtocol(i).key(),
                     v.span(),
                 );
+            }
+            if let (Some(on), Some(v)) = (tls, &e.tls) {
+                listen.tls = on;
+                self.origin(Setting::ListenTls(n), Setting::ListenTls(i).key(), v.span());
+            }
+            if let (Some(on), Some(v)) = (redirect, &e.redirect_https) {
+                listen.redirect_https = on;
+                let key = Setting::ListenRedirectHttps(i).key();
+                self.origin(Setting::ListenRedirectHttps(n), key, v.span());
             }
             cfg.listen.push(listen);
         }
@@ -850,6 +952,9 @@ mod tests {
     fn the_example_shows_every_key_with_its_default() {
         let text = example_with_every_key();
         let (mut cfg, origins) = apply(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        // An example certificate, which no listener of the example serves (that would warn).
+        assert_eq!(cfg.tls.certs.len(), 1);
+        cfg.tls.certs.clear();
         for s in Setting::ALL {
             assert!(
                 origins.keys.contains_key(&s),

@@ -47,6 +47,9 @@ pub struct Generation {
     pub cfg: Arc<Config>,
     /// By slot: every backend configured since start.
     pub slots: Vec<Slot>,
+    /// What the `tls` listeners serve (certificates read at start or by this reload); `None`
+    /// without certificates.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// What an active check of one slot does; a change restarts its check loop.
@@ -76,6 +79,7 @@ impl Generation {
             number: 0,
             cfg: Arc::new(cfg),
             slots,
+            tls: None,
         }
     }
 
@@ -148,6 +152,7 @@ impl Generation {
             number: self.number + 1,
             cfg: Arc::new(cfg),
             slots,
+            tls: self.tls.clone(),
         };
         Ok((next, changes))
     }
@@ -194,6 +199,8 @@ fn in_force(running: &Config, new: &Config, changes: &mut Changes) -> Config {
     cfg.forwarded_headers = new.forwarded_headers;
     cfg.trusted_proxies = new.trusted_proxies.clone();
     cfg.check = new.check.clone();
+    // Read again by every reload (`EngineHandle::reload`), changed paths or not.
+    cfg.tls = new.tls.clone();
     cfg.check_interval = new.check_interval;
     cfg.down_interval = new.down_interval;
     cfg.rise = new.rise;

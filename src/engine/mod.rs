@@ -49,6 +49,8 @@ const GOSSIP_CHANNEL: usize = 1024;
 #[derive(Debug)]
 pub enum StartError {
     Config(ConfigError),
+    /// A certificate that cannot be served: one line per problem, each naming its file.
+    Tls(Vec<String>),
     Bind {
         addr: SocketAddr,
         err: io::Error,
@@ -71,6 +73,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
+            StartError::Tls(lines) => f.write_str(&lines.join("\n")),
             StartError::Bind { addr, err } => {
                 let hint = match err.kind() {
                     io::ErrorKind::AddrInUse => ": another process listens there (ss -ltnp)",
@@ -208,6 +211,7 @@ impl Engine {
     /// once all accept, with the admin listener serving.
     pub fn start(cfg: Config) -> Result<Engine, StartError> {
         cfg.validate().map_err(StartError::Config)?;
+        let tls = crate::tls::build(&cfg.tls).map_err(StartError::Tls)?;
         let n = cfg.shard_count();
         limits::raise_memlock(crate::config::memlock_need(n))?;
         limits::raise_nofile(&limits::FdBudget::of(&cfg, n));
@@ -227,7 +231,7 @@ impl Engine {
         let mut engine = Engine {
             shards: Vec::new(),
             control: control.clone(),
-            handle: Arc::new(EngineHandle::new(cfg, addrs, control)),
+            handle: Arc::new(EngineHandle::new(cfg, tls, addrs, control)),
             admin_server: None,
             access_log,
             trimmer: Trimmer::start(),
@@ -391,7 +395,14 @@ impl Engine {
 
 impl EngineHandle {
     /// What the engine shares with its shards and the admin listener, for `cfg`'s shards.
-    fn new(cfg: Config, addrs: Vec<SocketAddr>, control: Arc<Control>) -> EngineHandle {
+    fn new(
+        cfg: Config,
+        tls: Option<Arc<crate::tls::Tls>>,
+        addrs: Vec<SocketAddr>,
+        control: Arc<Control>,
+    ) -> EngineHandle {
+        let mut first = Generation::first(cfg.clone());
+        first.tls = tls;
         let n = cfg.shard_count();
         EngineHandle {
             addrs,
@@ -403,7 +414,7 @@ impl EngineHandle {
                 })
                 .collect(),
             admin: Arc::new(AdminTable::new(cfg.backends.len())),
-            live: Arc::new(Live::new(Generation::first(cfg), n)),
+            live: Arc::new(Live::new(first, n)),
             control,
             reloads: reload::Reloads::default(),
             started: Instant::now(),

@@ -107,7 +107,12 @@ impl EngineHandle {
                 e.to_string().lines().map(String::from).collect(),
             ));
         }
-        let (next, changes) = self.live.current().next(&cfg)?;
+        let tls = crate::tls::build(&cfg.tls).map_err(ReloadError::Invalid)?;
+        let (mut next, mut changes) = self.live.current().next(&cfg)?;
+        if tls.is_some() {
+            changes.settings.push("tls certificates".into());
+        }
+        next.tls = tls;
         let number = next.number;
         self.admit(&next, &changes.added);
         self.live.publish(next);

@@ -90,8 +90,12 @@ pub async fn serve(slot: Slot, stream: TcpStream, proxy_protocol: bool) {
         slot: Some(slot),
         key,
     };
-    let accepted = !proxy_protocol || accept_proxy_header(&shard, &mut client).await;
-    if accepted {
+    let listen = shard.cfg.listen[client.slot.as_ref().map_or(0, |s| s.listener)];
+    let accepted = (!proxy_protocol || accept_proxy_header(&shard, &mut client).await)
+        && (!listen.tls || start_tls(&shard, &mut client).await);
+    if accepted && listen.redirect_https {
+        redirect_requests(&shard, &mut client).await;
+    } else if accepted {
         serve_requests(&shard, &mut client).await;
     }
     // Unless a tunnel took the connection over: it closes it when it ends.
@@ -138,6 +142,79 @@ async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<ProxyHe
         match timeout(wait, client.buf.read_idle(&client.sock)).await {
             Ok(n) if n > 0 => {}
             _ => return None,
+        }
+    }
+}
+
+/// The TLS handshake of a `tls` listener's connection, within `--tls-handshake-timeout`; false:
+/// the connection is to be closed (counted by reason in `/metrics`). A plain HTTP request gets a
+/// readable 400 first.
+async fn start_tls(shard: &Shard, client: &mut Client) -> bool {
+    let Some(tls) = shard.tls() else {
+        return false;
+    };
+    let limit = shard.settings().timeouts.tls_handshake;
+    let stats = &shard.stats;
+    let handshake = crate::net::tls::handshake(
+        &client.sock,
+        &mut client.buf,
+        tls.server.clone(),
+        shard.stats.clone(),
+    );
+    // Boxed: the handshake's state (rustls' included) is not kept in every connection's task.
+    let done = timeout(limit, async { Ok(Box::pin(handshake).await) }).await;
+    match done {
+        Ok(Ok(agreed)) => {
+            ShardStats::count(&stats.tls_handshakes[agreed.index()]);
+            client.info.proto = "https";
+            true
+        }
+        Ok(Err(e)) => {
+            ShardStats::count(&stats.tls_failures[e.index()]);
+            if matches!(e, crate::net::tls::HandshakeError::PlainHttp) {
+                let answer = crate::tls::PLAIN_HTTP_ANSWER;
+                let _ = timeout(limit, async { client.sock.write_all(answer).await.0 }).await;
+            }
+            false
+        }
+        Err(_) => {
+            ShardStats::count(&stats.tls_timeouts);
+            false
+        }
+    }
+}
+
+/// The requests of a `redirect-https` listener's connection: each answered with its redirect.
+async fn redirect_requests(shard: &Shard, client: &mut Client) {
+    loop {
+        if shard.draining() {
+            return;
+        }
+        client.idle.set(client.buf.is_empty());
+        let head = read_request_head(shard, client).await;
+        client.idle.set(false);
+        let answer = match head {
+            Ok(Some(head)) => {
+                let answer = h1::https_redirect(&head, client.buf.data());
+                client.buf.consume(head.head_len);
+                let close = answer
+                    .as_ref()
+                    .is_none_or(|a| a.ends_with(b"close\r\n\r\n"));
+                shard.give_request_head(head);
+                match answer {
+                    Some(a) => (a, close),
+                    None => (h1::error_response(400, true), true),
+                }
+            }
+            Ok(None) => return,
+            Err(rejection) => (h1::error_response(rejection.status(), true), true),
+        };
+        let written = timeout(shard.settings().timeouts.client, async {
+            client.sock.write_all(answer.0).await.0
+        })
+        .await;
+        if written.is_err() || answer.1 {
+            return;
         }
     }
 }

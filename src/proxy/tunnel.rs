@@ -31,7 +31,9 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64,
     let idle = shard.settings().timeouts.tunnel;
     let last = Cell::new(Instant::now());
     let counters = &shard.stats.backends[up.backend];
-    let pipes = (shard.settings().splice == Splice::Auto).then_some(&shard.pipes);
+    // A TLS client's bytes are records to decrypt or encrypt: no splice(2) for them.
+    let splice = shard.settings().splice == Splice::Auto && !client.sock.is_tls();
+    let pipes = splice.then_some(&shard.pipes);
     let spliced = &counters.tunnel_spliced_bytes;
     let (in_bytes, out_bytes) = (Cell::new(0), Cell::new(0));
     let to_backend = relay(
