@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod binary;
 pub mod browser;
+pub mod certs;
 pub mod ports;
 pub mod proxy;
 pub mod util;
