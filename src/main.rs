@@ -969,21 +969,60 @@ fn reload_on_change(engine: &Engine, path: &str, start: Option<wtgate::watch::Si
     }
 }
 
+/// A listener as `wtgate check` shows it: its `--listen` spelling and what its options mean.
+fn listen_line(l: &wtgate::config::Listen) -> String {
+    let mut line = l.to_string();
+    if l.proxy_protocol {
+        line.push_str(" (PROXY protocol: expects a v1/v2 header first)");
+    }
+    if l.tls {
+        line.push_str(" (HTTPS and WSS)");
+    }
+    if l.redirect_https {
+        line.push_str(" (redirects every request to https://)");
+    }
+    line
+}
+
+/// The certificates read as a start would read them: one line each, or `None` (the errors
+/// printed) if one cannot be served.
+fn check_certificates(cfg: &Config) -> Option<String> {
+    match wtgate::tls::build(&cfg.tls) {
+        Ok(tls) => Some(
+            (tls.iter().flat_map(|t| &t.certs))
+                .map(|c| {
+                    let until = wtgate::tls::certs::utc(c.not_after);
+                    format!(
+                        "tls: {} for {} (until {until})\n",
+                        c.file,
+                        c.names.join(", ")
+                    )
+                })
+                .collect(),
+        ),
+        Err(lines) => {
+            for line in lines {
+                eprint(&format!("wtgate: {line}"));
+            }
+            None
+        }
+    }
+}
+
 fn check(args: &ProxyArgs) -> ExitCode {
     let cfg = match args.config() {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let Some(certs) = check_certificates(&cfg) else {
+        return ExitCode::FAILURE;
+    };
     let mut out = String::new();
     let _ = writeln!(out, "configuration OK");
     for l in &cfg.listen {
-        let pp = if l.proxy_protocol {
-            " (PROXY protocol: expects a v1/v2 header first)"
-        } else {
-            ""
-        };
-        let _ = writeln!(out, "listen: {}{pp}", l.addr);
+        let _ = writeln!(out, "listen: {}", listen_line(l));
     }
+    out.push_str(&certs);
     let _ = writeln!(
         out,
         "shards: {}    session id: prefix + {} chars [0-9A-Za-z]",

@@ -87,7 +87,11 @@ impl TestCa {
         days: i64,
     ) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(first) = names.first() {
+            (params.distinguished_name).push(rcgen::DnType::CommonName, first.as_str());
+        }
         (params.not_before, params.not_after) =
             (days_from_now(from_days), days_from_now(from_days + days));
         let leaf_key = key(kind);
