@@ -52,6 +52,12 @@ struct Process {
 impl Browser {
     /// Starts `browser` on `url` and connects to that page's DevTools endpoint.
     pub fn open(browser: &str, url: &str) -> Browser {
+        Browser::open_with(browser, url, &[])
+    }
+
+    /// Like [`Browser::open`], with `extra` command-line flags given to Chromium before the URL
+    /// (e.g. `--ignore-certificate-errors-spki-list=…` to trust a test certificate).
+    pub fn open_with(browser: &str, url: &str, extra: &[&str]) -> Browser {
         let profile = std::env::temp_dir().join(format!(
             "wtgate-chromium-{}-{:?}",
             std::process::id(),
@@ -65,8 +71,9 @@ impl Browser {
                 "--no-first-run",
                 "--remote-debugging-port=0",
                 &format!("--user-data-dir={}", profile.display()),
-                url,
             ])
+            .args(extra)
+            .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,6 +89,13 @@ impl Browser {
 
     /// Evaluates `expr` in the page and returns its value (as JSON).
     pub fn eval(&mut self, expr: &str) -> Value {
+        self.try_eval(expr)
+            .unwrap_or_else(|msg| panic!("evaluating {expr}: {msg}"))
+    }
+
+    /// Like [`Browser::eval`], but DevTools' refusal (e.g. "Cannot find default execution
+    /// context" while a navigation commits, or on an error page) comes back as `Err(message)`.
+    pub fn try_eval(&mut self, expr: &str) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let call = json!({
@@ -98,8 +112,10 @@ impl Browser {
                 .expect("DevTools closed the connection");
             let msg: Value = serde_json::from_slice(&payload).expect("DevTools JSON");
             if msg["id"] == id {
-                assert!(msg.get("error").is_none(), "evaluating {expr}: {msg}");
-                return msg["result"]["result"]["value"].clone();
+                if msg.get("error").is_some() {
+                    return Err(msg);
+                }
+                return Ok(msg["result"]["result"]["value"].clone());
             }
         }
         panic!("no DevTools answer to {expr}");

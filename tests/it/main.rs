@@ -29,4 +29,5 @@ mod sessions;
 mod slow_clients;
 mod splice;
 mod stray;
+mod tls_browser;
 mod websocket;
