@@ -157,20 +157,10 @@ pub async fn handshake(
     Ok(agreed)
 }
 
-/// Hands rustls the handshake bytes in `buf` (it takes them a few KiB at a time).
+/// Hands rustls the handshake bytes in `buf`.
 fn feed_hello(conn: &mut ServerConnection, buf: &mut InBuf) -> Result<(), HandshakeError> {
-    while !buf.is_empty() && conn.is_handshaking() {
-        let mut data = buf.data();
-        let n = conn.read_tls(&mut data).map_err(|_| {
-            HandshakeError::Protocol(rustls::Error::General("handshake too large".into()))
-        })?;
-        buf.consume(n);
-        conn.process_new_packets()
-            .map_err(HandshakeError::from_tls)?;
-        if n == 0 {
-            break;
-        }
-    }
+    let took = crate::tls::feed_handshake(conn, buf.data()).map_err(HandshakeError::from_tls)?;
+    buf.consume(took);
     Ok(())
 }
 

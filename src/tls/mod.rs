@@ -88,6 +88,27 @@ fn ticketer() -> Result<Arc<dyn ProducesTickets>, String> {
         .clone()
 }
 
+/// Hands rustls the handshake bytes of `input` and processes them (it takes a few KiB at a
+/// time, so this loops); returns how many it took, which is fewer than given only once the
+/// handshake is done (what follows is application data, for the record layer). Sans-IO: the
+/// handshake of `net::tls` and the fuzzer (`fuzz/fuzz_targets/tls_handshake.rs`) run it.
+pub fn feed_handshake(
+    conn: &mut rustls::ServerConnection,
+    input: &[u8],
+) -> Result<usize, rustls::Error> {
+    let mut rest = input;
+    while !rest.is_empty() && conn.is_handshaking() {
+        let n = conn
+            .read_tls(&mut rest)
+            .map_err(|e| rustls::Error::General(format!("handshake: {e}")))?;
+        conn.process_new_packets()?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(input.len() - rest.len())
+}
+
 /// What a connection's first bytes on a TLS port say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstBytes {

@@ -481,7 +481,8 @@ fn check_shows_which_listeners_expect_the_proxy_protocol() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("unknown option 'accept-proxy' (known: proxy-protocol)"),
+        text(&out)
+            .contains("unknown option 'accept-proxy' (known: proxy-protocol, tls, redirect-https)"),
         "{}",
         text(&out)
     );

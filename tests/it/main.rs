@@ -29,5 +29,6 @@ mod sessions;
 mod slow_clients;
 mod splice;
 mod stray;
+mod tls;
 mod tls_browser;
 mod websocket;
