@@ -1553,6 +1553,7 @@ tunnel = "1s"
 keepalive = "1s"
 pool_idle = "1s"
 queue = "9s"
+tls_handshake = "9s"
 [limits]
 maxconn = 9
 retries = 9
@@ -1673,6 +1674,7 @@ max = 9
             "admin",
             "admin-token",
             "access-log",
+            "tls-cert",
         ];
         let listed: Vec<_> = ProxyArgs::defaults().iter().map(|d| d.0).collect();
         let options = value_options(&help::<ProxyArgs>());
