@@ -187,12 +187,7 @@ async fn start_tls(shard: &Shard, client: &mut Client) -> bool {
 /// The requests of a `redirect-https` listener's connection: each answered with its redirect.
 async fn redirect_requests(shard: &Shard, client: &mut Client) {
     loop {
-        if shard.draining() {
-            return;
-        }
-        client.idle.set(client.buf.is_empty());
-        let head = read_request_head(shard, client).await;
-        client.idle.set(false);
+        let head = next_request_head(shard, client).await;
         let answer = match head {
             Ok(Some(head)) => {
                 let answer = h1::https_redirect(&head, client.buf.data());
@@ -219,15 +214,26 @@ async fn redirect_requests(shard: &Shard, client: &mut Client) {
     }
 }
 
+/// The connection's next request head, marked idle while it waits for one (a graceful stop
+/// closes it then); `Ok(None)`: the connection ends (the shard drains, the client closed or idled
+/// out).
+async fn next_request_head(
+    shard: &Shard,
+    client: &mut Client,
+) -> Result<Option<RequestHead>, Rejection> {
+    if shard.draining() {
+        return Ok(None);
+    }
+    client.idle.set(client.buf.is_empty());
+    let head = read_request_head(shard, client).await;
+    client.idle.set(false);
+    head
+}
+
 /// The requests of one client connection, one after another.
 async fn serve_requests(shard: &Shard, client: &mut Client) {
     loop {
-        if shard.draining() {
-            return;
-        }
-        client.idle.set(client.buf.is_empty());
-        let head = read_request_head(shard, client).await;
-        client.idle.set(false);
+        let head = next_request_head(shard, client).await;
         let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return,
