@@ -378,19 +378,109 @@ fn idle_keepalive_connections_are_small() {
     assert_idle_cost(&w, "idle keep-alive connections", (CONNS, BUDGET), request);
 }
 
+/// Idle TLS keep-alive connections (each after its handshake and one request, as a browser's
+/// between page loads) cost the wtgate process its TLS state beside the task and socket: no read
+/// or write buffer (issue 16). Measured on the binary, in a process of its own.
+#[test]
+fn idle_tls_connections_are_small() {
+    use std::io::{Read, Write};
+    const CONNS: usize = 500;
+    /// Per idle TLS connection, at most (HAProxy 2.6 with OpenSSL 3.0 on this box: see
+    /// bench/RESULTS.md "TLS at the edge").
+    const BUDGET: usize = 24 * 1024;
+    let _alone = alone();
+    let ca = crate::common::certs::TestCa::new("idle");
+    let leaf = ca.leaf(
+        "site",
+        &["localhost"],
+        crate::common::certs::KeyKind::EcdsaP256,
+        -1,
+        30,
+    );
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let listen = free_port();
+    let tls_listen = format!("127.0.0.1:{listen},tls");
+    let args = [
+        "--listen",
+        &tls_listen,
+        "--tls-cert",
+        &leaf.flag(),
+        "--threads",
+        "1",
+        "--no-pin",
+    ];
+    let backend = format!("wt1={}", b.addr);
+    let w = Serving::start(&[&args[..], &["--backend", &backend]].concat());
+    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca.cert()).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = Arc::new(config);
+    let request = |i: usize| {
+        let name = "localhost".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let req = format!("GET /?i={i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tls.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") || !head_and_body_done(&got) {
+            let n = tls.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed after {got:?}");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        tls
+    };
+    assert_idle_cost(
+        &w,
+        "idle TLS keep-alive connections",
+        (CONNS, BUDGET),
+        request,
+    );
+}
+
+/// Whether `got` holds a whole response head and the `Content-Length` body after it.
+fn head_and_body_done(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse::<usize>().unwrap_or(0));
+    got.len() >= end + 4 + len
+}
+
 /// Opens `n` connections with `open` (after a few to warm the runtime, the shard's pools and the
 /// allocator's arenas up to their working size), leaves them idle, and fails if wtgate's RSS grew
 /// by more than `budget` per connection.
-fn assert_idle_cost(
+fn assert_idle_cost<C>(
     w: &Serving,
     what: &str,
     (n, budget): (usize, usize),
-    open: impl Fn(usize) -> Wire,
+    open: impl Fn(usize) -> C,
 ) {
     drop((0..50).map(&open).collect::<Vec<_>>());
     let pid = w.pid().to_string();
     let before = rss_of(&pid);
-    let held: Vec<Wire> = (0..n).map(&open).collect();
+    let held: Vec<C> = (0..n).map(&open).collect();
     let grown = rss_of(&pid).saturating_sub(before);
     let per = grown as f64 / n as f64 / 1024.0;
     eprintln!(
