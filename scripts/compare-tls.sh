@@ -23,8 +23,8 @@
 # Then, with a fresh proxy each: N idle TLS connections (scripts/tls-idle.py: full handshake, one
 # keep-alive GET each, then idle) and the RSS delta of the proxy ÷ N.
 #
-#   scripts/compare-tls.sh                 3 rounds × 4 s per load, ECDSA and RSA (~8 minutes)
-#   scripts/compare-tls.sh --quick         1 round × 2 s, ECDSA only
+#   scripts/compare-tls.sh                 3 rounds × 4 s per load, ECDSA and RSA, ws (~8 minutes)
+#   scripts/compare-tls.sh --quick         1 round × 2 s, ECDSA only (~1 minute)
 # Options: --rounds N  --duration SECONDS  --keys "ec rsa"  --idle-conns 2000 (0: no idle test)
 #          --s-clients 4  --scenarios "full resumed wrkres ka ws"  --out DIR  --no-build
 # Programs: WTGATE, BENCH, HAPROXY, NGINX, WRK, OPENSSL, TASKSET (command prefixes, as compare.sh).
@@ -57,7 +57,7 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "compare-tls.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
