@@ -124,6 +124,9 @@ pub struct ShardStats {
     pub tls_timeouts: AtomicU64,
     /// TLS connections the client ended without `close_notify`.
     pub tls_unclean_ends: AtomicU64,
+    /// TLS connections ended by an error after their handshake: a bad record, a fatal alert
+    /// from the client, a renegotiation attempt (refused).
+    pub tls_record_errors: AtomicU64,
 }
 
 impl ShardStats {
@@ -150,6 +153,7 @@ impl ShardStats {
             tls_failures: Default::default(),
             tls_timeouts: AtomicU64::new(0),
             tls_unclean_ends: AtomicU64::new(0),
+            tls_record_errors: AtomicU64::new(0),
         }
     }
 
@@ -422,6 +426,7 @@ pub struct Stats {
     /// TLS handshakes failed, by reason (`timeout` included).
     pub tls_failures: Vec<(&'static str, u64)>,
     pub tls_unclean_ends: u64,
+    pub tls_record_errors: u64,
 }
 
 impl Stats {
@@ -468,6 +473,7 @@ impl Stats {
                 .chain([("timeout", sum(&|s| &s.tls_timeouts))])
                 .collect(),
             tls_unclean_ends: sum(&|s| &s.tls_unclean_ends),
+            tls_record_errors: sum(&|s| &s.tls_record_errors),
         }
     }
 

@@ -474,6 +474,13 @@ fn tls(e: &mut Encoder, r: &Report) {
         "TLS connections the client ended without close_notify.",
     );
     e.int("wtgate_tls_unclean_ends_total", &[], s.tls_unclean_ends);
+    e.family(
+        "wtgate_tls_record_errors_total",
+        Kind::Counter,
+        "TLS connections ended by an error after the handshake: a bad record, a fatal alert \
+         from the client, a refused renegotiation.",
+    );
+    e.int("wtgate_tls_record_errors_total", &[], s.tls_record_errors);
     if r.certs.is_empty() {
         return;
     }

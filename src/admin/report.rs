@@ -163,6 +163,7 @@ impl Report {
             "handshakes": handshakes,
             "failures": failures,
             "unclean_ends": self.stats.tls_unclean_ends,
+            "record_errors": self.stats.tls_record_errors,
         })
     }
 

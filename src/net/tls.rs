@@ -214,6 +214,14 @@ impl TlsState {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
+            // A TLS 1.2 server has nothing to say unasked but the `no_renegotiation` warning
+            // rustls answers a renegotiating ClientHello with; the client would then wait for a
+            // handshake that never comes: the warning goes out and the connection ends, as
+            // HAProxy ends it.
+            if conn.wants_write() && conn.protocol_version() == Some(ProtocolVersion::TLSv1_2) {
+                let why = "the client tried to renegotiate (refused)";
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            }
             if ciphertext.is_empty() || took == 0 || state.plaintext_bytes_to_read() >= PLAIN_LIMIT
             {
                 break;
@@ -348,6 +356,7 @@ pub(super) async fn read(
 
 /// A TLS error ends the connection: the client gets rustls' alert, if it can take it now.
 fn fatal(sock: &Sock, tls: &TlsState, e: io::Error) -> io::Error {
+    ShardStats::count(&tls.stats.tls_record_errors);
     let writer = sock.0.writer.take();
     if writer.is_some() {
         tls.send_last(sock.0.fd, false);
@@ -389,7 +398,7 @@ mod spare {
 
     /// Room for a 16 KiB record with its header and tag, and some more.
     const SIZE: usize = 17 * 1024;
-    const KEEP: usize = 64;
+    const KEEP: usize = 16;
     const KEEP_CAPACITY: usize = 256 * 1024;
 
     thread_local! {

@@ -387,7 +387,7 @@ fn idle_tls_connections_are_small() {
     const CONNS: usize = 500;
     /// Per idle TLS connection, at most (HAProxy 2.6 with OpenSSL 3.0 on this box: see
     /// bench/RESULTS.md "TLS at the edge").
-    const BUDGET: usize = 24 * 1024;
+    const BUDGET: usize = 16 * 1024;
     let _alone = alone();
     let ca = crate::common::certs::TestCa::new("idle");
     let leaf = ca.leaf(

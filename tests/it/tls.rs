@@ -444,3 +444,38 @@ fn a_certificate_that_cannot_be_served_is_refused_in_one_line_naming_the_file() 
         text(&ok)
     );
 }
+
+#[test]
+fn a_renegotiation_attempt_is_refused_and_ends_the_connection() {
+    let ca = TestCa::new("reneg");
+    let leaf = ca.leaf("site", &["localhost"], KeyKind::EcdsaP256, -1, 30);
+    let backend = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = tls_proxy(&backend, &[&leaf], |_| {});
+    // `R` asks s_client to renegotiate (TLS 1.2); it reads on until the proxy closes.
+    let connect = proxy.addr.to_string();
+    let out = Command::new("timeout")
+        .args([
+            "10", "openssl", "s_client", "-connect", &connect, "-tls1_2", "-msg", "-CAfile",
+        ])
+        .arg(ca.cert())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            // Left open (not dropped) until the proxy has closed: a closed stdin would end it.
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"R\n")?;
+            let out = child.wait_with_output();
+            drop(stdin);
+            out
+        })
+        .unwrap();
+    let text = text(&out);
+    assert!(text.contains("RENEGOTIATING"), "{text}");
+    assert!(text.contains("no_renegotiation"), "{text}");
+    // Ended by the proxy's close, not by the 10 s `timeout` (exit status 124).
+    assert_ne!(out.status.code(), Some(124), "{text}");
+    assert_eq!(metric(&proxy, "wtgate_tls_record_errors_total"), 1);
+    assert_eq!(backend.request_count(), 0);
+}
