@@ -412,25 +412,9 @@ fn idle_tls_connections_are_small() {
     let backend = format!("wt1={}", b.addr);
     let w = Serving::start(&[&args[..], &["--backend", &backend]].concat());
     let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    let ca_pem = std::fs::read(ca.cert()).unwrap();
-    use rustls_pki_types::pem::PemObject;
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let config = Arc::new(config);
+    let config = ca.client_config();
     let request = |i: usize| {
-        let name = "localhost".try_into().unwrap();
-        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut tls = crate::common::certs::tls_connect(&config, addr, "localhost", b"");
         let req = format!("GET /?i={i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
         tls.write_all(req.as_bytes()).unwrap();
         let mut got = Vec::new();

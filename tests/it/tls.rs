@@ -479,3 +479,24 @@ fn a_renegotiation_attempt_is_refused_and_ends_the_connection() {
     assert_eq!(metric(&proxy, "wtgate_tls_record_errors_total"), 1);
     assert_eq!(backend.request_count(), 0);
 }
+
+#[test]
+fn a_proxy_protocol_listener_reads_the_header_then_the_handshake() {
+    use std::io::Read;
+    let ca = TestCa::new("pp");
+    let leaf = ca.leaf("site", &["localhost"], KeyKind::EcdsaP256, -1, 30);
+    let backend = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = tls_proxy(&backend, &[&leaf], |c| c.listen[0].proxy_protocol = true);
+    let config = ca.client_config();
+    let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 443\r\n";
+    let mut tls = crate::common::certs::tls_connect(&config, proxy.addr, "localhost", header);
+    tls.write_all(GET_CLOSE.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = backend.requests();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("203.0.113.7"));
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
