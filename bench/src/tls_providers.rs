@@ -168,9 +168,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
     let providers = [
-        ("aws-lc-rs", Arc::new(rustls::crypto::aws_lc_rs::default_provider())),
+        (
+            "aws-lc-rs",
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        ),
         // Deprecated in rustls 0.23 for lacking post-quantum key exchange: which is one more
         // reason for aws-lc-rs, but the classic handshakes still compare.
         #[allow(deprecated)]
@@ -180,7 +186,9 @@ fn main() {
         cert("ECDSA P-256", &rcgen::PKCS_ECDSA_P256_SHA256),
         cert("RSA 2048", &rcgen::PKCS_RSA_SHA256),
     ];
-    println!("| provider | certificate | full handshake, server µs | resumed, server µs | seal 16 KiB, µs | open 16 KiB, µs |");
+    println!(
+        "| provider | certificate | full handshake, server µs | resumed, server µs | seal 16 KiB, µs | open 16 KiB, µs |"
+    );
     println!("|---|---|---:|---:|---:|---:|");
     for c in &certs {
         let mut results: Vec<[Vec<f64>; 4]> = vec![Default::default(), Default::default()];
@@ -206,7 +214,10 @@ fn main() {
         }
         for (i, (name, _)) in providers.iter().enumerate() {
             let [f, r, s, o] = results[i].clone().map(median);
-            println!("| {name} | {} | {f:.0} | {r:.0} | {s:.1} | {o:.1} |", c.name);
+            println!(
+                "| {name} | {} | {f:.0} | {r:.0} | {s:.1} | {o:.1} |",
+                c.name
+            );
         }
     }
 }
