@@ -50,8 +50,32 @@ const STALL_AFTER: Duration = Duration::from_secs(1);
 /// How often a shard looks for a reloaded config: a reload is in force everywhere within this.
 pub const RELOAD_POLL: Duration = Duration::from_millis(200);
 
-/// Set while a client connection waits for its next request.
-pub type IdleFlag = Rc<Cell<bool>>;
+/// What the shard's sweeper watches of a tracked connection, instead of a timer in its task
+/// (a monoio timer entry is 640 bytes, more than the rest of an idle connection's task).
+#[derive(Default)]
+pub struct Watch {
+    /// Set while a client connection waits for its next request: a drain closes it then.
+    pub idle: Cell<bool>,
+    /// Closed by the sweeper once past this (its socket shut down both ways, which ends every
+    /// read and write on it); `None`: no limit now. Checked every [`RELOAD_POLL`].
+    pub deadline: Cell<Option<Instant>>,
+}
+
+/// A socket the shard may have to close: with its watch, if the sweeper has one.
+type Tracked = (Sock, Option<Rc<Watch>>);
+
+impl Watch {
+    /// Idle, to be closed after `limit` of it.
+    pub fn idle_for(&self, limit: Duration) {
+        self.idle.set(true);
+        self.deadline.set(Some(Instant::now() + limit));
+    }
+
+    pub fn busy(&self) {
+        self.idle.set(false);
+        self.deadline.set(None);
+    }
+}
 
 /// What a shard shares with the engine: the counters it writes, the admin states it reads, and
 /// the flag it raises when memory is worth trimming.
@@ -113,7 +137,7 @@ pub struct Shard {
     peers: RefCell<Option<Peers<Heard>>>,
     /// Every open client connection and tunnel backend, so that stopping can close them all, with
     /// a flag for the client connections that wait for their next request.
-    open: RefCell<HashMap<u64, (Sock, Option<IdleFlag>)>>,
+    open: RefCell<HashMap<u64, Tracked>>,
     next_open: Cell<u64>,
     /// The engine is stopping gracefully: no connection is kept alive after its request.
     draining: Cell<bool>,
@@ -614,6 +638,7 @@ impl Shard {
                 |b: usize, bytes: &[u8]| shard.stray(b, bytes, "while it sat in the pool");
             shard.pool.borrow_mut().watch(&mut stray);
             shard.find_stalls();
+            shard.expire_watched(Instant::now());
             let g = shard.generation();
             let every = (g.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
             let now = Instant::now();
@@ -632,13 +657,25 @@ impl Shard {
         }
     }
 
-    /// Registers a socket for `close_all` until [`Shard::untrack`]; `idle`, for a client
-    /// connection: set while it waits for its next request, so that a drain closes it.
-    pub fn track(&self, sock: &Sock, idle: Option<IdleFlag>) -> u64 {
+    /// Registers a socket for `close_all` until [`Shard::untrack`]; `watch`: when the sweeper
+    /// closes it (its deadline), and for a client connection whether it waits for its next
+    /// request, so that a drain closes it.
+    pub fn track(&self, sock: &Sock, watch: Option<Rc<Watch>>) -> u64 {
         let key = self.next_open.get();
         self.next_open.set(key + 1);
-        self.open.borrow_mut().insert(key, (sock.clone(), idle));
+        self.open.borrow_mut().insert(key, (sock.clone(), watch));
         key
+    }
+
+    /// Closes the tracked sockets whose deadline has passed.
+    fn expire_watched(&self, now: Instant) {
+        for (sock, watch) in self.open.borrow().values() {
+            let Some(w) = watch else { continue };
+            if w.deadline.get().is_some_and(|d| d <= now) {
+                w.deadline.set(None);
+                sock.shutdown_both();
+            }
+        }
     }
 
     pub fn untrack(&self, key: u64) {
@@ -662,8 +699,8 @@ impl Shard {
     /// close after the request they carry; pooled backend connections are closed.
     pub fn begin_drain(&self) {
         self.draining.set(true);
-        for (sock, idle) in self.open.borrow().values() {
-            if idle.as_ref().is_some_and(|i| i.get()) {
+        for (sock, watch) in self.open.borrow().values() {
+            if watch.as_ref().is_some_and(|w| w.idle.get()) {
                 sock.shutdown_both();
             }
         }

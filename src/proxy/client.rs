@@ -1,7 +1,6 @@
 //! The client side of a connection: its PROXY protocol header (where the listener takes one),
 //! then request heads one after another, each handed to [`super::exchange::forward`].
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,7 +12,7 @@ use crate::metrics::ShardStats;
 use crate::net::{InBuf, Sock, TcpStream, timeout};
 use crate::proxy::Rejection;
 use crate::proxy::exchange::{self, Next};
-use crate::shard::Shard;
+use crate::shard::{Shard, Watch};
 
 /// One client connection.
 pub struct Client {
@@ -22,8 +21,9 @@ pub struct Client {
     /// requests.
     pub buf: InBuf,
     pub info: ClientInfo,
-    /// Set while the connection waits for its next request: a graceful stop closes it then.
-    pub idle: Rc<Cell<bool>>,
+    /// Set while the connection waits for its next request (a graceful stop closes it then),
+    /// with the time the shard's sweeper closes it if nothing comes.
+    pub idle: Rc<Watch>,
     /// The connection's place under `--maxconn`; taken by a WebSocket tunnel that goes on in a
     /// task of its own ([`super::exchange`]'s `upgraded`), which then also closes the socket.
     pub slot: Option<Slot>,
@@ -80,7 +80,7 @@ pub async fn serve(slot: Slot, stream: TcpStream, proxy_protocol: bool) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let sock = Sock::new(stream);
-    let idle = Rc::new(Cell::new(false));
+    let idle = Rc::new(Watch::default());
     let key = shard.track(&sock, Some(idle.clone()));
     let mut client = Client {
         sock,
@@ -91,12 +91,21 @@ pub async fn serve(slot: Slot, stream: TcpStream, proxy_protocol: bool) {
         key,
     };
     let listen = shard.cfg.listen[client.slot.as_ref().map_or(0, |s| s.listener)];
-    let accepted = (!proxy_protocol || accept_proxy_header(&shard, &mut client).await)
-        && (!listen.tls || start_tls(&shard, &mut client).await);
-    if accepted && listen.redirect_https {
-        redirect_requests(&shard, &mut client).await;
-    } else if accepted {
-        serve_requests(&shard, &mut client).await;
+    // What runs once or while bytes flow is boxed, so that the connection's task, which lives
+    // as long as the connection, is sized by its idle wait (issue 17): the PROXY header, the
+    // handshake, each request.
+    let accepted = (!proxy_protocol || Box::pin(accept_proxy_header(&shard, &mut client)).await)
+        && (!listen.tls || Box::pin(start_tls(&shard, &mut client)).await);
+    while accepted && wait_for_request(&shard, &mut client).await {
+        let next = if listen.redirect_https {
+            Box::pin(redirect_one(&shard, &mut client)).await
+        } else {
+            Box::pin(one_request(&shard, &mut client)).await
+        };
+        if next == Next::Close {
+            break;
+        }
+        client.info.earlier_requests += 1;
     }
     // Unless a tunnel took the connection over: it closes it when it ends.
     if client.slot.is_some() {
@@ -184,72 +193,75 @@ async fn start_tls(shard: &Shard, client: &mut Client) -> bool {
     }
 }
 
-/// The requests of a `redirect-https` listener's connection: each answered with its redirect.
-async fn redirect_requests(shard: &Shard, client: &mut Client) {
-    loop {
-        let head = next_request_head(shard, client).await;
-        let answer = match head {
-            Ok(Some(head)) => {
-                let answer = h1::https_redirect(&head, client.buf.data());
-                client.buf.consume(head.head_len);
-                let close = answer
-                    .as_ref()
-                    .is_none_or(|a| a.ends_with(b"close\r\n\r\n"));
-                shard.give_request_head(head);
-                match answer {
-                    Some(a) => (a, close),
-                    None => (h1::error_response(400, true), true),
-                }
-            }
-            Ok(None) => return,
-            Err(rejection) => (h1::error_response(rejection.status(), true), true),
-        };
-        let written = timeout(shard.settings().timeouts.client, async {
-            client.sock.write_all(answer.0).await.0
-        })
-        .await;
-        if written.is_err() || answer.1 {
-            return;
-        }
-    }
-}
-
-/// The connection's next request head, marked idle while it waits for one (a graceful stop
-/// closes it then); `Ok(None)`: the connection ends (the shard drains, the client closed or idled
-/// out).
-async fn next_request_head(
-    shard: &Shard,
-    client: &mut Client,
-) -> Result<Option<RequestHead>, Rejection> {
+/// Waits for the first bytes of the connection's next request, with nothing but the poll of its
+/// socket (no buffer, no request state, no timer), marked idle meanwhile (a graceful stop
+/// closes it then). False: the connection ends (the shard drains, or the client stayed silent
+/// for `--keepalive-timeout`, or `--request-head-timeout` before its first request).
+async fn wait_for_request(shard: &Shard, client: &mut Client) -> bool {
     if shard.draining() {
-        return Ok(None);
+        return false;
     }
-    client.idle.set(client.buf.is_empty());
-    let head = read_request_head(shard, client).await;
-    client.idle.set(false);
-    head
+    if !client.buf.is_empty() {
+        return true;
+    }
+    client.buf.release();
+    let t = shard.settings().timeouts;
+    let wait = match client.info.earlier_requests {
+        0 => t.request_head,
+        _ => t.keepalive,
+    };
+    // No timer of its own: the shard's sweeper shuts the socket down at the deadline, which
+    // makes it readable (EOF), and the request's read then finds the connection over. Readable
+    // also at an error.
+    client.idle.idle_for(wait);
+    let ready = client.sock.readable().await;
+    client.idle.busy();
+    ready.is_ok() && !shard.draining()
 }
 
-/// The requests of one client connection, one after another.
-async fn serve_requests(shard: &Shard, client: &mut Client) {
-    loop {
-        let head = next_request_head(shard, client).await;
-        let head = match head {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(rejection) => {
-                ShardStats::count(&shard.stats.rejections[rejection.index()]);
-                let (started, read) = (Instant::now(), client.buf.data().len());
-                let sent = answer(shard, &client.sock, rejection.status(), true).await;
-                log_rejection(shard, client, rejection, started, (read, sent));
-                return;
-            }
-        };
-        ShardStats::count(&shard.stats.requests);
-        if exchange::forward(shard, client, head).await == Next::Close {
-            return;
+/// One request of the connection, from its head to the end of its response.
+async fn one_request(shard: &Shard, client: &mut Client) -> Next {
+    let head = match read_request_head(shard, client).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Next::Close,
+        Err(rejection) => {
+            ShardStats::count(&shard.stats.rejections[rejection.index()]);
+            let (started, read) = (Instant::now(), client.buf.data().len());
+            let sent = answer(shard, &client.sock, rejection.status(), true).await;
+            log_rejection(shard, client, rejection, started, (read, sent));
+            return Next::Close;
         }
-        client.info.earlier_requests += 1;
+    };
+    ShardStats::count(&shard.stats.requests);
+    exchange::forward(shard, client, head).await
+}
+
+/// One request of a `redirect-https` listener's connection, answered with its redirect.
+async fn redirect_one(shard: &Shard, client: &mut Client) -> Next {
+    let (answer, close) = match read_request_head(shard, client).await {
+        Ok(Some(head)) => {
+            let answer = h1::https_redirect(&head, client.buf.data());
+            client.buf.consume(head.head_len);
+            shard.give_request_head(head);
+            match answer {
+                Some(a) => {
+                    let close = a.ends_with(b"close\r\n\r\n");
+                    (a, close)
+                }
+                None => (h1::error_response(400, true), true),
+            }
+        }
+        Ok(None) => return Next::Close,
+        Err(rejection) => (h1::error_response(rejection.status(), true), true),
+    };
+    let written = timeout(shard.settings().timeouts.client, async {
+        client.sock.write_all(answer).await.0
+    })
+    .await;
+    if written.is_err() || close {
+        Next::Close
+    } else {
+        Next::KeepAlive
     }
 }
 

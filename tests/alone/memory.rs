@@ -361,9 +361,10 @@ fn idle_websocket_tunnels_hold_no_read_buffers() {
 /// Measured on the binary, in a process of its own.
 #[test]
 fn idle_keepalive_connections_are_small() {
-    const CONNS: usize = 1000;
-    /// Per idle connection, at most (HAProxy: 1.3 KiB, nginx 0.7 KiB on this box).
-    const BUDGET: usize = 8 * 1024;
+    const CONNS: usize = 4000;
+    /// Per idle connection, at most HAProxy's (1.27 KiB on this box; nginx 0.69 KiB): the task
+    /// waits on its socket's poll alone, the shard's sweeper keeping its deadline (issue 17).
+    const BUDGET: usize = 1300;
     let _alone = alone();
     let b = TestBackend::start("wt1", Behavior::Normal);
     let listen = free_port();
@@ -473,8 +474,8 @@ fn assert_idle_cost<C>(
     );
     assert!(
         grown <= n * budget,
-        "{what}: {per:.2} KiB each, budget {} KiB",
-        budget / 1024
+        "{what}: {per:.2} KiB each, budget {:.2} KiB",
+        budget as f64 / 1024.0
     );
     drop(held);
 }
