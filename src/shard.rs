@@ -667,13 +667,24 @@ impl Shard {
         key
     }
 
-    /// Closes the tracked sockets whose deadline has passed.
+    /// Closes the tracked sockets whose deadline has passed: all of them that share a watch (a
+    /// tunnel's two sockets), then clears those deadlines.
     fn expire_watched(&self, now: Instant) {
-        for (sock, watch) in self.open.borrow().values() {
-            let Some(w) = watch else { continue };
-            if w.deadline.get().is_some_and(|d| d <= now) {
-                w.deadline.set(None);
-                sock.shutdown_both();
+        let open = self.open.borrow();
+        let expired = |w: &Option<Rc<Watch>>| {
+            w.as_ref()
+                .is_some_and(|w| w.deadline.get().is_some_and(|d| d <= now))
+        };
+        let mut any = false;
+        for (sock, watch) in open.values().filter(|(_, w)| expired(w)) {
+            sock.shutdown_both();
+            any |= watch.is_some();
+        }
+        if any {
+            for (_, watch) in open.values().filter(|(_, w)| expired(w)) {
+                if let Some(w) = watch {
+                    w.deadline.set(None);
+                }
             }
         }
     }

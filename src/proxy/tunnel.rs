@@ -14,22 +14,31 @@ use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use futures_lite::{FutureExt, future};
+use futures_lite::future;
 
 use crate::config::Splice;
 use crate::metrics::ShardStats;
 use crate::net::{self, InBuf, PIPE_LEN, PipePool, Sock};
 use crate::proxy::client::Client;
 use crate::proxy::upstream::Upstream;
-use crate::shard::Shard;
+use crate::shard::{Shard, Watch};
 
 /// Relays until both directions are done. Bytes already read on either side (a frame that came
 /// with the 101, say) go first. Returns the bytes relayed to the backend and to the client.
 pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64, u64) {
-    let key = shard.track(&up.sock, None);
+    // The client connection's watch, on the backend socket too: past its deadline the shard's
+    // sweeper shuts both down, so that both directions' pending reads complete (with EOF) and the
+    // relays end on their own: a read is never dropped while its tunnel lives, as a timeout
+    // around each read would (a dropped io_uring read may have taken bytes), and the tunnel's
+    // task holds no timer.
+    let watch = client.idle.clone();
+    let key = shard.track(&up.sock, Some(watch.clone()));
     // The one in force as the tunnel opens, for its whole life: a reload changes it for later ones.
-    let idle = shard.settings().timeouts.tunnel;
-    let last = Cell::new(Instant::now());
+    let quiet = Quiet {
+        watch: &watch,
+        limit: shard.settings().timeouts.tunnel,
+    };
+    quiet.traffic();
     let counters = &shard.stats.backends[up.backend];
     // A TLS client's bytes are records to decrypt or encrypt: no splice(2) for them.
     let splice = shard.settings().splice == Splice::Auto && !client.sock.is_tls();
@@ -39,24 +48,19 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64,
     let to_backend = relay(
         (&client.sock, &up.sock),
         &mut client.buf,
-        (&last, pipes),
+        (&quiet, pipes),
         (&counters.request_bytes, &in_bytes, spliced),
     );
     let to_client = relay(
         (&up.sock, &client.sock),
         &mut up.buf,
-        (&last, pipes),
+        (&quiet, pipes),
         (&counters.response_bytes, &out_bytes, spliced),
     );
     // Pinned here, once: moved into a combinator, each would be stored twice in the state machine.
     let (to_backend, to_client) = (pin!(to_backend), pin!(to_client));
-    let mut watchdog = pin!(watchdog((&client.sock, &up.sock), idle, &last));
-    let _ = future::zip(to_backend, to_client)
-        .or(async {
-            watchdog.as_mut().await;
-            (Ok(()), Ok(()))
-        })
-        .await;
+    let _ = future::zip(to_backend, to_client).await;
+    watch.busy();
     shard.untrack(key);
     up.sock.shutdown_both();
     (in_bytes.get(), out_bytes.get())
@@ -66,8 +70,21 @@ pub async fn run(shard: &Shard, client: &mut Client, up: &mut Upstream) -> (u64,
 /// backend's count of spliced ones.
 type Bytes<'a> = (&'a AtomicU64, &'a Cell<u64>, &'a AtomicU64);
 
-/// The time of the latest traffic either way, and the shard's pipes if this tunnel may splice.
-type Ctx<'a> = (&'a Cell<Instant>, Option<&'a PipePool>);
+/// When the tunnel is closed for silence both ways, and the shard's pipes if it may splice.
+type Ctx<'a> = (&'a Quiet<'a>, Option<&'a PipePool>);
+
+/// A tunnel's `--tunnel-timeout`: each transfer either way moves the deadline that the shard's
+/// sweeper closes the tunnel at.
+struct Quiet<'a> {
+    watch: &'a Watch,
+    limit: Duration,
+}
+
+impl Quiet<'_> {
+    fn traffic(&self) {
+        self.watch.deadline.set(Some(Instant::now() + self.limit));
+    }
+}
 
 /// A read of at least this much turns splicing on: the measured crossover (docs/splice.md: no
 /// gain at 8 KiB and below, 0.58-0.64x the copy's CPU at 16 KiB).
@@ -80,25 +97,9 @@ const SMALL_SPLICES: u32 = 3;
 /// Splices in a row that found more bytes queued before the direction lets other tasks run.
 const SPLICES_PER_TURN: u32 = 4;
 
-/// Ends a tunnel silent both ways for `idle`. It shuts both sockets down, so that both directions'
-/// pending reads complete (with EOF) and the relays end on their own: a read is never dropped
-/// while its tunnel lives, as a timeout around each read would (a dropped io_uring read may have
-/// taken bytes). One timer per tunnel, re-armed only when it fires, instead of one per read.
-async fn watchdog((a, b): (&Sock, &Sock), idle: Duration, last: &Cell<Instant>) {
-    loop {
-        let quiet = last.get().elapsed();
-        if quiet >= idle {
-            a.shutdown_both();
-            b.shutdown_both();
-            return future::pending().await;
-        }
-        crate::net::sleep(idle - quiet).await;
-    }
-}
-
-/// One direction: `from` → `to`, then a half-close passed on. `last` is the time of the latest
-/// traffic either way, so that a quiet direction does not end a busy tunnel; `bytes` counts what
-/// went through.
+/// One direction: `from` → `to`, then a half-close passed on. Its traffic moves the tunnel's
+/// deadline, so that a quiet direction does not end a busy tunnel; `bytes` counts what went
+/// through.
 async fn relay(
     (from, to): (&Sock, &Sock),
     buf: &mut InBuf,
@@ -118,11 +119,11 @@ async fn relay_until_eof(
     from: &Sock,
     to: &Sock,
     buf: &mut InBuf,
-    (last, pipes): Ctx<'_>,
+    (quiet, pipes): Ctx<'_>,
     bytes: Bytes<'_>,
 ) -> io::Result<()> {
     // Bytes that came with the upgrade (a frame right behind the 101, say) go first.
-    flush(buf, to, bytes, last).await?;
+    flush(buf, to, bytes, quiet).await?;
     loop {
         // Between messages (a Wt session's WebSocket is mostly idle) the direction holds no
         // buffer: it waits for readability, then takes one from the shard's pool for the read,
@@ -133,13 +134,13 @@ async fn relay_until_eof(
             return Ok(());
         }
         // What a read brought goes out first, by copy: bytes leave in order.
-        flush(buf, to, bytes, last).await?;
+        flush(buf, to, bytes, quiet).await?;
         if n >= SPLICE_MIN
             && let Some(pipe) = pipes.and_then(PipePool::take)
         {
             // Splicing holds no buffer: the pipe is all this direction needs.
             buf.release();
-            if splice_while_large((from, to), pipe, pipes, last, bytes).await? {
+            if splice_while_large((from, to), pipe, pipes, quiet, bytes).await? {
                 to.shutdown_write();
                 return Ok(());
             }
@@ -148,25 +149,20 @@ async fn relay_until_eof(
 }
 
 /// Writes out what the buffer holds, and counts it.
-async fn flush(
-    buf: &mut InBuf,
-    to: &Sock,
-    bytes: Bytes<'_>,
-    last: &Cell<Instant>,
-) -> io::Result<()> {
+async fn flush(buf: &mut InBuf, to: &Sock, bytes: Bytes<'_>, quiet: &Quiet<'_>) -> io::Result<()> {
     if !buf.is_empty() {
         let n = buf.data().len();
         buf.write_to(to, n).await?;
-        count(bytes, n, last);
+        count(bytes, n, quiet);
         buf.consume(n);
     }
     Ok(())
 }
 
-fn count((counter, tunnel, _): Bytes<'_>, n: usize, last: &Cell<Instant>) {
+fn count((counter, tunnel, _): Bytes<'_>, n: usize, quiet: &Quiet<'_>) {
     ShardStats::add(counter, n);
     tunnel.set(tunnel.get() + n as u64);
-    last.set(Instant::now());
+    quiet.traffic();
 }
 
 /// Splices `from` → `to` until EOF (`true`) or [`SMALL_SPLICES`] small splices in a row
@@ -176,7 +172,7 @@ async fn splice_while_large<'p>(
     (from, to): (&Sock, &Sock),
     mut pipe: net::Pipe<'p>,
     pipes: Option<&'p PipePool>,
-    last: &Cell<Instant>,
+    quiet: &Quiet<'_>,
     bytes: Bytes<'_>,
 ) -> io::Result<bool> {
     // A large read came just before: more is probably queued, so try before polling.
@@ -193,7 +189,7 @@ async fn splice_while_large<'p>(
             return Ok(true);
         }
         pipe.drain(to).await?;
-        count(bytes, n, last);
+        count(bytes, n, quiet);
         ShardStats::add(bytes.2, n);
         let large = n >= SPLICE_MIN;
         small = if large { 0 } else { small + 1 };
