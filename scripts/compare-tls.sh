@@ -154,7 +154,7 @@ start() { # name [key]
       mkdir -p "$WORK/nginx-body" "$WORK/nginx-proxy"
       sed -e "s|listen 127.0.0.1:@PORT@ backlog=4096;|listen 127.0.0.1:@PORT@ ssl backlog=4096; ssl_certificate $d/cert.pem; ssl_certificate_key $d/key.pem; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache shared:SSL:10m;|" \
         -e "s|@DIR@|$WORK|g; s/@PORT@/${PORT[nginx]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
-        -e "s/@THREADS@/1/; s/@MAXCONN@/$MAXCONN/g" \
+        -e "s/@THREADS@/1/; s/@MAXCONN@/$MAXCONN/g; s/@WORKER_CONNS@/$MAXCONN/" \
         scripts/bench-nginx.conf >"$WORK/nginx.conf"
       "${TASKSET_CMD[@]}" -c "$PROXY_CPUS" "${NGINX_CMD[@]}" -p "$WORK" -e "$WORK/nginx-error.log" \
         -c "$WORK/nginx.conf" -g "daemon off;$NGINX_USER" >>"$WORK/nginx.log" 2>&1 &

@@ -7,7 +7,8 @@
 #   scripts/compare.sh --quick    1 round × 2 s per load, no wrk cross-check (~2 minutes)
 #   scripts/compare.sh --proxy-cores 4    proxies on cores 0-3, generator + backends on the rest
 #
-# Options: --rounds N  --duration 4s  --rate 10000  --idle-conns 10000  --out DIR  --no-build
+# Options: --rounds N  --duration 4s  --rate 10000  --idle-conns 10000  --idle-ws 9000 (idle
+#          WebSocket tunnels; 0: none)  --out DIR  --no-build
 #          --proxy-cores N
 # Output: DIR (default bench/results) gets results.jsonl, report.md and one SVG per scenario.
 #
@@ -40,6 +41,7 @@ DUR=4s
 WARM=1s
 RATE=10000
 IDLE_CONNS=10000
+WS_IDLE=
 OUT="$ROOT/bench/results"
 BUILD=1
 PROXY_CORES=
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --duration) DUR=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift ;;
+    --idle-ws) WS_IDLE=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --proxy-cores) PROXY_CORES=$2; shift ;;
@@ -110,6 +113,9 @@ if [ "$NOFILE" != unlimited ] && [ "$IDLE_CONNS" -gt $(( NOFILE / 2 - 150 )) ]; 
   IDLE_CONNS=$(( NOFILE / 2 - 150 ))
 fi
 MAXCONN=$(( IDLE_CONNS + 100 ))
+# Idle WebSocket tunnels: two proxy descriptors each (client and backend side), so at most 9000
+# under a 20 000 limit (issue 17), and no more than the idle connections' maxconn allows.
+WS_IDLE=${WS_IDLE:-$(( IDLE_CONNS < 9000 ? IDLE_CONNS : 9000 ))}
 
 NCPU=$(nproc)
 GEN_THREADS=1   # load generator and wrk threads
@@ -142,6 +148,7 @@ if [ -n "$PROXY_CORES" ]; then
     log "open-files limit $NOFILE with --proxy-cores: maxconn 4000, idle test 3900 connections"
     MAXCONN=4000
     IDLE_CONNS=3900
+    [ "$WS_IDLE" -gt 3900 ] && WS_IDLE=3900
   fi
 elif [ "$NCPU" -ge 2 ]; then
   PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
@@ -207,6 +214,7 @@ start() { # name
       mkdir -p "$WORK/nginx-body" "$WORK/nginx-proxy"
       sed -e "s|@DIR@|$WORK|g; s/@PORT@/${PORT[nginx]}/; s/@B1@/$B1/g; s/@B2@/$B2/g" \
         -e "s/@THREADS@/$SHARDS/; s/@MAXCONN@/$MAXCONN/g" \
+        -e "s/@WORKER_CONNS@/$(( 2 * MAXCONN < 19000 ? 2 * MAXCONN : 19000 ))/" \
         -e "${NGINX_EXTRA:+/^worker_processes /a\\$NGINX_EXTRA}" \
         scripts/bench-nginx.conf >"$WORK/nginx.conf"
       "${TASKSET_CMD[@]}" -c "$PROXY_CPUS" "${NGINX_CMD[@]}" -p "$WORK" -e "$WORK/nginx-error.log" \
@@ -343,6 +351,30 @@ for t in "${TARGETS[@]}"; do
   [ "$t" = direct ] || stop "$t"
 done
 
+# --- idle WebSocket tunnels (issue 17): a fresh proxy each; each tunnel after one echo, as a Wt
+# session's WebSocket between pushes (scripts/ws-idle.py), as many as the descriptors allow
+WS_IDLE_TABLE=""
+if [ "$WS_IDLE" -gt 0 ]; then
+  WS_IDLE_TABLE="| target | tunnels | errors | RSS before (KiB) | RSS after (KiB) | KiB per idle tunnel |"$'\n'"|---|---:|---:|---:|---:|---:|"
+  for t in "${TARGETS[@]}"; do
+    [ "$t" = direct ] && continue
+    start "$t"
+    sleep 0.3
+    log "[$((SECONDS - T0))s] idle WebSockets: $WS_IDLE tunnels → $t"
+    line=$(timeout 120 "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" python3 "$ROOT/scripts/ws-idle.py" \
+      "${PORT[$t]}" "$WS_IDLE" "$(pids_of "$t")" 2 || echo '{}')
+    printf '%s\n' "$line" | python3 -c 'import json, sys
+d = json.loads(sys.stdin.read() or "{}"); d["target"] = sys.argv[1]; print(json.dumps(d))' "$t" \
+      >>"$OUT/ws-idle.jsonl"
+    WS_IDLE_TABLE+=$'\n'$(echo "$line" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read() or "{}")
+print("| %s | %s | %s | %s | %s | %s |" % (sys.argv[1], d.get("tunnels", "–"), d.get("errors", "–"),
+      d.get("rss_before_kib", "–"), d.get("rss_after_kib", "–"), d.get("kib_per_tunnel", "–")))' "$t")
+    stop "$t"
+  done
+fi
+
 # --- report ------------------------------------------------------------------------------------
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "${WTGATE_REV:-unknown}")
 {
@@ -356,6 +388,12 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "${WTGATE_REV:-u
   echo "- \"direct\" = the wt1 backend alone (its CPU/request is the bare-server floor); CPU µs/request = utime+stime of the proxy's processes over the measured window ÷ requests sent"
   echo
   "${BENCH_CMD[@]}" report "$RESULTS" --svg-dir "$OUT"
+  if [ -n "$WS_IDLE_TABLE" ]; then
+    echo "### $WS_IDLE idle WebSocket tunnels (each after one 32-byte echo; scripts/ws-idle.py)"
+    echo
+    echo "$WS_IDLE_TABLE"
+    echo
+  fi
   if [ -n "$WRK_TABLE" ]; then
     echo "### Cross-check with wrk (keep-alive, 64 connections, one Wt URL, 3 s, 1 round)"
     echo
