@@ -194,3 +194,61 @@ fn a_connection_closed_unanswered_on_the_only_backend_is_a_502() {
         (0, 1)
     );
 }
+
+/// The CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system; no memory is touched.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Issue 17: `accept` meeting EMFILE. Connections past the open-files limit wait in the kernel's
+/// backlog; the shard backs off between tries instead of spinning on the failing accept, a
+/// connection it already has keeps being served (on its pooled backend connection), and once
+/// descriptors are free the waiting connections are served too.
+#[test]
+fn accept_at_the_open_files_limit_neither_spins_nor_stops_served_connections() {
+    let b = TestBackend::start("wt1", Behavior::Normal);
+    let listen = free_port();
+    let w = Serving::start(&one_backend_args(listen, b.addr, &[]));
+    let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+    let mut served = Wire::connect(addr);
+    served.write_all(&get("/?before")).unwrap();
+    assert_eq!(served.read_response(false).unwrap().status, 200);
+    let pid = w.pid();
+    prlimit_nofile(pid, one_fd_left(pid));
+    // The first takes the last descriptor; the others wait in the backlog.
+    let waiting: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    w.wait_for_line("accept failed");
+    let cpu_before = cpu_seconds(pid);
+    let wall = std::time::Instant::now();
+    for _ in 0..5 {
+        w.wait_for_line("accept failed");
+    }
+    let (cpu, wall) = (cpu_seconds(pid) - cpu_before, wall.elapsed().as_secs_f64());
+    // A shard spinning on its failing accept would use all of its core.
+    assert!(
+        cpu < wall / 2.0,
+        "{cpu:.3} s of CPU in {wall:.3} s at EMFILE"
+    );
+    served.write_all(&get("/?during")).unwrap();
+    assert_eq!(served.read_response(false).unwrap().status, 200);
+    prlimit_nofile(pid, 4096);
+    for (i, c) in waiting.into_iter().enumerate() {
+        let mut c = Wire::new(c);
+        c.write_all(&get(&format!("/?after={i}"))).unwrap();
+        assert_eq!(
+            c.read_response(false).unwrap().status,
+            200,
+            "waiting connection {i}"
+        );
+    }
+}
