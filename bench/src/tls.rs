@@ -371,3 +371,127 @@ impl Tls {
         Some(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+    use super::*;
+
+    /// A self-signed certificate for localhost that says it is a CA (as `openssl req -x509`
+    /// makes them), in a PEM file, and a server config with it.
+    fn server(tag: &str) -> (std::path::PathBuf, Arc<ServerConfig>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("wtgate-bench-{tag}-{}.pem", std::process::id()));
+        std::fs::write(&path, cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        (path, Arc::new(config))
+    }
+
+    /// Answers `conns` connections, one after another: reads "ping", writes "pong", closes
+    /// with close_notify.
+    fn pong_server(
+        config: Arc<ServerConfig>,
+        conns: usize,
+    ) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            for _ in 0..conns {
+                let Ok((tcp, _)) = listener.accept() else {
+                    return;
+                };
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let conn = ServerConnection::new(config.clone()).unwrap();
+                let mut s = StreamOwned::new(conn, tcp);
+                let mut ping = [0u8; 4];
+                if s.read_exact(&mut ping).is_ok() && &ping == b"ping" {
+                    let _ = s.write_all(b"pong");
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                }
+            }
+        });
+        (addr, t)
+    }
+
+    /// One exchange over TLS: whether it resumed, and what came back before the end.
+    async fn ping(addr: SocketAddr, client: &TlsClient) -> (bool, Vec<u8>) {
+        let mut s = match Stream::connect(addr, Some(client)).await {
+            Ok(s) => s,
+            Err(e) => panic!("connect: {e:?}"),
+        };
+        s.write_all(Rc::new(b"ping".to_vec())).await.unwrap();
+        let mut got = Vec::with_capacity(64);
+        for _ in 0..16 {
+            if s.read_into(&mut got).await.unwrap() == 0 {
+                break;
+            }
+        }
+        (s.resumed(), got)
+    }
+
+    fn exchanges(tag: &str, resume: bool) -> Vec<(bool, Vec<u8>)> {
+        let (ca, config) = server(tag);
+        let client = TlsClient::new(&ca, "localhost", resume).unwrap();
+        let (addr, server) = pong_server(config, 3);
+        let mut rt = crate::rt::runtime().unwrap();
+        let got = rt.block_on(async {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(ping(addr, &client).await);
+            }
+            got
+        });
+        server.join().unwrap();
+        let _ = std::fs::remove_file(ca);
+        got
+    }
+
+    #[test]
+    fn full_handshakes_without_resume() {
+        let got = exchanges("full", false);
+        assert!(
+            got.iter()
+                .all(|(resumed, data)| !resumed && data == b"pong"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn resumes_with_resume() {
+        let got = exchanges("resume", true);
+        let resumed: Vec<bool> = got.iter().map(|g| g.0).collect();
+        assert_eq!(resumed, [false, true, true]);
+        assert!(got.iter().all(|(_, data)| data == b"pong"), "{got:?}");
+    }
+
+    #[test]
+    fn wrong_name_fails_the_handshake() {
+        let (ca, config) = server("name");
+        let client = TlsClient::new(&ca, "example.com", false).unwrap();
+        let (addr, server) = pong_server(config, 1);
+        let mut rt = crate::rt::runtime().unwrap();
+        let r = rt.block_on(Stream::connect(addr, Some(&client)));
+        assert!(matches!(r, Err(ConnectError::Handshake(_))));
+        drop(r);
+        server.join().unwrap();
+        let _ = std::fs::remove_file(ca);
+    }
+}
