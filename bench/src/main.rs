@@ -128,6 +128,9 @@ struct LoadArgs {
     /// server name sent (SNI) and verified with --tls (default localhost)
     #[argh(option, default = "String::from(\"localhost\")")]
     tls_name: String,
+    /// with --tls: only this TLS version, 1.2 or 1.3 (default: either, as the server chooses)
+    #[argh(option)]
+    tls_version: Option<String>,
     /// with --tls: resume TLS sessions (tickets) across the generator's connections; without it
     /// every connection is a full handshake
     #[argh(switch)]
@@ -256,13 +259,13 @@ fn cmd_serve(a: ServeArgs) -> Result<(), String> {
 /// The run's TLS client, if `--tls`.
 fn tls_client(a: &LoadArgs) -> Result<Option<tls::TlsClient>, String> {
     if !a.tls {
-        if a.tls_ca.is_some() || a.tls_resume {
-            return Err("--tls-ca and --tls-resume go with --tls".into());
+        if a.tls_ca.is_some() || a.tls_resume || a.tls_version.is_some() {
+            return Err("--tls-ca, --tls-version and --tls-resume go with --tls".into());
         }
         return Ok(None);
     }
     let ca = a.tls_ca.as_deref().ok_or("--tls needs --tls-ca FILE")?;
-    tls::TlsClient::new(ca, &a.tls_name, a.tls_resume)
+    tls::TlsClient::new(ca, &a.tls_name, a.tls_version.as_deref(), a.tls_resume)
         .map(Some)
         .map_err(|e| format!("--tls: {e}"))
 }

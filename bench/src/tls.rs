@@ -45,14 +45,26 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
-    /// TLS 1.2 and 1.3 (aws-lc-rs), ALPN `http/1.1`, trusting the PEM certificates in `ca`;
-    /// resuming sessions across connections only if `resume`.
-    pub fn new(ca: &Path, name: &str, resume: bool) -> Result<TlsClient, String> {
+    /// TLS 1.2 and 1.3 (aws-lc-rs), or only `version` ("1.2" or "1.3"); ALPN `http/1.1`,
+    /// trusting the PEM certificates in `ca`; resuming sessions across connections only if
+    /// `resume`.
+    pub fn new(
+        ca: &Path,
+        name: &str,
+        version: Option<&str>,
+        resume: bool,
+    ) -> Result<TlsClient, String> {
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match version {
+            None => rustls::DEFAULT_VERSIONS,
+            Some("1.2") => &[&rustls::version::TLS12],
+            Some("1.3") => &[&rustls::version::TLS13],
+            Some(v) => return Err(format!("TLS version '{v}': use 1.2 or 1.3")),
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier =
             Trusted::load(ca, &provider).map_err(|e| format!("{}: {e}", ca.display()))?;
         let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -447,9 +459,9 @@ mod tests {
         (s.resumed(), got)
     }
 
-    fn exchanges(tag: &str, resume: bool) -> Vec<(bool, Vec<u8>)> {
+    fn exchanges(tag: &str, version: Option<&str>, resume: bool) -> Vec<(bool, Vec<u8>)> {
         let (ca, config) = server(tag);
-        let client = TlsClient::new(&ca, "localhost", resume).unwrap();
+        let client = TlsClient::new(&ca, "localhost", version, resume).unwrap();
         let (addr, server) = pong_server(config, 3);
         let mut rt = crate::rt::runtime().unwrap();
         let got = rt.block_on(async {
@@ -466,7 +478,7 @@ mod tests {
 
     #[test]
     fn full_handshakes_without_resume() {
-        let got = exchanges("full", false);
+        let got = exchanges("full", None, false);
         assert!(
             got.iter()
                 .all(|(resumed, data)| !resumed && data == b"pong"),
@@ -476,16 +488,18 @@ mod tests {
 
     #[test]
     fn resumes_with_resume() {
-        let got = exchanges("resume", true);
-        let resumed: Vec<bool> = got.iter().map(|g| g.0).collect();
-        assert_eq!(resumed, [false, true, true]);
-        assert!(got.iter().all(|(_, data)| data == b"pong"), "{got:?}");
+        for version in ["1.2", "1.3"] {
+            let got = exchanges(&format!("resume{version}"), Some(version), true);
+            let resumed: Vec<bool> = got.iter().map(|g| g.0).collect();
+            assert_eq!(resumed, [false, true, true], "TLS {version}");
+            assert!(got.iter().all(|(_, data)| data == b"pong"), "{got:?}");
+        }
     }
 
     #[test]
     fn wrong_name_fails_the_handshake() {
         let (ca, config) = server("name");
-        let client = TlsClient::new(&ca, "example.com", false).unwrap();
+        let client = TlsClient::new(&ca, "example.com", Some("1.2"), false).unwrap();
         let (addr, server) = pong_server(config, 1);
         let mut rt = crate::rt::runtime().unwrap();
         let r = rt.block_on(Stream::connect(addr, Some(&client)));
