@@ -50,6 +50,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// Parsed once per process; argh takes no boxed subcommands.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Load(LoadArgs),
     Serve(ServeArgs),
