@@ -402,18 +402,49 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
+        let path = pem_file(tag, &cert.pem());
+        (path, server_config(vec![cert.der().clone()], &key))
+    }
+
+    /// A CA in a PEM file, and a server config with a leaf for localhost it signed.
+    fn chained_server(tag: &str) -> (std::path::PathBuf, Arc<ServerConfig>) {
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let path = pem_file(tag, &ca.pem());
+        (
+            path,
+            server_config(vec![leaf.der().clone(), ca.der().clone()], &key),
+        )
+    }
+
+    fn pem_file(tag: &str, pem: &str) -> std::path::PathBuf {
         let path =
             std::env::temp_dir().join(format!("wtgate-bench-{tag}-{}.pem", std::process::id()));
-        std::fs::write(&path, cert.pem()).unwrap();
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
+    fn server_config(
+        chain: Vec<CertificateDer<'static>>,
+        key: &rcgen::KeyPair,
+    ) -> Arc<ServerConfig> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
+            .with_single_cert(chain, key)
             .unwrap();
-        (path, Arc::new(config))
+        Arc::new(config)
     }
 
     /// Answers `conns` connections, one after another: reads "ping", writes "pong", closes
@@ -460,7 +491,11 @@ mod tests {
     }
 
     fn exchanges(tag: &str, version: Option<&str>, resume: bool) -> Vec<(bool, Vec<u8>)> {
-        let (ca, config) = server(tag);
+        let (ca, config) = if tag == "chain" {
+            chained_server(tag)
+        } else {
+            server(tag)
+        };
         let client = TlsClient::new(&ca, "localhost", version, resume).unwrap();
         let (addr, server) = pong_server(config, 3);
         let mut rt = crate::rt::runtime().unwrap();
@@ -494,6 +529,14 @@ mod tests {
             assert_eq!(resumed, [false, true, true], "TLS {version}");
             assert!(got.iter().all(|(_, data)| data == b"pong"), "{got:?}");
         }
+    }
+
+    #[test]
+    fn trusts_a_chain_to_the_ca() {
+        let got = exchanges("chain", None, true);
+        let resumed: Vec<bool> = got.iter().map(|g| g.0).collect();
+        assert_eq!(resumed, [false, true, true]);
+        assert!(got.iter().all(|(_, data)| data == b"pong"), "{got:?}");
     }
 
     #[test]
