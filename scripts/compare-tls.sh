@@ -9,6 +9,13 @@
 #   full     full handshakes: 4 × `openssl s_time -new -www /app?…` side by side (each a loop of
 #            connect, full handshake, one HTTP/1.0 GET, close)
 #   resumed  resumed handshakes: 4 × `openssl s_time -reuse -www /app?…` (same, resuming)
+#            With --client bench, these two are `wtgate-bench load --mode connect --tls` with
+#            --bench-conns connections (default 8; rustls, aws-lc-rs): a new TLS connection per
+#            request (Wt URLs, routing checked), closed with RST; `resumed` adds --tls-resume (one
+#            shared ticket store; the generator's own full/resumed counts go to the log). rustls
+#            keeps at most 8 TLS 1.3 tickets per server: with more connections than that, some
+#            find none and make a full handshake (in one run at 16: about 10 % of them against
+#            wtgate and nginx, under 1 % against HAProxy).
 #   wrkres   wrk -t1 -c16 -H 'Connection: close' https://…: a new connection per request, but
 #            wrk keeps each connection's session across reconnects (SSL_clear), so these are
 #            resumed TLS 1.3 handshakes too (wtgate's /metrics confirms: wtgate-metrics-KEY.txt)
@@ -25,8 +32,10 @@
 #
 #   scripts/compare-tls.sh                 3 rounds × 4 s per load, ECDSA and RSA, ws (~8 minutes)
 #   scripts/compare-tls.sh --quick         1 round × 2 s, ECDSA only (~1 minute)
+#   scripts/compare-tls.sh --client bench  the handshake loads with wtgate-bench instead of s_time
 # Options: --rounds N  --duration SECONDS  --keys "ec rsa"  --idle-conns 2000 (0: no idle test)
 #          --s-clients 4  --scenarios "full resumed wrkres ka ws"  --out DIR  --no-build
+#          --client openssl|bench (default openssl)  --bench-conns 8
 # Programs: WTGATE, BENCH, HAPROXY, NGINX, WRK, OPENSSL, TASKSET (command prefixes, as compare.sh).
 # Output: DIR (default bench/results/tls) gets raw.tsv (one line per load), idle.jsonl and
 # report.md (medians over rounds, ratios vs HAProxy).
@@ -45,6 +54,8 @@ SCLIENTS=4
 SCENARIOS="full resumed wrkres ka ws"
 OUT="$ROOT/bench/results/tls"
 BUILD=1
+CLIENT=openssl
+BENCH_CONNS=8
 BASE_PORT=${BASE_PORT:-27180}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,12 +68,18 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    --client) CLIENT=$2; shift ;;
+    --bench-conns) BENCH_CONNS=$2; shift ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "compare-tls.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 log() { echo "compare-tls.sh: $*" >&2; }
+case "$CLIENT" in
+  openssl|bench) ;;
+  *) log "--client $CLIENT: use openssl or bench"; exit 2 ;;
+esac
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -200,6 +217,31 @@ wait_all_s_time() { # the s_time clients are the only background jobs of this sh
   done
 }
 
+# bench_handshakes scenario target key → BENCH_RES=(handshakes rate errors): wtgate-bench's
+# connection-per-request load over TLS, resuming sessions for `resumed`; no warm-up, so every
+# handshake it makes falls in the proxy's CPU measurement.
+BENCH_RES=()
+bench_handshakes() {
+  local resume=() out
+  [ "$1" = resumed ] && resume=(--tls-resume)
+  out=$(timeout $((DUR + 20)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${BENCH_CMD[@]}" load \
+    --target "127.0.0.1:${PORT[$2]}" --mode connect --tls --tls-ca "$WORK/$3/cert.pem" "${resume[@]}" \
+    -c "$BENCH_CONNS" -d "${DUR}s" --warmup 0s --quiet --json 2>"$WORK/bench-load.err" || true)
+  # shellcheck disable=SC2207 # three numbers
+  BENCH_RES=($(python3 -c '
+import json, sys
+try:
+    d = json.loads(sys.stdin.read())
+except ValueError:
+    print(0, 0, 0); sys.exit()
+print(d["connects"], "%.1f" % d["rps"], d["errors_total"])
+sys.stderr.write("compare-tls.sh: wtgate-bench: %d TLS handshakes, %d resumed, %d requests ok, %d errors, "
+                 "latency p50 %d us, max %d us\n" % (d["connects"], d["tls_resumed"], d["ok"],
+                 d["errors_total"], d["latency_us"]["p50"], d["latency_us"]["max"]))
+' <<<"$out"))
+  [ "${BENCH_RES[0]}" != 0 ] || tail -3 "$WORK/bench-load.err" >&2
+}
+
 # run_load scenario target key round → one line in raw.tsv:
 # key scenario target round rate count errors proxy_cpu_s cpu_us_per_unit
 run_load() {
@@ -218,19 +260,24 @@ run_load() {
       errs=$(awk '/Socket errors|Non-2xx/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i} END {print s + 0}' <<<"$out")
       ;;
     full|resumed)
-      local mode=-new j
-      [ "$s" = resumed ] && mode=-reuse
-      # SCLIENTS blocking s_time clients side by side: the handshakes overlap as wrk's would.
-      rm -f "$WORK"/s_time.*
-      for j in $(seq "$SCLIENTS"); do
-        timeout $((DUR + 20)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${OPENSSL_CMD[@]}" s_time \
-          -connect "127.0.0.1:${PORT[$t]}" "$mode" -time "$DUR" -www "$URL_PATH" >"$WORK/s_time.$j" 2>&1 &
-      done
-      wait_all_s_time
-      # each: "N connections in T real seconds, B bytes read per connection"
-      out=$(cat "$WORK"/s_time.*)
-      n=$(awk '/connections in [0-9.]+ real seconds/ {n += $1} END {print n + 0}' <<<"$out")
-      rate=$(awk '/connections in [0-9.]+ real seconds/ {n += $1; if ($4 > t) t = $4} END {if (t > 0) printf "%.1f", n / t}' <<<"$out")
+      if [ "$CLIENT" = bench ]; then
+        bench_handshakes "$s" "$t" "$k"
+        n=${BENCH_RES[0]} rate=${BENCH_RES[1]} errs=${BENCH_RES[2]}
+      else
+        local mode=-new j
+        [ "$s" = resumed ] && mode=-reuse
+        # SCLIENTS blocking s_time clients side by side: the handshakes overlap as wrk's would.
+        rm -f "$WORK"/s_time.*
+        for j in $(seq "$SCLIENTS"); do
+          timeout $((DUR + 20)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${OPENSSL_CMD[@]}" s_time \
+            -connect "127.0.0.1:${PORT[$t]}" "$mode" -time "$DUR" -www "$URL_PATH" >"$WORK/s_time.$j" 2>&1 &
+        done
+        wait_all_s_time
+        # each: "N connections in T real seconds, B bytes read per connection"
+        out=$(cat "$WORK"/s_time.*)
+        n=$(awk '/connections in [0-9.]+ real seconds/ {n += $1} END {print n + 0}' <<<"$out")
+        rate=$(awk '/connections in [0-9.]+ real seconds/ {n += $1; if ($4 > t) t = $4} END {if (t > 0) printf "%.1f", n / t}' <<<"$out")
+      fi
       ;;
     ws)
       out=$(timeout $((DUR + 30)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" python3 scripts/tls-ws.py \
@@ -313,7 +360,7 @@ REV=${WTGATE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo un
   echo "- pinning: proxy on CPU $PROXY_CPUS (1 thread/worker), clients + both backends on CPU $LOAD_CPUS"
   echo "- negotiated:"
   echo "$NEGOTIATED"
-  awk -F'\t' -v OFS='\t' -v sc="$SCLIENTS" '
+  awk -F'\t' -v OFS='\t' -v sc="$SCLIENTS" -v client="$CLIENT" -v bc="$BENCH_CONNS" '
     NR == 1 { next }
     { key = $1 SUBSEP $2 SUBSEP $3; n[key]++; rate[key, n[key]] = $5; cpu[key, n[key]] = $9; err[key] += $7
       if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++no] = $1 SUBSEP $2 } }
@@ -325,6 +372,10 @@ REV=${WTGATE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo un
     END {
       title["full"] = "full handshakes, " sc " × openssl s_time -new (connect, handshake, one GET, close)"
       title["resumed"] = "resumed handshakes, " sc " × openssl s_time -reuse (connect, resume, one GET, close)"
+      if (client == "bench") {
+        title["full"] = "full handshakes, wtgate-bench load --mode connect --tls -c " bc " (connect, full handshake, one GET, RST)"
+        title["resumed"] = "resumed handshakes, wtgate-bench load --mode connect --tls --tls-resume -c " bc " (connect, resume, one GET, RST)"
+      }
       title["wrkres"] = "resumed handshakes, wrk -c16 Connection: close (wrk keeps its session: SSL_clear)"
       title["ka"] = "keep-alive GETs over TLS, wrk -c64"
       title["ws"] = "WebSocket echo over TLS, 1 KiB messages, 16 connections (Python asyncio client)"

@@ -15,19 +15,18 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use hdrhistogram::Histogram;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use wtgate_demo::ws;
 
 use crate::stats::{self, Counts, ErrorKind, Schedule};
 use crate::timer::Timer;
+use crate::tls::{ConnectError, Stream, TlsClient};
 use crate::wire::{self, BodyLen, Prepared, RequestSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +55,8 @@ pub struct LoadConfig {
     /// How long after the window the last answers may take before they count as timeouts.
     pub grace: Duration,
     pub threads: usize,
+    /// TLS on every connection (`--tls`), with one client config for the whole run.
+    pub tls: Option<TlsClient>,
 }
 
 /// What the progress line and the monitor read while the run goes on.
@@ -194,8 +195,10 @@ impl Ctx {
         }
     }
 
-    fn connected(&self) {
-        self.stats.borrow_mut().counts.connects += 1;
+    fn connected(&self, s: &Stream) {
+        let mut st = self.stats.borrow_mut();
+        st.counts.connects += 1;
+        st.counts.resumed += u64::from(s.resumed());
     }
 
     async fn sleep_until(&self, at_ns: u64) {
@@ -378,7 +381,7 @@ impl RBuf {
         self.data.clear();
     }
     /// Reads once after the unread bytes; `Eof` on 0 bytes, `BadResponse` if full.
-    async fn fill(&mut self, s: &mut TcpStream) -> Result<usize, ErrorKind> {
+    async fn fill(&mut self, s: &mut Stream) -> Result<usize, ErrorKind> {
         if self.data.capacity() == 0 {
             // A read dropped in flight (a timeout) kept the buffer: start afresh.
             *self = RBuf::new(self.cap);
@@ -392,11 +395,7 @@ impl RBuf {
             self.data.truncate(end - self.start);
             self.start = 0;
         }
-        let data = std::mem::take(&mut self.data);
-        let (end, cap) = (data.len(), data.capacity());
-        let (r, slice) = s.read(data.slice_mut(end..cap)).await;
-        self.data = slice.into_inner();
-        match r {
+        match s.read_into(&mut self.data).await {
             Ok(0) => Err(ErrorKind::Eof),
             Ok(n) => Ok(n),
             Err(_) => Err(ErrorKind::Io),
@@ -405,25 +404,30 @@ impl RBuf {
 }
 
 /// Sends all of `bytes` (shared, so that the ring can hold them while the write is in flight).
-async fn send(s: &mut TcpStream, bytes: &Rc<Vec<u8>>) -> Result<(), ErrorKind> {
-    let (r, _) = s.write_all(bytes.clone()).await;
-    r.map(|_| ()).map_err(|_| ErrorKind::Io)
+async fn send(s: &mut Stream, bytes: &Rc<Vec<u8>>) -> Result<(), ErrorKind> {
+    s.write_all(bytes.clone()).await.map_err(|_| ErrorKind::Io)
 }
 
-async fn connect(ctx: &Ctx) -> Result<TcpStream, ErrorKind> {
-    match TcpStream::connect_addr(ctx.cfg.target).await {
+/// Connects, with the TLS handshake if the run has TLS: a failed handshake is a connect error.
+async fn connect(ctx: &Ctx) -> Result<Stream, ErrorKind> {
+    match Stream::connect(ctx.cfg.target, ctx.cfg.tls.as_ref()).await {
         Ok(s) => {
-            ctx.connected();
-            let _ = s.set_nodelay(true);
+            ctx.connected(&s);
             Ok(s)
         }
-        Err(_) => Err(ErrorKind::Connect),
+        Err(ConnectError::Tcp) => Err(ErrorKind::Connect),
+        Err(ConnectError::Handshake(e)) => {
+            // Why, once per run on stderr: a wrong --tls-ca or --tls-name fails them all alike.
+            static TOLD: Once = Once::new();
+            TOLD.call_once(|| eprintln!("wtgate-bench: TLS handshake failed: {e}"));
+            Err(ErrorKind::Connect)
+        }
     }
 }
 
 /// Closes with RST instead of FIN (SO_LINGER 0), so a connection-per-request run leaves no
 /// TIME_WAIT sockets behind and cannot run out of ephemeral ports.
-fn close_hard(s: TcpStream) {
+fn close_hard(s: Stream) {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -441,9 +445,18 @@ fn close_hard(s: TcpStream) {
     drop(s);
 }
 
+/// A kept-alive connection's end: `close_notify` over TLS, given at most 100 ms.
+async fn goodbye(mut s: Stream) {
+    let _ = future::or(
+        s.close_notify(),
+        monoio::time::sleep(Duration::from_millis(100)),
+    )
+    .await;
+}
+
 /// Reads one whole response; returns its head and the bytes it took (head + body).
 async fn read_response(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut RBuf,
     heads: &mut wire::HeadReader,
 ) -> Result<(wire::RespHead, u64), ErrorKind> {
@@ -506,7 +519,7 @@ fn judge(head: &wire::RespHead, expect: Option<&str>) -> Result<(), ErrorKind> {
 /// bytes of the answer if it is a success from the right backend.
 async fn http_exchange(
     ctx: &Ctx,
-    stream: &mut Option<TcpStream>,
+    stream: &mut Option<Stream>,
     buf: &mut RBuf,
     heads: &mut wire::HeadReader,
     req: &Prepared,
@@ -536,7 +549,7 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
     let mut buf = RBuf::new(cap);
     let mut heads = wire::HeadReader::default();
     let mut sched = schedule_for(&ctx, conn);
-    let mut stream: Option<TcpStream> = None;
+    let mut stream: Option<Stream> = None;
     let per_request = cfg.mode == Mode::Connect;
     let mut i = 0usize;
     loop {
@@ -564,14 +577,14 @@ async fn http_conn(ctx: Rc<Ctx>, conn: usize) {
         }
     }
     if let Some(s) = stream.take() {
-        drop(s);
+        goodbye(s).await;
     }
 }
 
 /// Reads the upgrade answer; `Ok` once the tunnel is open.
 async fn ws_handshake(
     ctx: &Ctx,
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut RBuf,
     up: &Prepared,
 ) -> Result<(), ErrorKind> {
@@ -613,7 +626,7 @@ fn ws_message(conn: usize, msg_size: usize) -> (Vec<u8>, Rc<Vec<u8>>) {
 }
 
 /// Opens a tunnel: connects and reads the upgrade's answer.
-async fn ws_open(ctx: &Ctx, buf: &mut RBuf, up: &Prepared) -> Result<TcpStream, ErrorKind> {
+async fn ws_open(ctx: &Ctx, buf: &mut RBuf, up: &Prepared) -> Result<Stream, ErrorKind> {
     let mut s = connect(ctx).await?;
     buf.clear();
     ws_handshake(ctx, &mut s, buf, up).await?;
@@ -622,7 +635,7 @@ async fn ws_open(ctx: &Ctx, buf: &mut RBuf, up: &Prepared) -> Result<TcpStream, 
 
 /// Sends one message and reads its echo; the bytes of the echo frame if it is the same payload.
 async fn ws_echo(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut RBuf,
     frame: &Rc<Vec<u8>>,
     payload: &[u8],
@@ -650,7 +663,7 @@ async fn ws_echo(
 }
 
 /// A polite close frame (the echo server answers and closes), given at most 100 ms.
-async fn ws_close(mut s: TcpStream) {
+async fn ws_close(mut s: Stream) {
     let mut close = Vec::new();
     ws::encode_frame(
         &mut close,
@@ -661,7 +674,8 @@ async fn ws_close(mut s: TcpStream) {
     );
     let _ = future::or(
         async {
-            let _ = s.write_all(close).await;
+            let _ = s.write_all(Rc::new(close)).await;
+            s.close_notify().await;
         },
         monoio::time::sleep(Duration::from_millis(100)),
     )
@@ -676,7 +690,7 @@ async fn ws_conn(ctx: Rc<Ctx>, conn: usize) {
     let (payload, frame) = ws_message(conn, cfg.msg_size);
     let mut buf = RBuf::new((cfg.msg_size + 64).max(64 * 1024));
     let mut sched = schedule_for(&ctx, conn);
-    let mut stream: Option<TcpStream> = None;
+    let mut stream: Option<Stream> = None;
     loop {
         if stream.is_none() {
             // Open (or reopen) the tunnel; the handshake itself is not a measured message, but
@@ -788,7 +802,7 @@ struct Idle {
     t0: Instant,
     /// The next connection to open.
     next: Cell<usize>,
-    kept: RefCell<Vec<TcpStream>>,
+    kept: RefCell<Vec<Stream>>,
     failed: Cell<usize>,
     misrouted: Cell<usize>,
 }
@@ -809,6 +823,7 @@ async fn idle_worker(sh: Rc<Idle>) {
         let attempt = async {
             let mut s = TcpStream::connect_addr(sh.target)
                 .await
+                .map(Stream::plain)
                 .map_err(|_| ErrorKind::Connect)?;
             buf.clear();
             send(&mut s, &req.bytes).await?;

@@ -2,7 +2,8 @@
 //!
 //! - `load`: a latency load generator (monoio + HdrHistogram), closed loop or open loop at a fixed
 //!   rate with coordinated-omission correction; keep-alive GETs with Wt-like URLs, a connection per
-//!   request, POST bodies, large responses, WebSocket echo. Checks routing on every answer.
+//!   request, POST bodies, large responses, WebSocket echo; all of them over TLS too (`--tls`, full
+//!   or resumed handshakes). Checks routing on every answer.
 //! - `serve`: a fast backend answering fixed-size bodies and WebSocket echo, naming itself in
 //!   `X-Backend`.
 //! - `idle`: opens many idle keep-alive connections and reports the proxy's RSS per connection.
@@ -11,7 +12,7 @@
 //!
 //! Modules: [`stats`] (schedule, CO correction, percentiles), [`wire`] (requests, response heads),
 //! [`load`] (the generator), [`serve`], [`rt`] (one monoio runtime per thread) and [`timer`]
-//! (sleeps to the microsecond), [`procfs`] (CPU/RSS of the proxy), [`report`] + [`svg`].
+//! (sleeps to the microsecond), [`tls`] (the generator's connections, plain or TLS), [`procfs`] (CPU/RSS of the proxy), [`report`] + [`svg`].
 
 mod load;
 mod procfs;
@@ -21,6 +22,7 @@ mod serve;
 mod stats;
 mod svg;
 mod timer;
+mod tls;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -48,6 +50,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// Parsed once per process; argh takes no boxed subcommands.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Load(LoadArgs),
     Serve(ServeArgs),
@@ -117,6 +121,22 @@ struct LoadArgs {
     /// no live progress line even on a terminal
     #[argh(switch)]
     quiet: bool,
+    /// connect with TLS 1.2/1.3 (rustls, ALPN http/1.1); needs --tls-ca
+    #[argh(switch)]
+    tls: bool,
+    /// PEM file of the certificate(s) to trust with --tls
+    #[argh(option)]
+    tls_ca: Option<PathBuf>,
+    /// server name sent (SNI) and verified with --tls (default localhost)
+    #[argh(option, default = "String::from(\"localhost\")")]
+    tls_name: String,
+    /// with --tls: only this TLS version, 1.2 or 1.3 (default: either, as the server chooses)
+    #[argh(option)]
+    tls_version: Option<String>,
+    /// with --tls: resume TLS sessions (tickets) across the generator's connections; without it
+    /// every connection is a full handshake
+    #[argh(switch)]
+    tls_resume: bool,
 }
 
 #[derive(FromArgs)]
@@ -238,6 +258,20 @@ fn cmd_serve(a: ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("serve on {}: {e}", a.listen))
 }
 
+/// The run's TLS client, if `--tls`.
+fn tls_client(a: &LoadArgs) -> Result<Option<tls::TlsClient>, String> {
+    if !a.tls {
+        if a.tls_ca.is_some() || a.tls_resume || a.tls_version.is_some() {
+            return Err("--tls-ca, --tls-version and --tls-resume go with --tls".into());
+        }
+        return Ok(None);
+    }
+    let ca = a.tls_ca.as_deref().ok_or("--tls needs --tls-ca FILE")?;
+    tls::TlsClient::new(ca, &a.tls_name, a.tls_version.as_deref(), a.tls_resume)
+        .map(Some)
+        .map_err(|e| format!("--tls: {e}"))
+}
+
 fn cmd_load(a: LoadArgs) -> Result<(), String> {
     load::raise_limits();
     let target = addr(&a.target)?;
@@ -260,6 +294,7 @@ fn cmd_load(a: LoadArgs) -> Result<(), String> {
     }
     let pids = procfs::parse_pids(&a.pids)?;
     let tags = tags(&a.tag)?;
+    let tls = tls_client(&a)?;
     let cfg = LoadConfig {
         target,
         conns: a.conns,
@@ -279,6 +314,7 @@ fn cmd_load(a: LoadArgs) -> Result<(), String> {
         msg_size: a.msg_size,
         grace: dur(&a.grace)?,
         threads: a.threads,
+        tls,
     };
     let live = Arc::new(load::Live::default());
     let t0 = Instant::now();
@@ -319,6 +355,8 @@ fn cmd_load(a: LoadArgs) -> Result<(), String> {
             "errors_total": c.errors(),
             "errors": errors,
             "connects": c.connects,
+            "tls": a.tls,
+            "tls_resumed": c.resumed,
             "rps": rps,
             "bytes": c.bytes,
             "mbps": mbps,
@@ -370,6 +408,14 @@ fn cmd_load(a: LoadArgs) -> Result<(), String> {
             .collect();
         if !errs.is_empty() {
             println!("  errors   {}", errs.join(", "));
+        }
+        if a.tls {
+            println!(
+                "  tls      {} handshakes: {} full, {} resumed",
+                c.connects,
+                c.connects - c.resumed,
+                c.resumed
+            );
         }
         if let Some(cpu) = cpu_per_req {
             println!(

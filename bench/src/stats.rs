@@ -173,8 +173,10 @@ pub struct Counts {
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Response (or echo) bytes received in the measured window, heads included.
     pub bytes: u64,
-    /// Connections opened (all phases).
+    /// Connections opened (all phases); with TLS, once their handshake is done.
     pub connects: u64,
+    /// TLS connections among them that resumed a session (all phases).
+    pub resumed: u64,
 }
 
 impl Counts {
@@ -198,6 +200,7 @@ impl Counts {
         }
         self.bytes += other.bytes;
         self.connects += other.connects;
+        self.resumed += other.resumed;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wtgate::config::{BackendConfig, Config};
+use wtgate::config::{BackendConfig, CertFiles, Config, Listen, TlsSettings};
 use wtgate::engine::Engine;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wtgate-bench");
@@ -102,10 +102,18 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_on(false, TlsSettings::default())
+}
+
+/// wtgate with its listener plain or `tls` (with the certificates of `tls`).
+fn rig_on(tls_listener: bool, tls: TlsSettings) -> Rig {
     let (k1, a1) = serve("wt1");
     let (k2, a2) = serve("wt2");
+    let mut listen = Listen::from("127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    listen.tls = tls_listener;
     let cfg = Config {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        listen: vec![listen],
+        tls,
         backends: vec![
             BackendConfig::parse(&format!("wt1={a1}")).unwrap(),
             BackendConfig::parse(&format!("wt2={a2}")).unwrap(),
@@ -248,4 +256,79 @@ fn serve_answers_pipelined_requests_in_order_and_refuses_a_huge_head() {
         "{}",
         String::from_utf8_lossy(&all)
     );
+}
+
+/// A self-signed ECDSA certificate for localhost that says it is a CA, as `openssl req -x509`
+/// (compare-tls.sh) makes them: its PEM files in `dir`.
+fn self_signed(dir: &std::path::Path) -> CertFiles {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let files = CertFiles {
+        chain: dir.join("cert.pem").display().to_string(),
+        key: dir.join("key.pem").display().to_string(),
+    };
+    std::fs::write(&files.chain, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
+#[test]
+fn tls_loads_through_wtgate_resume_only_with_tls_resume() {
+    let dir = std::env::temp_dir().join(format!("wtgate-bench-e2e-tls-{}", std::process::id()));
+    let cert = self_signed(&dir);
+    let rig = rig_on(
+        true,
+        TlsSettings {
+            certs: vec![cert.clone()],
+            ..TlsSettings::default()
+        },
+    );
+    let proxy = rig.proxy.local_addrs()[0];
+    let tls = ["--tls", "--tls-ca", cert.chain.as_str()];
+    for (args, resume) in [
+        (&["-n", "2000", "-c", "4"][..], false),
+        (&["--mode", "connect", "-n", "200", "-c", "4"][..], false),
+        (
+            &["--mode", "connect", "-n", "200", "-c", "4", "--tls-resume"][..],
+            true,
+        ),
+        (&["--resp-size", "300000", "-n", "40", "-c", "2"][..], false),
+        (&["--mode", "ws", "-n", "1000", "-c", "4"][..], false),
+    ] {
+        let mut a = tls.to_vec();
+        a.extend(args);
+        a.extend(["--warmup", "0s", "-d", "20s"]);
+        let v = load(proxy, &a);
+        assert_adds_up(&v);
+        assert_eq!(n(&v, "errors_total"), 0, "{args:?}: {v}");
+        assert!(n(&v, "ok") > 0, "{args:?}: {v}");
+        let resumed = n(&v, "tls_resumed");
+        if resume {
+            // The first connections make full handshakes; later ones resume their tickets.
+            assert!(resumed > n(&v, "connects") / 2, "{args:?}: {v}");
+        } else {
+            assert_eq!(resumed, 0, "{args:?}: {v}");
+        }
+    }
+    // A name the certificate does not cover: every connection fails its handshake.
+    let mut a = tls.to_vec();
+    a.extend([
+        "--tls-name",
+        "example.com",
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "--warmup",
+        "0s",
+        "-d",
+        "1s",
+    ]);
+    let v = load(proxy, &a);
+    assert_eq!(n(&v, "ok"), 0, "{v}");
+    assert!(v["errors"]["connect"].as_u64().unwrap() > 0, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
 }
