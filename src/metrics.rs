@@ -120,7 +120,7 @@ pub struct ShardStats {
     /// TLS handshakes done, by [`crate::net::tls::Agreed::index`] (version, resumed or not).
     pub tls_handshakes: [AtomicU64; 4],
     /// TLS handshakes failed, by [`crate::net::tls::HandshakeError::index`]; and timed out.
-    pub tls_failures: [AtomicU64; 6],
+    pub tls_failures: [AtomicU64; 7],
     pub tls_timeouts: AtomicU64,
     /// TLS connections the client ended without `close_notify`.
     pub tls_unclean_ends: AtomicU64,

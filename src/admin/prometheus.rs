@@ -459,7 +459,8 @@ fn tls(e: &mut Encoder, r: &Report) {
         "wtgate_tls_handshake_failures_total",
         Kind::Counter,
         "TLS handshakes that failed, by reason (plain HTTP to the TLS port, not TLS, client \
-         closed, no common ALPN protocol, no certificate for the name, TLS protocol error, timeout).",
+         closed, no common ALPN protocol, no certificate for the name, the client's own alert (an \
+         untrusted certificate), TLS protocol error, timeout).",
     );
     for (reason, n) in &s.tls_failures {
         e.int(

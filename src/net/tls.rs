@@ -48,6 +48,9 @@ pub enum HandshakeError {
     NoAlpn,
     /// No certificate for the client's name (`--tls-strict-sni`), or none it can verify.
     NoCertificate,
+    /// The client ended the handshake with an alert of its own (it did not trust the
+    /// certificate, say).
+    ClientAlert(rustls::AlertDescription),
     /// Any other TLS failure: a bad or unsupported hello, a version or cipher too old, a bad
     /// record; rustls sent the client an alert.
     Protocol(rustls::Error),
@@ -55,12 +58,13 @@ pub enum HandshakeError {
 
 impl HandshakeError {
     /// The reasons, as `/metrics` labels them (`index` order).
-    pub const NAMES: [&str; 6] = [
+    pub const NAMES: [&str; 7] = [
         "plain_http",
         "not_tls",
         "closed",
         "no_alpn",
         "no_certificate",
+        "client_alert",
         "protocol",
     ];
 
@@ -71,13 +75,15 @@ impl HandshakeError {
             HandshakeError::Closed => 2,
             HandshakeError::NoAlpn => 3,
             HandshakeError::NoCertificate => 4,
-            HandshakeError::Protocol(_) => 5,
+            HandshakeError::ClientAlert(_) => 5,
+            HandshakeError::Protocol(_) => 6,
         }
     }
 
     fn from_tls(e: rustls::Error) -> HandshakeError {
         match e {
             rustls::Error::NoApplicationProtocol => HandshakeError::NoAlpn,
+            rustls::Error::AlertReceived(alert) => HandshakeError::ClientAlert(alert),
             rustls::Error::General(ref why) if why.contains("no server certificate") => {
                 HandshakeError::NoCertificate
             }

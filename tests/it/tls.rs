@@ -500,3 +500,23 @@ fn a_proxy_protocol_listener_reads_the_header_then_the_handshake() {
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_is_counted_as_its_alert() {
+    let ca = TestCa::new("trusted");
+    let other = TestCa::new("other");
+    let leaf = ca.leaf("site", &["localhost"], KeyKind::EcdsaP256, -1, 30);
+    let backend = TestBackend::start("wt1", Behavior::Normal);
+    let proxy = tls_proxy(&backend, &[&leaf], |_| {});
+    // Trusting another CA, and failing on a verification error: it ends with an alert.
+    let out = s_client(&proxy, &other, &["-verify_return_error"], GET_CLOSE);
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    assert_eq!(
+        metric(
+            &proxy,
+            "wtgate_tls_handshake_failures_total{reason=\"client_alert\"}"
+        ),
+        1
+    );
+    assert_eq!(backend.request_count(), 0);
+}
