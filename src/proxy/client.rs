@@ -305,7 +305,14 @@ async fn fill_request_head(
             None if client.info.earlier_requests == 0 => t.request_head,
             None => t.keepalive,
         };
-        match timeout(wait, client.buf.read_idle(&client.sock)).await {
+        // A request's first read comes after `wait_for_request` saw the socket readable: it
+        // reads at once, without polling again (one ring operation less per request).
+        let read = if started.is_none() && client.buf.is_empty() {
+            timeout(wait, client.buf.read_from(&client.sock)).await
+        } else {
+            timeout(wait, client.buf.read_idle(&client.sock)).await
+        };
+        match read {
             Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::TimedOut && started.is_some() => {
