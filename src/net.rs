@@ -513,6 +513,8 @@ pub struct BufPool {
     free: RefCell<Vec<Box<[u8]>>>,
     /// Set when a buffer was freed because the spares were full: memory worth trimming.
     overflowed: Cell<bool>,
+    /// The fewest spares there were since the last [`BufPool::decay`]: that many were not needed.
+    low: Cell<usize>,
 }
 
 impl BufPool {
@@ -522,14 +524,26 @@ impl BufPool {
             max_free,
             free: RefCell::new(Vec::new()),
             overflowed: Cell::new(false),
+            low: Cell::new(0),
         }
     }
 
     fn take(&self) -> Box<[u8]> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+        let mut free = self.free.borrow_mut();
+        let buf = free.pop();
+        self.low.set(self.low.get().min(free.len()));
+        buf.unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    /// Frees the spares that no read needed since the last call (the shard calls it every few
+    /// hundred milliseconds): a burst's buffers do not stay for good. True if any were freed.
+    pub fn decay(&self) -> bool {
+        let mut free = self.free.borrow_mut();
+        let unused = self.low.get().min(free.len());
+        let keep = free.len() - unused;
+        free.truncate(keep);
+        self.low.set(free.len());
+        unused > 0
     }
 
     fn give(&self, buf: Box<[u8]>) {
@@ -714,6 +728,24 @@ pub fn runtime() -> std::io::Result<(ShardRuntime, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_buffers_no_read_needed_go_back() {
+        let pool = BufPool::new(8, 16);
+        let bufs: Vec<_> = (0..3).map(|_| pool.take()).collect();
+        bufs.into_iter().for_each(|b| pool.give(b));
+        assert!(
+            !pool.decay(),
+            "the burst's spares were all in use since the last decay"
+        );
+        let one = pool.take();
+        pool.give(one);
+        assert!(pool.decay(), "two spares were not needed since");
+        assert_eq!(pool.free.borrow().len(), 1);
+        assert!(pool.decay());
+        assert_eq!(pool.free.borrow().len(), 0);
+        assert!(!pool.decay());
+    }
 
     #[test]
     fn inbuf_consumes_and_resets() {

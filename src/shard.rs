@@ -550,6 +550,12 @@ impl Shard {
         }
     }
 
+    /// Frees the spare heads and head buffers that no request needed since the last call.
+    fn decay_spares(&self) -> bool {
+        let heads = self.request_heads.decay() | self.response_heads.decay();
+        heads | self.head_bufs.decay()
+    }
+
     /// An empty buffer to write a head into; give it back with [`Shard::give_head_buf`].
     pub fn take_head_buf(&self) -> Vec<u8> {
         self.head_bufs.take()
@@ -639,6 +645,12 @@ impl Shard {
             shard.pool.borrow_mut().watch(&mut stray);
             shard.find_stalls();
             shard.expire_watched(Instant::now());
+            // Spares a burst left that no request needed since the last turn go back, and the
+            // memory to the system: an idle proxy shrinks back after a burst.
+            let decayed = shard.bufs.decay() | shard.decay_spares();
+            if shard.bufs.take_overflowed() || decayed {
+                shard.trim.request();
+            }
             let g = shard.generation();
             let every = (g.cfg.timeouts.pool_idle / 4).max(Duration::from_millis(250));
             let now = Instant::now();
@@ -651,9 +663,6 @@ impl Shard {
             shard.pool_gauges(&pool);
             drop(pool);
             shard.sessions().expire(now, g.cfg.session_idle);
-            if shard.bufs.take_overflowed() {
-                shard.trim.request();
-            }
         }
     }
 
@@ -817,19 +826,38 @@ impl Shard {
 /// head's header list, a buffer's room) stays with them.
 struct Spares<T> {
     free: RefCell<Vec<T>>,
+    /// The fewest spares there were since the last [`Spares::decay`]: that many were not needed.
+    low: Cell<usize>,
 }
 
 impl<T> Default for Spares<T> {
     fn default() -> Self {
         Spares {
             free: RefCell::new(Vec::new()),
+            low: Cell::new(0),
         }
     }
 }
 
 impl<T: Default> Spares<T> {
     fn take(&self) -> T {
-        self.free.borrow_mut().pop().unwrap_or_default()
+        let mut free = self.free.borrow_mut();
+        let value = free.pop().unwrap_or_default();
+        self.low.set(self.low.get().min(free.len()));
+        value
+    }
+
+    /// Frees the spares no request needed since the last call; true if any were.
+    fn decay(&self) -> bool {
+        let mut free = self.free.borrow_mut();
+        let unused = self.low.get().min(free.len());
+        let keep = free.len() - unused;
+        free.truncate(keep);
+        if unused > 0 {
+            free.shrink_to_fit();
+        }
+        self.low.set(free.len());
+        unused > 0
     }
 
     fn give(&self, value: T) {
