@@ -20,6 +20,9 @@
 #            wrk keeps each connection's session across reconnects (SSL_clear), so these are
 #            resumed TLS 1.3 handshakes too (wtgate's /metrics confirms: wtgate-metrics-KEY.txt)
 #   ka       keep-alive GETs over TLS: wrk -t1 -c64 https://… (one Wt URL)
+#   karate   keep-alive GETs over TLS at a fixed rate (--ka-rate, default 15000/s) for every proxy:
+#            wtgate-bench load --tls -c64 -R RATE (open loop), so that CPU per request compares at
+#            the same load, not at whatever rate each proxy let the closed-loop client reach
 #   ws       WebSocket echo over TLS, 1 KiB messages, 16 connections (scripts/tls-ws.py, Python
 #            asyncio + ssl: client-bound; the proxy's CPU µs/message is the number to compare)
 #
@@ -34,8 +37,8 @@
 #   scripts/compare-tls.sh --quick         1 round × 2 s, ECDSA only (~1 minute)
 #   scripts/compare-tls.sh --client bench  the handshake loads with wtgate-bench instead of s_time
 # Options: --rounds N  --duration SECONDS  --keys "ec rsa"  --idle-conns 2000 (0: no idle test)
-#          --s-clients 4  --scenarios "full resumed wrkres ka ws"  --out DIR  --no-build
-#          --client openssl|bench (default openssl)  --bench-conns 8
+#          --s-clients 4  --scenarios "full resumed wrkres ka ws" (karate: add it)  --out DIR  --no-build
+#          --client openssl|bench (default openssl)  --bench-conns 8  --ka-rate 15000 (karate)
 # Programs: WTGATE, BENCH, HAPROXY, NGINX, WRK, OPENSSL, TASKSET (command prefixes, as compare.sh).
 # Output: DIR (default bench/results/tls) gets raw.tsv (one line per load), idle.jsonl and
 # report.md (medians over rounds, ratios vs HAProxy).
@@ -52,6 +55,7 @@ KEYS="ec rsa"
 IDLE_CONNS=2000
 SCLIENTS=4
 SCENARIOS="full resumed wrkres ka ws"
+KA_RATE=15000
 OUT="$ROOT/bench/results/tls"
 BUILD=1
 CLIENT=openssl
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --client) CLIENT=$2; shift ;;
+    --ka-rate) KA_RATE=$2; shift ;;
     --bench-conns) BENCH_CONNS=$2; shift ;;
     -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "compare-tls.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -279,6 +284,18 @@ run_load() {
         rate=$(awk '/connections in [0-9.]+ real seconds/ {n += $1; if ($4 > t) t = $4} END {if (t > 0) printf "%.1f", n / t}' <<<"$out")
       fi
       ;;
+    karate)
+      out=$(timeout $((DUR + 20)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" "${BENCH_CMD[@]}" load \
+        --target "127.0.0.1:${PORT[$t]}" --mode keepalive --tls --tls-ca "$WORK/$k/cert.pem" \
+        -c 64 -R "$KA_RATE" -d "${DUR}s" --warmup 0s --quiet --json 2>>"$WORK/bench-load.err" || true)
+      read -r n rate errs < <(python3 -c '
+import json, sys
+try:
+    d = json.loads(sys.stdin.read())
+except ValueError:
+    d = {}
+print(d.get("ok", 0), "%.1f" % d.get("rps", 0), d.get("errors_total", 0))' <<<"$out")
+      ;;
     ws)
       out=$(timeout $((DUR + 30)) "${TASKSET_CMD[@]}" -c "$LOAD_CPUS" python3 scripts/tls-ws.py \
         "${PORT[$t]}" 16 "$DUR" 1024 2>&1 || true)
@@ -360,7 +377,7 @@ REV=${WTGATE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo un
   echo "- pinning: proxy on CPU $PROXY_CPUS (1 thread/worker), clients + both backends on CPU $LOAD_CPUS"
   echo "- negotiated:"
   echo "$NEGOTIATED"
-  awk -F'\t' -v OFS='\t' -v sc="$SCLIENTS" -v client="$CLIENT" -v bc="$BENCH_CONNS" '
+  awk -F'\t' -v OFS='\t' -v sc="$SCLIENTS" -v client="$CLIENT" -v bc="$BENCH_CONNS" -v karate="$KA_RATE" '
     NR == 1 { next }
     { key = $1 SUBSEP $2 SUBSEP $3; n[key]++; rate[key, n[key]] = $5; cpu[key, n[key]] = $9; err[key] += $7
       if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++no] = $1 SUBSEP $2 } }
@@ -378,10 +395,11 @@ REV=${WTGATE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo un
       }
       title["wrkres"] = "resumed handshakes, wrk -c16 Connection: close (wrk keeps its session: SSL_clear)"
       title["ka"] = "keep-alive GETs over TLS, wrk -c64"
+      title["karate"] = "keep-alive GETs over TLS at " karate "/s for every proxy, wtgate-bench load --tls -c64 -R " karate
       title["ws"] = "WebSocket echo over TLS, 1 KiB messages, 16 connections (Python asyncio client)"
       for (o = 1; o <= no; o++) {
         split(order[o], ks, SUBSEP)
-        unit = ks[2] == "ka" ? "req" : ks[2] == "ws" ? "msg" : "handshake"
+        unit = ks[2] ~ /^ka/ ? "req" : ks[2] == "ws" ? "msg" : "handshake"
         printf "#### %s: %s\n\n", ks[1] == "ec" ? "ECDSA P-256" : "RSA 2048", title[ks[2]]
         printf "| target | %s/s (client) | proxy CPU µs/%s | %s/s per proxy core (1e6/CPU) | CPU vs HAProxy | errors |\n|---|---:|---:|---:|---:|---:|\n", unit, unit, unit
         h = ks[1] SUBSEP ks[2] SUBSEP "haproxy"; hc = med(cpu, h, n[h])
