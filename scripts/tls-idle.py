@@ -13,17 +13,8 @@ import json
 import socket
 import ssl
 import sys
-import time
 
-
-def rss_kib(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+from idle_rss import measure
 
 
 def read_response(s):
@@ -54,36 +45,24 @@ def main():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
-    time.sleep(0.5)
-    before = rss_kib(pids)
-    conns, errors, version = [], 0, None
-    t0 = time.monotonic()
-    for i in range(n):
-        try:
-            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s = ctx.wrap_socket(raw, server_hostname="localhost")
-            version = s.version()
-            s.sendall(
-                f"GET /app?wtd=wt{1 + i % 2}AbCdEfGhIjKlMn{i % 100:02d}&request=style HTTP/1.1\r\n"
-                "Host: localhost\r\n\r\n".encode()
-            )
-            status = read_response(s)
-            if b" 200 " not in status:
-                errors += 1
-            conns.append(s)
-        except OSError:
-            errors += 1
-    opened = time.monotonic() - t0
-    time.sleep(hold)
-    after = rss_kib(pids)
-    alive = len(conns)
-    print(json.dumps({
-        "conns": alive, "errors": errors, "tls": version, "open_s": round(opened, 2),
-        "rss_before_kib": before, "rss_after_kib": after,
-        "kib_per_conn": round((after - before) / alive, 2) if alive else None,
-    }))
-    for s in conns:
-        s.close()
+    versions = []
+
+    def open_one(i):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        versions.append(s.version())
+        s.sendall(
+            f"GET /app?wtd=wt{1 + i % 2}AbCdEfGhIjKlMn{i % 100:02d}&request=style HTTP/1.1\r\n"
+            "Host: localhost\r\n\r\n".encode()
+        )
+        if b" 200 " not in read_response(s):
+            s.close()
+            raise OSError("not 200")
+        return s
+
+    report = measure(open_one, n, pids, hold)
+    report["tls"] = versions[-1] if versions else None
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

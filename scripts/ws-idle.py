@@ -15,17 +15,8 @@ import json
 import os
 import socket
 import sys
-import time
 
-
-def rss_kib(pids):
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+from idle_rss import measure
 
 
 def recv_exact(s, n, buf):
@@ -67,26 +58,9 @@ def open_tunnel(port, i):
 def main():
     port, n, pids = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
     hold = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
-    time.sleep(0.5)
-    before = rss_kib(pids)
-    conns, errors = [], 0
-    t0 = time.monotonic()
-    for i in range(n):
-        try:
-            conns.append(open_tunnel(port, i))
-        except OSError:
-            errors += 1
-    opened = time.monotonic() - t0
-    time.sleep(hold)
-    after = rss_kib(pids)
-    alive = len(conns)
-    print(json.dumps({
-        "tunnels": alive, "errors": errors, "open_s": round(opened, 2),
-        "rss_before_kib": before, "rss_after_kib": after,
-        "kib_per_tunnel": round((after - before) / alive, 2) if alive else None,
-    }))
-    for s in conns:
-        s.close()
+    report = measure(lambda i: open_tunnel(port, i), n, pids, hold)
+    report["tunnels"], report["kib_per_tunnel"] = report.pop("conns"), report.pop("kib_per_conn")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
