@@ -312,12 +312,17 @@ impl Sock {
     /// TLS before a write-side shutdown: `close_notify`, if no write is in flight.
     pub(super) fn tls_goodbye(&self) {
         if let Some(tls) = self.0.tls.get() {
-            let writer = self.0.writer.take();
-            if writer.is_some() {
-                tls.send_last(self.0.fd, true);
-            }
-            self.0.writer.set(writer);
+            self.send_last(tls, true);
         }
+    }
+
+    /// [`TlsState::send_last`], unless a write is in flight (its records would interleave).
+    fn send_last(&self, tls: &TlsState, close_notify: bool) {
+        let writer = self.0.writer.take();
+        if writer.is_some() {
+            tls.send_last(self.0.fd, close_notify);
+        }
+        self.0.writer.set(writer);
     }
 }
 
@@ -363,11 +368,7 @@ pub(super) async fn read(
 /// A TLS error ends the connection: the client gets rustls' alert, if it can take it now.
 fn fatal(sock: &Sock, tls: &TlsState, e: io::Error) -> io::Error {
     ShardStats::count(&tls.stats.tls_record_errors);
-    let writer = sock.0.writer.take();
-    if writer.is_some() {
-        tls.send_last(sock.0.fd, false);
-    }
-    sock.0.writer.set(writer);
+    sock.send_last(tls, false);
     e
 }
 
