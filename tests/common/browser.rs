@@ -58,6 +58,17 @@ impl Browser {
     /// Like [`Browser::open`], with `extra` command-line flags given to Chromium before the URL
     /// (e.g. `--ignore-certificate-errors-spki-list=…` to trust a test certificate).
     pub fn open_with(browser: &str, url: &str, extra: &[&str]) -> Browser {
+        Browser::open_with_env(browser, url, extra, &[])
+    }
+
+    /// Like [`Browser::open_with`], with `env` set for Chromium (e.g. a `HOME` whose NSS
+    /// database trusts a test CA).
+    pub fn open_with_env(
+        browser: &str,
+        url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Browser {
         let profile = std::env::temp_dir().join(format!(
             "wtgate-chromium-{}-{:?}",
             std::process::id(),
@@ -74,6 +85,7 @@ impl Browser {
             ])
             .args(extra)
             .arg(url)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

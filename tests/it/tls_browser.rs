@@ -3,8 +3,11 @@
 //! binary messages (up to 64 KiB) byte for byte. Skipped, saying so, where no Chromium is
 //! installed (`.ci/run` installs it), as the status-page browser tests in `admin.rs` are.
 //!
-//! Chromium trusts the test certificate through `--ignore-certificate-errors-spki-list` (the
-//! base64 SHA-256 of the leaf's SubjectPublicKeyInfo), so no system CA store is touched.
+//! Chromium trusts the test CA made at test time as a user makes it trust one: in the NSS
+//! database of its `HOME` (a temporary one, with `certutil` from libnss3-tools, which `.ci/run`
+//! installs), so no system CA store is touched. Without certutil it trusts the test leaf by its
+//! key instead (`--ignore-certificate-errors-spki-list`, the base64 SHA-256 of the leaf's
+//! SubjectPublicKeyInfo).
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -60,6 +63,35 @@ fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Makes `home/.pki/nssdb`, the NSS database Chromium on Linux reads its user's trusted
+/// certificates from, trusting the CA in `ca_pem` for TLS servers; false without `certutil`.
+fn trust_in_nss(home: &std::path::Path, ca_pem: &str) -> bool {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let certutil = |args: &[&str]| {
+        std::process::Command::new("certutil")
+            .args(args)
+            .output()
+            .map(|o| {
+                assert!(o.status.success(), "certutil {args:?}: {o:?}");
+            })
+            .is_ok()
+    };
+    certutil(&["-d", &db, "-N", "--empty-password"])
+        && certutil(&[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "wtgate test CA",
+            "-i",
+            ca_pem,
+        ])
+}
+
 /// A JSON string literal holding `s`, to splice into JavaScript.
 fn js_str(s: &str) -> String {
     Value::from(s).to_string()
@@ -105,8 +137,17 @@ fn a_browser_loads_a_page_and_echoes_over_wss_through_a_tls_listener() {
     let origin = format!("https://localhost:{port}");
     let url = format!("{origin}/tls-page?from=chromium");
 
-    let spki_flag = format!("--ignore-certificate-errors-spki-list={spki}");
-    let mut page = Browser::open_with(browser, &url, &[&spki_flag]);
+    // Chromium trusts the test CA as a user would make it trust one: in the NSS database of
+    // its HOME (certutil, from libnss3-tools). Without certutil, by the leaf's key instead.
+    let home = ca.dir.join("home");
+    let mut page = if trust_in_nss(&home, &ca.cert()) {
+        let home = home.display().to_string();
+        Browser::open_with_env(browser, &url, &[], &[("HOME", &home)])
+    } else {
+        eprintln!("no certutil (libnss3-tools): Chromium trusts the test leaf by its key instead");
+        let spki_flag = format!("--ignore-certificate-errors-spki-list={spki}");
+        Browser::open_with(browser, &url, &[&spki_flag])
+    };
 
     // The page, through the proxy, over https. It is about:blank until the navigation commits
     // (or fails: chrome-error:), and meanwhile DevTools may have no execution context to
