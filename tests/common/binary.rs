@@ -175,11 +175,12 @@ impl Serving {
     }
 
     pub fn wait_for_line(&self, part: &str) -> String {
+        let mut seen = Vec::new();
         loop {
             match self.lines.recv_timeout(Duration::from_secs(10)) {
                 Ok(l) if l.contains(part) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no stderr line with '{part}': {e}"),
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("no stderr line with '{part}' in {seen:#?}: {e}"),
             }
         }
     }
