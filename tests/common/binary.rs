@@ -102,6 +102,25 @@ pub fn one_backend_args(listen: u16, backend: std::net::SocketAddr, more: &[&str
         .collect()
 }
 
+/// Where wtgate found its port in use, what holds that port (`ss`), to tell who took it.
+fn sockets_if_in_use(lines: &[String]) -> String {
+    let Some(port) = lines.iter().find(|l| l.contains("in use")).and_then(|l| {
+        let addr = l.split("cannot listen on ").nth(1)?.split(':').nth(1)?;
+        Some(addr.trim().to_string())
+    }) else {
+        return String::new();
+    };
+    let ss = Command::new("ss").args(["-tanpe"]).output();
+    let ss = ss
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let held: Vec<&str> = ss
+        .lines()
+        .filter(|l| l.contains(&format!(":{port} ")))
+        .collect();
+    format!("\nsockets on port {port}:\n{}", held.join("\n"))
+}
+
 /// A serving wtgate: its stderr line by line, and its stdout (the access log's `-`) as a whole.
 pub struct Serving {
     child: std::process::Child,
@@ -169,7 +188,10 @@ impl Serving {
                     return seen;
                 }
                 Ok(l) => seen.push(l),
-                Err(e) => panic!("no stderr line with '{part}' in {seen:#?}: {e}"),
+                Err(e) => panic!(
+                    "no stderr line with '{part}' in {seen:#?}: {e}{}",
+                    sockets_if_in_use(&seen)
+                ),
             }
         }
     }
