@@ -121,13 +121,7 @@ fi
 
 # --- pinning -----------------------------------------------------------------------------------
 NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
-  PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
-  LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
-else
-  PROXY_CPUS=${PROXY_CPUS:-0}
-  LOAD_CPUS=${LOAD_CPUS:-0}
-fi
+default_pinning
 
 # --- processes ---------------------------------------------------------------------------------
 RUN_PID=

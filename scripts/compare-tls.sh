@@ -103,16 +103,8 @@ export -n WTGATE BENCH HAPROXY NGINX WRK OPENSSL TASKSET
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 MAXCONN=$(( IDLE_CONNS + 500 ))
-NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
-  PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
-  LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
-else
-  PROXY_CPUS=${PROXY_CPUS:-0}
-  LOAD_CPUS=${LOAD_CPUS:-0}
-fi
-NGINX_USER=
-if [ "$(id -u)" = 0 ] && ! grep -q '^www-data:' /etc/passwd; then NGINX_USER=" user root root;"; fi
+default_pinning
+NGINX_USER=$(nginx_user)
 
 WORK=$(mktemp -d /tmp/wtgate-tls.XXXXXX)
 declare -A PID PORT

@@ -150,18 +150,11 @@ if [ -n "$PROXY_CORES" ]; then
     IDLE_CONNS=3900
     [ "$WS_IDLE" -gt 3900 ] && WS_IDLE=3900
   fi
-elif [ "$NCPU" -ge 2 ]; then
-  PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
-  LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
 else
-  PROXY_CPUS=${PROXY_CPUS:-0}
-  LOAD_CPUS=${LOAD_CPUS:-0}
+  default_pinning
 fi
 SHARDS=$("${TASKSET_CMD[@]}" -c "$PROXY_CPUS" nproc)
-# Started as root, nginx's workers switch to its compiled-in user (www-data on Debian), which a bare
-# machine may lack.
-NGINX_USER=
-if [ "$(id -u)" = 0 ] && ! grep -q '^www-data:' /etc/passwd; then NGINX_USER=" user root root;"; fi
+NGINX_USER=$(nginx_user)
 
 # --- processes ---------------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/wtgate-compare.XXXXXX)
