@@ -42,7 +42,7 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// Standard base64 with padding (RFC 4648 §4).
-fn base64(data: &[u8]) -> String {
+pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

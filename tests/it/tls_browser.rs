@@ -16,28 +16,7 @@ use wtgate::config::{CertFiles, Listen, TlsSettings};
 
 use crate::common::certs::{KeyKind, TestCa};
 use crate::common::*;
-
-/// Standard base64 (with padding), as Chromium's SPKI list takes it.
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use wtgate_demo::ws::base64;
 
 /// The base64 SHA-256 of the SubjectPublicKeyInfo of the first certificate in `chain_pem`.
 /// SHA-256 comes from the aws-lc-rs provider that rustls (a dependency of the proxy) is built
@@ -301,19 +280,4 @@ fn a_browser_loads_a_page_and_echoes_over_wss_through_a_tls_listener() {
         serde_json::json!([false, null, 1]),
         "the WebSocket did not stay open after the echoes (error, close code, readyState)"
     );
-}
-
-#[test]
-fn base64_matches_rfc_4648() {
-    for (input, out) in [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ] {
-        assert_eq!(base64(input.as_bytes()), out);
-    }
 }
