@@ -517,6 +517,7 @@ class Stats:
         self.samples = []  # (t, kind, detail) of the first errors, for the log
         self.spans = {}  # kind -> [first, last] time it happened
         self.moved = 0
+        self.moved_by = {"dead": 0, "frozen": 0, "alive": 0}  # the owner's state while asked
         self.lost = 0
         self.closed_early_reused = 0
         self.off_owner = 0
@@ -529,11 +530,27 @@ class Stats:
         self.lat_ok_fault = Hist()
         self.lat_all = Hist()
         self.ws_lat = Hist()
+        self.lat_kind = {}  # kind -> Hist of its 200s started while a fault was on
         self.windows = windows
+        self.down = {}  # backend -> [[from, to or None, "dead"|"frozen"]]
         self.t0 = time.monotonic()
 
     def rel(self):
         return time.monotonic() - self.t0
+
+    def owner_state(self, owner, t0, t1):
+        """What the owner was at some time in [t0, t1]: "dead" (killed, its port not open again
+        yet), "frozen" (SIGSTOP), or "alive" all along."""
+        states = [s for a, b, s in self.down.get(owner, ()) if a <= t1 and (b is None or b >= t0)]
+        return "dead" if "dead" in states else (states[0] if states else "alive")
+
+    def down_from(self, backend, state):
+        self.down.setdefault(backend, []).append([self.rel(), None, state])
+
+    def down_to(self, backend, state):
+        for span in self.down.get(backend, ()):
+            if span[2] == state and span[1] is None:
+                span[1] = self.rel()
 
     def in_fault(self, t):
         return any(a <= t < b for a, b in self.windows)
@@ -663,8 +680,10 @@ class Client:
             return None
         st.ok[kind] = st.ok.get(kind, 0) + 1
         st.lat_ok.add(dt)
+        hdrs["_t0"], hdrs["_t1"] = trel, st.rel()
         if st.in_fault(trel):
             st.lat_ok_fault.add(dt)
+            st.lat_kind.setdefault(kind, Hist()).add(dt)
         return hdrs
 
     async def _exchange(self, conn, method, target, body):
@@ -706,12 +725,15 @@ class Client:
         return True
 
     def check_owner(self, wtd, hdrs):
-        """Counts a request answered by a server other than its session's owner; returns the
-        session to use from now on (the new one the other server started, as a browser would)."""
+        """Counts a request answered by a server other than its session's owner, by what the owner
+        was meanwhile (dead, frozen or alive); returns the session to use from now on (the new
+        one the other server started, as a browser would)."""
         served, session = hdrs.get("x-backend"), hdrs.get("x-session") or wtd
-        if served != owner_of(wtd, self.names):
+        owner = owner_of(wtd, self.names)
+        if served != owner:
             self.stats.off_owner += 1
             self.stats.moved += 1
+            self.stats.moved_by[self.stats.owner_state(owner, hdrs["_t0"], hdrs["_t1"])] += 1
         if session != wtd:
             self.stats.lost += 1
         return session
@@ -798,6 +820,7 @@ class Client:
         n = self.next_nonce("w")
         target = "/app?wtd=%s&request=ws&n=%s" % (wtd, n)
         st.requests["ws_upgrade"] = st.requests.get("ws_upgrade", 0) + 1
+        trel = st.rel()
         try:
             status, hdrs = await asyncio.wait_for(self._upgrade(conn, target, key), self.TIMEOUT)
         except asyncio.TimeoutError:
@@ -817,6 +840,7 @@ class Client:
             return wtd
         st.ok["ws_upgrade"] = st.ok.get("ws_upgrade", 0) + 1
         st.ws_opened += 1
+        hdrs["_t0"], hdrs["_t1"] = trel, st.rel()
         wtd = self.check_owner(wtd, hdrs)
         while not self.stop:
             msg = os.urandom(self.rng.choice((16, 125, 1000, 4096, 16384)))
@@ -876,6 +900,13 @@ def schedule(scenario, seed, duration, names):
         ev = [(1.0, "drain", names[0]), (2.0, "kill", names[1]), (3.0, "restart", names[1])]
         win = [(1.0, duration)]
         return sorted(ev), win
+    if scenario in ("calm", "reloads"):
+        # The control: mixed's clients with no backend fault (reloads: only wtgate's SIGHUPs).
+        t = rng.uniform(4.0, 6.0)
+        while scenario == "reloads" and t < duration:
+            ev.append((round(t, 2), "reload", "-"))
+            t += rng.uniform(4.0, 6.0)
+        return ev, [(0.0, duration)]
     t = 4.0
     while t < duration:  # every 4 s one backend killed, restarted 2 s later
         b = rng.choice(names)
@@ -911,8 +942,15 @@ def schedule(scenario, seed, duration, names):
 BENIGN = ("already dead", "alive, not restarted", "dead, not stopped", "not stopped or dead")
 
 
+async def mark_up(backends, b, stats):
+    """A restarted backend is dead until its port is open again."""
+    await wait_port(backends.port[b], limit=10.0)
+    stats.down_to(b, "dead")
+
+
 async def run_faults(events, proxy, backends, stats, log):
     stopped = {}  # backend -> Popen it stopped
+    up = []  # the restarted backends' port waits
     for t, action, b in events:
         delay = t - stats.rel()
         if delay > 0:
@@ -921,21 +959,27 @@ async def run_faults(events, proxy, backends, stats, log):
         res = "ok"
         if action == "kill":
             res = "ok" if backends.signal(b, signal.SIGKILL) else "already dead"
+            if res == "ok":
+                stats.down_to(b, "frozen")
+                stats.down_from(b, "dead")
         elif action == "restart":
             if backends.alive(b):
                 res = "alive, not restarted"
             else:
                 backends.start(b)
+                up.append(asyncio.ensure_future(mark_up(backends, b, stats)))
         elif action == "stop":
             if backends.alive(b):
                 backends.signal(b, signal.SIGSTOP)
                 stopped[b] = backends.proc[b]
+                stats.down_from(b, "frozen")
             else:
                 res = "dead, not stopped"
         elif action == "cont":
             p = stopped.pop(b, None)
             if p is not None and p.poll() is None:
                 os.kill(p.pid, signal.SIGCONT)
+                stats.down_to(b, "frozen")
             else:
                 res = "not stopped or dead"
         elif action in ("drain", "ready"):
@@ -947,6 +991,8 @@ async def run_faults(events, proxy, backends, stats, log):
             print("chaos: fault %s %s at %.2f s failed: %s" % (action, b, at, res), file=sys.stderr)
         log.append({"t": t, "at": at, "action": action, "backend": b, "result": res,
                     "failed": failed})
+    for u in up:
+        await u
 
 
 async def settle_fds(proxy, baseline, limit):
@@ -1040,12 +1086,13 @@ async def run_main(args):
         "duration_s": args.duration, "elapsed_s": round(elapsed, 2), "backends": names,
         "clients": args.clients,
         "requests": stats.requests, "ok": stats.ok, "errors": stats.errors,
-        "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved, "sessions_lost": stats.lost,
+        "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved,
+        "sessions_moved_by_owner": stats.moved_by, "sessions_lost": stats.lost,
         "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused, "sessions_started": stats.sessions_started,
         "corrupted_bytes": stats.corrupt_bytes, "corrupted_events": stats.corrupt_events,
         "ws_messages": stats.ws_messages, "ws_opened": stats.ws_opened,
         "lat_ok": stats.lat_ok.b, "lat_ok_fault": stats.lat_ok_fault.b, "lat_all": stats.lat_all.b,
-        "ws_lat": stats.ws_lat.b,
+        "ws_lat": stats.ws_lat.b, "lat_kind_fault": {k: h.b for k, h in stats.lat_kind.items()},
         "faults": fault_log, "fault_windows": windows,
         "proxy_alive_at_end": alive, "probe_status_at_end": status,
         "fds_start": fds_start, "fds_end": fds_end, "fds_settle_s": settle_s, "fds_series": series,
@@ -1088,7 +1135,7 @@ def report(files):
     agg = {}
     for p in proxies:
         rs = [r for r in runs if r["proxy"] == p]
-        a = {"rounds": len(rs)}
+        a = {"rounds": len(rs), "runs": sorted(rs, key=lambda r: r["round"])}
         for key in ("sessions_moved", "sessions_lost", "requests_off_owner", "corrupted_bytes", "corrupted_events",
                     "ws_messages", "ws_opened", "elapsed_s", "closed_early_reused"):
             a[key] = sum(r[key] for r in rs)
@@ -1102,6 +1149,12 @@ def report(files):
             for r in rs:
                 m.merge(Hist(r[h]))
             a[h] = m
+        a["moved_by"] = {k: sum(r.get("sessions_moved_by_owner", {}).get(k, 0) for r in rs)
+                         for k in ("dead", "frozen", "alive")}
+        a["kinds"] = {}
+        for r in rs:
+            for k, b in r.get("lat_kind_fault", {}).items():
+                a["kinds"].setdefault(k, Hist()).merge(Hist(b))
         a["alive"] = all(r["proxy_alive_at_end"] and r["probe_status_at_end"] == 200 for r in rs)
         a["probe"] = ", ".join(str(r["probe_status_at_end"]) for r in rs)
         a["fds"] = ", ".join("%s → %s (%.1f s)" % (r["fds_start"], "gone" if r["fds_end"] is None
@@ -1135,11 +1188,22 @@ def report(files):
             lambda a: "**%d**" % a["sessions_lost"])
         row("· of which moved (answered by a server not its owner)",
             lambda a: "%d" % a["sessions_moved"])
+        for k, lab in (("dead", "killed, not listening again yet"), ("frozen", "frozen (SIGSTOP)"),
+                       ("alive", "**alive: it could have answered**")):
+            row("&nbsp;&nbsp;while its owner was %s" % lab, lambda a, k=k: a["moved_by"][k])
         row("WebSocket messages echoed / opened", lambda a: "%d / %d" % (a["ws_messages"], a["ws_opened"]))
     row("**bytes corrupted** (answers)", lambda a: "**%d** (%d)" % (a["corrupted_bytes"], a["corrupted_events"]))
     row("HTTP latency p50 / p99 / p99.9, ms (200s)",
         lambda a: "%s / %s / %s" % tuple(fmt_ms(a["lat_ok"].pct(q)) for q in (0.5, 0.99, 0.999)))
     row("**p99 during faults**, ms (200s)", lambda a: "**%s**" % fmt_ms(a["lat_ok_fault"].pct(0.99)))
+    if len(runs) > len(proxies):
+        row("· each round (the machine's noise)",
+            lambda a: ", ".join(fmt_ms(Hist(r["lat_ok_fault"]).pct(0.99)) for r in a["runs"]))
+    for k, lab in (("get_new", "session-less GET"), ("get_session", "session GET"),
+                   ("post", "64 KiB POST"), ("ws_upgrade", "WebSocket upgrade")):
+        if any(k in agg[p]["kinds"] for p in proxies):
+            row("· p99 during faults, %s" % lab,
+                lambda a, k=k: fmt_ms(a["kinds"][k].pct(0.99)) if k in a["kinds"] else "–")
     row("HTTP latency max, ms (200s)", lambda a: fmt_ms(a["lat_ok"].pct(1.0)))
     row("200s slower than 100 ms / 1 s", lambda a: "%d / %d" % (a["lat_ok"].over(100), a["lat_ok"].over(1000)))
     row("p99, ms (every answer, errors too)", lambda a: fmt_ms(a["lat_all"].pct(0.99)))
@@ -1163,7 +1227,7 @@ def main():
     b.add_argument("--port", type=int, required=True)
     r = sub.add_parser("run")
     r.add_argument("--proxy", choices=("wtgate", "haproxy"), required=True)
-    r.add_argument("--scenario", choices=("mixed", "rolling"), default="mixed")
+    r.add_argument("--scenario", choices=("mixed", "rolling", "calm", "reloads"), default="mixed")
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--round", type=int, default=1)
     r.add_argument("--duration", type=float, default=None)

@@ -88,9 +88,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$SCENARIO" in
-  mixed) DURATION=${DURATION:-30}; CLIENTS=${CLIENTS:-4}; THINK=${THINK:-2} ;;
+  mixed|calm|reloads) DURATION=${DURATION:-30}; CLIENTS=${CLIENTS:-4}; THINK=${THINK:-2} ;;
   rolling) DURATION=${DURATION:-8}; CLIENTS=${CLIENTS:-4}; THINK=${THINK:-0} ;;
-  *) echo "chaos.sh: --scenario mixed or rolling, not $SCENARIO" >&2; exit 2 ;;
+  *) echo "chaos.sh: --scenario mixed, rolling, calm or reloads, not $SCENARIO" >&2; exit 2 ;;
 esac
 
 log() { echo "chaos.sh: $*" >&2; }
@@ -174,6 +174,8 @@ done
 case "$SCENARIO" in
   mixed) WHAT="3 backends, ${DURATION} s: every 4 s one killed (kill -9) and restarted 2 s later, every 3 s one drained for 1.5 s, about every 5 s one frozen (SIGSTOP) ~1.5 s, about every 5 s a SIGHUP reload of wtgate; $CLIENTS session-less GET, $CLIENTS session GET, $((CLIENTS > 1 ? CLIENTS / 2 : 1)) POST (64 KiB, checksummed) and $((CLIENTS > 1 ? CLIENTS / 2 : 1)) WebSocket echo clients, keep-alive" ;;
   rolling) WHAT="2 backends, ${DURATION} s: wt1 drained at 1 s, wt2 killed (kill -9) at 2 s and restarted at 3 s; $CLIENTS keep-alive clients sending session-less GETs" ;;
+  calm) WHAT="3 backends, ${DURATION} s, no fault (the control); the mixed scenario's clients" ;;
+  reloads) WHAT="3 backends, ${DURATION} s, no backend fault, a SIGHUP reload of wtgate about every 5 s; the mixed scenario's clients" ;;
 esac
 {
   echo "## Chaos, scenario $SCENARIO — $(date -u +%Y-%m-%dT%H:%MZ)"
