@@ -3,7 +3,7 @@
 against one proxy (wtgate or HAProxy) at a time. Standard library only (Python 3.8+).
 
   chaos.py backend --prefix wt1 --port 19401      one Wt-like backend (what chaos.sh starts)
-  chaos.py run --proxy wtgate|haproxy --scenario mixed|rolling --seed N --json FILE …
+  chaos.py run --proxy wtgate|haproxy --scenario mixed|rolling|calm|reloads --seed N --json FILE …
   chaos.py report FILE…                           the markdown table of the run files given
 
 The backend behaves like wthttpd where it matters here: started with a session-id prefix, a
@@ -519,6 +519,8 @@ class Stats:
         self.moved = 0
         self.moved_by = {"dead": 0, "frozen": 0, "alive": 0}  # the owner's state while asked
         self.lost = 0
+        self.lost_avoidable = 0  # lost although its owner was never killed while it lived
+        self.born = {}  # session id -> when a client first had it
         self.closed_early_reused = 0
         self.off_owner = 0
         self.corrupt_bytes = 0
@@ -530,6 +532,7 @@ class Stats:
         self.lat_ok_fault = Hist()
         self.lat_all = Hist()
         self.ws_lat = Hist()
+        self.lat_due_fault = Hist()  # paced: from when due, of those due while a fault was on
         self.lat_kind = {}  # kind -> Hist of its 200s started while a fault was on
         self.windows = windows
         self.down = {}  # backend -> [[from, to or None, "dead"|"frozen"]]
@@ -543,6 +546,12 @@ class Stats:
         yet), "frozen" (SIGSTOP), or "alive" all along."""
         states = [s for a, b, s in self.down.get(owner, ()) if a <= t1 and (b is None or b >= t0)]
         return "dead" if "dead" in states else (states[0] if states else "alive")
+
+    def killed_since(self, owner, born, t1):
+        """Whether the owner was killed between a session's start and t1."""
+        return any(s == "dead" and b_ >= born and a <= t1
+                   for a, b_, s in ((a, b if b is not None else t1, s)
+                                    for a, b, s in self.down.get(owner, ())))
 
     def down_from(self, backend, state):
         self.down.setdefault(backend, []).append([self.rel(), None, state])
@@ -628,6 +637,31 @@ def owner_of(wtd, names):
     return None
 
 
+class Pace:
+    """When a worker's next request is due. Closed loop (--think): `think` after the last answer,
+    and a request's time counts from its send (`next` gives None). Paced (--rate): one request
+    every 1/rate s on a fixed schedule, the same offered load whichever proxy answers; a worker
+    that fell behind sends at once, and its wait counts from when the request was due, so a stall
+    counts for every request it held back (wrk2's correction for coordinated omission)."""
+
+    def __init__(self, think, rate, rng):
+        self.think, self.gap = think, (1.0 / rate if rate else 0.0)
+        self.at = time.monotonic() + rng.uniform(0, self.gap) if rate else None
+        self.first = True
+
+    async def next(self):
+        if self.at is None:
+            if self.think and not self.first:
+                await asyncio.sleep(self.think)
+            self.first = False
+            return None
+        delay = self.at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due, self.at = self.at, self.at + self.gap
+        return due
+
+
 class Client:
     TIMEOUT = 5.0
 
@@ -638,15 +672,17 @@ class Client:
         self.rng = rng
         self.stop = False
         self.think = args.think / 1000.0
+        self.rate = args.rate
         self.nonce = 0
 
     def next_nonce(self, tag):
         self.nonce += 1
         return "%s%d" % (tag, self.nonce)
 
-    async def request(self, conn, kind, method, target, body=b""):
+    async def request(self, conn, kind, method, target, body=b"", due=None):
         """One HTTP request on conn, verified. Returns the response headers, or None after an
-        error (counted; conn then closed unless the answer was a clean error status)."""
+        error (counted; conn then closed unless the answer was a clean error status). `due`: when
+        a paced request was due (its wait is counted from then as well)."""
         st = self.stats
         st.requests[kind] = st.requests.get(kind, 0) + 1
         t0 = time.monotonic()
@@ -684,6 +720,8 @@ class Client:
         if st.in_fault(trel):
             st.lat_ok_fault.add(dt)
             st.lat_kind.setdefault(kind, Hist()).add(dt)
+        if due is not None and st.in_fault(due - st.t0):
+            st.lat_due_fault.add(time.monotonic() - due)
         return hdrs
 
     async def _exchange(self, conn, method, target, body):
@@ -736,6 +774,10 @@ class Client:
             self.stats.moved_by[self.stats.owner_state(owner, hdrs["_t0"], hdrs["_t1"])] += 1
         if session != wtd:
             self.stats.lost += 1
+            born = self.stats.born.pop(wtd, 0.0)
+            if not self.stats.killed_since(owner, born, hdrs["_t1"]):
+                self.stats.lost_avoidable += 1
+            self.stats.born[session] = hdrs["_t1"]
         return session
 
     async def new_session(self, conn):
@@ -745,26 +787,27 @@ class Client:
                                       "/app?n=%s&size=%d" % (n, self.rng.randint(64, 4096)))
             if hdrs and hdrs.get("x-session"):
                 self.stats.sessions_started += 1
+                self.stats.born[hdrs["x-session"]] = hdrs["_t1"]
                 return hdrs["x-session"]
             await asyncio.sleep(0.01)
         return None
 
-    async def pause(self):
-        if self.think:
-            await asyncio.sleep(self.think)
+    def pace(self):
+        return Pace(self.think, self.rate, self.rng)
 
     # --- workers ---------------------------------------------------------------------------
 
     async def sessionless(self):
-        conn = Conn(self.port)
+        conn, pace = Conn(self.port), self.pace()
         try:
             while not self.stop:
+                due = await pace.next()
                 n = self.next_nonce("g")
                 hdrs = await self.request(conn, "get_new", "GET",
-                                          "/app?n=%s&size=%d" % (n, self.rng.randint(64, 4096)))
+                                          "/app?n=%s&size=%d" % (n, self.rng.randint(64, 4096)),
+                                          due=due)
                 if hdrs:
                     self.stats.sessions_started += 1
-                await self.pause()
         finally:
             conn.close()
 
@@ -776,15 +819,16 @@ class Client:
                 s = await self.new_session(conn)
                 if s:
                     ids.append(s)
+            pace = self.pace()
             while not self.stop:
+                due = await pace.next()
                 i = self.rng.randrange(len(ids))
                 n = self.next_nonce("k")
                 target = "/app?wtd=%s&request=style&n=%s&size=%d" % (
                     ids[i], n, self.rng.randint(64, 4096))
-                hdrs = await self.request(conn, "get_session", "GET", target)
+                hdrs = await self.request(conn, "get_session", "GET", target, due=due)
                 if hdrs:
                     ids[i] = self.check_owner(ids[i], hdrs)
-                await self.pause()
         finally:
             conn.close()
 
@@ -792,13 +836,14 @@ class Client:
         conn = Conn(self.port)
         try:
             wtd = await self.new_session(conn)
+            pace = self.pace()
             while not self.stop:
+                due = await pace.next()
                 n = self.next_nonce("p")
                 hdrs = await self.request(conn, "post", "POST", "/app?wtd=%s&n=%s" % (wtd, n),
-                                          os.urandom(size))
+                                          os.urandom(size), due=due)
                 if hdrs:
                     wtd = self.check_owner(wtd, hdrs)
-                await self.pause()
         finally:
             conn.close()
 
@@ -1088,11 +1133,12 @@ async def run_main(args):
         "requests": stats.requests, "ok": stats.ok, "errors": stats.errors,
         "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved,
         "sessions_moved_by_owner": stats.moved_by, "sessions_lost": stats.lost,
+        "sessions_lost_avoidable": stats.lost_avoidable,
         "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused, "sessions_started": stats.sessions_started,
         "corrupted_bytes": stats.corrupt_bytes, "corrupted_events": stats.corrupt_events,
         "ws_messages": stats.ws_messages, "ws_opened": stats.ws_opened,
         "lat_ok": stats.lat_ok.b, "lat_ok_fault": stats.lat_ok_fault.b, "lat_all": stats.lat_all.b,
-        "ws_lat": stats.ws_lat.b, "lat_kind_fault": {k: h.b for k, h in stats.lat_kind.items()},
+        "ws_lat": stats.ws_lat.b, "lat_due_fault": stats.lat_due_fault.b, "rate": args.rate, "lat_kind_fault": {k: h.b for k, h in stats.lat_kind.items()},
         "faults": fault_log, "fault_windows": windows,
         "proxy_alive_at_end": alive, "probe_status_at_end": status,
         "fds_start": fds_start, "fds_end": fds_end, "fds_settle_s": settle_s, "fds_series": series,
@@ -1136,18 +1182,18 @@ def report(files):
     for p in proxies:
         rs = [r for r in runs if r["proxy"] == p]
         a = {"rounds": len(rs), "runs": sorted(rs, key=lambda r: r["round"])}
-        for key in ("sessions_moved", "sessions_lost", "requests_off_owner", "corrupted_bytes", "corrupted_events",
+        for key in ("sessions_moved", "sessions_lost", "sessions_lost_avoidable", "requests_off_owner", "corrupted_bytes", "corrupted_events",
                     "ws_messages", "ws_opened", "elapsed_s", "closed_early_reused"):
-            a[key] = sum(r[key] for r in rs)
+            a[key] = sum(r.get(key, 0) for r in rs)
         a["faults"] = sum(1 for r in rs for f in r["faults"] if f["result"] == "ok")
         a["faults_failed"] = sum(1 for r in rs for f in r["faults"] if f.get("failed"))
         a["requests"] = sum(sum(r["requests"].values()) for r in rs)
         a["http"] = sum(v for r in rs for k, v in r["requests"].items() if k != "ws_upgrade")
         a["errors"] = {k: sum(r["errors"].get(k, 0) for r in rs) for k, _ in ERROR_KINDS}
-        for h in ("lat_ok", "lat_ok_fault", "lat_all", "ws_lat"):
+        for h in ("lat_ok", "lat_ok_fault", "lat_all", "ws_lat", "lat_due_fault"):
             m = Hist()
             for r in rs:
-                m.merge(Hist(r[h]))
+                m.merge(Hist(r.get(h, {})))
             a[h] = m
         a["moved_by"] = {k: sum(r.get("sessions_moved_by_owner", {}).get(k, 0) for r in rs)
                          for k in ("dead", "frozen", "alive")}
@@ -1186,6 +1232,8 @@ def report(files):
     if runs[0]["scenario"] == "mixed":
         row("**sessions lost** (a new session started for a session request)",
             lambda a: "**%d**" % a["sessions_lost"])
+        row("· of which their server was never killed while they lived (a proxy could keep them)",
+            lambda a: "**%d**" % a["sessions_lost_avoidable"])
         row("· of which moved (answered by a server not its owner)",
             lambda a: "%d" % a["sessions_moved"])
         for k, lab in (("dead", "killed, not listening again yet"), ("frozen", "frozen (SIGSTOP)"),
@@ -1196,6 +1244,9 @@ def report(files):
     row("HTTP latency p50 / p99 / p99.9, ms (200s)",
         lambda a: "%s / %s / %s" % tuple(fmt_ms(a["lat_ok"].pct(q)) for q in (0.5, 0.99, 0.999)))
     row("**p99 during faults**, ms (200s)", lambda a: "**%s**" % fmt_ms(a["lat_ok_fault"].pct(0.99)))
+    if any(r.get("rate") for r in runs):
+        row("**p99 during faults, from when due** (paced: a stall counts for each request it held back), ms",
+            lambda a: "**%s**" % fmt_ms(a["lat_due_fault"].pct(0.99)))
     if len(runs) > len(proxies):
         row("· each round (the machine's noise)",
             lambda a: ", ".join(fmt_ms(Hist(r["lat_ok_fault"]).pct(0.99)) for r in a["runs"]))
@@ -1236,6 +1287,8 @@ def main():
                    help="mixed: this many session-less and session GET clients, half as many "
                         "POST and WebSocket clients; rolling: keep-alive GET clients")
     r.add_argument("--think", type=float, default=0.0, help="ms between an HTTP client's requests")
+    r.add_argument("--rate", type=float, default=0.0,
+                   help="requests/s of each HTTP client on a fixed schedule (0: closed loop, --think)")
     r.add_argument("--base-port", type=int, default=19400)
     r.add_argument("--proxy-cpus", default="")
     r.add_argument("--load-cpus", default="")

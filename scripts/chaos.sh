@@ -19,12 +19,19 @@
 #            16 KiB every 20 ms, checked byte for byte, reconnecting when closed).
 #   rolling  2 backends, 8 s, 4 keep-alive clients sending session-less GETs: wt1 is drained at
 #            1 s (for its upgrade), then wt2 crashes (kill -9) at 2 s and is back at 3 s.
+#   calm     mixed's clients, no fault: the control (what the machine and the clients add).
+#   reloads  mixed's clients, only wtgate's SIGHUP reloads.
 #
-# Options: --scenario mixed|rolling  --seed N (default 1)  --rounds N (default 1; the proxies'
-#          order alternates per round, each round its own seed: N, N+1, …)  --duration S
-#          --clients C  --think MS (pause after each of an HTTP client's requests; mixed: 2,
-#          so both proxies see about the same request rate and the clients' core is not the
-#          bottleneck; rolling: 0, a closed loop as in issue 15)  --proxies "wtgate haproxy"
+# Options: --scenario mixed|rolling|calm|reloads  --seed N (default 1)  --rounds N (default 1;
+#          the proxies' order alternates per round, each round its own seed: N, N+1, …)
+#          --duration S  --clients C
+#          --rate R (each HTTP client sends R requests/s on a fixed schedule; mixed, calm and
+#          reloads: 50, so both proxies get the same load and the clients' core keeps headroom;
+#          a request's wait is also counted from when it was due, so a stall counts for every
+#          request it held back; 0: a closed loop, see --think)
+#          --think MS (closed loop only: pause after each answer; 0 by default, each client
+#          sends as fast as it is answered; rolling is a closed loop, as in issue 15)
+#          --proxies "wtgate haproxy"
 #          --out DIR (default bench/results/chaos)  --no-build
 #          --haproxy-drain lb|server (which HAProxy server a drain sets: lb (default) the one in
 #          bck_lb, so wtN's sessions stay on it; server: bckN/srvN, whose drain its tracker in
@@ -35,11 +42,14 @@
 # bodies are a pattern of the request's nonce, POST bodies are checksummed, ?request=ws echoes.
 # Counted per proxy: errors by kind (connect refused, 502, 503, 504, other status, timeout (5 s),
 # closed before any answer, reset/EOF mid-response, wrong/corrupted answer, WebSocket closed, bad
-# echo, echo timeout), sessions moved (an answer from a backend other than the session's owner; the
-# client then takes the new session that backend started, as a browser would after Wt's reload),
-# bytes corrupted (bytes of a GET body or WebSocket echo that differ; a POST whose checksum differs
-# counts its whole body), latency of each HTTP request that got its 200 (p99 overall, and of the
-# requests started while a fault was on), WebSocket echo latency.
+# echo, echo timeout), sessions lost (an answer that starts a new session for a session request;
+# the client then takes it, as a browser would after Wt's reload), of them those whose server was
+# never killed while they lived (a proxy could have kept them) and those moved (answered by a
+# backend other than the owner), by what the owner was meanwhile (killed and not listening again
+# yet, frozen, or alive: it could have answered), bytes corrupted (bytes of a GET body or
+# WebSocket echo that differ; a POST whose checksum differs counts its whole body), latency of
+# each HTTP request that got its 200 (p99 overall, and of the requests started while a fault was
+# on, by kind and by round; paced: also from when it was due), WebSocket echo latency.
 #
 # Pinning (2+ cores): the proxy on the last core (wtgate --threads / HAProxy nbthread = that
 # many cores), clients and backends on the others, like scripts/compare.sh; PROXY_CPUS and
@@ -65,6 +75,7 @@ ROUNDS=1
 DURATION=
 CLIENTS=
 THINK=
+RATE=
 PROXIES="wtgate haproxy"
 OUT="$ROOT/bench/results/chaos"
 BUILD=1
@@ -78,18 +89,19 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
     --think) THINK=$2; shift ;;
+    --rate) RATE=$2; shift ;;
     --proxies) PROXIES=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --haproxy-drain) HAPROXY_DRAIN=$2; shift ;;
-    -h|--help) sed -n '2,55p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
     *) echo "chaos.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$SCENARIO" in
-  mixed|calm|reloads) DURATION=${DURATION:-30}; CLIENTS=${CLIENTS:-4}; THINK=${THINK:-2} ;;
-  rolling) DURATION=${DURATION:-8}; CLIENTS=${CLIENTS:-4}; THINK=${THINK:-0} ;;
+  mixed|calm|reloads) DURATION=${DURATION:-30}; CLIENTS=${CLIENTS:-4}; RATE=${RATE:-50} ;;
+  rolling) DURATION=${DURATION:-8}; CLIENTS=${CLIENTS:-4}; RATE=${RATE:-0} ;;
   *) echo "chaos.sh: --scenario mixed, rolling, calm or reloads, not $SCENARIO" >&2; exit 2 ;;
 esac
 
@@ -158,7 +170,7 @@ for r in $(seq "$ROUNDS"); do
     mkdir -p "$WORK/$name"
     timeout -k 5 $((${DURATION%.*} + 90)) taskset -c "$LOAD_CPUS" python3 scripts/chaos.py run \
       --proxy "$p" --scenario "$SCENARIO" --seed "$seed" --round "$r" --duration "$DURATION" \
-      --clients "$CLIENTS" --think "$THINK" --base-port "$BASE_PORT" \
+      --clients "$CLIENTS" --think "${THINK:-0}" --rate "$RATE" --base-port "$BASE_PORT" \
       --proxy-cpus "$PROXY_CPUS" --load-cpus "$LOAD_CPUS" --wtgate "$WORK/wtgate" \
       --haproxy "$HAPROXY" --haproxy-drain "$HAPROXY_DRAIN" \
       --workdir "$WORK/$name" --json "$OUT/$name.json" &
@@ -181,7 +193,8 @@ esac
   echo "## Chaos, scenario $SCENARIO — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "- $WHAT"
-  echo "- seed $SEED, $ROUNDS round(s); think time ${THINK} ms; HAProxy drain on: $HAPROXY_DRAIN"
+  if [ "$RATE" != 0 ]; then pacing="paced: $RATE requests/s per HTTP client"; else pacing="closed loop, think time ${THINK:-0} ms"; fi
+  echo "- seed $SEED, $ROUNDS round(s); $pacing; HAProxy drain on: $HAPROXY_DRAIN"
   echo "- machine: $NCPU cores, kernel $(uname -r); proxy on CPU $PROXY_CPUS, clients and backends on CPU $LOAD_CPUS; all cores ${BUSY_BEFORE}% busy before the run"
   echo "- versions: wtgate $WTGATE_REV, $("$HAPROXY" -v 2>/dev/null | head -1 | cut -d' ' -f1-3)"
   echo "- command: \`scripts/chaos.sh $ARGV\`"
