@@ -145,6 +145,8 @@ pub struct Shard {
     came_up: crate::net::Signal,
     /// Failure lines (answers of our own, failed checks) are rate-limited per shard.
     log: RateLimit,
+    /// A failing accept (EMFILE, most likely) is retried every 50 ms: said once a second.
+    accept_log: RateLimit,
     trim: TrimHandle,
     /// This shard's access-log lines on their way to the writer.
     pub access_log: ShardLog,
@@ -194,6 +196,7 @@ impl Shard {
             draining: Cell::new(false),
             came_up: crate::net::Signal::default(),
             log: RateLimit::new(LOG_LINES_PER_SECOND, Duration::from_secs(1)),
+            accept_log: RateLimit::new(1, Duration::from_secs(1)),
             trim: shared.trim,
         }
     }
@@ -626,7 +629,10 @@ impl Shard {
     }
 
     pub fn log_accept_error(&self, e: &dyn std::fmt::Display) {
-        eprintln!("wtgate[{}]: accept failed: {e}", self.id);
+        if let Some(left_out) = self.accept_log.allow(Instant::now()) {
+            let note = crate::log::suppressed_note(left_out);
+            eprintln!("wtgate[{}]: accept failed: {e}{note}", self.id);
+        }
     }
 
     /// The shard's periodic task: applies a reloaded config within [`RELOAD_POLL`]; watches pooled
