@@ -363,16 +363,22 @@ class Wtgate:
         log.close()
 
     async def admin_state(self, name, state):
-        p = await asyncio.create_subprocess_exec(
-            self.bin, "admin", "--url", "http://127.0.0.1:%d" % self.admin, state, name,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        # The admin API straight from this process (what `wtgate admin STATE NAME` sends), as
+        # HAProxy gets its stats socket: starting a `wtgate admin` process on the clients' core
+        # for every drain would weigh on the clients' latency in wtgate's runs only.
         try:
-            out, _ = await asyncio.wait_for(p.communicate(), 5)
-        except asyncio.TimeoutError:
-            p.kill()
-            await p.wait()
-            return "timeout"
-        return "ok" if p.returncode == 0 else "rc %d: %s" % (p.returncode, out.decode().strip())
+            r, w = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.admin), 2)
+            w.write(("POST /backends/%s/state HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                     "Connection: close\r\nX-Wtgate-Admin: 1\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %d\r\n\r\n%s" % (name, self.admin, len(state), state)).encode())
+            await w.drain()
+            out = await asyncio.wait_for(r.read(), 5)
+            w.close()
+        except (OSError, asyncio.TimeoutError) as e:
+            return "error: %s" % e
+        status = out.split(b"\r\n", 1)[0].decode("latin-1")
+        return "ok" if " 200 " in status + " " else "%s: %s" % (status, out[-200:].decode("latin-1"))
 
     async def reload(self):
         self.reloads += 1
@@ -522,6 +528,7 @@ class Stats:
         self.lost_avoidable = 0  # lost although its owner was never killed while it lived
         self.born = {}  # session id -> when a client first had it
         self.closed_early_reused = 0
+        self.died_under = 0  # client errors whose server was killed under them
         self.off_owner = 0
         self.corrupt_bytes = 0
         self.corrupt_events = 0
@@ -564,8 +571,11 @@ class Stats:
     def in_fault(self, t):
         return any(a <= t < b for a, b in self.windows)
 
-    def error(self, kind, detail=""):
+    def error(self, kind, detail="", dead=False):
+        """One client error; `dead`: its server was killed under it (a WebSocket cut, a POST in
+        flight), which no proxy could have answered."""
         self.errors[kind] += 1
+        self.died_under += dead
         t = round(self.rel(), 3)
         span = self.spans.setdefault(kind, [t, t])
         span[1] = t
@@ -698,7 +708,8 @@ class Client:
             if e.kind == "closed_early" and conn.served:
                 st.closed_early_reused += 1
             conn.close()
-            st.error(e.kind, "%s %s: %s" % (method, target[:60], e.detail))
+            st.error(e.kind, "%s %s: %s" % (method, target[:60], e.detail),
+                     self.died_under(method, target, trel))
             if e.kind.startswith("connect"):
                 await asyncio.sleep(0.05)
             return None
@@ -709,7 +720,8 @@ class Client:
             conn.close()
         if status != 200:
             k = {502: "s502", 503: "s503", 504: "s504"}.get(status, "other_status")
-            st.error(k, "%s %s -> %d" % (method, target[:60], status))
+            st.error(k, "%s %s -> %d" % (method, target[:60], status),
+                     status == 502 and self.died_under(method, target, trel))
             return None
         if not self.verify(method, target, body, hdrs, rbody):
             conn.close()
@@ -761,6 +773,12 @@ class Client:
             st.corrupt_bytes += bad
             return False
         return True
+
+    def died_under(self, method, target, trel):
+        """Whether a failed POST's server was killed while it was in flight: its body may have
+        been acted on, so no proxy may send it again elsewhere."""
+        owner = owner_of(query_params(target).get("wtd", ""), self.names)
+        return method == "POST" and self.stats.owner_state(owner, trel, self.stats.rel()) == "dead"
 
     def check_owner(self, wtd, hdrs):
         """Counts a request answered by a server other than its session's owner, by what the owner
@@ -898,7 +916,9 @@ class Client:
                 st.error("ws_timeout")
                 return wtd
             except (asyncio.IncompleteReadError, ConnectionError) as e:
-                st.error("ws_closed", str(e))
+                owner = owner_of(wtd, self.names)
+                st.error("ws_closed", str(e),
+                         st.owner_state(owner, t0 - st.t0, st.rel()) == "dead")
                 return wtd
             if op != 2 or echo != msg:
                 bad = sum(a != b for a, b in zip(echo, msg)) + abs(len(echo) - len(msg))
@@ -1138,7 +1158,8 @@ async def run_main(args):
         "error_samples": stats.samples, "error_spans": stats.spans, "sessions_moved": stats.moved,
         "sessions_moved_by_owner": stats.moved_by, "sessions_lost": stats.lost,
         "sessions_lost_avoidable": stats.lost_avoidable, "sessions_lost_at_end": lost_at_end,
-        "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused, "sessions_started": stats.sessions_started,
+        "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused,
+        "errors_server_died": stats.died_under, "sessions_started": stats.sessions_started,
         "corrupted_bytes": stats.corrupt_bytes, "corrupted_events": stats.corrupt_events,
         "ws_messages": stats.ws_messages, "ws_opened": stats.ws_opened,
         "lat_ok": stats.lat_ok.b, "lat_ok_fault": stats.lat_ok_fault.b, "lat_all": stats.lat_all.b,
@@ -1187,7 +1208,7 @@ def report(files):
         rs = [r for r in runs if r["proxy"] == p]
         a = {"rounds": len(rs), "runs": sorted(rs, key=lambda r: r["round"])}
         for key in ("sessions_moved", "sessions_lost", "sessions_lost_avoidable", "sessions_lost_at_end", "requests_off_owner", "corrupted_bytes", "corrupted_events",
-                    "ws_messages", "ws_opened", "elapsed_s", "closed_early_reused"):
+                    "ws_messages", "ws_opened", "elapsed_s", "closed_early_reused", "errors_server_died"):
             a[key] = sum(r.get(key, 0) for r in rs)
         a["faults"] = sum(1 for r in rs for f in r["faults"] if f["result"] == "ok")
         a["faults_failed"] = sum(1 for r in rs for f in r["faults"] if f.get("failed"))
@@ -1226,6 +1247,10 @@ def report(files):
     row("requests (HTTP + upgrades)", lambda a: a["requests"])
     row("HTTP requests/s", lambda a: "%.0f" % (a["http"] / max(a["elapsed_s"], 0.001)))
     row("**client errors**", lambda a: "**%d**" % sum(a["errors"].values()))
+    row("· their server killed under them (a WebSocket cut, a POST in flight): no proxy could answer",
+        lambda a: a["errors_server_died"])
+    row("· **others: a proxy could have answered**",
+        lambda a: "**%d**" % (sum(a["errors"].values()) - a["errors_server_died"]))
     for k, lab in ERROR_KINDS:
         if not k.startswith("ws_") or runs[0]["scenario"] == "mixed" or any(agg[p]["errors"][k] for p in proxies):
             row("· " + lab, lambda a, k=k: a["errors"][k])
