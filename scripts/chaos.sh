@@ -42,14 +42,17 @@
 # bodies are a pattern of the request's nonce, POST bodies are checksummed, ?request=ws echoes.
 # Counted per proxy: errors by kind (connect refused, 502, 503, 504, other status, timeout (5 s),
 # closed before any answer, reset/EOF mid-response, wrong/corrupted answer, WebSocket closed, bad
-# echo, echo timeout), sessions lost (an answer that starts a new session for a session request;
-# the client then takes it, as a browser would after Wt's reload), of them those whose server was
-# never killed while they lived (a proxy could have kept them) and those moved (answered by a
-# backend other than the owner), by what the owner was meanwhile (killed and not listening again
-# yet, frozen, or alive: it could have answered), bytes corrupted (bytes of a GET body or
-# WebSocket echo that differ; a POST whose checksum differs counts its whole body), latency of
-# each HTTP request that got its 200 (p99 overall, and of the requests started while a fault was
-# on, by kind and by round; paced: also from when it was due), WebSocket echo latency.
+# echo, echo timeout), and of them those whose server was killed under them (a WebSocket cut, a
+# POST in flight: no proxy could answer) and the others (a proxy could have), sessions lost (a
+# session whose server was killed while it lived: found by its next request, which starts a new
+# one that the client takes, as a browser would after Wt's reload, or still held at the end), of
+# them those whose server was never killed while they lived (a proxy could have kept them), and
+# sessions moved (answered by a backend other than the owner) by what the owner was meanwhile
+# (killed and not listening again yet, frozen, or alive: it could have answered), bytes corrupted
+# (bytes of a GET body or WebSocket echo that differ; a POST whose checksum differs counts its
+# whole body), latency of each HTTP request that got its 200 (p99 overall, and of the requests
+# started while a fault was on, by kind and by round; paced: also from when it was due),
+# WebSocket echo latency.
 #
 # Pinning (2+ cores): the proxy on the last core (wtgate --threads / HAProxy nbthread = that
 # many cores), clients and backends on the others, like scripts/compare.sh; PROXY_CPUS and
@@ -94,7 +97,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --haproxy-drain) HAPROXY_DRAIN=$2; shift ;;
-    -h|--help) sed -n '2,65p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,68p' "$0"; exit 0 ;;
     *) echo "chaos.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
