@@ -528,7 +528,7 @@ class Stats:
         self.lost_avoidable = 0  # lost although its owner was never killed while it lived
         self.born = {}  # session id -> when a client first had it
         self.closed_early_reused = 0
-        self.died_under = 0  # client errors whose server was killed under them
+        self.server_died = 0  # client errors whose server was killed under them
         self.off_owner = 0
         self.corrupt_bytes = 0
         self.corrupt_events = 0
@@ -556,9 +556,7 @@ class Stats:
 
     def killed_since(self, owner, born, t1):
         """Whether the owner was killed between a session's start and t1."""
-        return any(s == "dead" and b_ >= born and a <= t1
-                   for a, b_, s in ((a, b if b is not None else t1, s)
-                                    for a, b, s in self.down.get(owner, ())))
+        return any(s == "dead" and born <= a <= t1 for a, _, s in self.down.get(owner, ()))
 
     def down_from(self, backend, state):
         self.down.setdefault(backend, []).append([self.rel(), None, state])
@@ -575,7 +573,7 @@ class Stats:
         """One client error; `dead`: its server was killed under it (a WebSocket cut, a POST in
         flight), which no proxy could have answered."""
         self.errors[kind] += 1
-        self.died_under += dead
+        self.server_died += dead
         t = round(self.rel(), 3)
         span = self.spans.setdefault(kind, [t, t])
         span[1] = t
@@ -1159,7 +1157,7 @@ async def run_main(args):
         "sessions_moved_by_owner": stats.moved_by, "sessions_lost": stats.lost,
         "sessions_lost_avoidable": stats.lost_avoidable, "sessions_lost_at_end": lost_at_end,
         "requests_off_owner": stats.off_owner, "closed_early_reused": stats.closed_early_reused,
-        "errors_server_died": stats.died_under, "sessions_started": stats.sessions_started,
+        "errors_server_died": stats.server_died, "sessions_started": stats.sessions_started,
         "corrupted_bytes": stats.corrupt_bytes, "corrupted_events": stats.corrupt_events,
         "ws_messages": stats.ws_messages, "ws_opened": stats.ws_opened,
         "lat_ok": stats.lat_ok.b, "lat_ok_fault": stats.lat_ok_fault.b, "lat_all": stats.lat_all.b,
