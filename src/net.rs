@@ -505,16 +505,69 @@ impl<T: Copy + Send + 'static> Peers<T> {
     }
 }
 
+/// Spare values a shard reuses instead of allocating them anew (read buffers, heads), that a
+/// burst does not leave behind for good: [`FreeList::decay`], called every few hundred
+/// milliseconds, frees as many as were never taken since its last call.
+pub struct FreeList<T> {
+    free: RefCell<Vec<T>>,
+    /// The fewest spares there were since the last [`FreeList::decay`]: that many were not needed.
+    low: Cell<usize>,
+}
+
+impl<T> Default for FreeList<T> {
+    fn default() -> Self {
+        FreeList {
+            free: RefCell::new(Vec::new()),
+            low: Cell::new(0),
+        }
+    }
+}
+
+impl<T> FreeList<T> {
+    pub fn take(&self) -> Option<T> {
+        let mut free = self.free.borrow_mut();
+        let value = free.pop();
+        self.low.set(self.low.get().min(free.len()));
+        value
+    }
+
+    /// Keeps `value` for reuse if fewer than `max` are kept; false if it was dropped.
+    pub fn give(&self, value: T, max: usize) -> bool {
+        let mut free = self.free.borrow_mut();
+        let kept = free.len() < max;
+        if kept {
+            free.push(value);
+        }
+        kept
+    }
+
+    /// Frees the spares that were not needed since the last call; true if any were.
+    pub fn decay(&self) -> bool {
+        let mut free = self.free.borrow_mut();
+        let unused = self.low.get().min(free.len());
+        if unused > 0 {
+            let keep = free.len() - unused;
+            free.truncate(keep);
+            free.shrink_to_fit();
+        }
+        self.low.set(free.len());
+        unused > 0
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.free.borrow().len()
+    }
+}
+
 /// A shard's spare read buffers, all of one size, so that idle connections hold none: a keep-alive
 /// connection waiting for its next request costs its socket and its task, not 2 × 32 KiB.
 pub struct BufPool {
     size: usize,
     max_free: usize,
-    free: RefCell<Vec<Box<[u8]>>>,
+    free: FreeList<Box<[u8]>>,
     /// Set when a buffer was freed because the spares were full: memory worth trimming.
     overflowed: Cell<bool>,
-    /// The fewest spares there were since the last [`BufPool::decay`]: that many were not needed.
-    low: Cell<usize>,
 }
 
 impl BufPool {
@@ -522,35 +575,25 @@ impl BufPool {
         BufPool {
             size,
             max_free,
-            free: RefCell::new(Vec::new()),
+            free: FreeList::default(),
             overflowed: Cell::new(false),
-            low: Cell::new(0),
         }
     }
 
     fn take(&self) -> Box<[u8]> {
-        let mut free = self.free.borrow_mut();
-        let buf = free.pop();
-        self.low.set(self.low.get().min(free.len()));
-        buf.unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+        self.free
+            .take()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
     }
 
-    /// Frees the spares that no read needed since the last call (the shard calls it every few
-    /// hundred milliseconds): a burst's buffers do not stay for good. True if any were freed.
+    /// Frees the spares that no read needed since the last call: a burst's buffers do not stay
+    /// for good. True if any were freed.
     pub fn decay(&self) -> bool {
-        let mut free = self.free.borrow_mut();
-        let unused = self.low.get().min(free.len());
-        let keep = free.len() - unused;
-        free.truncate(keep);
-        self.low.set(free.len());
-        unused > 0
+        self.free.decay()
     }
 
     fn give(&self, buf: Box<[u8]>) {
-        let mut free = self.free.borrow_mut();
-        if free.len() < self.max_free {
-            free.push(buf);
-        } else {
+        if !self.free.give(buf, self.max_free) {
             self.overflowed.set(true);
         }
     }
@@ -741,9 +784,9 @@ mod tests {
         let one = pool.take();
         pool.give(one);
         assert!(pool.decay(), "two spares were not needed since");
-        assert_eq!(pool.free.borrow().len(), 1);
+        assert_eq!(pool.free.kept(), 1);
         assert!(pool.decay());
-        assert_eq!(pool.free.borrow().len(), 0);
+        assert_eq!(pool.free.kept(), 0);
         assert!(!pool.decay());
     }
 
@@ -761,6 +804,6 @@ mod tests {
         assert_eq!((b.start, b.end), (0, 0));
         b.release();
         assert!(b.buf.is_none());
-        assert_eq!(pool.free.borrow().len(), 1);
+        assert_eq!(pool.free.kept(), 1);
     }
 }

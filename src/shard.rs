@@ -28,7 +28,7 @@ use crate::h1;
 use crate::health::{AdminTable, Gossip, Health, Heard};
 use crate::log::RateLimit;
 use crate::metrics::{Held, ShardStats};
-use crate::net::{BufPool, Peers, PipePool, Sock};
+use crate::net::{BufPool, FreeList, Peers, PipePool, Sock};
 use crate::pool::Pool;
 use crate::route::{Decision, Router, find_wtd};
 use crate::sessions::SessionTable;
@@ -830,46 +830,20 @@ impl Shard {
 
 /// Values a shard reuses instead of allocating them per request: what they hold on the heap (a
 /// head's header list, a buffer's room) stays with them.
-struct Spares<T> {
-    free: RefCell<Vec<T>>,
-    /// The fewest spares there were since the last [`Spares::decay`]: that many were not needed.
-    low: Cell<usize>,
-}
-
-impl<T> Default for Spares<T> {
-    fn default() -> Self {
-        Spares {
-            free: RefCell::new(Vec::new()),
-            low: Cell::new(0),
-        }
-    }
-}
+#[derive(Default)]
+struct Spares<T>(FreeList<T>);
 
 impl<T: Default> Spares<T> {
     fn take(&self) -> T {
-        let mut free = self.free.borrow_mut();
-        let value = free.pop().unwrap_or_default();
-        self.low.set(self.low.get().min(free.len()));
-        value
+        self.0.take().unwrap_or_default()
     }
 
     /// Frees the spares no request needed since the last call; true if any were.
     fn decay(&self) -> bool {
-        let mut free = self.free.borrow_mut();
-        let unused = self.low.get().min(free.len());
-        let keep = free.len() - unused;
-        free.truncate(keep);
-        if unused > 0 {
-            free.shrink_to_fit();
-        }
-        self.low.set(free.len());
-        unused > 0
+        self.0.decay()
     }
 
     fn give(&self, value: T) {
-        let mut free = self.free.borrow_mut();
-        if free.len() < SPARE_HEADS {
-            free.push(value);
-        }
+        self.0.give(value, SPARE_HEADS);
     }
 }
