@@ -38,3 +38,16 @@ def measure(open_one, n, pids, hold):
     for s in conns:
         s.close()
     return report
+
+
+def read_head(s, what):
+    """Reads socket s up to the end of an HTTP head: (the head, the bytes read after it). An end
+    before it is an OSError saying "closed before" `what`."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("closed before " + what)
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest

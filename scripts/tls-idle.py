@@ -14,17 +14,11 @@ import socket
 import ssl
 import sys
 
-from idle_rss import measure
+from idle_rss import measure, read_head
 
 
 def read_response(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("closed before the response head")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
+    head, body = read_head(s, "the response head")
     length = 0
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 
-from idle_rss import measure
+from idle_rss import measure, read_head
 
 
 def recv_exact(s, n, buf):
@@ -36,13 +36,7 @@ def open_tunnel(port, i):
         f"GET /app?wtd={wtd}&request=ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("closed before the 101")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
+    head, rest = read_head(s, "the 101")
     if b" 101 " not in head.split(b"\r\n")[0]:
         raise OSError("no 101")
     payload = bytes((i + k) % 256 for k in range(32))
