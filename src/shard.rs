@@ -622,16 +622,18 @@ impl Shard {
 
     /// Writes a failure line to stderr unless too many were written this second.
     pub fn log_failure(&self, line: std::fmt::Arguments) {
-        if let Some(left_out) = self.log.allow(Instant::now()) {
-            let note = crate::log::suppressed_note(left_out);
-            eprintln!("wtgate[{}]: {line}{note}", self.id);
-        }
+        self.log_within(&self.log, line);
     }
 
     pub fn log_accept_error(&self, e: &dyn std::fmt::Display) {
-        if let Some(left_out) = self.accept_log.allow(Instant::now()) {
+        self.log_within(&self.accept_log, format_args!("accept failed: {e}"));
+    }
+
+    /// Writes `line` to stderr if `limit` allows it, saying how many were left out before it.
+    fn log_within(&self, limit: &RateLimit, line: std::fmt::Arguments) {
+        if let Some(left_out) = limit.allow(Instant::now()) {
             let note = crate::log::suppressed_note(left_out);
-            eprintln!("wtgate[{}]: accept failed: {e}{note}", self.id);
+            eprintln!("wtgate[{}]: {line}{note}", self.id);
         }
     }
 

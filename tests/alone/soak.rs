@@ -5,9 +5,9 @@
 //!
 //! The engine runs in the test's process (the test binary run again for this one test, with one
 //! malloc arena: [`soak_in_a_process_of_one_arena`]), so `/proc/self/fd` and `VmRSS` are the
-//! proxy's plus the test's own (backends, clients). Every client socket is closed before counting, and the idle count is
-//! taken with the engine and the backends already running; "idle again" is awaited by polling
-//! the fd count in a bounded loop (a readiness signal, not a sleep).
+//! proxy's plus the test's own (backends, clients). Every client socket is closed before
+//! counting, and the idle count is taken with the engine and the backends already running; "idle
+//! again" is awaited by polling the fd count in a bounded loop (a readiness signal, not a sleep).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;

@@ -212,8 +212,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Issue 17: `accept` meeting EMFILE. Connections past the open-files limit wait in the kernel's
 /// backlog; the shard backs off between tries instead of spinning on the failing accept (and
-/// says so once a second, not at every try), a connection it already has keeps being served (on its pooled backend connection), and once
-/// descriptors are free the waiting connections are served too.
+/// says so once a second, not at every try), a connection it already has keeps being served (on
+/// its pooled backend connection), and once descriptors are free the waiting connections are
+/// served too.
 #[test]
 fn accept_at_the_open_files_limit_neither_spins_nor_stops_served_connections() {
     let b = TestBackend::start("wt1", Behavior::Normal);
